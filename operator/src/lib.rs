@@ -1,0 +1,1 @@
+//! Placeholder until the operator lands.

@@ -1,0 +1,311 @@
+//! The `spec` of an `McpAuthPolicy`. Field doc comments become `kubectl explain` text.
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::secret::SecretRef;
+
+/// How the sidecar authenticates requests to one MCP server.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[cfg_attr(feature = "kube", derive(kube::CustomResource))]
+#[cfg_attr(
+    feature = "kube",
+    kube(
+        group = "mcpwarden.dev",
+        version = "v1alpha1",
+        kind = "McpAuthPolicy",
+        plural = "mcpauthpolicies",
+        shortname = "mcpap",
+        namespaced,
+        status = "crate::status::McpAuthPolicyStatus",
+        printcolumn = r#"{"name":"Mode","type":"string","jsonPath":".spec.mode"}"#,
+        printcolumn = r#"{"name":"Issuer","type":"string","jsonPath":".spec.jwt.issuer","priority":0}"#,
+        printcolumn = r#"{"name":"Provider","type":"string","jsonPath":".spec.oauthProxy.provider"}"#,
+        printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+        printcolumn = r#"{"name":"Bound","type":"integer","jsonPath":".status.boundWorkloads"}"#,
+        printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+    )
+)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct McpAuthPolicySpec {
+    /// The protected MCP endpoint as clients see it.
+    pub resource: ResourceSpec,
+    /// `jwt` verifies bearer tokens from an existing authorization server; `oauthProxy` makes
+    /// the sidecar an OAuth 2.1 authorization server in front of an upstream identity provider.
+    pub mode: AuthMode,
+    /// Settings for `mode: jwt`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwt: Option<JwtSpec>,
+    /// Settings for `mode: oauthProxy`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oauth_proxy: Option<OAuthProxySpec>,
+    /// Extra scope requirements per MCP method or tool, checked after the token is valid.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rules: Vec<ScopeRule>,
+    /// Where OAuth state lives. Absent means in-memory: fine for one replica, wrong for more.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage: Option<StorageSpec>,
+    /// What the sidecar tells the MCP server about the caller.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forward: Option<ForwardSpec>,
+    /// Browser origins allowed to call the endpoint (DNS-rebinding defence and CORS).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cors: Option<CorsSpec>,
+}
+
+/// The protected resource (RFC 9728).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ResourceSpec {
+    /// The canonical URL clients use for the MCP endpoint, e.g. `https://mcp.example.com/mcp`.
+    /// It is the `resource` of the protected-resource metadata and the audience of tokens the
+    /// proxy issues, so it must be exactly the external URL (behind any ingress), not the pod's.
+    pub url: String,
+    /// Scopes advertised in the protected-resource metadata and in 401 challenges.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scopes_supported: Vec<String>,
+    /// Human-readable name of the MCP server, shown in metadata and on the consent page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+/// The authentication mode.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum AuthMode {
+    /// Verify JWT access tokens issued by an existing authorization server.
+    Jwt,
+    /// Act as an OAuth 2.1 authorization server backed by an upstream identity provider.
+    OauthProxy,
+}
+
+/// Verification of JWT access tokens issued by an external authorization server.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct JwtSpec {
+    /// The issuer, exactly as in the tokens' `iss` claim and the server's metadata.
+    pub issuer: String,
+    /// Accepted `aud` values; a token must name at least one. Defaults to `resource.url`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub audiences: Vec<String>,
+    /// Where the signing keys are. When absent, found by OpenID Connect / RFC 8414 discovery.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwks_uri: Option<String>,
+    /// Signature algorithms accepted. `none` and HMAC are never accepted.
+    #[serde(default = "default_algorithms")]
+    pub algorithms: Vec<JwtAlgorithm>,
+    /// Scopes every request must carry (in `scope` or `scp`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub required_scopes: Vec<String>,
+    /// Tolerated clock difference for `exp`/`nbf`, in seconds (at most 300).
+    #[serde(default = "default_clock_skew")]
+    pub clock_skew_seconds: u32,
+    /// Allow plain-http issuer and JWKS URLs on hosts other than loopback. Keys fetched
+    /// without TLS can be replaced by anyone on the network path: test environments only.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_insecure_http: bool,
+}
+
+fn default_algorithms() -> Vec<JwtAlgorithm> {
+    vec![
+        JwtAlgorithm::RS256,
+        JwtAlgorithm::ES256,
+        JwtAlgorithm::PS256,
+        JwtAlgorithm::EdDSA,
+    ]
+}
+
+fn default_clock_skew() -> u32 {
+    60
+}
+
+/// An asymmetric JWS algorithm.
+#[allow(missing_docs)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+pub enum JwtAlgorithm {
+    RS256,
+    RS384,
+    RS512,
+    PS256,
+    PS384,
+    PS512,
+    ES256,
+    ES384,
+    EdDSA,
+}
+
+/// The OAuth 2.1 authorization-server facade in front of an upstream identity provider.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct OAuthProxySpec {
+    /// The upstream identity provider; presets fill its endpoints and quirks.
+    pub provider: Provider,
+    /// Upstream issuer for `provider: oidc` (discovered), optional override otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<String>,
+    /// Entra ID tenant (id or domain) for `provider: entra`; default `organizations`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
+    /// The OAuth client registered at the upstream identity provider.
+    pub client_id: String,
+    /// Secret key holding the upstream client secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_secret_ref: Option<SecretRef>,
+    /// Scopes requested from the upstream identity provider.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scopes: Vec<String>,
+    /// Extra query parameters on the upstream authorization request (e.g. `prompt`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub extra_authorize_params: BTreeMap<String, String>,
+    /// Send the RFC 8707 `resource` parameter upstream. Default: the provider preset's choice
+    /// (some identity providers reject unknown resources).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub send_resource_upstream: Option<bool>,
+    /// Redirect URIs clients may register. Exact match, except `http://localhost` and
+    /// `http://127.0.0.1` entries, which allow any port (RFC 8252). Custom schemes such as
+    /// `cursor://` must be listed to be allowed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_redirect_uris: Vec<String>,
+    /// `always` asks the user on every authorization; `remember` keeps an approval per user,
+    /// client and redirect URI.
+    #[serde(default)]
+    pub consent: ConsentMode,
+    /// Lifetime of the access tokens the proxy issues.
+    #[serde(default = "default_access_ttl")]
+    pub access_token_ttl_seconds: u32,
+    /// Lifetime of a refresh-token family.
+    #[serde(default = "default_refresh_ttl")]
+    pub refresh_token_ttl_seconds: u32,
+    /// Secret key holding the PEM signing keys (managed by the operator; generated for local runs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signing_key_secret_ref: Option<SecretRef>,
+    /// Secret key holding the encryption keys for upstream tokens at rest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption_key_secret_ref: Option<SecretRef>,
+    /// Let client ID metadata document URLs resolve to private or loopback addresses.
+    /// Opens an SSRF path into the cluster network: test environments only.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_private_client_metadata: bool,
+}
+
+fn default_access_ttl() -> u32 {
+    900
+}
+
+fn default_refresh_ttl() -> u32 {
+    14 * 24 * 3600
+}
+
+/// Upstream identity provider presets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum Provider {
+    /// GitHub OAuth Apps / GitHub Apps (not OIDC; identity from the user API).
+    Github,
+    /// Google accounts (OIDC).
+    Google,
+    /// Microsoft Entra ID v2 endpoints (OIDC).
+    Entra,
+    /// Any OpenID Connect provider, found by discovery from `issuer`.
+    Oidc,
+}
+
+/// When the consent page is shown.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum ConsentMode {
+    /// Ask on every authorization.
+    #[default]
+    Always,
+    /// Remember an approval per user, client and redirect URI.
+    Remember,
+}
+
+/// A scope requirement for matching MCP requests, on top of `jwt.requiredScopes`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ScopeRule {
+    /// JSON-RPC method, e.g. `tools/call`, or `*` for every method.
+    pub method: String,
+    /// For `tools/call`: tool names this rule covers; `*` matches any run of characters
+    /// (`delete_*`). Empty means every tool.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tools: Vec<String>,
+    /// Scopes the request needs, all of them.
+    pub scopes: Vec<String>,
+}
+
+/// Where shared OAuth state is kept.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct StorageSpec {
+    /// A Redis deployment shared by all replicas.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redis: Option<RedisSpec>,
+}
+
+/// Connection to Redis.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RedisSpec {
+    /// `redis://host:port[/db]`, or `rediss://` for TLS. For sentinel, a sentinel address;
+    /// for cluster, one seed node.
+    pub url: String,
+    /// Deployment shape.
+    #[serde(default)]
+    pub mode: RedisMode,
+    /// More sentinel or cluster seed addresses (`host:port`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub extra_nodes: Vec<String>,
+    /// Sentinel master name (required for `mode: sentinel`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sentinel_master: Option<String>,
+    /// ACL user name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    /// Secret key holding the password.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_secret_ref: Option<SecretRef>,
+    /// Timeout of each Redis command, in milliseconds.
+    #[serde(default = "default_redis_timeout")]
+    pub timeout_millis: u32,
+}
+
+fn default_redis_timeout() -> u32 {
+    1000
+}
+
+/// Redis deployment shape.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum RedisMode {
+    /// One primary.
+    #[default]
+    Standalone,
+    /// Primary found through Redis Sentinel.
+    Sentinel,
+    /// Redis Cluster.
+    Cluster,
+}
+
+/// Identity passed to the MCP server. The caller's bearer token is never forwarded.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ForwardSpec {
+    /// Token claim → request header, e.g. `sub: X-Auth-Subject`. Headers of these names sent
+    /// by the client are removed first, so the app can trust them.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub claims_to_headers: BTreeMap<String, String>,
+}
+
+/// Browser access.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CorsSpec {
+    /// Origins (`scheme://host[:port]`) allowed besides the resource's own. A request with any
+    /// other `Origin` header is refused with 403.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_origins: Vec<String>,
+}

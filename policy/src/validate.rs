@@ -1,0 +1,381 @@
+//! Checks a spec beyond what its types say, reporting every problem at once with its field path.
+
+use std::fmt;
+use std::net::IpAddr;
+
+use url::Url;
+
+use crate::spec::{AuthMode, McpAuthPolicySpec, OAuthProxySpec, Provider, RedisMode};
+
+/// Why a policy cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    /// Not valid YAML/JSON, or a field has the wrong type or an unknown name.
+    #[error("policy does not parse: {0}")]
+    Parse(String),
+    /// The document is not an `McpAuthPolicy`.
+    #[error(
+        "expected apiVersion mcpwarden.dev/v1alpha1 and kind McpAuthPolicy, got {api_version} {kind}"
+    )]
+    WrongKind {
+        /// What the document says.
+        api_version: String,
+        /// What the document says.
+        kind: String,
+    },
+    /// Semantic problems, each with the field path.
+    #[error("policy is invalid: {}", Problems(.0))]
+    Invalid(Vec<(String, String)>),
+}
+
+struct Problems<'a>(&'a [(String, String)]);
+
+impl fmt::Display for Problems<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, (field, why)) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("; ")?;
+            }
+            write!(f, "{field}: {why}")?;
+        }
+        Ok(())
+    }
+}
+
+/// The parsed `resource.url`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ValidatedResource {
+    /// The URL exactly as configured (the PRM `resource` value).
+    pub url: String,
+    /// `scheme://host[:port]`.
+    pub origin: String,
+    /// The path, `/` when empty.
+    pub path: String,
+}
+
+impl ValidatedResource {
+    /// Parses and checks a resource URL: absolute, http(s), no fragment, query or userinfo;
+    /// https unless the host is loopback.
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        let url = Url::parse(raw).map_err(|e| format!("not an absolute URL ({e})"))?;
+        check_web_url(&url, false)?;
+        if url.query().is_some() {
+            return Err("must not have a query".into());
+        }
+        Ok(Self {
+            url: raw.to_owned(),
+            origin: url.origin().ascii_serialization(),
+            path: url.path().to_owned(),
+        })
+    }
+}
+
+/// True for `localhost`, `127.0.0.0/8` and `::1`.
+pub fn is_loopback_host(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => IpAddr::V4(ip).is_loopback(),
+        Some(url::Host::Ipv6(ip)) => IpAddr::V6(ip).is_loopback(),
+        None => false,
+    }
+}
+
+fn check_web_url(url: &Url, allow_http: bool) -> Result<(), String> {
+    match url.scheme() {
+        "https" => {}
+        "http" if allow_http || is_loopback_host(url) => {}
+        "http" => {
+            return Err("must use https (plain http is only allowed for loopback hosts)".into());
+        }
+        other => return Err(format!("scheme {other:?} is not http(s)")),
+    }
+    if url.host().is_none() {
+        return Err("has no host".into());
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err("must not contain user info".into());
+    }
+    if url.fragment().is_some() {
+        return Err("must not have a fragment".into());
+    }
+    Ok(())
+}
+
+struct Report(Vec<(String, String)>);
+
+impl Report {
+    fn check(&mut self, field: &str, result: Result<(), String>) {
+        if let Err(why) = result {
+            self.0.push((field.to_owned(), why));
+        }
+    }
+
+    fn url(&mut self, field: &str, raw: &str, allow_http: bool) {
+        let result = Url::parse(raw).map_err(|e| format!("not an absolute URL ({e})"));
+        self.check(field, result.and_then(|u| check_web_url(&u, allow_http)));
+    }
+}
+
+const RESERVED_HEADERS: &[&str] = &[
+    "authorization",
+    "host",
+    "cookie",
+    "content-length",
+    "content-type",
+    "transfer-encoding",
+    "connection",
+    "mcp-session-id",
+    "mcp-protocol-version",
+    "origin",
+];
+
+impl McpAuthPolicySpec {
+    /// Checks cross-field rules; every problem is reported with its field path.
+    pub fn validate(&self) -> Result<(), crate::PolicyError> {
+        let mut r = Report(Vec::new());
+        r.check(
+            "spec.resource.url",
+            ValidatedResource::parse(&self.resource.url).map(|_| ()),
+        );
+        match (self.mode, &self.jwt, &self.oauth_proxy) {
+            (AuthMode::Jwt, None, _) => {
+                r.check("spec.jwt", Err("required when mode is jwt".into()))
+            }
+            (AuthMode::OauthProxy, _, None) => r.check(
+                "spec.oauthProxy",
+                Err("required when mode is oauthProxy".into()),
+            ),
+            (AuthMode::Jwt, _, Some(_)) => r.check(
+                "spec.oauthProxy",
+                Err("only allowed when mode is oauthProxy".into()),
+            ),
+            (AuthMode::OauthProxy, Some(_), _) => {
+                r.check("spec.jwt", Err("only allowed when mode is jwt".into()))
+            }
+            _ => {}
+        }
+        if let (AuthMode::Jwt, Some(jwt)) = (self.mode, &self.jwt) {
+            r.url("spec.jwt.issuer", &jwt.issuer, jwt.allow_insecure_http);
+            if let Some(uri) = &jwt.jwks_uri {
+                r.url("spec.jwt.jwksUri", uri, jwt.allow_insecure_http);
+            }
+            if jwt.algorithms.is_empty() {
+                r.check(
+                    "spec.jwt.algorithms",
+                    Err("must list at least one algorithm".into()),
+                );
+            }
+            if jwt.clock_skew_seconds > 300 {
+                r.check(
+                    "spec.jwt.clockSkewSeconds",
+                    Err("must be at most 300".into()),
+                );
+            }
+            for (i, aud) in jwt.audiences.iter().enumerate() {
+                if aud.is_empty() {
+                    r.check(
+                        &format!("spec.jwt.audiences[{i}]"),
+                        Err("must not be empty".into()),
+                    );
+                }
+            }
+        }
+        if let (AuthMode::OauthProxy, Some(proxy)) = (self.mode, &self.oauth_proxy) {
+            validate_proxy(&mut r, proxy);
+        }
+        for (i, rule) in self.rules.iter().enumerate() {
+            if rule.method.is_empty() {
+                r.check(
+                    &format!("spec.rules[{i}].method"),
+                    Err("must not be empty".into()),
+                );
+            }
+            if rule.scopes.is_empty() {
+                r.check(
+                    &format!("spec.rules[{i}].scopes"),
+                    Err("must list at least one scope".into()),
+                );
+            }
+        }
+        for (claim, header) in self.forward.iter().flat_map(|f| &f.claims_to_headers) {
+            let field = format!("spec.forward.claimsToHeaders.{claim}");
+            let valid = !header.is_empty()
+                && header
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+            if !valid {
+                r.check(
+                    &field,
+                    Err(format!("{header:?} is not a valid header name")),
+                );
+            } else if RESERVED_HEADERS.contains(&header.to_ascii_lowercase().as_str()) {
+                r.check(&field, Err(format!("{header} is reserved")));
+            }
+        }
+        for (i, origin) in self
+            .cors
+            .iter()
+            .flat_map(|c| &c.allowed_origins)
+            .enumerate()
+        {
+            let ok = Url::parse(origin).ok().filter(|u| {
+                u.has_host() && u.origin().ascii_serialization() == origin.trim_end_matches('/')
+            });
+            if ok.is_none() {
+                r.check(
+                    &format!("spec.cors.allowedOrigins[{i}]"),
+                    Err(format!(
+                        "{origin:?} is not an origin (scheme://host[:port])"
+                    )),
+                );
+            }
+        }
+        if let Some(redis) = self.storage.as_ref().and_then(|s| s.redis.as_ref()) {
+            let scheme_ok =
+                Url::parse(&redis.url).is_ok_and(|u| matches!(u.scheme(), "redis" | "rediss"));
+            if !scheme_ok {
+                r.check(
+                    "spec.storage.redis.url",
+                    Err("must be a redis:// or rediss:// URL".into()),
+                );
+            }
+            if redis.mode == RedisMode::Sentinel && redis.sentinel_master.is_none() {
+                r.check(
+                    "spec.storage.redis.sentinelMaster",
+                    Err("required when mode is sentinel".into()),
+                );
+            }
+        }
+        if r.0.is_empty() {
+            Ok(())
+        } else {
+            Err(crate::PolicyError::Invalid(r.0))
+        }
+    }
+}
+
+fn validate_proxy(r: &mut Report, proxy: &OAuthProxySpec) {
+    if proxy.client_id.is_empty() {
+        r.check("spec.oauthProxy.clientId", Err("must not be empty".into()));
+    }
+    match (&proxy.issuer, proxy.provider) {
+        (None, Provider::Oidc) => r.check(
+            "spec.oauthProxy.issuer",
+            Err("required for provider oidc".into()),
+        ),
+        (Some(issuer), _) => r.url("spec.oauthProxy.issuer", issuer, false),
+        _ => {}
+    }
+    for (i, uri) in proxy.allowed_redirect_uris.iter().enumerate() {
+        let field = format!("spec.oauthProxy.allowedRedirectUris[{i}]");
+        match Url::parse(uri) {
+            Err(e) => r.check(&field, Err(format!("not an absolute URL ({e})"))),
+            Ok(u) if u.fragment().is_some() => {
+                r.check(&field, Err("must not have a fragment".into()))
+            }
+            Ok(u) if u.scheme() == "http" && !is_loopback_host(&u) => r.check(
+                &field,
+                Err("plain http is only allowed for loopback hosts".into()),
+            ),
+            Ok(_) => {}
+        }
+    }
+    if proxy.access_token_ttl_seconds == 0 || proxy.access_token_ttl_seconds > 86_400 {
+        r.check(
+            "spec.oauthProxy.accessTokenTtlSeconds",
+            Err("must be between 1 and 86400".into()),
+        );
+    }
+    if proxy.refresh_token_ttl_seconds == 0 {
+        r.check(
+            "spec.oauthProxy.refreshTokenTtlSeconds",
+            Err("must be positive".into()),
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::PolicyDocument;
+
+    const JWT: &str = r#"
+apiVersion: mcpwarden.dev/v1alpha1
+kind: McpAuthPolicy
+metadata: {name: corp-sso, namespace: tools, labels: {a: b}}
+spec:
+  resource: {url: "https://mcp.example.com/mcp", scopesSupported: [mcp:tools]}
+  mode: jwt
+  jwt:
+    issuer: https://login.example.com
+    audiences: [https://mcp.example.com/mcp]
+    requiredScopes: [mcp:tools]
+  forward:
+    claimsToHeaders: {sub: X-Auth-Subject}
+"#;
+
+    #[test]
+    fn parses_the_contract_example() {
+        let doc = PolicyDocument::from_yaml(JWT).unwrap();
+        assert_eq!(doc.metadata.name, "corp-sso");
+        let jwt = doc.spec.jwt.as_ref().unwrap();
+        assert_eq!(jwt.clock_skew_seconds, 60);
+        assert_eq!(jwt.algorithms.len(), 4);
+        let again = PolicyDocument::from_yaml(&doc.to_yaml()).unwrap();
+        assert_eq!(again, doc);
+    }
+
+    fn invalid(text: &str) -> String {
+        PolicyDocument::from_yaml(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn reports_every_problem_with_its_field() {
+        let bad = JWT
+            .replace("https://login.example.com", "http://login.example.com")
+            .replace("X-Auth-Subject", "Authorization");
+        let msg = invalid(&bad);
+        assert!(msg.contains("spec.jwt.issuer: must use https"), "{msg}");
+        assert!(
+            msg.contains("spec.forward.claimsToHeaders.sub: Authorization is reserved"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn allows_loopback_http_and_the_explicit_insecure_option() {
+        assert!(
+            PolicyDocument::from_yaml(
+                &JWT.replace("https://login.example.com", "http://127.0.0.1:9000")
+            )
+            .is_ok()
+        );
+        let insecure = JWT
+            .replace("https://login.example.com", "http://idp.internal")
+            .replace(
+                "requiredScopes:",
+                "allowInsecureHttp: true\n    requiredScopes:",
+            );
+        assert!(PolicyDocument::from_yaml(&insecure).is_ok());
+    }
+
+    #[test]
+    fn rejects_mode_mismatch_unknown_fields_and_wrong_kind() {
+        assert!(
+            invalid(&JWT.replace("mode: jwt", "mode: oauthProxy"))
+                .contains("spec.oauthProxy: required")
+        );
+        assert!(invalid(&JWT.replace("requiredScopes", "requiredScope")).contains("unknown field"));
+        assert!(
+            invalid(&JWT.replace("kind: McpAuthPolicy", "kind: Pod"))
+                .contains("expected apiVersion")
+        );
+        assert!(invalid(&JWT.replace("mode: jwt", "mode: basic")).contains("unknown variant"));
+        assert!(
+            invalid(&JWT.replace(
+                "https://mcp.example.com/mcp\"",
+                "https://mcp.example.com/mcp#x\""
+            ))
+            .contains("fragment")
+        );
+    }
+}
