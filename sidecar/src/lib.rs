@@ -1,1 +1,2 @@
 //! mcp-warden sidecar.
+pub mod store;
