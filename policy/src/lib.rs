@@ -13,7 +13,7 @@ pub use document::{API_VERSION, GROUP, KIND, PolicyDocument, PolicyMetadata, VER
 pub use secret::{SecretError, SecretRef};
 pub use spec::*;
 pub use status::{McpAuthPolicyStatus, PolicyCondition};
-pub use validate::{PolicyError, ValidatedResource};
+pub use validate::{PolicyError, ValidatedResource, is_loopback_host};
 
 #[cfg(feature = "kube")]
 pub use spec::McpAuthPolicy;

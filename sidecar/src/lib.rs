@@ -1,2 +1,24 @@
-//! mcp-warden sidecar.
-pub mod store;
+//! mcp-warden sidecar: makes an MCP server safe to put on a URL.
+//!
+//! In `jwt` mode it is an OAuth 2.1 resource server: it verifies bearer JWTs against the
+//! issuer's keys, answers unauthenticated clients with the RFC 9728 challenge MCP clients use to
+//! find the authorization server, and stream-proxies authorised requests to the app. The
+//! policy comes from an `McpAuthPolicy` document on disk and is hot-reloaded.
+
+pub mod admin;
+pub mod app;
+pub mod challenge;
+pub mod cli;
+pub mod forward;
+pub mod jwks;
+pub mod keys;
+pub mod metadata;
+pub mod metrics;
+pub mod origin;
+pub mod proxy;
+pub mod reload;
+pub mod rules;
+pub mod runtime;
+pub mod scopes;
+pub mod server;
+pub mod verify;

@@ -4,7 +4,24 @@
 //! replicas) and an in-memory map (local runs and a single replica). Callers namespace their keys
 //! with [`key`], which puts a policy's keys in one Redis Cluster slot.
 
+mod memory;
+mod metered;
+mod rate_limit;
+mod redis;
+mod redis_config;
+
+use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
+
+use mcp_warden_policy::RedisSpec;
+use prometheus_client::registry::Registry;
+
+pub use memory::{DEFAULT_MAX_ENTRIES, MemoryStore};
+pub use metered::{Metered, Op, StoreMetrics};
+pub use rate_limit::{Decision, RateLimiter};
+pub use redis::RedisStore;
+pub use redis_config::RedisTarget;
 
 /// What can go wrong talking to the store.
 #[derive(Debug, thiserror::Error)]
@@ -19,6 +36,9 @@ pub enum StoreError {
     /// The store configuration is unusable (bad URL, missing secret, inconsistent mode).
     #[error("state store configuration: {0}")]
     Config(String),
+    /// The caller asked for something the store cannot do (a zero TTL).
+    #[error("invalid store request: {0}")]
+    Invalid(String),
     /// The store refused the write because it is full (in-memory size bound).
     #[error("state store is full ({0} entries)")]
     Full(usize),
@@ -29,7 +49,7 @@ impl StoreError {
     pub fn retry_after(&self) -> u64 {
         match self {
             StoreError::Unavailable(_) | StoreError::Full(_) => 5,
-            StoreError::Corrupt(_) | StoreError::Config(_) => 30,
+            StoreError::Corrupt(_) | StoreError::Config(_) | StoreError::Invalid(_) => 30,
         }
     }
 }
@@ -85,4 +105,62 @@ pub trait Store: Send + Sync + 'static {
 /// `code`, `refresh`, …); `id` is any string (opaque ids, hashes).
 pub fn key(namespace: &str, policy: &str, kind: &str, id: &str) -> String {
     format!("mcpw:{{{namespace}/{policy}}}:{kind}:{id}")
+}
+
+/// Rejects TTLs Redis cannot express (`PX 0`): every key must expire, and not instantly.
+fn check_ttl(ttl: Duration) -> Result<(), StoreError> {
+    if ttl < Duration::from_millis(1) {
+        return Err(StoreError::Invalid(format!(
+            "TTL must be at least 1 ms, got {ttl:?}"
+        )));
+    }
+    Ok(())
+}
+
+/// Opens the store a policy asks for and wraps it with metrics registered in `registry`
+/// (`mcp_warden_store_operation_duration_seconds{op}`, `mcp_warden_store_errors_total{op}`).
+///
+/// `None` gives the in-memory store, with a warning that state is neither shared between
+/// replicas nor kept over restarts. Redis connections are made lazily and re-made after Redis
+/// restarts, so an unreachable Redis at start-up is logged, not fatal; a configuration error
+/// (bad URL, unreadable password secret) is.
+pub async fn connect(
+    spec: Option<&RedisSpec>,
+    secrets_dir: &Path,
+    registry: &mut Registry,
+) -> Result<Arc<dyn Store>, StoreError> {
+    let metrics = StoreMetrics::register(registry);
+    open(spec, secrets_dir, &metrics).await
+}
+
+/// Like [`connect`], with metric families registered earlier (a policy reload opens a new store
+/// but must not register the families twice).
+pub async fn open(
+    spec: Option<&RedisSpec>,
+    secrets_dir: &Path,
+    metrics: &StoreMetrics,
+) -> Result<Arc<dyn Store>, StoreError> {
+    let inner: Arc<dyn Store> = match spec {
+        None => {
+            tracing::warn!(
+                "no spec.storage.redis: OAuth state is kept in memory, lost on restart and not \
+                 shared between replicas; run a single replica or configure Redis"
+            );
+            MemoryStore::new(DEFAULT_MAX_ENTRIES)
+        }
+        Some(spec) => {
+            let target = RedisTarget::from_spec(spec, secrets_dir)?;
+            let store = RedisStore::open(&target)?;
+            match store.ping().await {
+                Ok(()) => tracing::info!(target = %target, "connected to Redis"),
+                Err(e) => tracing::warn!(
+                    target = %target,
+                    error = %e,
+                    "Redis is not reachable yet; OAuth endpoints answer 503 until it is"
+                ),
+            }
+            Arc::new(store)
+        }
+    };
+    Ok(Arc::new(Metered::new(inner, metrics.clone())))
 }

@@ -1,0 +1,56 @@
+//! Command-line flags (each also readable from an `MCP_WARDEN_*` environment variable).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// Log output format.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum LogFormat {
+    /// One JSON object per line (for log pipelines).
+    Json,
+    /// Human-readable.
+    Text,
+}
+
+/// mcp-warden-sidecar: puts OAuth in front of an MCP server.
+///
+/// Verifies bearer tokens (jwt mode) and forwards authorised requests to the MCP server at
+/// --upstream with their paths unchanged; unauthenticated clients get a 401 that tells them
+/// where to obtain a token.
+#[derive(Clone, Debug, clap::Parser)]
+#[command(name = "mcp-warden-sidecar", version)]
+pub struct Args {
+    /// McpAuthPolicy YAML document (as given to `kubectl apply`); reloaded when it changes.
+    #[arg(long, env = "MCP_WARDEN_POLICY")]
+    pub policy: PathBuf,
+    /// Base URL of the MCP server, e.g. http://127.0.0.1:8080.
+    #[arg(long, env = "MCP_WARDEN_UPSTREAM")]
+    pub upstream: String,
+    /// Public listen address (clients and the ingress connect here).
+    #[arg(long, env = "MCP_WARDEN_LISTEN", default_value = "127.0.0.1:8000")]
+    pub listen: SocketAddr,
+    /// Admin listen address: /metrics, /healthz, /readyz.
+    #[arg(long, env = "MCP_WARDEN_ADMIN", default_value = "127.0.0.1:9090")]
+    pub admin: SocketAddr,
+    /// Directory holding secrets as <secret name>/<key> files.
+    #[arg(
+        long,
+        env = "MCP_WARDEN_SECRETS_DIR",
+        default_value = "/etc/mcp-warden/secrets"
+    )]
+    pub secrets_dir: PathBuf,
+    /// Overrides spec.resource.url (the external URL clients use).
+    #[arg(long, env = "MCP_WARDEN_RESOURCE_URL")]
+    pub resource_url: Option<String>,
+    /// How often the policy file is checked for changes, in seconds.
+    #[arg(long, env = "MCP_WARDEN_RELOAD_INTERVAL", default_value_t = 2)]
+    pub reload_interval: u64,
+    /// Log format.
+    #[arg(
+        long,
+        env = "MCP_WARDEN_LOG_FORMAT",
+        value_enum,
+        default_value = "json"
+    )]
+    pub log_format: LogFormat,
+}

@@ -1,0 +1,176 @@
+//! A set of verification keys parsed from a JWK Set, indexed by `kid`.
+
+use std::collections::HashMap;
+
+use jsonwebtoken::jwk::{AlgorithmParameters, Jwk, KeyAlgorithm, PublicKeyUse};
+use jsonwebtoken::{Algorithm, DecodingKey};
+
+/// One usable verification key.
+#[derive(Clone)]
+pub struct VerificationKey {
+    /// The key material.
+    pub key: DecodingKey,
+    /// The algorithm the JWK pins, if any; a token must then use exactly this one.
+    pub alg: Option<Algorithm>,
+}
+
+impl VerificationKey {
+    /// Whether a token signed with `alg` may be checked with this key: same key family, and the
+    /// JWK's own `alg` when it names one. This is what stops algorithm confusion.
+    pub fn accepts(&self, alg: Algorithm) -> bool {
+        self.alg.is_none_or(|pinned| pinned == alg) && self.key.family() == alg.family()
+    }
+}
+
+/// Verification keys by `kid`; keys without a `kid` are kept apart.
+#[derive(Clone, Default)]
+pub struct KeySet {
+    by_kid: HashMap<String, Vec<VerificationKey>>,
+    unnamed: Vec<VerificationKey>,
+}
+
+fn algorithm(key_alg: KeyAlgorithm) -> Option<Algorithm> {
+    use KeyAlgorithm as K;
+    Some(match key_alg {
+        K::RS256 => Algorithm::RS256,
+        K::RS384 => Algorithm::RS384,
+        K::RS512 => Algorithm::RS512,
+        K::PS256 => Algorithm::PS256,
+        K::PS384 => Algorithm::PS384,
+        K::PS512 => Algorithm::PS512,
+        K::ES256 => Algorithm::ES256,
+        K::ES384 => Algorithm::ES384,
+        K::EdDSA => Algorithm::EdDSA,
+        _ => return None,
+    })
+}
+
+impl KeySet {
+    /// Parses a JWK Set document. Keys that cannot verify signatures (encryption keys,
+    /// symmetric keys, unknown types or algorithms) are skipped rather than failing the set,
+    /// so one odd key at the IdP does not take every token down. Returns the set and how many
+    /// keys were skipped.
+    pub fn from_json(body: &[u8]) -> Result<(Self, usize), String> {
+        #[derive(serde::Deserialize)]
+        struct Doc {
+            keys: Vec<serde_json::Value>,
+        }
+        let doc: Doc = serde_json::from_slice(body).map_err(|e| format!("not a JWK Set: {e}"))?;
+        let mut set = KeySet::default();
+        let mut skipped = 0;
+        for raw in doc.keys {
+            match serde_json::from_value::<Jwk>(raw)
+                .ok()
+                .and_then(|jwk| Self::usable(&jwk).map(|k| (jwk, k)))
+            {
+                Some((jwk, key)) => set.insert(jwk.common.key_id.clone(), key),
+                None => skipped += 1,
+            }
+        }
+        Ok((set, skipped))
+    }
+
+    /// Builds a set from already parsed JWKs (the OAuth proxy's own keys).
+    pub fn from_jwks(jwks: &jsonwebtoken::jwk::JwkSet) -> Self {
+        let mut set = KeySet::default();
+        for jwk in &jwks.keys {
+            if let Some(key) = Self::usable(jwk) {
+                set.insert(jwk.common.key_id.clone(), key);
+            }
+        }
+        set
+    }
+
+    fn usable(jwk: &Jwk) -> Option<VerificationKey> {
+        if matches!(jwk.common.public_key_use, Some(PublicKeyUse::Encryption)) {
+            return None;
+        }
+        if matches!(jwk.algorithm, AlgorithmParameters::OctetKey(_)) {
+            return None;
+        }
+        let alg = match jwk.common.key_algorithm {
+            Some(a) => Some(algorithm(a)?),
+            None => None,
+        };
+        let key = DecodingKey::from_jwk(jwk).ok()?;
+        Some(VerificationKey { key, alg })
+    }
+
+    fn insert(&mut self, kid: Option<String>, key: VerificationKey) {
+        match kid {
+            Some(kid) => self.by_kid.entry(kid).or_default().push(key),
+            None => self.unnamed.push(key),
+        }
+    }
+
+    /// Candidate keys for a token: those under its `kid`, or every key without a `kid` when the
+    /// token names none. Only keys that accept `alg` are returned.
+    pub fn candidates(&self, kid: Option<&str>, alg: Algorithm) -> Vec<&VerificationKey> {
+        let pool: &[VerificationKey] = match kid {
+            Some(kid) => self.by_kid.get(kid).map_or(&[], Vec::as_slice),
+            None => &self.unnamed,
+        };
+        pool.iter().filter(|k| k.accepts(alg)).collect()
+    }
+
+    /// Whether any key is known under `kid`.
+    pub fn has_kid(&self, kid: &str) -> bool {
+        self.by_kid.contains_key(kid)
+    }
+
+    /// Number of keys.
+    pub fn len(&self) -> usize {
+        self.by_kid.values().map(Vec::len).sum::<usize>() + self.unnamed.len()
+    }
+
+    /// True when there is no key at all.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const RSA: &str = r#"{"kty":"RSA","kid":"r1","use":"sig","alg":"RS256","n":"sXchDaQebHnPiGvyDOAT4saGEUetSyo9MKLOoWFsueri23bOdgWp4Dy1WlUzewbgBHod5pcM9H95GQRV3JDXboIRROSBigeC5yjU1hGzHHyXss8UDprecbAYxknTcQkhslANGRUZmdTOQ5qTRsLAt6BTYuyvVRdhS8exSZEy_c4gs_7svlJJQ4H9_NxsiIoLwAEk7-Q3UXERGYw_75IDrGA84-lA_-Ct4eTlXHBIY2EaV7t7LjJaynVJCpkv4LKjTTAumiGUIuQhrNhZLuF_RJLqHpM2kgWFLU7-VTdL1VbC2tejvcI2BlMkEpk1BzBZI0KQB0GaDWFLN-aEAw3vRw","e":"AQAB"}"#;
+    const ENC: &str = r#"{"kty":"RSA","kid":"e1","use":"enc","n":"sXchDaQebHnPiGvyDOAT4saGEUetSyo9MKLOoWFsueri23bOdgWp4Dy1WlUzewbgBHod5pcM9H95GQRV3JDXboIRROSBigeC5yjU1hGzHHyXss8UDprecbAYxknTcQkhslANGRUZmdTOQ5qTRsLAt6BTYuyvVRdhS8exSZEy_c4gs_7svlJJQ4H9_NxsiIoLwAEk7-Q3UXERGYw_75IDrGA84-lA_-Ct4eTlXHBIY2EaV7t7LjJaynVJCpkv4LKjTTAumiGUIuQhrNhZLuF_RJLqHpM2kgWFLU7-VTdL1VbC2tejvcI2BlMkEpk1BzBZI0KQB0GaDWFLN-aEAw3vRw","e":"AQAB"}"#;
+    const OCT: &str = r#"{"kty":"oct","kid":"h1","k":"c2VjcmV0"}"#;
+    const ODD: &str = r#"{"kty":"XYZ","kid":"x1"}"#;
+
+    #[test]
+    fn keeps_signing_keys_and_skips_the_rest() {
+        let doc = format!(r#"{{"keys":[{RSA},{ENC},{OCT},{ODD}]}}"#);
+        let (set, skipped) = KeySet::from_json(doc.as_bytes()).unwrap();
+        assert_eq!((set.len(), skipped), (1, 3));
+        assert!(set.has_kid("r1"));
+        assert_eq!(set.candidates(Some("r1"), Algorithm::RS256).len(), 1);
+    }
+
+    #[test]
+    fn refuses_algorithm_confusion() {
+        let (set, _) = KeySet::from_json(format!(r#"{{"keys":[{RSA}]}}"#).as_bytes()).unwrap();
+        assert!(
+            set.candidates(Some("r1"), Algorithm::HS256).is_empty(),
+            "HMAC with an RSA key"
+        );
+        assert!(
+            set.candidates(Some("r1"), Algorithm::PS256).is_empty(),
+            "the JWK pins RS256"
+        );
+        assert!(
+            set.candidates(Some("r1"), Algorithm::ES256).is_empty(),
+            "wrong family"
+        );
+        assert!(
+            set.candidates(None, Algorithm::RS256).is_empty(),
+            "kid-less tokens only match kid-less keys"
+        );
+    }
+
+    #[test]
+    fn rejects_documents_that_are_not_jwk_sets() {
+        assert!(KeySet::from_json(b"{}").is_err());
+        assert!(KeySet::from_json(b"<html>").is_err());
+    }
+}

@@ -1,0 +1,179 @@
+//! The sidecar's Prometheus metrics. One registry is built in `main` and every component registers
+//! its own families; label values come from bounded enums only (never subjects or client ids).
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// What happened to a request on the public port.
+#[allow(missing_docs)]
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+pub enum Outcome {
+    Allowed,
+    Unauthorized,
+    Forbidden,
+    BadRequest,
+    UpstreamError,
+    Metadata,
+    Preflight,
+}
+
+/// Why, in a bounded set.
+#[allow(missing_docs)]
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+pub enum Reason {
+    None,
+    MissingToken,
+    Malformed,
+    Expired,
+    NotYetValid,
+    BadSignature,
+    WrongIssuer,
+    WrongAudience,
+    UnknownKid,
+    DisallowedAlg,
+    KeysUnavailable,
+    InsufficientScope,
+    Origin,
+    InvalidRequest,
+    UpstreamUnavailable,
+}
+
+/// Labels of `mcp_warden_requests_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    /// Policy name.
+    pub policy: String,
+    /// What happened.
+    pub outcome: Outcome,
+    /// Why.
+    pub reason: Reason,
+}
+
+/// Labels of `mcp_warden_request_duration_seconds`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DurationLabels {
+    /// Policy name.
+    pub policy: String,
+    /// What happened.
+    pub outcome: Outcome,
+}
+
+/// Result of a fetch or reload.
+#[allow(missing_docs)]
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+pub enum FetchResult {
+    Success,
+    Error,
+    NotModified,
+}
+
+/// Labels of `mcp_warden_jwks_refresh_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct JwksLabels {
+    /// Policy name.
+    pub policy: String,
+    /// Whether the fetch worked.
+    pub result: FetchResult,
+}
+
+/// Labels of `mcp_warden_policy_reloads_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReloadLabels {
+    /// Whether the new policy was taken.
+    pub result: FetchResult,
+}
+
+/// The resource-server metric families.
+#[derive(Clone)]
+pub struct Metrics {
+    /// Requests on the public port.
+    pub requests: Family<RequestLabels, Counter>,
+    /// Time from request to response head, including the upstream.
+    pub duration: Family<DurationLabels, Histogram>,
+    /// JWKS fetches.
+    pub jwks_refresh: Family<JwksLabels, Counter>,
+    /// Requests whose token was found in the verified-token cache.
+    pub token_cache_hits: Counter,
+    /// Policy file reloads.
+    pub reloads: Family<ReloadLabels, Counter>,
+}
+
+impl Metrics {
+    /// Creates the families and registers them under `mcp_warden_` in `registry`.
+    pub fn register(registry: &mut Registry) -> Self {
+        let m = Metrics {
+            requests: Family::default(),
+            duration: Family::new_with_constructor(|| {
+                Histogram::new(exponential_buckets(0.0005, 2.0, 16))
+            }),
+            jwks_refresh: Family::default(),
+            token_cache_hits: Counter::default(),
+            reloads: Family::default(),
+        };
+        let r = registry.sub_registry_with_prefix("mcp_warden");
+        r.register(
+            "requests",
+            "Requests on the public port by outcome and reason",
+            m.requests.clone(),
+        );
+        r.register(
+            "request_duration_seconds",
+            "Time to the response head, including the upstream",
+            m.duration.clone(),
+        );
+        r.register(
+            "jwks_refresh",
+            "JWKS fetches by result",
+            m.jwks_refresh.clone(),
+        );
+        r.register(
+            "token_cache_hits",
+            "Requests served from the verified-token cache",
+            m.token_cache_hits.clone(),
+        );
+        r.register(
+            "policy_reloads",
+            "Policy file reloads by result",
+            m.reloads.clone(),
+        );
+        m
+    }
+
+    /// Records one finished request.
+    pub fn observe(&self, policy: &str, outcome: Outcome, reason: Reason, seconds: f64) {
+        self.requests
+            .get_or_create(&RequestLabels {
+                policy: policy.to_owned(),
+                outcome,
+                reason,
+            })
+            .inc();
+        self.duration
+            .get_or_create(&DurationLabels {
+                policy: policy.to_owned(),
+                outcome,
+            })
+            .observe(seconds);
+    }
+
+    /// Records one JWKS fetch.
+    pub fn jwks(&self, policy: &str, result: FetchResult) {
+        self.jwks_refresh
+            .get_or_create(&JwksLabels {
+                policy: policy.to_owned(),
+                result,
+            })
+            .inc();
+    }
+}
+
+/// Renders the registry in the OpenMetrics text format.
+pub fn render(registry: &Registry) -> String {
+    let mut out = String::new();
+    prometheus_client::encoding::text::encode(&mut out, registry)
+        .expect("writing to a String cannot fail");
+    out
+}

@@ -1,0 +1,175 @@
+//! Randomness, hashing, cookie signing and the AEAD that keeps upstream tokens encrypted at rest.
+//!
+//! Encryption keys are named by a key id so a ciphertext says which key sealed it: keys rotate
+//! (new key first, old keys kept) without orphaning sessions already in the store.
+
+use std::path::Path;
+
+use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
+use aws_lc_rs::{digest, hmac, rand};
+use base64::Engine as _;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use mcp_warden_policy::SecretRef;
+
+use super::OAuthError;
+
+/// `n` random bytes, base64url without padding: opaque ids, codes, tokens, CSRF values.
+pub fn random_token(n: usize) -> String {
+    let mut buf = vec![0u8; n];
+    rand::fill(&mut buf).expect("the system random generator works");
+    URL_SAFE_NO_PAD.encode(buf)
+}
+
+/// SHA-256 of `data`, base64url: store keys for secrets (codes, refresh tokens) so a store dump
+/// does not hand out usable credentials.
+pub fn sha256_b64(data: &[u8]) -> String {
+    URL_SAFE_NO_PAD.encode(digest::digest(&digest::SHA256, data))
+}
+
+/// Equality that takes the same time wherever the inputs differ.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    #[allow(deprecated)]
+    aws_lc_rs::constant_time::verify_slices_are_equal(a, b).is_ok()
+}
+
+/// Named AES-256-GCM keys: the first seals, all open.
+pub struct EncryptionKeys {
+    keys: Vec<(String, LessSafeKey)>,
+    mac: hmac::Key,
+}
+
+impl EncryptionKeys {
+    /// Parses `<kid>:<base64 of 32 bytes>` lines (blank lines and `#` comments ignored).
+    pub fn parse(text: &str) -> Result<Self, OAuthError> {
+        let mut keys = Vec::new();
+        let mut first_secret = None;
+        for (n, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let bad = |why: &str| OAuthError::Keys(format!("encryption key line {}: {why}", n + 1));
+            let (kid, b64) = line.split_once(':').ok_or_else(|| bad("expected <kid>:<base64>"))?;
+            if kid.is_empty() || kid.contains('.') {
+                return Err(bad("key id must be non-empty and contain no '.'"));
+            }
+            let secret = STANDARD.decode(b64.trim()).map_err(|_| bad("not base64"))?;
+            if secret.len() != 32 {
+                return Err(bad("key must be 32 bytes"));
+            }
+            let unbound = UnboundKey::new(&AES_256_GCM, &secret).map_err(|_| bad("unusable key"))?;
+            first_secret.get_or_insert(secret);
+            keys.push((kid.to_owned(), LessSafeKey::new(unbound)));
+        }
+        let first = first_secret.ok_or_else(|| OAuthError::Keys("no encryption key".into()))?;
+        // Cookie/CSRF MAC key derived from the current encryption key, so every replica shares it.
+        let mac_seed = hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, &first), b"mcp-warden cookie key v1");
+        Ok(EncryptionKeys { keys, mac: hmac::Key::new(hmac::HMAC_SHA256, mac_seed.as_ref()) })
+    }
+
+    /// Reads the key file a secret reference names.
+    pub fn load(reference: &SecretRef, secrets_dir: &Path) -> Result<Self, OAuthError> {
+        Self::parse(&reference.read(secrets_dir)?)
+    }
+
+    /// A fresh random key (local runs without a key secret; lost on restart).
+    pub fn generate() -> Self {
+        let mut secret = [0u8; 32];
+        rand::fill(&mut secret).expect("the system random generator works");
+        Self::parse(&format!("local:{}", STANDARD.encode(secret))).expect("generated key is valid")
+    }
+
+    /// Seals `plain`, bound to `context` (a ciphertext moved to another record fails to open).
+    /// Output: `<kid>.<base64url(nonce || ciphertext || tag)>`.
+    pub fn seal(&self, context: &str, plain: &[u8]) -> String {
+        let (kid, key) = &self.keys[0];
+        let mut nonce = [0u8; NONCE_LEN];
+        rand::fill(&mut nonce).expect("the system random generator works");
+        let mut buf = plain.to_vec();
+        key.seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::from(context.as_bytes()), &mut buf)
+            .expect("AES-GCM sealing does not fail for small inputs");
+        let mut out = nonce.to_vec();
+        out.extend_from_slice(&buf);
+        format!("{kid}.{}", URL_SAFE_NO_PAD.encode(out))
+    }
+
+    /// Opens what [`seal`](Self::seal) produced with any known key; `None` when the key id is
+    /// unknown (rotated out) or the data was tampered with.
+    pub fn open(&self, context: &str, sealed: &str) -> Option<Vec<u8>> {
+        let (kid, b64) = sealed.split_once('.')?;
+        let (_, key) = self.keys.iter().find(|(k, _)| k == kid)?;
+        let raw = URL_SAFE_NO_PAD.decode(b64).ok()?;
+        if raw.len() < NONCE_LEN {
+            return None;
+        }
+        let (nonce, body) = raw.split_at(NONCE_LEN);
+        let nonce = Nonce::try_assume_unique_for_key(nonce).ok()?;
+        let mut body = body.to_vec();
+        let plain = key.open_in_place(nonce, Aad::from(context.as_bytes()), &mut body).ok()?;
+        Some(plain.to_vec())
+    }
+
+    /// `value.<mac>`: a value the browser carries but cannot forge (cookies, CSRF tokens).
+    pub fn sign(&self, value: &str) -> String {
+        format!("{value}.{}", URL_SAFE_NO_PAD.encode(hmac::sign(&self.mac, value.as_bytes())))
+    }
+
+    /// The value inside a [`sign`](Self::sign)ed string, when the MAC checks out.
+    pub fn verify<'a>(&self, signed: &'a str) -> Option<&'a str> {
+        let (value, mac) = signed.rsplit_once('.')?;
+        let mac = URL_SAFE_NO_PAD.decode(mac).ok()?;
+        hmac::verify(&self.mac, value.as_bytes(), &mac).ok()?;
+        Some(value)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(kid: &str, byte: u8) -> String {
+        format!("{kid}:{}", STANDARD.encode([byte; 32]))
+    }
+
+    #[test]
+    fn seals_and_opens_across_rotation() {
+        let old = EncryptionKeys::parse(&line("k1", 1)).unwrap();
+        let sealed = old.seal("family:abc", b"upstream-refresh-token");
+        assert!(sealed.starts_with("k1."));
+        // New key prepended, old kept: old ciphertexts still open, new ones use k2.
+        let rotated = EncryptionKeys::parse(&format!("{}\n{}\n", line("k2", 2), line("k1", 1))).unwrap();
+        assert_eq!(rotated.open("family:abc", &sealed).unwrap(), b"upstream-refresh-token");
+        assert!(rotated.seal("x", b"y").starts_with("k2."));
+        // Old key dropped: the ciphertext no longer opens.
+        let dropped = EncryptionKeys::parse(&line("k2", 2)).unwrap();
+        assert!(dropped.open("family:abc", &sealed).is_none());
+    }
+
+    #[test]
+    fn context_and_tampering_are_detected() {
+        let keys = EncryptionKeys::parse(&line("k1", 1)).unwrap();
+        let sealed = keys.seal("family:a", b"secret");
+        assert!(keys.open("family:b", &sealed).is_none(), "moved to another record");
+        let mut tampered = sealed.clone().into_bytes();
+        let last = tampered.len() - 2;
+        tampered[last] = if tampered[last] == b'A' { b'B' } else { b'A' };
+        assert!(keys.open("family:a", std::str::from_utf8(&tampered).unwrap()).is_none());
+    }
+
+    #[test]
+    fn rejects_bad_key_files() {
+        for bad in ["", "nokid", "k1:notbase64!", &format!("k1:{}", STANDARD.encode([0u8; 16])), "a.b:AAAA"] {
+            assert!(EncryptionKeys::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn signed_values_cannot_be_forged() {
+        let keys = EncryptionKeys::parse(&line("k1", 1)).unwrap();
+        let other = EncryptionKeys::parse(&line("k1", 9)).unwrap();
+        let signed = keys.sign("tx123");
+        assert_eq!(keys.verify(&signed), Some("tx123"));
+        assert_eq!(other.verify(&signed), None);
+        assert_eq!(keys.verify("tx124.AAAA"), None);
+    }
+}

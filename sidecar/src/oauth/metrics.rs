@@ -1,0 +1,125 @@
+//! OAuth proxy metric families. Label values are bounded enums: never client ids or subjects.
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::registry::Registry;
+
+/// Outcome of an OAuth operation.
+#[allow(missing_docs)]
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+pub enum OpResult {
+    Success,
+    InvalidRequest,
+    InvalidClient,
+    InvalidGrant,
+    InvalidTarget,
+    InvalidScope,
+    InvalidRedirectUri,
+    InvalidClientMetadata,
+    UnsupportedGrantType,
+    AccessDenied,
+    UpstreamError,
+    RateLimited,
+    Unavailable,
+    ReuseDetected,
+}
+
+/// A consent decision.
+#[allow(missing_docs)]
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+pub enum Decision {
+    Approved,
+    Denied,
+    Remembered,
+    CsrfFailed,
+}
+
+/// Grant types of the token endpoint.
+#[allow(missing_docs)]
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+pub enum GrantType {
+    AuthorizationCode,
+    RefreshToken,
+    Other,
+}
+
+/// `{result}` labels.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    /// Outcome.
+    pub result: OpResult,
+}
+
+/// `{decision}` labels.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DecisionLabels {
+    /// What the user (or the remembered approval) decided.
+    pub decision: Decision,
+}
+
+/// `{grant_type,result}` labels.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct GrantLabels {
+    /// Grant type.
+    pub grant_type: GrantType,
+    /// Outcome.
+    pub result: OpResult,
+}
+
+/// The families, registered at start-up.
+#[derive(Clone, Default)]
+pub struct OAuthMetrics {
+    /// `/register` and client ID metadata document resolutions.
+    pub registrations: Family<ResultLabels, Counter>,
+    /// `/authorize` requests and their end at `/callback`.
+    pub authorizations: Family<ResultLabels, Counter>,
+    /// Consent decisions.
+    pub consents: Family<DecisionLabels, Counter>,
+    /// `/token` grants.
+    pub grants: Family<GrantLabels, Counter>,
+    /// Refresh-token reuse detections (each revokes a family).
+    pub refresh_reuse: Counter,
+    /// `/revoke` calls.
+    pub revocations: Family<ResultLabels, Counter>,
+}
+
+impl OAuthMetrics {
+    /// Creates and registers the families under `mcp_warden_oauth_`.
+    pub fn register(registry: &mut Registry) -> Self {
+        let m = OAuthMetrics::default();
+        let r = registry.sub_registry_with_prefix("mcp_warden_oauth");
+        r.register("registrations", "Client registrations by result", m.registrations.clone());
+        r.register("authorizations", "Authorization requests by result", m.authorizations.clone());
+        r.register("consents", "Consent decisions", m.consents.clone());
+        r.register("token_grants", "Token endpoint grants by grant type and result", m.grants.clone());
+        r.register("refresh_reuse", "Refresh-token reuse detections (family revoked)", m.refresh_reuse.clone());
+        r.register("revocations", "Revocation requests by result", m.revocations.clone());
+        m
+    }
+
+    /// Counts a registration.
+    pub fn registration(&self, result: OpResult) {
+        self.registrations.get_or_create(&ResultLabels { result }).inc();
+    }
+
+    /// Counts an authorization outcome.
+    pub fn authorization(&self, result: OpResult) {
+        self.authorizations.get_or_create(&ResultLabels { result }).inc();
+    }
+
+    /// Counts a consent decision.
+    pub fn consent(&self, decision: Decision) {
+        self.consents.get_or_create(&DecisionLabels { decision }).inc();
+    }
+
+    /// Counts a token grant.
+    pub fn grant(&self, grant_type: GrantType, result: OpResult) {
+        self.grants.get_or_create(&GrantLabels { grant_type, result }).inc();
+    }
+
+    /// Counts a revocation.
+    pub fn revocation(&self, result: OpResult) {
+        self.revocations.get_or_create(&ResultLabels { result }).inc();
+    }
+}

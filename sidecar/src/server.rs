@@ -1,0 +1,93 @@
+//! Wires the parts together and serves both ports until a shutdown signal.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use prometheus_client::registry::Registry;
+use tokio::net::TcpListener;
+
+use crate::admin::{self, AdminState};
+use crate::app::{self, AppState};
+use crate::cli::Args;
+use crate::metrics::Metrics;
+use crate::proxy::Upstream;
+use crate::reload;
+use crate::runtime::BuildContext;
+
+/// Runs the sidecar. Returns on SIGINT/SIGTERM after in-flight requests finish (bounded).
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    let mut registry = Registry::default();
+    let metrics = Metrics::register(&mut registry);
+    let http = reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(Duration::from_secs(10))
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("mcp-warden-sidecar/", env!("CARGO_PKG_VERSION")))
+        .build()?;
+    let ctx = BuildContext {
+        resource_override: args.resource_url.clone(),
+        secrets_dir: args.secrets_dir.clone(),
+        http,
+        metrics: metrics.clone(),
+    };
+    let upstream = Upstream::new(&args.upstream)?;
+    let (bytes, runtime) = reload::load(&args.policy, &ctx).await?;
+    reload::warm_up(&runtime).await;
+    let refresh = reload::spawn_refresh(&runtime);
+    tracing::info!(
+        policy = %runtime.policy,
+        resource = %runtime.resource.url,
+        listen = %args.listen,
+        admin = %args.admin,
+        upstream = %args.upstream,
+        keys_ready = runtime.verifier.ready(),
+        "mcp-warden sidecar starting"
+    );
+    let state = Arc::new(AppState {
+        runtime: ArcSwap::from_pointee(runtime),
+        upstream,
+        metrics,
+    });
+    tokio::spawn(reload::watch(
+        args.policy.clone(),
+        Duration::from_secs(args.reload_interval.max(1)),
+        ctx,
+        state.clone(),
+        bytes,
+        refresh,
+    ));
+
+    let public = TcpListener::bind(args.listen).await?;
+    let admin_listener = TcpListener::bind(args.admin).await?;
+    let admin_router = admin::router(Arc::new(AdminState {
+        registry,
+        app: state.clone(),
+    }));
+    let admin_server = axum::serve(admin_listener, admin_router).with_graceful_shutdown(shutdown());
+    let public_server = axum::serve(public, app::router(state)).with_graceful_shutdown(shutdown());
+    tokio::select! {
+        r = public_server => r?,
+        r = admin_server => r?,
+    }
+    Ok(())
+}
+
+async fn shutdown() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
+            s.recv().await;
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}

@@ -1,0 +1,286 @@
+//! Bearer-token verification: signature against the issuer's keys, then `iss`, `aud`, `exp` and
+//! `nbf`, with verified tokens cached until they expire.
+
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::sync::{Arc, Mutex};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::{Algorithm, Validation};
+use serde_json::{Map, Value};
+
+use crate::jwks::JwksSource;
+use crate::keys::KeySet;
+use crate::metrics::Reason;
+use crate::scopes::Granted;
+
+/// Longest token accepted; real access tokens are a few KB at most.
+const MAX_TOKEN_LEN: usize = 16 * 1024;
+/// Most tokens kept in the verified-token cache.
+const CACHE_CAPACITY: usize = 10_000;
+
+/// A verified caller.
+#[derive(Debug)]
+pub struct Principal {
+    /// All claims of the token.
+    pub claims: Map<String, Value>,
+    /// Scopes from `scope` / `scp`.
+    pub scopes: Granted,
+    /// `exp`, seconds since the epoch.
+    pub expires_at: u64,
+}
+
+/// Why a token was refused. The `Display` text is safe to send to the client.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    /// Not a compact JWS, or claims of the wrong shape.
+    #[error("the token is malformed")]
+    Malformed,
+    /// `exp` is in the past.
+    #[error("the token has expired")]
+    Expired,
+    /// `nbf` is in the future.
+    #[error("the token is not valid yet")]
+    NotYetValid,
+    /// The signature does not verify.
+    #[error("the token signature is invalid")]
+    BadSignature,
+    /// `iss` is not the configured issuer.
+    #[error("the token was issued by an untrusted issuer")]
+    WrongIssuer,
+    /// `aud` does not name this resource.
+    #[error("the token is not intended for this resource")]
+    WrongAudience,
+    /// No key with the token's `kid`, even after a refetch.
+    #[error("the token signing key is unknown")]
+    UnknownKid,
+    /// `alg` is not allowed (`none`, HMAC, or not in the policy's list).
+    #[error("the token signing algorithm is not accepted")]
+    DisallowedAlg,
+    /// No keys could be fetched from the issuer yet.
+    #[error("the token cannot be verified right now")]
+    KeysUnavailable,
+}
+
+impl TokenError {
+    /// The metric reason.
+    pub fn reason(self) -> Reason {
+        match self {
+            TokenError::Malformed => Reason::Malformed,
+            TokenError::Expired => Reason::Expired,
+            TokenError::NotYetValid => Reason::NotYetValid,
+            TokenError::BadSignature => Reason::BadSignature,
+            TokenError::WrongIssuer => Reason::WrongIssuer,
+            TokenError::WrongAudience => Reason::WrongAudience,
+            TokenError::UnknownKid => Reason::UnknownKid,
+            TokenError::DisallowedAlg => Reason::DisallowedAlg,
+            TokenError::KeysUnavailable => Reason::KeysUnavailable,
+        }
+    }
+}
+
+fn map_error(kind: &ErrorKind) -> TokenError {
+    match kind {
+        ErrorKind::InvalidSignature
+        | ErrorKind::InvalidEcdsaKey
+        | ErrorKind::InvalidEddsaKey
+        | ErrorKind::InvalidRsaKey(_)
+        | ErrorKind::InvalidKeyFormat => TokenError::BadSignature,
+        ErrorKind::ExpiredSignature => TokenError::Expired,
+        ErrorKind::ImmatureSignature => TokenError::NotYetValid,
+        ErrorKind::InvalidIssuer => TokenError::WrongIssuer,
+        ErrorKind::InvalidAudience => TokenError::WrongAudience,
+        ErrorKind::MissingRequiredClaim(claim) if claim == "iss" => TokenError::WrongIssuer,
+        ErrorKind::MissingRequiredClaim(claim) if claim == "aud" => TokenError::WrongAudience,
+        ErrorKind::InvalidAlgorithm
+        | ErrorKind::InvalidAlgorithmName
+        | ErrorKind::UnsupportedAlgorithm => TokenError::DisallowedAlg,
+        _ => TokenError::Malformed,
+    }
+}
+
+/// Where verification keys come from.
+#[derive(Clone)]
+pub enum Keys {
+    /// An external issuer's JWKS, fetched and refreshed.
+    Remote(Arc<JwksSource>),
+    /// A fixed set (the OAuth proxy's own signing keys).
+    Local(Arc<KeySet>),
+}
+
+/// What a token must satisfy.
+pub struct Expectations {
+    /// Exact `iss`.
+    pub issuer: String,
+    /// Accepted `aud` values (a trailing-slash variant of each is accepted too).
+    pub audiences: Vec<String>,
+    /// Allowed algorithms; HMAC and `none` are never in here.
+    pub algorithms: Vec<Algorithm>,
+    /// Clock skew for `exp`/`nbf`, seconds.
+    pub leeway: u64,
+}
+
+/// Verifies tokens for one policy.
+pub struct Verifier {
+    keys: Keys,
+    validations: HashMap<Algorithm, Validation>,
+    cache: Mutex<HashMap<Box<str>, Arc<Principal>>>,
+}
+
+#[derive(serde::Deserialize)]
+struct RawHeader {
+    alg: String,
+    kid: Option<String>,
+}
+
+impl Verifier {
+    /// A verifier for `expect`, using `keys`.
+    pub fn new(expect: Expectations, keys: Keys) -> Self {
+        let mut audiences = Vec::new();
+        for aud in &expect.audiences {
+            audiences.push(aud.clone());
+            match aud.strip_suffix('/') {
+                Some(bare) => audiences.push(bare.to_owned()),
+                None => audiences.push(format!("{aud}/")),
+            }
+        }
+        let validations = expect
+            .algorithms
+            .iter()
+            .filter(|alg| alg.family() != jsonwebtoken::AlgorithmFamily::Hmac)
+            .map(|&alg| {
+                let mut v = Validation::new(alg);
+                v.leeway = expect.leeway;
+                v.validate_nbf = true;
+                v.set_issuer(&[&expect.issuer]);
+                v.set_audience(&audiences);
+                v.set_required_spec_claims(&["exp", "iss", "aud"]);
+                (alg, v)
+            })
+            .collect();
+        Verifier {
+            keys,
+            validations,
+            cache: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Whether the verifier has keys to check tokens with.
+    pub fn ready(&self) -> bool {
+        match &self.keys {
+            Keys::Remote(source) => source.ready(),
+            Keys::Local(_) => true,
+        }
+    }
+
+    /// The remote key source, if any (for the refresh loop).
+    pub fn remote(&self) -> Option<&Arc<JwksSource>> {
+        match &self.keys {
+            Keys::Remote(source) => Some(source),
+            Keys::Local(_) => None,
+        }
+    }
+
+    /// Verifies `token`. The flag says whether the answer came from the cache.
+    pub async fn verify(&self, token: &str) -> Result<(Arc<Principal>, bool), TokenError> {
+        if let Some(hit) = self.cached(token) {
+            return Ok((hit, true));
+        }
+        let principal = Arc::new(self.verify_uncached(token).await?);
+        self.remember(token, &principal);
+        Ok((principal, false))
+    }
+
+    fn cached(&self, token: &str) -> Option<Arc<Principal>> {
+        let cache = self.cache.lock().expect("token cache lock");
+        let hit = cache.get(token)?;
+        (hit.expires_at > jsonwebtoken::get_current_timestamp()).then(|| hit.clone())
+    }
+
+    fn remember(&self, token: &str, principal: &Arc<Principal>) {
+        let mut cache = self.cache.lock().expect("token cache lock");
+        if cache.len() >= CACHE_CAPACITY {
+            let now = jsonwebtoken::get_current_timestamp();
+            cache.retain(|_, p| p.expires_at > now);
+            if cache.len() >= CACHE_CAPACITY {
+                cache.clear();
+            }
+        }
+        cache.insert(token.into(), principal.clone());
+    }
+
+    async fn verify_uncached(&self, token: &str) -> Result<Principal, TokenError> {
+        if token.len() > MAX_TOKEN_LEN || token.split('.').count() != 3 {
+            return Err(TokenError::Malformed);
+        }
+        let header_b64 = token.split('.').next().unwrap_or_default();
+        let header_json = URL_SAFE_NO_PAD
+            .decode(header_b64)
+            .map_err(|_| TokenError::Malformed)?;
+        let header: RawHeader =
+            serde_json::from_slice(&header_json).map_err(|_| TokenError::Malformed)?;
+        let alg = Algorithm::from_str(&header.alg).map_err(|_| TokenError::DisallowedAlg)?;
+        let validation = self
+            .validations
+            .get(&alg)
+            .ok_or(TokenError::DisallowedAlg)?;
+        let kid = header.kid.as_deref();
+
+        let mut keys = self.current_keys();
+        if keys.is_empty() {
+            if let Keys::Remote(source) = &self.keys {
+                keys = source.refetch_for_unknown_kid(kid.unwrap_or("")).await;
+            }
+            if keys.is_empty() {
+                return Err(TokenError::KeysUnavailable);
+            }
+        }
+        if let (Some(kid), Keys::Remote(source)) = (kid, &self.keys)
+            && !keys.has_kid(kid)
+        {
+            keys = source.refetch_for_unknown_kid(kid).await;
+        }
+        let candidates = keys.candidates(kid, alg);
+        if candidates.is_empty() {
+            return Err(match kid {
+                Some(kid) if !keys.has_kid(kid) => TokenError::UnknownKid,
+                Some(_) => TokenError::DisallowedAlg,
+                None => TokenError::UnknownKid,
+            });
+        }
+        let mut last = TokenError::BadSignature;
+        for candidate in candidates {
+            match jsonwebtoken::decode::<Map<String, Value>>(token, &candidate.key, validation) {
+                Ok(data) => {
+                    let claims = data.claims;
+                    let expires_at = claims
+                        .get("exp")
+                        .and_then(Value::as_u64)
+                        .ok_or(TokenError::Malformed)?;
+                    let scopes = Granted::from_claims(&claims);
+                    return Ok(Principal {
+                        claims,
+                        scopes,
+                        expires_at,
+                    });
+                }
+                Err(e) => {
+                    last = map_error(e.kind());
+                    if last != TokenError::BadSignature {
+                        break;
+                    }
+                }
+            }
+        }
+        Err(last)
+    }
+
+    fn current_keys(&self) -> Arc<KeySet> {
+        match &self.keys {
+            Keys::Remote(source) => source.keys(),
+            Keys::Local(set) => set.clone(),
+        }
+    }
+}
