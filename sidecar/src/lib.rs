@@ -21,4 +21,5 @@ pub mod rules;
 pub mod runtime;
 pub mod scopes;
 pub mod server;
+pub mod store;
 pub mod verify;
