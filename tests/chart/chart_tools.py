@@ -1,0 +1,109 @@
+"""Helpers for the chart tests: render the chart with the real helm binary, split the output into
+documents, and validate them (kubernetes-validate for built-in kinds, the CRD's openAPIV3Schema
+for McpAuthPolicy, the prometheus-operator models for ServiceMonitor/PodMonitor)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import jsonschema
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+CHART = REPO / "charts" / "mcp-warden"
+CI_VALUES = sorted((CHART / "ci").glob("*.yaml"))
+BAD_VALUES = sorted((Path(__file__).parent / "bad-values").glob("*.yaml"))
+HELM = Path(os.environ.get("HELM", REPO / ".run" / "bin" / "helm"))
+VENV_BIN = REPO / ".venv" / "bin"
+CRD_SOURCE = REPO / "crds" / "mcpauthpolicies.yaml"
+CRD_IN_CHART = CHART / "crds" / "mcpauthpolicies.yaml"
+MONITOR_VALIDATOR = Path(__file__).parent / "validate-monitors.mjs"
+# Kubernetes versions the rendered manifests are validated against: the oldest the chart
+# supports (Chart.yaml kubeVersion) and the newest kubernetes-validate knows.
+KUBE_VERSIONS = ["1.28", "1.33", "1.37"]
+RELEASE = "mcp-warden"
+NAMESPACE = "mcp-system"
+
+SETUP_HINT = "run scripts/setup-k8s-tools first"
+
+
+def require_helm() -> Path:
+    if not HELM.exists():
+        raise AssertionError(f"helm not found at {HELM}: {SETUP_HINT}")
+    return HELM
+
+
+def helm(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    """Runs helm; on failure with check=True raises with helm's stderr."""
+    proc = subprocess.run([str(require_helm()), *args], capture_output=True, text=True, timeout=120)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"helm {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr}")
+    return proc
+
+
+def template(values: Path | None = None, kube_version: str = "1.33", extra: tuple[str, ...] = ()) -> str:
+    """`helm template` with the chart's CRDs included, as an install would create them."""
+    args = ["template", RELEASE, str(CHART), "--namespace", NAMESPACE, "--include-crds",
+            "--kube-version", kube_version]
+    if values is not None:
+        args += ["--values", str(values)]
+    return helm(*args, *extra).stdout
+
+
+def documents(rendered: str) -> list[dict]:
+    """The non-empty YAML documents of a rendering."""
+    return [d for d in yaml.safe_load_all(rendered) if d]
+
+
+def of_kind(docs: list[dict], kind: str) -> list[dict]:
+    return [d for d in docs if d.get("kind") == kind]
+
+
+def one(docs: list[dict], kind: str) -> dict:
+    found = of_kind(docs, kind)
+    assert len(found) == 1, f"expected one {kind}, found {len(found)}"
+    return found[0]
+
+
+def kubernetes_validate(docs: list[dict], kube_version: str, tmp_path: Path) -> subprocess.CompletedProcess:
+    """kubernetes-validate --strict over the documents of built-in kinds."""
+    exe = VENV_BIN / "kubernetes-validate"
+    if not exe.exists():
+        raise AssertionError(f"{exe} missing: {SETUP_HINT}")
+    path = tmp_path / f"manifests-{kube_version}.yaml"
+    path.write_text(yaml.safe_dump_all(docs, sort_keys=False))
+    return subprocess.run([str(exe), "--strict", "--quiet", "-k", kube_version, str(path)],
+                          capture_output=True, text=True, timeout=300)
+
+
+def crd_schema(crd_path: Path = CRD_IN_CHART) -> dict:
+    """The openAPIV3Schema of the served McpAuthPolicy version."""
+    if not crd_path.exists():
+        raise AssertionError(f"{crd_path} is missing (the operator generates crds/mcpauthpolicies.yaml; "
+                             "the chart ships a copy)")
+    crd = yaml.safe_load(crd_path.read_text())
+    versions = [v for v in crd["spec"]["versions"] if v.get("served")]
+    assert versions, "the CRD serves no version"
+    return versions[0]["schema"]["openAPIV3Schema"]
+
+
+def validate_policy(doc: dict, schema: dict) -> list[str]:
+    """Errors of one McpAuthPolicy against the CRD schema (CEL rules are the API server's job)."""
+    validator = jsonschema.Draft4Validator(schema)
+    return [f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in validator.iter_errors(doc)]
+
+
+def validate_monitors(docs: list[dict]) -> subprocess.CompletedProcess:
+    """Validates ServiceMonitor/PodMonitor documents with @kubernetes-models/prometheus-operator,
+    the prometheus-operator CRD schemas compiled to validators."""
+    node = shutil.which("node")
+    if node is None:
+        raise AssertionError("node is required for the ServiceMonitor/PodMonitor validation")
+    if not (MONITOR_VALIDATOR.parent / "node_modules").exists():
+        raise AssertionError(f"{MONITOR_VALIDATOR.parent}/node_modules missing: {SETUP_HINT}")
+    return subprocess.run([node, str(MONITOR_VALIDATOR)], input=json.dumps(docs),
+                          capture_output=True, text=True, timeout=60)

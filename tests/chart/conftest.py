@@ -1,0 +1,6 @@
+"""Chart tests: make chart_tools importable."""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))

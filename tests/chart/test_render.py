@@ -1,0 +1,99 @@
+"""The chart lints, renders with the default values and every ci/*.yaml, and what it renders is
+valid: built-in kinds by kubernetes-validate --strict for several Kubernetes versions, McpAuthPolicy
+against the CRD's schema, ServiceMonitor/PodMonitor against prometheus-operator's."""
+
+from __future__ import annotations
+
+import pytest
+
+from chart_tools import (
+    CHART, CI_VALUES, KUBE_VERSIONS, crd_schema, documents, helm, kubernetes_validate, of_kind,
+    template, validate_monitors, validate_policy,
+)
+
+VALUE_SETS = [None, *CI_VALUES]
+IDS = ["defaults", *[p.stem for p in CI_VALUES]]
+CUSTOM_GROUPS = ("mcpwarden.dev/", "monitoring.coreos.com/")
+
+
+def test_there_are_ci_values_files():
+    assert len(CI_VALUES) >= 2, f"expected several values files under {CHART / 'ci'}"
+
+
+@pytest.mark.parametrize("values", VALUE_SETS, ids=IDS)
+def test_lint_strict(values):
+    args = ["lint", "--strict", str(CHART)]
+    if values is not None:
+        args += ["--values", str(values)]
+    out = helm(*args).stdout
+    assert "0 chart(s) failed" in out, out
+
+
+@pytest.mark.parametrize("kube_version", KUBE_VERSIONS)
+@pytest.mark.parametrize("values", VALUE_SETS, ids=IDS)
+def test_builtin_kinds_validate(values, kube_version, tmp_path):
+    docs = documents(template(values, kube_version=kube_version))
+    builtin = [d for d in docs if not d["apiVersion"].startswith(CUSTOM_GROUPS)]
+    assert builtin, "nothing rendered"
+    result = kubernetes_validate(builtin, kube_version, tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    # Every built-in kind had a schema (a kind kubernetes-validate does not know only warns).
+    assert "Couldn't find schema" not in result.stdout + result.stderr, result.stdout + result.stderr
+
+
+def test_kubernetes_validate_rejects_an_unknown_field(tmp_path):
+    """The validator run above can fail: a misspelt field is an error under --strict."""
+    docs = documents(template())
+    deployment = next(d for d in docs if d["kind"] == "Deployment")
+    deployment["spec"]["template"]["spec"]["containers"][0]["securityContex"] = {}
+    result = kubernetes_validate([deployment], "1.33", tmp_path)
+    assert result.returncode != 0, result.stdout
+
+
+@pytest.mark.parametrize("values", VALUE_SETS, ids=IDS)
+def test_policies_match_the_crd_schema(values):
+    schema = crd_schema()
+    docs = documents(template(values))
+    for policy in of_kind(docs, "McpAuthPolicy"):
+        assert policy["apiVersion"] == "mcpwarden.dev/v1alpha1"
+        errors = validate_policy(policy, schema)
+        assert not errors, f"{policy['metadata']['name']}: {errors}"
+
+
+def test_ci_values_create_policies_of_both_modes():
+    docs = [d for p in CI_VALUES for d in of_kind(documents(template(p)), "McpAuthPolicy")]
+    assert {d["spec"]["mode"] for d in docs} == {"jwt", "oauthProxy"}
+
+
+def test_crd_schema_rejects_a_bad_policy():
+    """The CRD check can fail: a policy with a wrong mode and an unknown field does not pass."""
+    bad = {
+        "apiVersion": "mcpwarden.dev/v1alpha1", "kind": "McpAuthPolicy",
+        "metadata": {"name": "bad"},
+        "spec": {"resource": {"url": "https://x.example/mcp"}, "mode": "basicAuth", "jwtt": {}},
+    }
+    assert validate_policy(bad, crd_schema())
+
+
+@pytest.mark.parametrize("values", VALUE_SETS, ids=IDS)
+def test_monitors_match_prometheus_operator_schema(values):
+    monitors = [d for d in documents(template(values)) if d["apiVersion"].startswith("monitoring.coreos.com/")]
+    if not monitors:
+        assert values is None or "full" not in values.stem, "full-values must render the monitors"
+        return
+    result = validate_monitors(monitors)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.count("ok ") == len(monitors), result.stdout
+
+
+def test_monitor_validator_rejects_a_bad_interval():
+    bad = {"apiVersion": "monitoring.coreos.com/v1", "kind": "PodMonitor", "metadata": {"name": "x"},
+           "spec": {"selector": {}, "podMetricsEndpoints": [{"port": "a", "interval": "30 seconds"}]}}
+    result = validate_monitors([bad])
+    assert result.returncode == 1 and "FAIL PodMonitor/x" in result.stdout, result.stdout
+
+
+def test_kube_version_floor_is_enforced():
+    result = helm("template", "x", str(CHART), "--kube-version", "1.27.0", check=False)
+    assert result.returncode != 0
+    assert "kubeVersion" in result.stderr or "incompatible" in result.stderr, result.stderr
