@@ -52,7 +52,8 @@ pub struct JwksSource {
     client: reqwest::Client,
     keys: ArcSwap<KeySet>,
     fetched_once: std::sync::atomic::AtomicBool,
-    last_fetch: Mutex<Option<Instant>>,
+    /// When the last refetch for an unknown `kid` started.
+    last_kid_refetch: Mutex<Option<Instant>>,
     metrics: Metrics,
 }
 
@@ -74,7 +75,7 @@ impl JwksSource {
             client,
             keys: ArcSwap::from_pointee(KeySet::default()),
             fetched_once: Default::default(),
-            last_fetch: Mutex::new(None),
+            last_kid_refetch: Mutex::new(None),
             metrics,
         }
     }
@@ -91,7 +92,6 @@ impl JwksSource {
 
     /// Fetches the keys now and swaps them in; on failure the old keys stay.
     pub async fn refresh(&self) -> Result<usize, JwksError> {
-        *self.last_fetch.lock().await = Some(Instant::now());
         self.fetch_and_swap().await
     }
 
@@ -112,10 +112,12 @@ impl JwksSource {
         result.map(|s| s.len())
     }
 
-    /// Called when a token names a `kid` we do not know. Refetches unless a fetch happened in
-    /// the last [`REFETCH_INTERVAL`]; concurrent callers share one fetch. Returns the keys to use.
+    /// Called when a token names a `kid` we do not know. Refetches unless another unknown-`kid`
+    /// refetch happened in the last [`REFETCH_INTERVAL`] (scheduled refreshes do not count, so a
+    /// rotation right after start-up is still picked up); concurrent callers share one fetch.
+    /// Returns the keys to use.
     pub async fn refetch_for_unknown_kid(&self, kid: &str) -> Arc<KeySet> {
-        let mut last = self.last_fetch.lock().await;
+        let mut last = self.last_kid_refetch.lock().await;
         // Another caller may have fetched while we waited for the lock.
         if self.keys.load().has_kid(kid) {
             return self.keys();

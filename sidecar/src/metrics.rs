@@ -1,44 +1,75 @@
 //! The sidecar's Prometheus metrics. One registry is built in `main` and every component registers
 //! its own families; label values come from bounded enums only (never subjects or client ids).
 
-use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-/// What happened to a request on the public port.
-#[allow(missing_docs)]
-#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
-pub enum Outcome {
-    Allowed,
-    Unauthorized,
-    Forbidden,
-    BadRequest,
-    UpstreamError,
-    Metadata,
-    Preflight,
+/// Defines a label enum whose values are exported in snake_case.
+macro_rules! label_enum {
+    ($(#[$meta:meta])* $name:ident { $($variant:ident => $text:literal),+ $(,)? }) => {
+        $(#[$meta])*
+        #[allow(missing_docs)]
+        #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+        pub enum $name { $($variant),+ }
+
+        impl $name {
+            /// The exported label value.
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $text),+ }
+            }
+        }
+
+        impl EncodeLabelValue for $name {
+            fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+                std::fmt::Write::write_str(encoder, self.as_str())
+            }
+        }
+    };
 }
 
-/// Why, in a bounded set.
-#[allow(missing_docs)]
-#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
-pub enum Reason {
-    None,
-    MissingToken,
-    Malformed,
-    Expired,
-    NotYetValid,
-    BadSignature,
-    WrongIssuer,
-    WrongAudience,
-    UnknownKid,
-    DisallowedAlg,
-    KeysUnavailable,
-    InsufficientScope,
-    Origin,
-    InvalidRequest,
-    UpstreamUnavailable,
+label_enum! {
+    /// What happened to a request on the public port.
+    Outcome {
+        Allowed => "allowed",
+        Unauthorized => "unauthorized",
+        Forbidden => "forbidden",
+        BadRequest => "bad_request",
+        UpstreamError => "upstream_error",
+        Metadata => "metadata",
+        Preflight => "preflight",
+    }
+}
+
+label_enum! {
+    /// Why, in a bounded set.
+    Reason {
+        None => "none",
+        MissingToken => "missing_token",
+        Malformed => "malformed",
+        Expired => "expired",
+        NotYetValid => "not_yet_valid",
+        BadSignature => "bad_signature",
+        WrongIssuer => "wrong_issuer",
+        WrongAudience => "wrong_audience",
+        UnknownKid => "unknown_kid",
+        DisallowedAlg => "disallowed_alg",
+        KeysUnavailable => "keys_unavailable",
+        InsufficientScope => "insufficient_scope",
+        Origin => "origin",
+        InvalidRequest => "invalid_request",
+        UpstreamUnavailable => "upstream_unavailable",
+    }
+}
+
+label_enum! {
+    /// Result of a fetch or reload.
+    FetchResult {
+        Success => "success",
+        Error => "error",
+    }
 }
 
 /// Labels of `mcp_warden_requests_total`.
@@ -59,15 +90,6 @@ pub struct DurationLabels {
     pub policy: String,
     /// What happened.
     pub outcome: Outcome,
-}
-
-/// Result of a fetch or reload.
-#[allow(missing_docs)]
-#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
-pub enum FetchResult {
-    Success,
-    Error,
-    NotModified,
 }
 
 /// Labels of `mcp_warden_jwks_refresh_total`.

@@ -1,0 +1,481 @@
+//! The resource server end to end, in-process over real loopback sockets: a JWKS-serving IdP,
+//! the sidecar, and an app behind it.
+
+mod support;
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde_json::{Value, json};
+use support::*;
+
+struct World {
+    idp: Idp,
+    key: SigningKey,
+    sidecar: Sidecar,
+    http: reqwest::Client,
+}
+
+async fn world(extra_spec: &str) -> World {
+    let key = SigningKey::generate("k1");
+    let idp = Idp::start(vec![key.jwk.clone()]).await;
+    let app = start_app().await;
+    let issuer = idp.issuer.clone();
+    let extra = extra_spec.to_owned();
+    let sidecar = Sidecar::start(
+        move |resource| policy_yaml(&issuer, resource, &extra),
+        &format!("http://{app}"),
+    )
+    .await;
+    World {
+        idp,
+        key,
+        sidecar,
+        http: reqwest::Client::new(),
+    }
+}
+
+impl World {
+    fn token(&self, scope: &str) -> String {
+        self.key
+            .sign(&claims(&self.idp, &self.sidecar.url(), scope))
+    }
+
+    async fn post(&self, token: Option<&str>, body: Value) -> reqwest::Response {
+        let mut req = self.http.post(self.sidecar.url()).json(&body);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        req.send().await.unwrap()
+    }
+}
+
+fn www(r: &reqwest::Response) -> String {
+    r.headers()
+        .get("www-authenticate")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default()
+}
+
+fn call(tool: &str) -> Value {
+    json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": tool, "arguments": {}}})
+}
+
+#[tokio::test]
+async fn valid_token_reaches_the_app_with_identity_but_without_credentials() {
+    let w = world("").await;
+    let r = w
+        .http
+        .post(w.sidecar.url())
+        .bearer_auth(w.token("mcp:tools"))
+        .header("x-auth-subject", "mallory")
+        .json(&call("echo"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["mcp-session-id"], "session-1");
+    let seen: Value = r.json().await.unwrap();
+    assert_eq!(seen["headers"]["x-auth-subject"], "alice");
+    assert!(
+        seen["headers"].get("authorization").is_none(),
+        "token passthrough: {seen}"
+    );
+    assert_eq!(seen["body"].as_str().unwrap(), call("echo").to_string());
+}
+
+#[tokio::test]
+async fn missing_token_gets_the_rfc9728_challenge_on_every_method() {
+    let w = world("").await;
+    let expected = format!(
+        r#"Bearer resource_metadata="{}/.well-known/oauth-protected-resource/mcp", scope="mcp:tools""#,
+        w.sidecar.base
+    );
+    for method in ["GET", "POST", "DELETE", "HEAD", "OPTIONS", "PUT"] {
+        let r = w
+            .http
+            .request(method.parse().unwrap(), w.sidecar.url())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401, "{method}");
+        assert_eq!(www(&r), expected, "{method}");
+    }
+    // A token in the query string is not a credential.
+    let r = w
+        .http
+        .get(format!(
+            "{}?access_token={}",
+            w.sidecar.url(),
+            w.token("mcp:tools")
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    // Nor is another scheme.
+    let r = w
+        .http
+        .get(w.sidecar.url())
+        .basic_auth("u", Some("p"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!((r.status().as_u16(), www(&r)), (401, expected));
+}
+
+fn unsigned(header: Value, claims: &Value) -> String {
+    format!(
+        "{}.{}.",
+        URL_SAFE_NO_PAD.encode(header.to_string()),
+        URL_SAFE_NO_PAD.encode(claims.to_string())
+    )
+}
+
+#[tokio::test]
+async fn refused_tokens_say_invalid_token_with_a_bounded_reason() {
+    let w = world("").await;
+    let aud = w.sidecar.url();
+    let good = claims(&w.idp, &aud, "mcp:tools");
+    let with = |patch: Value| {
+        let mut c = good.clone();
+        for (k, v) in patch.as_object().unwrap() {
+            c[k] = v.clone();
+        }
+        c
+    };
+    let other_key = SigningKey::generate("k1");
+    let unknown_kid = SigningKey::generate("nobody");
+    let hs256_with_public_key = {
+        let mut header = Header::new(Algorithm::HS256);
+        header.kid = Some("k1".into());
+        let secret = w.key.jwk.to_string();
+        jsonwebtoken::encode(&header, &good, &EncodingKey::from_secret(secret.as_bytes())).unwrap()
+    };
+    let cases: Vec<(&str, String, &str)> = vec![
+        ("malformed", "not-a-jwt".into(), "malformed"),
+        ("garbage segments", "a.b.c".into(), "malformed"),
+        (
+            "expired",
+            w.key.sign(&with(json!({"exp": now() - 600}))),
+            "expired",
+        ),
+        (
+            "not yet valid",
+            w.key.sign(&with(json!({"nbf": now() + 600}))),
+            "not_yet_valid",
+        ),
+        (
+            "wrong issuer",
+            w.key.sign(&with(json!({"iss": "https://evil.example"}))),
+            "wrong_issuer",
+        ),
+        (
+            "wrong audience",
+            w.key
+                .sign(&with(json!({"aud": "https://other.example/mcp"}))),
+            "wrong_audience",
+        ),
+        (
+            "no audience",
+            w.key
+                .sign(&json!({"iss": w.idp.issuer, "exp": now() + 60, "scope": "mcp:tools"})),
+            "wrong_audience",
+        ),
+        ("forged signature", other_key.sign(&good), "bad_signature"),
+        ("unknown kid", unknown_kid.sign(&good), "unknown_kid"),
+        (
+            "alg none",
+            unsigned(json!({"alg": "none", "kid": "k1"}), &good),
+            "disallowed_alg",
+        ),
+        (
+            "hs256 with the public key",
+            hs256_with_public_key,
+            "disallowed_alg",
+        ),
+    ];
+    for (name, token, reason) in &cases {
+        let r = w.post(Some(token), call("echo")).await;
+        assert_eq!(r.status(), 401, "{name}");
+        let challenge = www(&r);
+        assert!(
+            challenge.contains(r#"error="invalid_token""#),
+            "{name}: {challenge}"
+        );
+        assert!(
+            challenge.contains("resource_metadata="),
+            "{name}: {challenge}"
+        );
+        let metrics = w.sidecar.metrics();
+        let line = format!(
+            r#"mcp_warden_requests_total{{policy="test-policy",outcome="unauthorized",reason="{reason}"}}"#
+        );
+        assert!(metrics.contains(&line), "{name}: no {line} in\n{metrics}");
+    }
+    // A trailing-slash variant of the audience is the same resource.
+    let slash = w.key.sign(&with(json!({"aud": format!("{aud}/")})));
+    assert_eq!(w.post(Some(&slash), call("echo")).await.status(), 200);
+    // Array audiences and `scp` arrays work.
+    let arrays = w.key.sign(&with(
+        json!({"aud": ["x", aud], "scope": null, "scp": ["mcp:tools"]}),
+    ));
+    assert_eq!(w.post(Some(&arrays), call("echo")).await.status(), 200);
+}
+
+#[tokio::test]
+async fn insufficient_scope_is_403_with_the_full_needed_set() {
+    let rules = "  rules:\n  - {method: tools/call, tools: [\"delete_*\"], scopes: [mcp:admin]}\n";
+    let w = world(rules).await;
+    let r = w.post(Some(&w.token("profile")), call("echo")).await;
+    assert_eq!(r.status(), 403);
+    let challenge = www(&r);
+    assert!(
+        challenge.contains(r#"scope="mcp:tools", error="insufficient_scope""#),
+        "{challenge}"
+    );
+    assert!(
+        challenge.contains(&format!(
+            r#"resource_metadata="{}/.well-known/"#,
+            w.sidecar.base
+        )),
+        "{challenge}"
+    );
+
+    // The tool rule asks for more; a broad grant covers narrower scopes.
+    let tools_only = w.token("mcp:tools");
+    assert_eq!(w.post(Some(&tools_only), call("echo")).await.status(), 200);
+    let r = w.post(Some(&tools_only), call("delete_repo")).await;
+    assert_eq!(r.status(), 403);
+    assert!(
+        www(&r).contains(r#"scope="mcp:tools mcp:admin""#),
+        "{}",
+        www(&r)
+    );
+    assert_eq!(
+        w.post(Some(&w.token("mcp:tools mcp:admin")), call("delete_repo"))
+            .await
+            .status(),
+        200
+    );
+    let hierarchical = w.token("mcp:tools mcp");
+    assert_eq!(
+        w.post(Some(&hierarchical), call("echo")).await.status(),
+        200
+    );
+
+    // A body that is not JSON-RPC is a bad request, not a crash or a bypass.
+    let r = w
+        .http
+        .post(w.sidecar.url())
+        .bearer_auth(&tools_only)
+        .body("{oops")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+}
+
+#[tokio::test]
+async fn protected_resource_metadata_at_both_paths() {
+    let w = world("").await;
+    for path in [
+        "/.well-known/oauth-protected-resource/mcp",
+        "/.well-known/oauth-protected-resource",
+    ] {
+        let r = w
+            .http
+            .get(format!("{}{path}", w.sidecar.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{path}");
+        let doc: Value = r.json().await.unwrap();
+        assert_eq!(doc["resource"], w.sidecar.url());
+        assert_eq!(doc["authorization_servers"], json!([w.idp.issuer]));
+        assert_eq!(
+            doc["scopes_supported"],
+            json!(["mcp:tools"]),
+            "offline_access is not listed"
+        );
+    }
+    let r = w
+        .http
+        .get(format!(
+            "{}/.well-known/oauth-protected-resource/other",
+            w.sidecar.base
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        401,
+        "unknown well-known paths are not metadata and not a bypass either"
+    );
+}
+
+#[tokio::test]
+async fn origins_are_checked_and_allowed_ones_get_cors() {
+    let w = world("  cors: {allowedOrigins: [\"http://localhost:6274\"]}\n").await;
+    let r = w
+        .http
+        .post(w.sidecar.url())
+        .header("origin", "https://evil.example")
+        .bearer_auth(w.token("mcp:tools"))
+        .json(&call("echo"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let r = w
+        .http
+        .post(w.sidecar.url())
+        .header("origin", "http://localhost:6274")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    assert_eq!(
+        r.headers()["access-control-allow-origin"],
+        "http://localhost:6274"
+    );
+    assert!(
+        r.headers()["access-control-expose-headers"]
+            .to_str()
+            .unwrap()
+            .contains("WWW-Authenticate")
+    );
+    let r = w
+        .http
+        .request(reqwest::Method::OPTIONS, w.sidecar.url())
+        .header("origin", "http://localhost:6274")
+        .header("access-control-request-method", "POST")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    assert!(
+        r.headers()["access-control-allow-headers"]
+            .to_str()
+            .unwrap()
+            .contains("Authorization")
+    );
+}
+
+#[tokio::test]
+async fn sse_streams_flow_through_unbuffered() {
+    let w = world("").await;
+    let r = w
+        .http
+        .get(w.sidecar.url())
+        .bearer_auth(w.token("mcp:tools"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-type"], "text/event-stream");
+    let mut r = r;
+    let mut seen = String::new();
+    // The app never ends this stream: events must arrive while it stays open.
+    while !seen.contains("tick 2") {
+        let chunk = tokio::time::timeout(Duration::from_secs(5), r.chunk())
+            .await
+            .expect("event in time");
+        seen.push_str(std::str::from_utf8(&chunk.unwrap().expect("stream still open")).unwrap());
+    }
+    assert!(seen.contains("data: tick 0"));
+}
+
+#[tokio::test]
+async fn an_unreachable_app_is_a_clean_502() {
+    let key = SigningKey::generate("k1");
+    let idp = Idp::start(vec![key.jwk.clone()]).await;
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let issuer = idp.issuer.clone();
+    let sidecar = Sidecar::start(
+        move |r| policy_yaml(&issuer, r, ""),
+        &format!("http://{closed}"),
+    )
+    .await;
+    let token = key.sign(&claims(&idp, &sidecar.url(), "mcp:tools"));
+    let r = reqwest::Client::new()
+        .post(sidecar.url())
+        .bearer_auth(token)
+        .json(&call("echo"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 502);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"], "upstream_unavailable");
+}
+
+#[tokio::test]
+async fn cached_keys_survive_an_idp_outage_and_new_kids_are_refetched() {
+    let w = world("").await;
+    let first = w.token("mcp:tools");
+    assert_eq!(w.post(Some(&first), call("echo")).await.status(), 200);
+    w.idp.down.store(true, Ordering::SeqCst);
+    // A token never seen before, signed by a known key: verified with the cached keys.
+    let fresh = w.key.sign(&json!({"iss": w.idp.issuer, "aud": w.sidecar.url(), "scope": "mcp:tools", "exp": now() + 120, "jti": "2"}));
+    assert_eq!(w.post(Some(&fresh), call("echo")).await.status(), 200);
+    w.idp.down.store(false, Ordering::SeqCst);
+
+    // Key rotation at the IdP: a new kid triggers one refetch.
+    let rotated = SigningKey::generate("k2");
+    w.idp.keys.lock().unwrap().push(rotated.jwk.clone());
+    let hits = w.idp.jwks_hits.load(Ordering::SeqCst);
+    let token = rotated.sign(&claims(&w.idp, &w.sidecar.url(), "mcp:tools"));
+    assert_eq!(w.post(Some(&token), call("echo")).await.status(), 200);
+    assert_eq!(w.idp.jwks_hits.load(Ordering::SeqCst), hits + 1);
+
+    // Made-up kids do not hammer the IdP: within the refetch interval nothing more is fetched.
+    for i in 0..5 {
+        let bogus = SigningKey::generate(&format!("bogus-{i}"));
+        let r = w
+            .post(
+                Some(&bogus.sign(&claims(&w.idp, &w.sidecar.url(), "mcp:tools"))),
+                call("echo"),
+            )
+            .await;
+        assert_eq!(r.status(), 401);
+    }
+    assert_eq!(w.idp.jwks_hits.load(Ordering::SeqCst), hits + 1);
+}
+
+#[tokio::test]
+async fn verified_tokens_are_cached_until_expiry() {
+    let w = world("").await;
+    let token = w.token("mcp:tools");
+    for _ in 0..3 {
+        assert_eq!(w.post(Some(&token), call("echo")).await.status(), 200);
+    }
+    assert!(
+        w.sidecar
+            .metrics()
+            .contains("mcp_warden_token_cache_hits_total 2"),
+        "{}",
+        w.sidecar.metrics()
+    );
+}
+
+#[tokio::test]
+async fn ambiguous_credentials_are_a_bad_request() {
+    let w = world("").await;
+    let r = w
+        .http
+        .post(w.sidecar.url())
+        .header("authorization", format!("Bearer {}", w.token("mcp:tools")))
+        .header("authorization", "Bearer other")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+}
