@@ -60,7 +60,9 @@ impl MemoryStore {
     fn lock(&self) -> MutexGuard<'_, HashMap<String, Entry>> {
         // A panic while holding the lock cannot leave an entry half-written (every update is a
         // single insert or remove), so a poisoned map is still consistent.
-        self.map.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.map
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Inserts or replaces `key`, enforcing the size bound for new keys.
@@ -117,7 +119,12 @@ impl Store for MemoryStore {
         self.insert(&mut map, key, value.to_vec(), ttl)
     }
 
-    async fn put_if_absent(&self, key: &str, value: &[u8], ttl: Duration) -> Result<bool, StoreError> {
+    async fn put_if_absent(
+        &self,
+        key: &str,
+        value: &[u8],
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
         check_ttl(ttl)?;
         let mut map = self.lock();
         if live(&mut map, key).is_some() {
@@ -212,7 +219,10 @@ mod tests {
             store.put("c", b"1", Duration::from_secs(60)).await,
             Err(StoreError::Full(2))
         ));
-        assert!(matches!(store.incr("n", Duration::from_secs(60)).await, Err(StoreError::Full(2))));
+        assert!(matches!(
+            store.incr("n", Duration::from_secs(60)).await,
+            Err(StoreError::Full(2))
+        ));
         store.put("b", b"2", Duration::from_secs(60)).await.unwrap();
         tokio::time::advance(Duration::from_secs(2)).await;
         store.put("c", b"1", Duration::from_secs(60)).await.unwrap();
@@ -224,6 +234,9 @@ mod tests {
         let store = MemoryStore::new(1);
         let weak = Arc::downgrade(&store);
         drop(store);
-        assert!(weak.upgrade().is_none(), "the sweep task holds no strong reference");
+        assert!(
+            weak.upgrade().is_none(),
+            "the sweep task holds no strong reference"
+        );
     }
 }

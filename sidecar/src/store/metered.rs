@@ -4,7 +4,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use std::fmt::Write;
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
@@ -14,7 +16,7 @@ use super::{Store, StoreError};
 
 /// A store operation, the `op` label.
 #[allow(missing_docs)]
-#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
 pub enum Op {
     Put,
     PutIfAbsent,
@@ -38,6 +40,26 @@ impl Op {
         Op::Incr,
         Op::Ping,
     ];
+
+    /// The label value (snake case, like the method names).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Op::Put => "put",
+            Op::PutIfAbsent => "put_if_absent",
+            Op::Get => "get",
+            Op::Take => "take",
+            Op::Delete => "delete",
+            Op::CompareAndSwap => "compare_and_swap",
+            Op::Incr => "incr",
+            Op::Ping => "ping",
+        }
+    }
+}
+
+impl EncodeLabelValue for Op {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        encoder.write_str(self.as_str())
+    }
 }
 
 /// Labels of the store metric families.
@@ -62,11 +84,13 @@ impl StoreMetrics {
         let m = StoreMetrics {
             // 100 µs .. ~3.3 s: loopback Redis answers in well under a millisecond, a timeout
             // shows up in the top buckets.
-            duration: Family::new_with_constructor(|| Histogram::new(exponential_buckets(0.0001, 2.0, 16))),
+            duration: Family::new_with_constructor(|| {
+                Histogram::new(exponential_buckets(0.0001, 2.0, 16))
+            }),
             errors: Family::default(),
         };
         for op in Op::ALL {
-            m.errors.get_or_create(&OpLabels { op });
+            drop(m.errors.get_or_create(&OpLabels { op }));
         }
         let r = registry.sub_registry_with_prefix("mcp_warden");
         r.register(
@@ -74,13 +98,19 @@ impl StoreMetrics {
             "Time of each state store operation",
             m.duration.clone(),
         );
-        r.register("store_errors", "Failed state store operations", m.errors.clone());
+        r.register(
+            "store_errors",
+            "Failed state store operations",
+            m.errors.clone(),
+        );
         m
     }
 
     fn record<T>(&self, op: Op, started: Instant, result: &Result<T, StoreError>) {
         let labels = OpLabels { op };
-        self.duration.get_or_create(&labels).observe(started.elapsed().as_secs_f64());
+        self.duration
+            .get_or_create(&labels)
+            .observe(started.elapsed().as_secs_f64());
         if let Err(e) = result {
             self.errors.get_or_create(&labels).inc();
             tracing::debug!(?op, error = %e, "state store operation failed");
@@ -110,7 +140,12 @@ impl Store for Metered {
         r
     }
 
-    async fn put_if_absent(&self, key: &str, value: &[u8], ttl: Duration) -> Result<bool, StoreError> {
+    async fn put_if_absent(
+        &self,
+        key: &str,
+        value: &[u8],
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
         let t = Instant::now();
         let r = self.inner.put_if_absent(key, value, ttl).await;
         self.metrics.record(Op::PutIfAbsent, t, &r);
@@ -178,14 +213,32 @@ mod tests {
         let store = Metered::new(MemoryStore::new(10), metrics);
         store.put("k", b"v", Duration::from_secs(5)).await.unwrap();
         store.get("k").await.unwrap();
-        assert!(matches!(store.put("k", b"v", Duration::ZERO).await, Err(StoreError::Invalid(_))));
+        assert!(matches!(
+            store.put("k", b"v", Duration::ZERO).await,
+            Err(StoreError::Invalid(_))
+        ));
 
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
-        assert!(text.contains("# TYPE mcp_warden_store_operation_duration_seconds histogram"), "{text}");
-        assert!(text.contains("mcp_warden_store_operation_duration_seconds_count{op=\"put\"} 2"), "{text}");
-        assert!(text.contains("mcp_warden_store_operation_duration_seconds_count{op=\"get\"} 1"), "{text}");
-        assert!(text.contains("mcp_warden_store_errors_total{op=\"put\"} 1"), "{text}");
-        assert!(text.contains("mcp_warden_store_errors_total{op=\"take\"} 0"), "{text}");
+        assert!(
+            text.contains("# TYPE mcp_warden_store_operation_duration_seconds histogram"),
+            "{text}"
+        );
+        assert!(
+            text.contains("mcp_warden_store_operation_duration_seconds_count{op=\"put\"} 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("mcp_warden_store_operation_duration_seconds_count{op=\"get\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("mcp_warden_store_errors_total{op=\"put\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("mcp_warden_store_errors_total{op=\"take\"} 0"),
+            "{text}"
+        );
     }
 }
