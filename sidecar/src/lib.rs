@@ -14,6 +14,7 @@ pub mod jwks;
 pub mod keys;
 pub mod metadata;
 pub mod metrics;
+pub mod oauth;
 pub mod origin;
 pub mod proxy;
 pub mod reload;

@@ -49,7 +49,9 @@ impl EncryptionKeys {
                 continue;
             }
             let bad = |why: &str| OAuthError::Keys(format!("encryption key line {}: {why}", n + 1));
-            let (kid, b64) = line.split_once(':').ok_or_else(|| bad("expected <kid>:<base64>"))?;
+            let (kid, b64) = line
+                .split_once(':')
+                .ok_or_else(|| bad("expected <kid>:<base64>"))?;
             if kid.is_empty() || kid.contains('.') {
                 return Err(bad("key id must be non-empty and contain no '.'"));
             }
@@ -57,14 +59,21 @@ impl EncryptionKeys {
             if secret.len() != 32 {
                 return Err(bad("key must be 32 bytes"));
             }
-            let unbound = UnboundKey::new(&AES_256_GCM, &secret).map_err(|_| bad("unusable key"))?;
+            let unbound =
+                UnboundKey::new(&AES_256_GCM, &secret).map_err(|_| bad("unusable key"))?;
             first_secret.get_or_insert(secret);
             keys.push((kid.to_owned(), LessSafeKey::new(unbound)));
         }
         let first = first_secret.ok_or_else(|| OAuthError::Keys("no encryption key".into()))?;
         // Cookie/CSRF MAC key derived from the current encryption key, so every replica shares it.
-        let mac_seed = hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, &first), b"mcp-warden cookie key v1");
-        Ok(EncryptionKeys { keys, mac: hmac::Key::new(hmac::HMAC_SHA256, mac_seed.as_ref()) })
+        let mac_seed = hmac::sign(
+            &hmac::Key::new(hmac::HMAC_SHA256, &first),
+            b"mcp-warden cookie key v1",
+        );
+        Ok(EncryptionKeys {
+            keys,
+            mac: hmac::Key::new(hmac::HMAC_SHA256, mac_seed.as_ref()),
+        })
     }
 
     /// Reads the key file a secret reference names.
@@ -86,8 +95,12 @@ impl EncryptionKeys {
         let mut nonce = [0u8; NONCE_LEN];
         rand::fill(&mut nonce).expect("the system random generator works");
         let mut buf = plain.to_vec();
-        key.seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::from(context.as_bytes()), &mut buf)
-            .expect("AES-GCM sealing does not fail for small inputs");
+        key.seal_in_place_append_tag(
+            Nonce::assume_unique_for_key(nonce),
+            Aad::from(context.as_bytes()),
+            &mut buf,
+        )
+        .expect("AES-GCM sealing does not fail for small inputs");
         let mut out = nonce.to_vec();
         out.extend_from_slice(&buf);
         format!("{kid}.{}", URL_SAFE_NO_PAD.encode(out))
@@ -105,13 +118,18 @@ impl EncryptionKeys {
         let (nonce, body) = raw.split_at(NONCE_LEN);
         let nonce = Nonce::try_assume_unique_for_key(nonce).ok()?;
         let mut body = body.to_vec();
-        let plain = key.open_in_place(nonce, Aad::from(context.as_bytes()), &mut body).ok()?;
+        let plain = key
+            .open_in_place(nonce, Aad::from(context.as_bytes()), &mut body)
+            .ok()?;
         Some(plain.to_vec())
     }
 
     /// `value.<mac>`: a value the browser carries but cannot forge (cookies, CSRF tokens).
     pub fn sign(&self, value: &str) -> String {
-        format!("{value}.{}", URL_SAFE_NO_PAD.encode(hmac::sign(&self.mac, value.as_bytes())))
+        format!(
+            "{value}.{}",
+            URL_SAFE_NO_PAD.encode(hmac::sign(&self.mac, value.as_bytes()))
+        )
     }
 
     /// The value inside a [`sign`](Self::sign)ed string, when the MAC checks out.
@@ -137,8 +155,12 @@ mod tests {
         let sealed = old.seal("family:abc", b"upstream-refresh-token");
         assert!(sealed.starts_with("k1."));
         // New key prepended, old kept: old ciphertexts still open, new ones use k2.
-        let rotated = EncryptionKeys::parse(&format!("{}\n{}\n", line("k2", 2), line("k1", 1))).unwrap();
-        assert_eq!(rotated.open("family:abc", &sealed).unwrap(), b"upstream-refresh-token");
+        let rotated =
+            EncryptionKeys::parse(&format!("{}\n{}\n", line("k2", 2), line("k1", 1))).unwrap();
+        assert_eq!(
+            rotated.open("family:abc", &sealed).unwrap(),
+            b"upstream-refresh-token"
+        );
         assert!(rotated.seal("x", b"y").starts_with("k2."));
         // Old key dropped: the ciphertext no longer opens.
         let dropped = EncryptionKeys::parse(&line("k2", 2)).unwrap();
@@ -149,16 +171,28 @@ mod tests {
     fn context_and_tampering_are_detected() {
         let keys = EncryptionKeys::parse(&line("k1", 1)).unwrap();
         let sealed = keys.seal("family:a", b"secret");
-        assert!(keys.open("family:b", &sealed).is_none(), "moved to another record");
+        assert!(
+            keys.open("family:b", &sealed).is_none(),
+            "moved to another record"
+        );
         let mut tampered = sealed.clone().into_bytes();
         let last = tampered.len() - 2;
         tampered[last] = if tampered[last] == b'A' { b'B' } else { b'A' };
-        assert!(keys.open("family:a", std::str::from_utf8(&tampered).unwrap()).is_none());
+        assert!(
+            keys.open("family:a", std::str::from_utf8(&tampered).unwrap())
+                .is_none()
+        );
     }
 
     #[test]
     fn rejects_bad_key_files() {
-        for bad in ["", "nokid", "k1:notbase64!", &format!("k1:{}", STANDARD.encode([0u8; 16])), "a.b:AAAA"] {
+        for bad in [
+            "",
+            "nokid",
+            "k1:notbase64!",
+            &format!("k1:{}", STANDARD.encode([0u8; 16])),
+            "a.b:AAAA",
+        ] {
             assert!(EncryptionKeys::parse(bad).is_err(), "{bad:?}");
         }
     }

@@ -44,18 +44,29 @@ pub enum Reject {
 impl Reject {
     /// 400 with an RFC 6749 error code.
     pub fn bad(error: &'static str, description: impl Into<String>) -> Self {
-        Reject::Json { status: StatusCode::BAD_REQUEST, error, description: description.into() }
+        Reject::Json {
+            status: StatusCode::BAD_REQUEST,
+            error,
+            description: description.into(),
+        }
     }
 
     /// 401 `invalid_client`: unknown, stale or unauthenticated client. Clients react by
     /// registering again, which a 400 would not make them do.
     pub fn invalid_client(description: impl Into<String>) -> Self {
-        Reject::Json { status: StatusCode::UNAUTHORIZED, error: "invalid_client", description: description.into() }
+        Reject::Json {
+            status: StatusCode::UNAUTHORIZED,
+            error: "invalid_client",
+            description: description.into(),
+        }
     }
 
     /// A page for the browser.
     pub fn page(status: StatusCode, message: impl Into<String>) -> Self {
-        Reject::Page { status, message: message.into() }
+        Reject::Page {
+            status,
+            message: message.into(),
+        }
     }
 
     /// The bounded metric label for this refusal.
@@ -83,25 +94,45 @@ impl Reject {
 impl From<StoreError> for Reject {
     fn from(e: StoreError) -> Self {
         tracing::warn!(error = %e, "oauth state store error");
-        Reject::Unavailable { retry_after: e.retry_after() }
+        Reject::Unavailable {
+            retry_after: e.retry_after(),
+        }
     }
 }
 
 fn retry(status: StatusCode, error: &str, retry_after: u64) -> Response {
     let body = serde_json::json!({"error": error, "error_description": "try again later"});
-    let mut r = (status, [(header::CACHE_CONTROL, "no-store")], axum::Json(body)).into_response();
-    r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
+    let mut r = (
+        status,
+        [(header::CACHE_CONTROL, "no-store")],
+        axum::Json(body),
+    )
+        .into_response();
+    r.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
     r
 }
 
 impl IntoResponse for Reject {
     fn into_response(self) -> Response {
         match self {
-            Reject::Json { status, error, description } => {
+            Reject::Json {
+                status,
+                error,
+                description,
+            } => {
                 let body = serde_json::json!({"error": error, "error_description": description});
-                let mut r = (status, [(header::CACHE_CONTROL, "no-store")], axum::Json(body)).into_response();
+                let mut r = (
+                    status,
+                    [(header::CACHE_CONTROL, "no-store")],
+                    axum::Json(body),
+                )
+                    .into_response();
                 if status == StatusCode::UNAUTHORIZED {
-                    r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"mcp-warden\""));
+                    r.headers_mut().insert(
+                        header::WWW_AUTHENTICATE,
+                        HeaderValue::from_static("Basic realm=\"mcp-warden\""),
+                    );
                 }
                 r
             }
@@ -110,8 +141,14 @@ impl IntoResponse for Reject {
                 page::protect(r.headers_mut());
                 r
             }
-            Reject::Unavailable { retry_after } => retry(StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable", retry_after),
-            Reject::RateLimited { retry_after } => retry(StatusCode::TOO_MANY_REQUESTS, "slow_down", retry_after),
+            Reject::Unavailable { retry_after } => retry(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "temporarily_unavailable",
+                retry_after,
+            ),
+            Reject::RateLimited { retry_after } => {
+                retry(StatusCode::TOO_MANY_REQUESTS, "slow_down", retry_after)
+            }
         }
     }
 }

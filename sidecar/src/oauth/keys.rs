@@ -34,13 +34,18 @@ fn public_of(pair: &EcdsaKeyPair) -> PublicKey {
     let y = URL_SAFE_NO_PAD.encode(&point[33..65]);
     // RFC 7638: required members only, lexicographic order, no whitespace.
     let canonical = format!(r#"{{"crv":"P-256","kty":"EC","x":"{x}","y":"{y}"}}"#);
-    PublicKey { kid: sha256_b64(canonical.as_bytes()), x, y }
+    PublicKey {
+        kid: sha256_b64(canonical.as_bytes()),
+        x,
+        y,
+    }
 }
 
 impl SigningKeys {
     /// Parses concatenated PKCS#8 PEM blocks of EC P-256 private keys.
     pub fn from_pem(text: &str) -> Result<Self, OAuthError> {
-        let blocks = pem::parse_many(text).map_err(|e| OAuthError::Keys(format!("signing keys: {e}")))?;
+        let blocks =
+            pem::parse_many(text).map_err(|e| OAuthError::Keys(format!("signing keys: {e}")))?;
         let mut signer = None;
         let mut public = Vec::new();
         for (i, block) in blocks.iter().enumerate() {
@@ -52,13 +57,16 @@ impl SigningKeys {
                 )));
             }
             let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, block.contents())
-                .map_err(|_| OAuthError::Keys(format!("signing key {}: not an EC P-256 PKCS#8 key", i + 1)))?;
+                .map_err(|_| {
+                    OAuthError::Keys(format!("signing key {}: not an EC P-256 PKCS#8 key", i + 1))
+                })?;
             if signer.is_none() {
                 signer = Some(EncodingKey::from_ec_der(block.contents()));
             }
             public.push(public_of(&pair));
         }
-        let signer = signer.ok_or_else(|| OAuthError::Keys("signing keys: no PEM block found".into()))?;
+        let signer =
+            signer.ok_or_else(|| OAuthError::Keys("signing keys: no PEM block found".into()))?;
         Ok(SigningKeys { signer, public })
     }
 
@@ -82,7 +90,8 @@ impl SigningKeys {
         let mut header = Header::new(Algorithm::ES256);
         header.kid = Some(self.current_kid().to_owned());
         header.typ = Some("at+jwt".into());
-        jsonwebtoken::encode(&header, claims, &self.signer).expect("ES256 signing of JSON claims does not fail")
+        jsonwebtoken::encode(&header, claims, &self.signer)
+            .expect("ES256 signing of JSON claims does not fail")
     }
 
     /// Every public key as a JWK Set (served at `/jwks`).
@@ -104,7 +113,8 @@ impl SigningKeys {
 
 /// A new PKCS#8 PEM EC P-256 private key.
 pub fn generate_pem() -> String {
-    let pair = EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING).expect("EC key generation works");
+    let pair =
+        EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING).expect("EC key generation works");
     let der = pair.to_pkcs8v1().expect("PKCS#8 export works");
     pem::encode(&pem::Pem::new("PRIVATE KEY", der.as_ref().to_vec()))
 }
@@ -127,11 +137,19 @@ mod tests {
         let jwk = jwks.find(keys.current_kid()).unwrap();
         let mut v = Validation::new(Algorithm::ES256);
         v.required_spec_claims.clear();
-        let data = jsonwebtoken::decode::<serde_json::Value>(&token, &DecodingKey::from_jwk(jwk).unwrap(), &v).unwrap();
+        let data = jsonwebtoken::decode::<serde_json::Value>(
+            &token,
+            &DecodingKey::from_jwk(jwk).unwrap(),
+            &v,
+        )
+        .unwrap();
         assert_eq!(data.claims["sub"], "u");
         // The second key is published but does not sign.
         let second = SigningKeys::from_pem(&b).unwrap();
-        assert_eq!(jwks.keys[1].common.key_id.as_deref(), Some(second.current_kid()));
+        assert_eq!(
+            jwks.keys[1].common.key_id.as_deref(),
+            Some(second.current_kid())
+        );
     }
 
     #[test]
@@ -143,7 +161,9 @@ mod tests {
         assert_eq!(k1.current_kid(), k2.current_kid());
         assert_eq!(k1.current_kid().len(), 43);
         let jwk = &k1.jwks().keys[0];
-        let thumb = jwk.thumbprint(jsonwebtoken::jwk::ThumbprintHash::SHA256).unwrap();
+        let thumb = jwk
+            .thumbprint(jsonwebtoken::jwk::ThumbprintHash::SHA256)
+            .unwrap();
         assert_eq!(thumb, k1.current_kid());
     }
 

@@ -89,37 +89,67 @@ impl OAuthMetrics {
     pub fn register(registry: &mut Registry) -> Self {
         let m = OAuthMetrics::default();
         let r = registry.sub_registry_with_prefix("mcp_warden_oauth");
-        r.register("registrations", "Client registrations by result", m.registrations.clone());
-        r.register("authorizations", "Authorization requests by result", m.authorizations.clone());
+        r.register(
+            "registrations",
+            "Client registrations by result",
+            m.registrations.clone(),
+        );
+        r.register(
+            "authorizations",
+            "Authorization requests by result",
+            m.authorizations.clone(),
+        );
         r.register("consents", "Consent decisions", m.consents.clone());
-        r.register("token_grants", "Token endpoint grants by grant type and result", m.grants.clone());
-        r.register("refresh_reuse", "Refresh-token reuse detections (family revoked)", m.refresh_reuse.clone());
-        r.register("revocations", "Revocation requests by result", m.revocations.clone());
+        r.register(
+            "token_grants",
+            "Token endpoint grants by grant type and result",
+            m.grants.clone(),
+        );
+        r.register(
+            "refresh_reuse",
+            "Refresh-token reuse detections (family revoked)",
+            m.refresh_reuse.clone(),
+        );
+        r.register(
+            "revocations",
+            "Revocation requests by result",
+            m.revocations.clone(),
+        );
         m
     }
 
     /// Counts a registration.
     pub fn registration(&self, result: OpResult) {
-        self.registrations.get_or_create(&ResultLabels { result }).inc();
+        self.registrations
+            .get_or_create(&ResultLabels { result })
+            .inc();
     }
 
     /// Counts an authorization outcome.
     pub fn authorization(&self, result: OpResult) {
-        self.authorizations.get_or_create(&ResultLabels { result }).inc();
+        self.authorizations
+            .get_or_create(&ResultLabels { result })
+            .inc();
     }
 
     /// Counts a consent decision.
     pub fn consent(&self, decision: Decision) {
-        self.consents.get_or_create(&DecisionLabels { decision }).inc();
+        self.consents
+            .get_or_create(&DecisionLabels { decision })
+            .inc();
     }
 
     /// Counts a token grant.
     pub fn grant(&self, grant_type: GrantType, result: OpResult) {
-        self.grants.get_or_create(&GrantLabels { grant_type, result }).inc();
+        self.grants
+            .get_or_create(&GrantLabels { grant_type, result })
+            .inc();
     }
 
     /// Counts a revocation.
     pub fn revocation(&self, result: OpResult) {
-        self.revocations.get_or_create(&ResultLabels { result }).inc();
+        self.revocations
+            .get_or_create(&ResultLabels { result })
+            .inc();
     }
 }

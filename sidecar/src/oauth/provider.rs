@@ -148,7 +148,9 @@ impl UpstreamError {
 }
 
 fn now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 impl Upstream {
@@ -157,7 +159,15 @@ impl Upstream {
         if spec.issuer.is_some() || spec.provider == Provider::Oidc {
             return None;
         }
-        let base = |provider, authz: String, token: String, user: Option<String>, revoke: Option<String>, issuer, identity, scopes: &[&str], extra: &[(&str, &str)]| Upstream {
+        let base = |provider,
+                    authz: String,
+                    token: String,
+                    user: Option<String>,
+                    revoke: Option<String>,
+                    issuer,
+                    identity,
+                    scopes: &[&str],
+                    extra: &[(&str, &str)]| Upstream {
             provider,
             authorization_endpoint: authz,
             token_endpoint: token,
@@ -168,7 +178,10 @@ impl Upstream {
             auth: ClientAuth::Post,
             send_resource: false,
             scopes: scopes.iter().map(|s| s.to_string()).collect(),
-            extra_params: extra.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            extra_params: extra
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             client_id: spec.client_id.clone(),
             client_secret: client_secret.clone(),
         };
@@ -200,7 +213,9 @@ impl Upstream {
                 let tenant = spec.tenant.as_deref().unwrap_or("organizations");
                 let root = format!("https://login.microsoftonline.com/{tenant}/oauth2/v2.0");
                 let issuer = match tenant {
-                    "organizations" | "common" | "consumers" => IssuerCheck::Prefix("https://login.microsoftonline.com/".into()),
+                    "organizations" | "common" | "consumers" => {
+                        IssuerCheck::Prefix("https://login.microsoftonline.com/".into())
+                    }
                     t => IssuerCheck::Exact(format!("https://login.microsoftonline.com/{t}/v2.0")),
                 };
                 base(
@@ -222,23 +237,44 @@ impl Upstream {
     }
 
     /// Builds the upstream from an OpenID Connect discovery document.
-    pub fn from_discovery(spec: &OAuthProxySpec, issuer: &str, doc: &serde_json::Value, client_secret: Option<String>) -> Result<Self, UpstreamError> {
+    pub fn from_discovery(
+        spec: &OAuthProxySpec,
+        issuer: &str,
+        doc: &serde_json::Value,
+        client_secret: Option<String>,
+    ) -> Result<Self, UpstreamError> {
         let field = |name: &str| doc.get(name).and_then(|v| v.as_str()).map(str::to_owned);
         let found = field("issuer").unwrap_or_default();
         if found.trim_end_matches('/') != issuer.trim_end_matches('/') {
-            return Err(UpstreamError::Malformed(format!("discovery issuer {found:?} is not {issuer:?}")));
+            return Err(UpstreamError::Malformed(format!(
+                "discovery issuer {found:?} is not {issuer:?}"
+            )));
         }
-        let authz = field("authorization_endpoint").ok_or_else(|| UpstreamError::Malformed("no authorization_endpoint".into()))?;
-        let token = field("token_endpoint").ok_or_else(|| UpstreamError::Malformed("no token_endpoint".into()))?;
+        let authz = field("authorization_endpoint")
+            .ok_or_else(|| UpstreamError::Malformed("no authorization_endpoint".into()))?;
+        let token = field("token_endpoint")
+            .ok_or_else(|| UpstreamError::Malformed("no token_endpoint".into()))?;
         let methods: Vec<&str> = doc
             .get("token_endpoint_auth_methods_supported")
             .and_then(|v| v.as_array())
             .map(|a| a.iter().filter_map(|m| m.as_str()).collect())
             .unwrap_or_else(|| vec!["client_secret_basic"]);
-        let auth = if methods.contains(&"client_secret_basic") { ClientAuth::Basic } else { ClientAuth::Post };
+        let auth = if methods.contains(&"client_secret_basic") {
+            ClientAuth::Basic
+        } else {
+            ClientAuth::Post
+        };
         let (identity, default_scopes, extra): (_, &[&str], &[(&str, &str)]) = match spec.provider {
-            Provider::Google => (IdentitySource::OpenIdConnect, &["openid", "email", "profile"], &[("access_type", "offline"), ("prompt", "consent")]),
-            Provider::Entra => (IdentitySource::OpenIdConnect, &["openid", "profile", "email", "offline_access"], &[]),
+            Provider::Google => (
+                IdentitySource::OpenIdConnect,
+                &["openid", "email", "profile"],
+                &[("access_type", "offline"), ("prompt", "consent")],
+            ),
+            Provider::Entra => (
+                IdentitySource::OpenIdConnect,
+                &["openid", "profile", "email", "offline_access"],
+                &[],
+            ),
             Provider::Github => (IdentitySource::GithubUser, &["read:user"], &[]),
             Provider::Oidc => (IdentitySource::OpenIdConnect, &["openid"], &[]),
         };
@@ -253,7 +289,10 @@ impl Upstream {
             auth,
             send_resource: false,
             scopes: default_scopes.iter().map(|s| s.to_string()).collect(),
-            extra_params: extra.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            extra_params: extra
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             client_id: spec.client_id.clone(),
             client_secret,
         };
@@ -274,7 +313,14 @@ impl Upstream {
     }
 
     /// The upstream authorization URL for one flow (the proxy's own PKCE pair and state).
-    pub fn authorize_url(&self, redirect_uri: &str, state: &str, code_challenge: &str, nonce: &str, resource: &str) -> String {
+    pub fn authorize_url(
+        &self,
+        redirect_uri: &str,
+        state: &str,
+        code_challenge: &str,
+        nonce: &str,
+        resource: &str,
+    ) -> String {
         let mut url = Url::parse(&self.authorization_endpoint).expect("validated endpoint");
         {
             let mut q = url.query_pairs_mut();
@@ -305,7 +351,9 @@ impl Upstream {
         match (self.auth, &self.client_secret) {
             (ClientAuth::Basic, Some(secret)) => {
                 // RFC 6749 §2.3.1: form-encode id and secret before joining them.
-                let enc = |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+                let enc = |s: &str| {
+                    url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>()
+                };
                 let pair = format!("{}:{}", enc(&self.client_id), enc(secret));
                 headers.push(("authorization", format!("Basic {}", STANDARD.encode(pair))));
             }
@@ -316,11 +364,22 @@ impl Upstream {
                 }
             }
         }
-        Prepared { method: "POST", url: self.token_endpoint.clone(), headers, form }
+        Prepared {
+            method: "POST",
+            url: self.token_endpoint.clone(),
+            headers,
+            form,
+        }
     }
 
     /// The code exchange at the upstream token endpoint.
-    pub fn code_request(&self, code: &str, redirect_uri: &str, code_verifier: &str, resource: &str) -> Prepared {
+    pub fn code_request(
+        &self,
+        code: &str,
+        redirect_uri: &str,
+        code_verifier: &str,
+        resource: &str,
+    ) -> Prepared {
         let mut form = vec![
             ("grant_type".to_owned(), "authorization_code".to_owned()),
             ("code".to_owned(), code.to_owned()),
@@ -348,7 +407,10 @@ impl Upstream {
     /// RFC 7009 revocation of an upstream token, when the provider has the endpoint.
     pub fn revoke_request(&self, token: &str, hint: &str) -> Option<Prepared> {
         let endpoint = self.revocation_endpoint.clone()?;
-        let mut call = self.token_call(vec![("token".into(), token.into()), ("token_type_hint".into(), hint.into())]);
+        let mut call = self.token_call(vec![
+            ("token".into(), token.into()),
+            ("token_type_hint".into(), hint.into()),
+        ]);
         call.url = endpoint;
         Some(call)
     }
@@ -365,32 +427,67 @@ impl Upstream {
             }
             IdentitySource::OpenIdConnect => headers.push(("accept", "application/json".into())),
         }
-        Some(Prepared { method: "GET", url, headers, form: Vec::new() })
+        Some(Prepared {
+            method: "GET",
+            url,
+            headers,
+            form: Vec::new(),
+        })
     }
 
     /// Parses a token endpoint answer. GitHub reports errors with status 200 and an `error`
     /// field, so the body decides, not only the status.
     pub fn parse_tokens(&self, status: u16, body: &[u8]) -> Result<UpstreamTokens, UpstreamError> {
-        let json: serde_json::Value = serde_json::from_slice(body)
-            .map_err(|_| UpstreamError::Malformed(format!("token response (status {status}) is not JSON")))?;
+        let json: serde_json::Value = serde_json::from_slice(body).map_err(|_| {
+            UpstreamError::Malformed(format!("token response (status {status}) is not JSON"))
+        })?;
         if let Some(error) = json.get("error").and_then(|e| e.as_str()) {
             return Err(UpstreamError::Refused(error.to_owned()));
         }
         if !(200..300).contains(&status) {
-            return Err(UpstreamError::Malformed(format!("token endpoint status {status}")));
+            return Err(UpstreamError::Malformed(format!(
+                "token endpoint status {status}"
+            )));
         }
-        let text = |name: &str| json.get(name).and_then(|v| v.as_str()).filter(|s| !s.is_empty()).map(str::to_owned);
-        let access_token = text("access_token").ok_or_else(|| UpstreamError::Malformed("no access_token".into()))?;
-        let expires_at = json.get("expires_in").and_then(|v| v.as_u64().or_else(|| v.as_str()?.parse().ok())).map(|s| now() + s);
-        Ok(UpstreamTokens { access_token, refresh_token: text("refresh_token"), expires_at, id_token: text("id_token") })
+        let text = |name: &str| {
+            json.get(name)
+                .and_then(|v| v.as_str())
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+        };
+        let access_token = text("access_token")
+            .ok_or_else(|| UpstreamError::Malformed("no access_token".into()))?;
+        let expires_at = json
+            .get("expires_in")
+            .and_then(|v| v.as_u64().or_else(|| v.as_str()?.parse().ok()))
+            .map(|s| now() + s);
+        Ok(UpstreamTokens {
+            access_token,
+            refresh_token: text("refresh_token"),
+            expires_at,
+            id_token: text("id_token"),
+        })
     }
 
     /// The identity inside an ID token taken straight from the token endpoint response.
-    pub fn identity_from_id_token(&self, id_token: &str, nonce: &str) -> Result<Identity, UpstreamError> {
-        let payload = id_token.split('.').nth(1).ok_or_else(|| UpstreamError::Malformed("id_token is not a JWT".into()))?;
-        let raw = URL_SAFE_NO_PAD.decode(payload.trim_end_matches('=')).map_err(|_| UpstreamError::Malformed("id_token payload".into()))?;
-        let claims: serde_json::Value = serde_json::from_slice(&raw).map_err(|_| UpstreamError::Malformed("id_token claims".into()))?;
-        let iss = claims.get("iss").and_then(|v| v.as_str()).unwrap_or_default();
+    pub fn identity_from_id_token(
+        &self,
+        id_token: &str,
+        nonce: &str,
+    ) -> Result<Identity, UpstreamError> {
+        let payload = id_token
+            .split('.')
+            .nth(1)
+            .ok_or_else(|| UpstreamError::Malformed("id_token is not a JWT".into()))?;
+        let raw = URL_SAFE_NO_PAD
+            .decode(payload.trim_end_matches('='))
+            .map_err(|_| UpstreamError::Malformed("id_token payload".into()))?;
+        let claims: serde_json::Value = serde_json::from_slice(&raw)
+            .map_err(|_| UpstreamError::Malformed("id_token claims".into()))?;
+        let iss = claims
+            .get("iss")
+            .and_then(|v| v.as_str())
+            .unwrap_or_default();
         let iss_ok = match &self.issuer {
             IssuerCheck::Exact(expected) => iss == expected,
             IssuerCheck::Prefix(prefix) => iss.starts_with(prefix.as_str()),
@@ -401,7 +498,9 @@ impl Upstream {
         }
         let aud_ok = match claims.get("aud") {
             Some(serde_json::Value::String(a)) => *a == self.client_id,
-            Some(serde_json::Value::Array(a)) => a.iter().any(|v| v.as_str() == Some(&self.client_id)),
+            Some(serde_json::Value::Array(a)) => {
+                a.iter().any(|v| v.as_str() == Some(&self.client_id))
+            }
             _ => false,
         };
         if !aud_ok {
@@ -410,7 +509,11 @@ impl Upstream {
         if claims.get("nonce").and_then(|v| v.as_str()) != Some(nonce) {
             return Err(UpstreamError::Malformed("id_token nonce mismatch".into()));
         }
-        if claims.get("exp").and_then(|v| v.as_u64()).is_none_or(|exp| exp + 60 < now()) {
+        if claims
+            .get("exp")
+            .and_then(|v| v.as_u64())
+            .is_none_or(|exp| exp + 60 < now())
+        {
             return Err(UpstreamError::Malformed("id_token expired".into()));
         }
         self.parse_identity(&raw)
@@ -418,17 +521,37 @@ impl Upstream {
 
     /// Parses a userinfo / GitHub user document.
     pub fn parse_identity(&self, body: &[u8]) -> Result<Identity, UpstreamError> {
-        let json: serde_json::Value = serde_json::from_slice(body).map_err(|_| UpstreamError::Malformed("identity is not JSON".into()))?;
-        let text = |name: &str| json.get(name).and_then(|v| v.as_str()).filter(|s| !s.is_empty()).map(str::to_owned);
+        let json: serde_json::Value = serde_json::from_slice(body)
+            .map_err(|_| UpstreamError::Malformed("identity is not JSON".into()))?;
+        let text = |name: &str| {
+            json.get(name)
+                .and_then(|v| v.as_str())
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+        };
         let identity = match self.identity {
             IdentitySource::GithubUser => {
-                let id = json.get("id").and_then(|v| v.as_u64()).ok_or_else(|| UpstreamError::Malformed("GitHub user has no id".into()))?;
-                Identity { subject: id.to_string(), name: text("name"), email: text("email"), preferred_username: text("login") }
+                let id = json
+                    .get("id")
+                    .and_then(|v| v.as_u64())
+                    .ok_or_else(|| UpstreamError::Malformed("GitHub user has no id".into()))?;
+                Identity {
+                    subject: id.to_string(),
+                    name: text("name"),
+                    email: text("email"),
+                    preferred_username: text("login"),
+                }
             }
             IdentitySource::OpenIdConnect => {
                 // Entra's `sub` is pairwise per app; `oid` would be tenant-wide. Keep `sub`.
-                let subject = text("sub").ok_or_else(|| UpstreamError::Malformed("no sub".into()))?;
-                Identity { subject, name: text("name"), email: text("email"), preferred_username: text("preferred_username") }
+                let subject =
+                    text("sub").ok_or_else(|| UpstreamError::Malformed("no sub".into()))?;
+                Identity {
+                    subject,
+                    name: text("name"),
+                    email: text("email"),
+                    preferred_username: text("preferred_username"),
+                }
             }
         };
         Ok(identity)
@@ -436,29 +559,49 @@ impl Upstream {
 }
 
 /// Sends a prepared request: no redirects, bounded time and size.
-pub async fn send(http: &reqwest::Client, call: &Prepared) -> Result<(u16, Vec<u8>), UpstreamError> {
+pub async fn send(
+    http: &reqwest::Client,
+    call: &Prepared,
+) -> Result<(u16, Vec<u8>), UpstreamError> {
     let mut req = match call.method {
         "GET" => http.get(&call.url),
         _ => {
-            let body = url::form_urlencoded::Serializer::new(String::new()).extend_pairs(&call.form).finish();
-            http.post(&call.url).header("content-type", "application/x-www-form-urlencoded").body(body)
+            let body = url::form_urlencoded::Serializer::new(String::new())
+                .extend_pairs(&call.form)
+                .finish();
+            http.post(&call.url)
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(body)
         }
     };
     for (name, value) in &call.headers {
         req = req.header(*name, value);
     }
-    let resp = req.timeout(Duration::from_secs(10)).send().await.map_err(|e| UpstreamError::Transport(e.to_string()))?;
+    let resp = req
+        .timeout(Duration::from_secs(10))
+        .send()
+        .await
+        .map_err(|e| UpstreamError::Transport(e.to_string()))?;
     let status = resp.status().as_u16();
     let body = read_capped(resp, MAX_UPSTREAM_BODY).await?;
     Ok((status, body))
 }
 
 /// Reads a response body, failing beyond `cap` bytes.
-pub async fn read_capped(mut resp: reqwest::Response, cap: usize) -> Result<Vec<u8>, UpstreamError> {
+pub async fn read_capped(
+    mut resp: reqwest::Response,
+    cap: usize,
+) -> Result<Vec<u8>, UpstreamError> {
     let mut body = Vec::new();
-    while let Some(chunk) = resp.chunk().await.map_err(|e| UpstreamError::Transport(e.to_string()))? {
+    while let Some(chunk) = resp
+        .chunk()
+        .await
+        .map_err(|e| UpstreamError::Transport(e.to_string()))?
+    {
         if body.len() + chunk.len() > cap {
-            return Err(UpstreamError::Malformed(format!("response larger than {cap} bytes")));
+            return Err(UpstreamError::Malformed(format!(
+                "response larger than {cap} bytes"
+            )));
         }
         body.extend_from_slice(&chunk);
     }

@@ -18,7 +18,12 @@ fn has_dot_segments(raw: &str) -> bool {
     let rest = &raw[path_start..];
     let path = rest.find('/').map_or("", |i| &rest[i..]);
     let path = path.split(['?', '#']).next().unwrap_or("");
-    path.split('/').any(|seg| seg == "." || seg == ".." || seg.eq_ignore_ascii_case("%2e") || seg.eq_ignore_ascii_case("%2e%2e"))
+    path.split('/').any(|seg| {
+        seg == "."
+            || seg == ".."
+            || seg.eq_ignore_ascii_case("%2e")
+            || seg.eq_ignore_ascii_case("%2e%2e")
+    })
 }
 
 /// Checks the shape of one redirect URI: absolute, no fragment, no userinfo, no dot segments,
@@ -37,7 +42,9 @@ pub fn check_shape(raw: &str) -> Result<Url, Refusal> {
     match url.scheme() {
         "https" if url.host().is_some() => Ok(url),
         "http" if is_loopback_host(&url) => Ok(url),
-        "http" => Err(format!("{raw:?}: plain http is only allowed for loopback addresses")),
+        "http" => Err(format!(
+            "{raw:?}: plain http is only allowed for loopback addresses"
+        )),
         "javascript" | "data" | "file" | "vbscript" | "about" | "blob" | "ftp" | "ws" | "wss" => {
             Err(format!("{raw:?}: scheme {} is not allowed", url.scheme()))
         }
@@ -47,7 +54,9 @@ pub fn check_shape(raw: &str) -> Result<Url, Refusal> {
 
 /// A policy entry: loopback entries without a port match any port (RFC 8252 §7.3).
 fn entry_matches(entry: &str, url: &Url) -> bool {
-    let Ok(allowed) = Url::parse(entry) else { return false };
+    let Ok(allowed) = Url::parse(entry) else {
+        return false;
+    };
     if allowed.scheme() == "http" && is_loopback_host(&allowed) && allowed.port().is_none() {
         let entry_has_path = entry.trim_start_matches("http://").contains('/');
         return url.scheme() == "http"
@@ -74,7 +83,9 @@ pub fn validate_registration(allowed: &[String], uris: &[String]) -> Result<(), 
     for raw in uris {
         let url = check_shape(raw)?;
         if !allowed_by_policy(allowed, &url) {
-            return Err(format!("{raw:?} is not allowed by this server's redirect URI policy"));
+            return Err(format!(
+                "{raw:?} is not allowed by this server's redirect URI policy"
+            ));
         }
     }
     Ok(())
@@ -86,16 +97,21 @@ pub fn matches_registered(registered: &[String], requested: &str) -> bool {
     if registered.iter().any(|r| r == requested) {
         return true;
     }
-    let Ok(req) = Url::parse(requested) else { return false };
+    let Ok(req) = Url::parse(requested) else {
+        return false;
+    };
     if req.scheme() != "http" || !is_loopback_host(&req) || requested.contains('#') {
         return false;
     }
-    registered.iter().filter_map(|r| Url::parse(r).ok()).any(|reg| {
-        reg.scheme() == "http"
-            && reg.host() == req.host()
-            && reg.path() == req.path()
-            && reg.query() == req.query()
-    })
+    registered
+        .iter()
+        .filter_map(|r| Url::parse(r).ok())
+        .any(|reg| {
+            reg.scheme() == "http"
+                && reg.host() == req.host()
+                && reg.path() == req.path()
+                && reg.query() == req.query()
+        })
 }
 
 #[cfg(test)]
@@ -103,9 +119,14 @@ mod tests {
     use super::*;
 
     fn policy() -> Vec<String> {
-        ["http://localhost", "http://127.0.0.1", "https://claude.ai/api/mcp/auth_callback", "cursor://anysphere.cursor-retrieval/oauth/callback"]
-            .map(String::from)
-            .to_vec()
+        [
+            "http://localhost",
+            "http://127.0.0.1",
+            "https://claude.ai/api/mcp/auth_callback",
+            "cursor://anysphere.cursor-retrieval/oauth/callback",
+        ]
+        .map(String::from)
+        .to_vec()
     }
 
     #[test]
@@ -117,7 +138,11 @@ mod tests {
             "https://claude.ai/api/mcp/auth_callback",
             "cursor://anysphere.cursor-retrieval/oauth/callback",
         ] {
-            assert_eq!(validate_registration(&policy(), &[uri.to_owned()]), Ok(()), "{uri}");
+            assert_eq!(
+                validate_registration(&policy(), &[uri.to_owned()]),
+                Ok(()),
+                "{uri}"
+            );
         }
     }
 
@@ -135,7 +160,10 @@ mod tests {
             "http://127.0.0.1:9/a/%2e%2e/b",
             "not a uri",
         ] {
-            assert!(validate_registration(&policy(), &[uri.to_owned()]).is_err(), "{uri}");
+            assert!(
+                validate_registration(&policy(), &[uri.to_owned()]).is_err(),
+                "{uri}"
+            );
         }
         assert!(validate_registration(&policy(), &[]).is_err());
     }
@@ -143,24 +171,38 @@ mod tests {
     #[test]
     fn empty_policy_allows_loopback_only() {
         assert!(validate_registration(&[], &["http://127.0.0.1:5000/cb".into()]).is_ok());
-        assert!(validate_registration(&[], &["https://claude.ai/api/mcp/auth_callback".into()]).is_err());
+        assert!(
+            validate_registration(&[], &["https://claude.ai/api/mcp/auth_callback".into()])
+                .is_err()
+        );
     }
 
     #[test]
     fn loopback_entry_with_path_pins_the_path() {
         let p = vec!["http://localhost/oauth/callback".to_owned()];
-        assert!(validate_registration(&p, &["http://localhost:1234/oauth/callback".into()]).is_ok());
+        assert!(
+            validate_registration(&p, &["http://localhost:1234/oauth/callback".into()]).is_ok()
+        );
         assert!(validate_registration(&p, &["http://localhost:1234/other".into()]).is_err());
     }
 
     #[test]
     fn authorization_request_matching() {
-        let reg = vec!["http://127.0.0.1:33418/".to_owned(), "https://app.example/cb".to_owned()];
+        let reg = vec![
+            "http://127.0.0.1:33418/".to_owned(),
+            "https://app.example/cb".to_owned(),
+        ];
         assert!(matches_registered(&reg, "https://app.example/cb"));
-        assert!(matches_registered(&reg, "http://127.0.0.1:50000/"), "loopback port may vary");
+        assert!(
+            matches_registered(&reg, "http://127.0.0.1:50000/"),
+            "loopback port may vary"
+        );
         assert!(!matches_registered(&reg, "https://app.example/cb2"));
         assert!(!matches_registered(&reg, "https://app.example/cb?x=1"));
         assert!(!matches_registered(&reg, "http://127.0.0.1:50000/other"));
-        assert!(!matches_registered(&reg, "http://localhost:33418/"), "host must match");
+        assert!(
+            !matches_registered(&reg, "http://localhost:33418/"),
+            "host must match"
+        );
     }
 }

@@ -1,0 +1,356 @@
+//! OAuth proxy mode: the sidecar as the OAuth 2.1 authorization server MCP clients see, in front
+//! of an upstream identity provider that has no dynamic client registration.
+//!
+//! Clients register (`/register`, or a client ID metadata document), send the user to
+//! `/authorize`, where the user approves the client on our consent page before we forward them
+//! to the upstream provider with our own client id and PKCE pair. The provider returns to
+//! `/callback`; we keep its tokens encrypted and give the client a code for our own tokens:
+//! short-lived ES256 access tokens with `aud` = the resource, and rotating refresh tokens.
+//! Every piece of flow state lives in the [`Store`], so any replica can serve any step.
+
+mod authorize;
+mod cimd;
+mod clients;
+pub mod crypto;
+mod errors;
+pub mod keys;
+pub mod metadata;
+pub mod metrics;
+pub mod page;
+pub mod provider;
+pub mod records;
+pub mod redirect;
+mod token;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequestParts};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use http::request::Parts;
+use mcp_warden_policy::{OAuthProxySpec, PolicyDocument, SecretError, ValidatedResource};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::store::{Store, StoreError};
+pub use errors::Reject;
+use provider::{Upstream, UpstreamError};
+
+/// Largest request body the OAuth endpoints read.
+pub const MAX_BODY: usize = 64 * 1024;
+/// Lifetime of a registered client that is not used.
+pub const CLIENT_TTL: Duration = Duration::from_secs(90 * 24 * 3600);
+/// Lifetime of an authorization flow (consent + upstream login).
+pub const FLOW_TTL: Duration = Duration::from_secs(600);
+/// Lifetime of an authorization code.
+pub const CODE_TTL: Duration = Duration::from_secs(300);
+/// How long after a rotation a duplicate of the same refresh request still gets the new token.
+pub const REFRESH_GRACE_SECONDS: u64 = 10;
+/// Rate-limit window.
+pub const RATE_WINDOW: Duration = Duration::from_secs(60);
+/// Registrations per client address per window.
+pub const REGISTER_LIMIT: u64 = 20;
+/// Authorization requests per client address per window.
+pub const AUTHORIZE_LIMIT: u64 = 60;
+/// Token and revocation requests per client id per window.
+pub const TOKEN_LIMIT: u64 = 600;
+
+/// Why the proxy cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum OAuthError {
+    /// The policy is not an oauthProxy policy or misses something.
+    #[error("oauth proxy configuration: {0}")]
+    Config(String),
+    /// A key file is unusable.
+    #[error("oauth proxy keys: {0}")]
+    Keys(String),
+    /// A secret could not be read.
+    #[error(transparent)]
+    Secret(#[from] SecretError),
+    /// The state store could not be set up.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The authorization-server facade of one policy.
+pub struct OAuthProxy {
+    issuer: String,
+    resource: String,
+    server_name: String,
+    scopes_supported: Vec<String>,
+    spec: OAuthProxySpec,
+    namespace: String,
+    policy: String,
+    store: Arc<dyn Store>,
+    signing: keys::SigningKeys,
+    enc: crypto::EncryptionKeys,
+    metrics: metrics::OAuthMetrics,
+    http: reqwest::Client,
+    client_secret: Option<String>,
+    upstream: tokio::sync::OnceCell<Upstream>,
+    cookies: page::Cookies,
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+impl OAuthProxy {
+    /// Builds the proxy for an oauthProxy policy, with the state store the policy names
+    /// (`storage.redis`, in-memory otherwise).
+    pub async fn new(
+        doc: &PolicyDocument,
+        resource: &ValidatedResource,
+        secrets_dir: &Path,
+        registry: &mut prometheus_client::registry::Registry,
+    ) -> Result<Self, OAuthError> {
+        let redis = doc.spec.storage.as_ref().and_then(|s| s.redis.as_ref());
+        let store = crate::store::connect(redis, secrets_dir, registry).await?;
+        Self::with_store(doc, resource, secrets_dir, store, registry)
+    }
+
+    /// Builds the proxy on a given store.
+    pub fn with_store(
+        doc: &PolicyDocument,
+        resource: &ValidatedResource,
+        secrets_dir: &Path,
+        store: Arc<dyn Store>,
+        registry: &mut prometheus_client::registry::Registry,
+    ) -> Result<Self, OAuthError> {
+        let spec = doc.spec.oauth_proxy.clone().ok_or_else(|| {
+            OAuthError::Config("spec.oauthProxy is required in oauthProxy mode".into())
+        })?;
+        let signing = match &spec.signing_key_secret_ref {
+            Some(r) => keys::SigningKeys::load(r, secrets_dir)?,
+            None => {
+                tracing::warn!(
+                    "no signingKeySecretRef: generated an in-memory signing key; tokens stop verifying after a restart and differ between replicas"
+                );
+                keys::SigningKeys::generate()
+            }
+        };
+        let enc = match &spec.encryption_key_secret_ref {
+            Some(r) => crypto::EncryptionKeys::load(r, secrets_dir)?,
+            None => {
+                tracing::warn!(
+                    "no encryptionKeySecretRef: generated an in-memory encryption key; stored sessions are lost on restart"
+                );
+                crypto::EncryptionKeys::generate()
+            }
+        };
+        let client_secret = spec
+            .client_secret_ref
+            .as_ref()
+            .map(|r| r.read(secrets_dir))
+            .transpose()?;
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(15))
+            .build()
+            .map_err(|e| OAuthError::Config(format!("http client: {e}")))?;
+        let upstream = tokio::sync::OnceCell::new();
+        if let Some(preset) = Upstream::preset(&spec, client_secret.clone()) {
+            let _ = upstream.set(preset);
+        }
+        let issuer = resource.origin.clone();
+        Ok(OAuthProxy {
+            cookies: page::Cookies::new(issuer.starts_with("https://")),
+            issuer,
+            resource: resource.url.clone(),
+            server_name: doc
+                .spec
+                .resource
+                .name
+                .clone()
+                .unwrap_or_else(|| resource.url.clone()),
+            scopes_supported: doc.spec.resource.scopes_supported.clone(),
+            namespace: doc
+                .metadata
+                .namespace
+                .clone()
+                .unwrap_or_else(|| "default".into()),
+            policy: doc.metadata.name.clone(),
+            spec,
+            store,
+            signing,
+            enc,
+            metrics: metrics::OAuthMetrics::register(registry),
+            http,
+            client_secret,
+            upstream,
+        })
+    }
+
+    /// The issuer: the MCP origin (`scheme://host[:port]`), as in the metadata and tokens.
+    pub fn issuer(&self) -> &str {
+        &self.issuer
+    }
+
+    /// Public keys of the tokens this proxy issues (also served at `/jwks`).
+    pub fn verification_keys(&self) -> jsonwebtoken::jwk::JwkSet {
+        self.signing.jwks()
+    }
+
+    /// All authorization-server endpoints, with the state applied and bodies bounded.
+    pub fn router(self: Arc<Self>) -> Router {
+        Router::new()
+            .route(
+                "/.well-known/oauth-authorization-server",
+                get(server_metadata),
+            )
+            .route(
+                "/.well-known/oauth-authorization-server/{*path}",
+                get(server_metadata),
+            )
+            .route("/.well-known/openid-configuration", get(server_metadata))
+            .route(
+                "/.well-known/openid-configuration/{*path}",
+                get(server_metadata),
+            )
+            .route("/jwks", get(jwks))
+            .route("/register", post(clients::register))
+            .route("/authorize", get(authorize::authorize))
+            .route("/consent", post(authorize::consent))
+            .route("/callback", get(authorize::callback))
+            .route("/token", post(token::token))
+            .route("/revoke", post(token::revoke))
+            .layer(DefaultBodyLimit::max(MAX_BODY))
+            .with_state(self)
+    }
+
+    fn key(&self, kind: &str, id: &str) -> String {
+        crate::store::key(&self.namespace, &self.policy, kind, id)
+    }
+
+    async fn put_json<T: Serialize>(
+        &self,
+        kind: &str,
+        id: &str,
+        value: &T,
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
+        let bytes = serde_json::to_vec(value).expect("records serialise");
+        self.store.put(&self.key(kind, id), &bytes, ttl).await
+    }
+
+    async fn get_json<T: DeserializeOwned>(
+        &self,
+        kind: &str,
+        id: &str,
+    ) -> Result<Option<T>, StoreError> {
+        decode(self.store.get(&self.key(kind, id)).await?)
+    }
+
+    async fn take_json<T: DeserializeOwned>(
+        &self,
+        kind: &str,
+        id: &str,
+    ) -> Result<Option<T>, StoreError> {
+        decode(self.store.take(&self.key(kind, id)).await?)
+    }
+
+    /// Fixed-window rate limit on `bucket` for `who`.
+    async fn limit(&self, bucket: &str, who: &str, max: u64) -> Result<(), Reject> {
+        let id = format!("{bucket}:{}", crypto::sha256_b64(who.as_bytes()));
+        let count = self.store.incr(&self.key("rate", &id), RATE_WINDOW).await?;
+        if count > max {
+            return Err(Reject::RateLimited {
+                retry_after: RATE_WINDOW.as_secs(),
+            });
+        }
+        Ok(())
+    }
+
+    /// The upstream provider, discovered on first use for `provider: oidc` (retried on failure).
+    async fn upstream(&self) -> Result<&Upstream, UpstreamError> {
+        self.upstream
+            .get_or_try_init(|| async {
+                let issuer = self
+                    .spec
+                    .issuer
+                    .clone()
+                    .ok_or_else(|| UpstreamError::Malformed("no issuer".into()))?;
+                let url = format!(
+                    "{}/.well-known/openid-configuration",
+                    issuer.trim_end_matches('/')
+                );
+                let call = provider::Prepared {
+                    method: "GET",
+                    url,
+                    headers: vec![("accept", "application/json".into())],
+                    form: Vec::new(),
+                };
+                let (status, body) = provider::send(&self.http, &call).await?;
+                if status != 200 {
+                    return Err(UpstreamError::Malformed(format!(
+                        "discovery status {status}"
+                    )));
+                }
+                let doc = serde_json::from_slice(&body)
+                    .map_err(|_| UpstreamError::Malformed("discovery is not JSON".into()))?;
+                Upstream::from_discovery(&self.spec, &issuer, &doc, self.client_secret.clone())
+            })
+            .await
+    }
+
+    fn callback_url(&self) -> String {
+        format!("{}/callback", self.issuer)
+    }
+
+    /// Whether `requested` names our resource (tolerating one trailing slash).
+    fn is_our_resource(&self, requested: &str) -> bool {
+        let a = requested.strip_suffix('/').unwrap_or(requested);
+        let b = self.resource.strip_suffix('/').unwrap_or(&self.resource);
+        a == b
+    }
+}
+
+fn decode<T: DeserializeOwned>(bytes: Option<Vec<u8>>) -> Result<Option<T>, StoreError> {
+    bytes
+        .map(|b| {
+            serde_json::from_slice(&b).map_err(|e| StoreError::Corrupt(format!("record: {e}")))
+        })
+        .transpose()
+}
+
+async fn server_metadata(
+    axum::extract::State(proxy): axum::extract::State<Arc<OAuthProxy>>,
+) -> impl axum::response::IntoResponse {
+    (
+        [(http::header::ACCESS_CONTROL_ALLOW_ORIGIN, "*")],
+        Json(metadata::render(&proxy.issuer, &proxy.scopes_supported)),
+    )
+}
+
+async fn jwks(
+    axum::extract::State(proxy): axum::extract::State<Arc<OAuthProxy>>,
+) -> impl axum::response::IntoResponse {
+    (
+        [
+            (http::header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"),
+            (http::header::CACHE_CONTROL, "max-age=300"),
+        ],
+        Json(proxy.verification_keys()),
+    )
+}
+
+/// The caller's address for rate limits (the peer address; `unknown` in in-process tests).
+pub struct ClientAddr(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let addr = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip().to_string());
+        Ok(ClientAddr(addr.unwrap_or_else(|| "unknown".into())))
+    }
+}

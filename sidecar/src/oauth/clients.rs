@@ -1,0 +1,230 @@
+//! Clients: dynamic registration (RFC 7591), lookup, client ID metadata documents, and client
+//! authentication at the token and revocation endpoints.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use http::{HeaderMap, StatusCode, header};
+use serde::Deserialize;
+
+use super::crypto::{constant_time_eq, random_token, sha256_b64};
+use super::metrics::OpResult;
+use super::records::ClientRecord;
+use super::{CLIENT_TTL, ClientAddr, OAuthProxy, REGISTER_LIMIT, Reject, now, redirect};
+
+/// A registration request. Unknown members are ignored (RFC 7591 §2).
+#[derive(Debug, Deserialize)]
+pub struct RegisterRequest {
+    #[serde(default)]
+    redirect_uris: Vec<String>,
+    #[serde(default)]
+    client_name: Option<String>,
+    #[serde(default)]
+    client_uri: Option<String>,
+    #[serde(default)]
+    scope: Option<String>,
+    #[serde(default)]
+    grant_types: Option<Vec<String>>,
+    #[serde(default)]
+    response_types: Option<Vec<String>>,
+    #[serde(default)]
+    token_endpoint_auth_method: Option<String>,
+    #[serde(default)]
+    application_type: Option<String>,
+    #[serde(default)]
+    software_id: Option<String>,
+    #[serde(default)]
+    software_version: Option<String>,
+}
+
+fn metadata_error(description: impl Into<String>) -> Reject {
+    Reject::bad("invalid_client_metadata", description)
+}
+
+const AUTH_METHODS: [&str; 3] = ["none", "client_secret_basic", "client_secret_post"];
+
+/// `POST /register`: validates and stores a client; the answer echoes what was registered and
+/// omits absent optional fields (some clients choke on `null`).
+pub async fn register(
+    State(proxy): State<Arc<OAuthProxy>>,
+    addr: ClientAddr,
+    body: axum::body::Bytes,
+) -> Response {
+    let result = register_inner(&proxy, &addr, &body).await;
+    proxy.metrics.registration(match &result {
+        Ok(_) => OpResult::Success,
+        Err(e) => e.result(),
+    });
+    result.unwrap_or_else(IntoResponse::into_response)
+}
+
+async fn register_inner(
+    proxy: &OAuthProxy,
+    addr: &ClientAddr,
+    body: &[u8],
+) -> Result<Response, Reject> {
+    proxy.limit("register", &addr.0, REGISTER_LIMIT).await?;
+    let req: RegisterRequest = serde_json::from_slice(body).map_err(|e| {
+        Reject::bad(
+            "invalid_client_metadata",
+            format!("body is not a registration request: {e}"),
+        )
+    })?;
+    redirect::validate_registration(&proxy.spec.allowed_redirect_uris, &req.redirect_uris)
+        .map_err(|why| Reject::bad("invalid_redirect_uri", why))?;
+    let method = req
+        .token_endpoint_auth_method
+        .clone()
+        .unwrap_or_else(|| "client_secret_basic".into());
+    if !AUTH_METHODS.contains(&method.as_str()) {
+        return Err(metadata_error(format!(
+            "token_endpoint_auth_method {method:?} is not supported"
+        )));
+    }
+    let grant_types = req
+        .grant_types
+        .clone()
+        .unwrap_or_else(|| vec!["authorization_code".into()]);
+    if let Some(g) = grant_types
+        .iter()
+        .find(|g| !matches!(g.as_str(), "authorization_code" | "refresh_token"))
+    {
+        return Err(metadata_error(format!("grant type {g:?} is not supported")));
+    }
+    let response_types = req
+        .response_types
+        .clone()
+        .unwrap_or_else(|| vec!["code".into()]);
+    if response_types.iter().any(|r| r != "code") {
+        return Err(metadata_error("only the code response type is supported"));
+    }
+    if let Some(t) = req
+        .application_type
+        .as_deref()
+        .filter(|t| !matches!(*t, "web" | "native"))
+    {
+        return Err(metadata_error(format!(
+            "application_type {t:?} is not web or native"
+        )));
+    }
+    if req.client_name.as_ref().is_some_and(|n| n.len() > 200) {
+        return Err(metadata_error("client_name is longer than 200 characters"));
+    }
+    let client_id = random_token(18);
+    let secret = (method != "none").then(|| random_token(32));
+    let record = ClientRecord {
+        client_id: client_id.clone(),
+        client_name: req.client_name.clone(),
+        redirect_uris: req.redirect_uris.clone(),
+        token_endpoint_auth_method: method.clone(),
+        secret_hash: secret.as_deref().map(|s| sha256_b64(s.as_bytes())),
+        metadata_document: false,
+    };
+    proxy
+        .put_json("client", &client_id, &record, CLIENT_TTL)
+        .await?;
+    let mut out = serde_json::json!({
+        "client_id": client_id,
+        "client_id_issued_at": now(),
+        "redirect_uris": req.redirect_uris,
+        "grant_types": grant_types,
+        "response_types": response_types,
+        "token_endpoint_auth_method": method,
+    });
+    let obj = out.as_object_mut().expect("object");
+    if let Some(secret) = secret {
+        obj.insert("client_secret".into(), secret.into());
+        obj.insert("client_secret_expires_at".into(), 0.into());
+    }
+    for (name, value) in [
+        ("client_name", req.client_name),
+        ("client_uri", req.client_uri),
+        ("scope", req.scope),
+        ("application_type", req.application_type),
+        ("software_id", req.software_id),
+        ("software_version", req.software_version),
+    ] {
+        if let Some(v) = value {
+            obj.insert(name.into(), v.into());
+        }
+    }
+    Ok((
+        StatusCode::CREATED,
+        [(header::CACHE_CONTROL, "no-store")],
+        Json(out),
+    )
+        .into_response())
+}
+
+impl OAuthProxy {
+    /// The client behind `client_id`: a registered one, or (URL-shaped ids) a fetched metadata
+    /// document. Unknown and expired ids are `invalid_client` (401), so clients re-register.
+    pub(super) async fn client(&self, client_id: &str) -> Result<ClientRecord, Reject> {
+        if client_id.starts_with("https://") || client_id.starts_with("http://") {
+            return self.metadata_client(client_id).await;
+        }
+        if client_id.is_empty() || client_id.len() > 256 {
+            return Err(Reject::invalid_client("unknown client_id"));
+        }
+        self.get_json("client", client_id)
+            .await?
+            .ok_or_else(|| Reject::invalid_client("unknown or expired client_id; register again"))
+    }
+
+    /// Authenticates the client of a token or revocation request (Basic header or form fields).
+    pub(super) async fn authenticate_client(
+        &self,
+        headers: &HeaderMap,
+        form_id: Option<&str>,
+        form_secret: Option<&str>,
+    ) -> Result<ClientRecord, Reject> {
+        let basic = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Basic "))
+            .map(|b64| -> Result<(String, String), Reject> {
+                let raw = STANDARD
+                    .decode(b64.trim())
+                    .map_err(|_| Reject::invalid_client("malformed Basic credentials"))?;
+                let text = String::from_utf8(raw)
+                    .map_err(|_| Reject::invalid_client("malformed Basic credentials"))?;
+                let (id, secret) = text
+                    .split_once(':')
+                    .ok_or_else(|| Reject::invalid_client("malformed Basic credentials"))?;
+                let dec = |s: &str| {
+                    url::form_urlencoded::parse(format!("x={s}").as_bytes())
+                        .next()
+                        .map(|(_, v)| v.into_owned())
+                        .unwrap_or_default()
+                };
+                Ok((dec(id), dec(secret)))
+            })
+            .transpose()?;
+        let (client_id, secret) = match (&basic, form_id) {
+            (Some((id, _)), Some(f)) if id != f => {
+                return Err(Reject::invalid_client(
+                    "client_id differs between header and body",
+                ));
+            }
+            (Some((id, secret)), _) => (id.clone(), Some(secret.clone())),
+            (None, Some(id)) => (id.to_owned(), form_secret.map(str::to_owned)),
+            (None, None) => {
+                return Err(Reject::invalid_client("client authentication is required"));
+            }
+        };
+        let client = self.client(&client_id).await?;
+        match (&client.secret_hash, secret) {
+            (None, _) => Ok(client),
+            (Some(hash), Some(secret))
+                if constant_time_eq(hash.as_bytes(), sha256_b64(secret.as_bytes()).as_bytes()) =>
+            {
+                Ok(client)
+            }
+            (Some(_), _) => Err(Reject::invalid_client("client authentication failed")),
+        }
+    }
+}
