@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use prometheus_client::registry::Registry;
+use std::future::IntoFuture;
+
 use tokio::net::TcpListener;
 
 use crate::admin::{self, AdminState};
@@ -64,14 +66,33 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         registry,
         app: state.clone(),
     }));
-    let admin_server = axum::serve(admin_listener, admin_router).with_graceful_shutdown(shutdown());
-    let public_server = axum::serve(public, app::router(state)).with_graceful_shutdown(shutdown());
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown().await;
+        tracing::info!("shutting down: no new connections, draining in-flight requests");
+        let _ = stop_tx.send(true);
+    });
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let admin_server =
+        axum::serve(admin_listener, admin_router).with_graceful_shutdown(stopped(stop_rx.clone()));
+    let public_server =
+        axum::serve(public, app::router(state)).with_graceful_shutdown(stopped(stop_rx.clone()));
+    // Long-lived SSE streams never finish by themselves: drain for a bounded time only.
+    let deadline = async {
+        stopped(stop_rx).await;
+        tokio::time::sleep(DRAIN).await;
+    };
     tokio::select! {
-        r = public_server => r?,
-        r = admin_server => r?,
+        r = async { tokio::try_join!(public_server.into_future(), admin_server.into_future()) } => { r?; }
+        () = deadline => tracing::warn!("drain period over; closing the remaining streams"),
     }
     Ok(())
 }
+
+/// How long in-flight requests and streams may take to finish after SIGTERM.
+const DRAIN: Duration = Duration::from_secs(10);
 
 async fn shutdown() {
     let ctrl_c = async {
