@@ -10,12 +10,8 @@ ARG RUNTIME_IMAGE=gcr.io/distroless/cc-debian12:nonroot
 
 FROM ${RUST_IMAGE} AS build
 WORKDIR /src
-# Size and speed over build time, without touching the workspace's own profile: one codegen unit,
-# fat LTO, symbols stripped. Panics still unwind (a panic in one request must not kill the proxy).
-ENV CARGO_PROFILE_RELEASE_LTO=fat \
-    CARGO_PROFILE_RELEASE_CODEGEN_UNITS=1 \
-    CARGO_PROFILE_RELEASE_STRIP=symbols \
-    CARGO_TERM_COLOR=never
+# The workspace's [profile.release] (thin LTO, stripped) is the one images and benchmarks share.
+ENV CARGO_TERM_COLOR=never
 COPY . .
 # Cache mounts keep the registry and target dir between builds; the binaries are copied out of
 # the cache because a cache mount is not part of the layer.
