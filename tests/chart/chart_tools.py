@@ -18,6 +18,7 @@ CHART = REPO / "charts" / "mcp-warden"
 CI_VALUES = sorted((CHART / "ci").glob("*.yaml"))
 BAD_VALUES = sorted((Path(__file__).parent / "bad-values").glob("*.yaml"))
 HELM = Path(os.environ.get("HELM", REPO / ".run" / "bin" / "helm"))
+HELM3 = Path(os.environ.get("HELM3", REPO / ".run" / "bin" / "helm3"))
 VENV_BIN = REPO / ".venv" / "bin"
 CRD_SOURCE = REPO / "crds" / "mcpauthpolicies.yaml"
 CRD_IN_CHART = CHART / "crds" / "mcpauthpolicies.yaml"
@@ -31,27 +32,29 @@ NAMESPACE = "mcp-system"
 SETUP_HINT = "run scripts/setup-k8s-tools first"
 
 
-def require_helm() -> Path:
-    if not HELM.exists():
-        raise AssertionError(f"helm not found at {HELM}: {SETUP_HINT}")
-    return HELM
+def require(binary: Path) -> Path:
+    if not binary.exists():
+        raise AssertionError(f"{binary.name} not found at {binary}: {SETUP_HINT}")
+    return binary
 
 
-def helm(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    """Runs helm; on failure with check=True raises with helm's stderr."""
-    proc = subprocess.run([str(require_helm()), *args], capture_output=True, text=True, timeout=120)
+def helm(*args: str, check: bool = True, binary: Path = HELM) -> subprocess.CompletedProcess:
+    """Runs helm (4 by default, `binary=HELM3` for Helm 3); with check=True a failure raises with
+    helm's stderr."""
+    proc = subprocess.run([str(require(binary)), *args], capture_output=True, text=True, timeout=120)
     if check and proc.returncode != 0:
         raise AssertionError(f"helm {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr}")
     return proc
 
 
-def template(values: Path | None = None, kube_version: str = "1.33", extra: tuple[str, ...] = ()) -> str:
+def template(values: Path | None = None, kube_version: str = "1.33", extra: tuple[str, ...] = (),
+             binary: Path = HELM) -> str:
     """`helm template` with the chart's CRDs included, as an install would create them."""
     args = ["template", RELEASE, str(CHART), "--namespace", NAMESPACE, "--include-crds",
             "--kube-version", kube_version]
     if values is not None:
         args += ["--values", str(values)]
-    return helm(*args, *extra).stdout
+    return helm(*args, *extra, binary=binary).stdout
 
 
 def documents(rendered: str) -> list[dict]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from chart_tools import (
-    CHART, CI_VALUES, KUBE_VERSIONS, crd_schema, documents, helm, kubernetes_validate, of_kind,
+    CHART, CI_VALUES, HELM, HELM3, KUBE_VERSIONS, crd_schema, documents, helm, kubernetes_validate, of_kind,
     template, validate_monitors, validate_policy,
 )
 
@@ -20,13 +20,22 @@ def test_there_are_ci_values_files():
     assert len(CI_VALUES) >= 2, f"expected several values files under {CHART / 'ci'}"
 
 
+@pytest.mark.parametrize("binary", [HELM, HELM3], ids=["helm4", "helm3"])
 @pytest.mark.parametrize("values", VALUE_SETS, ids=IDS)
-def test_lint_strict(values):
+def test_lint_strict(values, binary):
     args = ["lint", "--strict", str(CHART)]
     if values is not None:
         args += ["--values", str(values)]
-    out = helm(*args).stdout
+    out = helm(*args, binary=binary).stdout
     assert "0 chart(s) failed" in out, out
+
+
+@pytest.mark.parametrize("values", VALUE_SETS, ids=IDS)
+def test_helm3_renders_what_helm4_renders(values):
+    """Same objects (the two order kinds they do not know, like McpAuthPolicy, differently)."""
+    def by_identity(docs):
+        return sorted(docs, key=lambda d: (d["kind"], d["metadata"].get("namespace", ""), d["metadata"]["name"]))
+    assert by_identity(documents(template(values, binary=HELM3))) == by_identity(documents(template(values)))
 
 
 @pytest.mark.parametrize("kube_version", KUBE_VERSIONS)
