@@ -1,0 +1,140 @@
+//! Leader election on a `coordination.k8s.io/v1` Lease, so that of several operator replicas
+//! only one runs the controller (all of them serve the webhook).
+
+use std::time::Duration;
+
+use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
+use kube::api::{Api, PostParams};
+use kube::{Client, ResourceExt};
+
+use crate::Result;
+
+/// A Lease-based lock.
+#[derive(Clone)]
+pub struct LeaseLock {
+    api: Api<Lease>,
+    name: String,
+    identity: String,
+    duration: Duration,
+}
+
+impl LeaseLock {
+    /// A lock on Lease `name` in `namespace`, held by `identity` (the pod name) for `duration`
+    /// after each renewal.
+    pub fn new(
+        client: Client,
+        namespace: &str,
+        name: &str,
+        identity: &str,
+        duration: Duration,
+    ) -> Self {
+        Self {
+            api: Api::namespaced(client, namespace),
+            name: name.to_owned(),
+            identity: identity.to_owned(),
+            duration,
+        }
+    }
+
+    fn spec(
+        &self,
+        now: jiff::Timestamp,
+        acquired: Option<MicroTime>,
+        transitions: i32,
+    ) -> LeaseSpec {
+        LeaseSpec {
+            holder_identity: Some(self.identity.clone()),
+            lease_duration_seconds: Some(
+                i32::try_from(self.duration.as_secs()).unwrap_or(i32::MAX),
+            ),
+            acquire_time: Some(acquired.unwrap_or(MicroTime(now))),
+            renew_time: Some(MicroTime(now)),
+            lease_transitions: Some(transitions),
+            ..Default::default()
+        }
+    }
+
+    /// One attempt to take or renew the lease; `true` when this replica holds it now.
+    pub async fn try_acquire(&self) -> Result<bool> {
+        let now = jiff::Timestamp::now();
+        let Some(mut lease) = self.api.get_opt(&self.name).await? else {
+            let lease = Lease {
+                metadata: ObjectMeta {
+                    name: Some(self.name.clone()),
+                    ..Default::default()
+                },
+                spec: Some(self.spec(now, None, 0)),
+            };
+            return match self.api.create(&PostParams::default(), &lease).await {
+                Ok(_) => Ok(true),
+                Err(kube::Error::Api(e)) if e.code == 409 => Ok(false),
+                Err(e) => Err(e.into()),
+            };
+        };
+        let spec = lease.spec.clone().unwrap_or_default();
+        let holder = spec.holder_identity.clone().unwrap_or_default();
+        let mine = holder == self.identity;
+        let expired = match (&spec.renew_time, spec.lease_duration_seconds) {
+            (Some(MicroTime(renewed)), Some(secs)) => {
+                now.as_second() > renewed.as_second() + i64::from(secs)
+            }
+            _ => true,
+        };
+        if !mine && !holder.is_empty() && !expired {
+            return Ok(false);
+        }
+        let transitions = spec.lease_transitions.unwrap_or(0) + i32::from(!mine);
+        let acquired = if mine { spec.acquire_time } else { None };
+        lease.spec = Some(self.spec(now, acquired, transitions));
+        match self
+            .api
+            .replace(&self.name, &PostParams::default(), &lease)
+            .await
+        {
+            Ok(_) => {
+                if !mine {
+                    tracing::info!(lease = %lease.name_any(), identity = %self.identity, "became leader");
+                }
+                Ok(true)
+            }
+            Err(kube::Error::Api(e)) if e.code == 409 => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Waits until this replica holds the lease.
+    pub async fn acquire(&self) {
+        loop {
+            match self.try_acquire().await {
+                Ok(true) => return,
+                Ok(false) => {}
+                Err(e) => tracing::warn!(error = %e, "leader election"),
+            }
+            tokio::time::sleep(self.duration / 3).await;
+        }
+    }
+
+    /// Renews the lease until a renewal is refused or none succeeded for a whole lease
+    /// duration; then returns (the caller must stop acting as leader).
+    pub async fn hold(&self) {
+        let mut last_ok = tokio::time::Instant::now();
+        loop {
+            tokio::time::sleep(self.duration / 3).await;
+            match self.try_acquire().await {
+                Ok(true) => last_ok = tokio::time::Instant::now(),
+                Ok(false) => {
+                    tracing::error!("lost the leader lease to another replica");
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot renew the leader lease");
+                    // Stop before another replica may see the lease as expired.
+                    if last_ok.elapsed() >= self.duration * 2 / 3 {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,388 @@
+//! `mcp-warden-operator`: flags and start-up wiring. The admin server starts first and stays up
+//! while the Kubernetes API is unreachable (then `/readyz` fails).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum_server::tls_rustls::RustlsConfig;
+use clap::{Parser, ValueEnum};
+use kube::Client;
+
+use crate::admin::{self, Health};
+use crate::inject::InjectSettings;
+use crate::leader::LeaseLock;
+use crate::metrics::{CertificateLabel, Metrics};
+use crate::reconcile::{self, Context, Settings};
+use crate::webhook::{self, WebhookState};
+use crate::webhook_config::{self, Endpoint};
+use crate::{Result, certs};
+
+/// When to inject a native sidecar (an init container with `restartPolicy: Always`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum NativeSidecar {
+    /// Native when the API server is 1.29 or newer (where the feature is on by default).
+    Auto,
+    /// Always native (for 1.28 clusters with the SidecarContainers feature gate on).
+    Always,
+    /// Always a regular container.
+    Never,
+}
+
+/// The mcp-warden operator: reconciles McpAuthPolicy resources and serves the sidecar-injection
+/// webhook.
+///
+/// Development outside a cluster: with a kubeconfig (KUBECONFIG or ~/.kube/config), run
+/// `mcp-warden-operator --webhook-listen 0.0.0.0:9443 --webhook-url https://<this host's
+/// address, reachable from the API server>:9443/mutate-pods --namespace default`. The operator
+/// then creates its CA and serving certificate for that host, stores them in the
+/// `--tls-secret` Secret, and registers the MutatingWebhookConfiguration by URL with its own
+/// caBundle.
+#[derive(Debug, Parser)]
+#[command(name = "mcp-warden-operator", version, verbatim_doc_comment)]
+pub struct Args {
+    /// Admin address: /metrics, /healthz, /readyz.
+    #[arg(long, env = "MCP_WARDEN_ADMIN_LISTEN", default_value = "0.0.0.0:9090")]
+    pub admin_listen: SocketAddr,
+    /// Webhook address (HTTPS, path /mutate-pods).
+    #[arg(
+        long,
+        env = "MCP_WARDEN_WEBHOOK_LISTEN",
+        default_value = "0.0.0.0:9443"
+    )]
+    pub webhook_listen: SocketAddr,
+    /// The operator's namespace (TLS Secret, Lease, webhook Service).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "mcp-warden")]
+    pub namespace: String,
+    /// Service in front of the webhook.
+    #[arg(
+        long,
+        env = "MCP_WARDEN_WEBHOOK_SERVICE",
+        default_value = "mcp-warden-webhook"
+    )]
+    pub webhook_service: String,
+    /// MutatingWebhookConfiguration whose caBundle the operator keeps current.
+    #[arg(
+        long,
+        env = "MCP_WARDEN_WEBHOOK_CONFIGURATION",
+        default_value = "mcp-warden"
+    )]
+    pub webhook_configuration: String,
+    /// Secret holding the webhook CA and serving certificate (shared by all replicas).
+    #[arg(
+        long,
+        env = "MCP_WARDEN_TLS_SECRET",
+        default_value = "mcp-warden-webhook-tls"
+    )]
+    pub tls_secret: String,
+    /// Development: register the webhook by this URL (https://host:port/mutate-pods) instead
+    /// of the Service, creating the MutatingWebhookConfiguration if missing.
+    #[arg(long, env = "MCP_WARDEN_WEBHOOK_URL")]
+    pub webhook_url: Option<url::Url>,
+    /// Sidecar image to inject.
+    #[arg(long, env = "MCP_WARDEN_SIDECAR_IMAGE", default_value_t = default_image())]
+    pub sidecar_image: String,
+    /// Native sidecar or regular container.
+    #[arg(
+        long,
+        env = "MCP_WARDEN_NATIVE_SIDECAR",
+        value_enum,
+        default_value = "auto"
+    )]
+    pub native_sidecar: NativeSidecar,
+    /// Create a NetworkPolicy per policy admitting ingress only on the sidecar ports.
+    #[arg(long, env = "MCP_WARDEN_NETWORK_POLICY", default_value_t = true, action = clap::ArgAction::Set)]
+    pub network_policy: bool,
+    /// Run the controller only in the replica holding the Lease.
+    #[arg(long, env = "MCP_WARDEN_LEADER_ELECTION", default_value_t = true, action = clap::ArgAction::Set)]
+    pub leader_election: bool,
+    /// Name of the leader-election Lease.
+    #[arg(
+        long,
+        env = "MCP_WARDEN_LEASE_NAME",
+        default_value = "mcp-warden-operator"
+    )]
+    pub lease_name: String,
+    /// This replica's identity in the Lease (the pod name).
+    #[arg(long, env = "POD_NAME")]
+    pub pod_name: Option<String>,
+    /// Timeout of each issuer discovery/JWKS request, in seconds.
+    #[arg(long, env = "MCP_WARDEN_ISSUER_TIMEOUT", default_value_t = 5)]
+    pub issuer_timeout: u64,
+    /// Log format.
+    #[arg(long, env = "MCP_WARDEN_LOG_FORMAT", default_value = "json", value_parser = ["json", "text"])]
+    pub log_format: String,
+}
+
+fn default_image() -> String {
+    InjectSettings::default().sidecar_image
+}
+
+fn init_tracing(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    if format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+async fn retry<T, F, Fut>(what: &str, health: &Health, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T>>,
+{
+    let mut delay = Duration::from_secs(1);
+    loop {
+        match f().await {
+            Ok(v) => return v,
+            Err(e) => {
+                health.set_api_reachable(false);
+                tracing::warn!(error = %e, retry_in = ?delay, "{what} failed");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(30));
+            }
+        }
+    }
+}
+
+fn now() -> i64 {
+    jiff::Timestamp::now().as_second()
+}
+
+/// Runs the operator until SIGTERM/SIGINT.
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    crate::install_crypto_provider();
+    init_tracing(&args.log_format);
+    let metrics = Metrics::new();
+    let health = Health::default();
+    let admin_listener = tokio::net::TcpListener::bind(args.admin_listen).await?;
+    tracing::info!(addr = %args.admin_listen, "admin server listening");
+    tokio::spawn(
+        axum::serve(
+            admin_listener,
+            admin::router(metrics.clone(), health.clone()),
+        )
+        .into_future(),
+    );
+    tokio::select! {
+        res = operate(args, metrics, health) => res,
+        () = shutdown_signal() => {
+            tracing::info!("shutting down");
+            Ok(())
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler installs");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+async fn operate(args: Args, metrics: Metrics, health: Health) -> anyhow::Result<()> {
+    let client = retry(
+        "loading the Kubernetes client configuration",
+        &health,
+        || async { Client::try_default().await.map_err(crate::Error::from) },
+    )
+    .await;
+    let version = retry("reaching the Kubernetes API", &health, || async {
+        Ok(client.apiserver_version().await?)
+    })
+    .await;
+    health.set_api_reachable(true);
+    let minor: u32 = version
+        .minor
+        .trim_end_matches(|c: char| !c.is_ascii_digit())
+        .parse()
+        .unwrap_or(0);
+    let native = match args.native_sidecar {
+        NativeSidecar::Always => true,
+        NativeSidecar::Never => false,
+        NativeSidecar::Auto => version.major == "1" && minor >= 29,
+    };
+    tracing::info!(server = %version.git_version, native_sidecar = native, "connected to Kubernetes");
+
+    let endpoint = match &args.webhook_url {
+        Some(url) => Endpoint::Url(url.clone()),
+        None => Endpoint::Service {
+            name: args.webhook_service.clone(),
+            namespace: args.namespace.clone(),
+        },
+    };
+    let names = endpoint.certificate_names();
+    let load =
+        || webhook_config::load_or_renew(&client, &args.namespace, &args.tls_secret, &names, now());
+    let bundle = retry("loading the webhook certificate", &health, load).await;
+    record_expiry(&metrics, &bundle);
+    let tls = RustlsConfig::from_pem(
+        bundle.cert_pem.clone().into(),
+        bundle.key_pem.clone().into(),
+    )
+    .await?;
+    let settings = InjectSettings {
+        sidecar_image: args.sidecar_image.clone(),
+        native_sidecar: native,
+        ..Default::default()
+    };
+    let state = WebhookState {
+        client: client.clone(),
+        settings: Arc::new(settings),
+        metrics: metrics.clone(),
+    };
+    let server = axum_server::bind_rustls(args.webhook_listen, tls.clone())
+        .serve(webhook::router(state).into_make_service());
+    tokio::spawn(async move {
+        if let Err(e) = server.await {
+            tracing::error!(error = %e, "webhook server stopped");
+        }
+    });
+    tracing::info!(addr = %args.webhook_listen, "webhook listening");
+    health.set_webhook_serving(true);
+
+    let create_with = args.webhook_url.as_ref().map(|_| {
+        webhook_config::webhook_configuration(
+            &args.webhook_configuration,
+            &endpoint,
+            &args.namespace,
+            &bundle.ca_pem,
+        )
+    });
+    tokio::spawn(certificate_loop(
+        client.clone(),
+        args.namespace.clone(),
+        args.tls_secret.clone(),
+        args.webhook_configuration.clone(),
+        endpoint,
+        create_with.is_some(),
+        bundle,
+        tls,
+        metrics.clone(),
+    ));
+    tokio::spawn(api_health_loop(client.clone(), health.clone()));
+
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        metrics.clone(),
+        Settings {
+            network_policy: args.network_policy,
+            issuer_timeout: Duration::from_secs(args.issuer_timeout),
+            ..Default::default()
+        },
+    ));
+    if !args.leader_election {
+        metrics.leader.set(1);
+        reconcile::run(ctx).await;
+        return Ok(());
+    }
+    let identity = args
+        .pod_name
+        .clone()
+        .unwrap_or_else(|| format!("mcp-warden-operator-{}", std::process::id()));
+    let lock = LeaseLock::new(
+        client,
+        &args.namespace,
+        &args.lease_name,
+        &identity,
+        Duration::from_secs(15),
+    );
+    lock.acquire().await;
+    metrics.leader.set(1);
+    tokio::select! {
+        () = reconcile::run(ctx) => Ok(()),
+        () = lock.hold() => {
+            metrics.leader.set(0);
+            anyhow::bail!("lost leadership; exiting so that only one replica reconciles")
+        }
+    }
+}
+
+fn record_expiry(metrics: &Metrics, bundle: &certs::TlsBundle) {
+    for (certificate, pem) in [("ca", &bundle.ca_pem), ("serving", &bundle.cert_pem)] {
+        if let Ok(t) = certs::not_after(pem) {
+            metrics
+                .certificate_expiry
+                .get_or_create(&CertificateLabel { certificate })
+                .set(t);
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn certificate_loop(
+    client: Client,
+    namespace: String,
+    secret: String,
+    configuration: String,
+    endpoint: Endpoint,
+    register: bool,
+    mut bundle: certs::TlsBundle,
+    tls: RustlsConfig,
+    metrics: Metrics,
+) {
+    let names = endpoint.certificate_names();
+    let mut first = true;
+    loop {
+        if !first {
+            match webhook_config::load_or_renew(&client, &namespace, &secret, &names, now()).await {
+                Ok(fresh) if fresh != bundle => {
+                    match tls
+                        .reload_from_pem(
+                            fresh.cert_pem.clone().into(),
+                            fresh.key_pem.clone().into(),
+                        )
+                        .await
+                    {
+                        Ok(()) => {
+                            tracing::info!("webhook certificate reloaded");
+                            bundle = fresh;
+                        }
+                        Err(e) => tracing::error!(error = %e, "cannot load the new certificate"),
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "certificate check failed"),
+            }
+        }
+        first = false;
+        record_expiry(&metrics, &bundle);
+        let create_with = register.then(|| {
+            webhook_config::webhook_configuration(
+                &configuration,
+                &endpoint,
+                &namespace,
+                &bundle.ca_pem,
+            )
+        });
+        let synced =
+            webhook_config::sync_ca_bundle(&client, &configuration, &bundle.ca_pem, create_with)
+                .await;
+        let wait = match synced {
+            Ok(()) => Duration::from_secs(3600),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot update the webhook caBundle");
+                Duration::from_secs(30)
+            }
+        };
+        tokio::time::sleep(wait).await;
+    }
+}
+
+async fn api_health_loop(client: Client, health: Health) {
+    loop {
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        health.set_api_reachable(client.apiserver_version().await.is_ok());
+    }
+}

@@ -1,0 +1,457 @@
+//! The McpAuthPolicy controller: validate, render the sidecar's ConfigMap, manage key Secrets
+//! and the NetworkPolicy, check the issuer, count bound pods, and report it all in `status`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
+use kube::{Client, Resource, ResourceExt};
+use mcp_warden_policy::{
+    API_VERSION, AuthMode, KIND, McpAuthPolicy, McpAuthPolicySpec, McpAuthPolicyStatus,
+};
+use serde_json::json;
+
+use crate::conditions::{self, Observed, types};
+use crate::keys::{KeyRing, Rotation};
+use crate::metrics::{Metrics, ResultLabel};
+use crate::names::*;
+use crate::render::{self, ENCRYPTION_KEY, SIGNING_KEY};
+use crate::{Error, Result, issuer, netpol};
+
+/// Annotation on the keys Secret: creation time of each key id (JSON object, Unix seconds).
+pub const KEY_TIMES_ANNOTATION: &str = "mcpwarden.dev/key-created";
+/// Annotation on the ConfigMap: hash of the rendered policy.
+pub const CONFIG_HASH_ANNOTATION: &str = "mcpwarden.dev/config-hash";
+
+/// Controller settings.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Create a NetworkPolicy admitting ingress only on the sidecar ports.
+    pub network_policy: bool,
+    /// Timeout of each issuer request.
+    pub issuer_timeout: Duration,
+    /// Age at which keys rotate.
+    pub key_rotation: Duration,
+    /// Requeue interval when all is well (issuer re-check, key rotation, pod count).
+    pub resync: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            network_policy: true,
+            issuer_timeout: Duration::from_secs(5),
+            key_rotation: Duration::from_secs(30 * 86_400),
+            resync: Duration::from_secs(300),
+        }
+    }
+}
+
+/// What every reconciliation shares.
+pub struct Context {
+    /// Kubernetes client.
+    pub client: Client,
+    /// Event recorder.
+    pub recorder: Recorder,
+    /// Client for issuer checks.
+    pub http: reqwest::Client,
+    /// Metrics.
+    pub metrics: Metrics,
+    /// Settings.
+    pub settings: Settings,
+    failures: Mutex<HashMap<String, u32>>,
+}
+
+impl Context {
+    /// A context for `client`.
+    pub fn new(client: Client, metrics: Metrics, settings: Settings) -> Self {
+        let reporter = Reporter {
+            controller: FIELD_MANAGER.into(),
+            instance: std::env::var("POD_NAME").ok(),
+        };
+        Self {
+            recorder: Recorder::new(client.clone(), reporter),
+            http: issuer::client(settings.issuer_timeout),
+            client,
+            metrics,
+            settings,
+            failures: Mutex::default(),
+        }
+    }
+}
+
+fn now_unix() -> i64 {
+    jiff::Timestamp::now().as_second()
+}
+
+fn now_rfc3339() -> String {
+    jiff::Timestamp::from_second(now_unix())
+        .expect("now is a valid time")
+        .to_string()
+}
+
+fn apply() -> PatchParams {
+    PatchParams::apply(FIELD_MANAGER).force()
+}
+
+/// Reconciles one policy; errors are transient and retried with backoff.
+pub async fn reconcile(policy: Arc<McpAuthPolicy>, ctx: Arc<Context>) -> Result<Action> {
+    let start = Instant::now();
+    let result = reconcile_policy(&policy, &ctx).await;
+    ctx.metrics
+        .reconcile_duration
+        .observe(start.elapsed().as_secs_f64());
+    let label = match &result {
+        Ok((_, label)) => *label,
+        Err(_) => "error",
+    };
+    ctx.metrics
+        .reconcile
+        .get_or_create(&ResultLabel { result: label })
+        .inc();
+    if result.is_ok() {
+        ctx.failures
+            .lock()
+            .expect("not poisoned")
+            .remove(&key(&policy));
+    }
+    result.map(|(action, _)| action)
+}
+
+fn key(policy: &McpAuthPolicy) -> String {
+    format!(
+        "{}/{}",
+        policy.namespace().unwrap_or_default(),
+        policy.name_any()
+    )
+}
+
+/// Requeues failed reconciliations after 5 s, doubling up to 5 minutes.
+pub fn error_policy(policy: Arc<McpAuthPolicy>, error: &Error, ctx: Arc<Context>) -> Action {
+    let mut failures = ctx.failures.lock().expect("not poisoned");
+    let n = failures.entry(key(&policy)).or_insert(0);
+    *n = n.saturating_add(1);
+    let delay = Duration::from_secs(5u64.saturating_mul(1 << (*n - 1).min(6)).min(300));
+    tracing::warn!(policy = %key(&policy), %error, retry_in = ?delay, "reconcile failed");
+    Action::requeue(delay)
+}
+
+async fn reconcile_policy(policy: &McpAuthPolicy, ctx: &Context) -> Result<(Action, &'static str)> {
+    if policy.meta().deletion_timestamp.is_some() {
+        // Owned objects carry owner references; the garbage collector removes them.
+        return Ok((Action::await_change(), "ok"));
+    }
+    let ns = policy
+        .namespace()
+        .ok_or_else(|| Error::Invalid("McpAuthPolicy without namespace".into()))?;
+    let name = policy.name_any();
+    let generation = policy.meta().generation;
+
+    if let Err(e) = policy.spec.validate() {
+        let message = e.to_string();
+        let observed = [
+            Observed::no(types::READY, "InvalidSpec", message.clone()),
+            Observed::no(types::CONFIG_RENDERED, "InvalidSpec", message),
+            Observed::unknown(types::ISSUER_REACHABLE, "NotChecked", "the spec is invalid"),
+        ];
+        write_status(policy, ctx, &observed, None, None).await?;
+        // Permanent until the user edits the policy.
+        return Ok((Action::await_change(), "invalid"));
+    }
+
+    let owner = policy
+        .controller_owner_ref(&())
+        .ok_or_else(|| Error::Invalid("McpAuthPolicy without uid".into()))?;
+    let labels = BTreeMap::from([(POLICY_LABEL.to_owned(), name.clone())]);
+
+    if render::needs_managed_keys(&name, &policy.spec) {
+        ensure_keys(policy, ctx, &ns, &owner, &labels).await?;
+    }
+
+    let document = render::render_document(policy);
+    let rendered = document.to_yaml();
+    let hash = render::config_hash(&rendered);
+    let cm_name = config_map_name(&name);
+    let config_map = ConfigMap {
+        metadata: ObjectMeta {
+            name: Some(cm_name.clone()),
+            namespace: Some(ns.clone()),
+            owner_references: Some(vec![owner.clone()]),
+            labels: Some(labels.clone()),
+            annotations: Some([(CONFIG_HASH_ANNOTATION.to_owned(), hash.clone())].into()),
+            ..Default::default()
+        },
+        data: Some([(POLICY_KEY.to_owned(), rendered)].into()),
+        ..Default::default()
+    };
+    Api::<ConfigMap>::namespaced(ctx.client.clone(), &ns)
+        .patch(&cm_name, &apply(), &Patch::Apply(&config_map))
+        .await?;
+
+    let pods = Api::<Pod>::namespaced(ctx.client.clone(), &ns)
+        .list(&ListParams::default().labels(&format!("{POLICY_LABEL}={name}")))
+        .await?;
+    let bound: Vec<Pod> = pods
+        .items
+        .into_iter()
+        .filter(|p| {
+            let phase = p.status.as_ref().and_then(|s| s.phase.as_deref());
+            p.metadata.deletion_timestamp.is_none()
+                && !matches!(phase, Some("Succeeded" | "Failed"))
+        })
+        .collect();
+
+    if ctx.settings.network_policy {
+        let np_name = network_policy_name(&name);
+        let np = netpol::network_policy(&name, &ns, owner.clone(), &netpol::sidecar_ports(&bound));
+        Api::<NetworkPolicy>::namespaced(ctx.client.clone(), &ns)
+            .patch(&np_name, &apply(), &Patch::Apply(&np))
+            .await?;
+    }
+
+    let issuer_condition = issuer::check(&ctx.http, &issuer::target(&policy.spec)).await;
+    let issuer_down = issuer_condition.status == "False";
+    let ready = if issuer_down {
+        Observed::no(
+            types::READY,
+            "IssuerUnreachable",
+            format!(
+                "sidecars cannot verify tokens: {}",
+                issuer_condition.message
+            ),
+        )
+    } else {
+        Observed::yes(
+            types::READY,
+            "Ready",
+            ready_message(&policy.spec, bound.len()),
+        )
+    };
+    let observed = [
+        ready,
+        Observed::yes(
+            types::CONFIG_RENDERED,
+            "Rendered",
+            format!("ConfigMap {cm_name} holds the sidecar configuration (hash {hash})"),
+        ),
+        issuer_condition,
+    ];
+    let bound = i32::try_from(bound.len()).unwrap_or(i32::MAX);
+    write_status(policy, ctx, &observed, Some(hash), Some((cm_name, bound))).await?;
+    let _ = generation;
+    let action = if issuer_down {
+        Action::requeue(Duration::from_secs(30))
+    } else {
+        Action::requeue(ctx.settings.resync)
+    };
+    Ok((action, "ok"))
+}
+
+fn ready_message(spec: &McpAuthPolicySpec, bound: usize) -> String {
+    let in_memory = spec.mode == AuthMode::OauthProxy
+        && spec
+            .storage
+            .as_ref()
+            .and_then(|s| s.redis.as_ref())
+            .is_none();
+    let mut msg = format!("{bound} pod(s) bound");
+    if in_memory {
+        msg.push_str(
+            "; OAuth state is in memory: run a single replica or configure spec.storage.redis",
+        );
+    }
+    msg
+}
+
+async fn ensure_keys(
+    policy: &McpAuthPolicy,
+    ctx: &Context,
+    ns: &str,
+    owner: &k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference,
+    labels: &BTreeMap<String, String>,
+) -> Result<()> {
+    let name = keys_secret_name(&policy.name_any());
+    let api = Api::<Secret>::namespaced(ctx.client.clone(), ns);
+    let now = now_unix();
+    let existing = api.get_opt(&name).await?;
+    let text = |s: &Option<Secret>, key: &str| {
+        s.as_ref()
+            .and_then(|s| s.data.as_ref())
+            .and_then(|d| d.get(key))
+            .map(|b| String::from_utf8_lossy(&b.0).into_owned())
+            .unwrap_or_default()
+    };
+    let times: BTreeMap<String, i64> = existing
+        .as_ref()
+        .and_then(|s| s.annotations().get(KEY_TIMES_ANNOTATION))
+        .and_then(|t| serde_json::from_str(t).ok())
+        .unwrap_or_default();
+    let mut ring = KeyRing::parse(
+        &text(&existing, SIGNING_KEY),
+        &text(&existing, ENCRYPTION_KEY),
+        &times,
+        now,
+    )
+    .unwrap_or_else(|e| {
+        tracing::warn!(secret = %name, error = %e, "unreadable keys; starting a new key ring");
+        KeyRing::default()
+    });
+    let proxy = policy.spec.oauth_proxy.as_ref();
+    let access = proxy.map_or(900, |p| i64::from(p.access_token_ttl_seconds));
+    let refresh = proxy.map_or(14 * 86_400, |p| i64::from(p.refresh_token_ttl_seconds));
+    let rotation = Rotation {
+        rotate_after: i64::try_from(ctx.settings.key_rotation.as_secs()).unwrap_or(i64::MAX),
+        keep_signing: access.max(refresh) + 3600,
+        keep_encryption: refresh + 3600,
+    };
+    let changed = ring.rotate(now, rotation)?;
+    if existing.is_some() && !changed {
+        return Ok(());
+    }
+    let secret = Secret {
+        metadata: ObjectMeta {
+            name: Some(name.clone()),
+            namespace: Some(ns.to_owned()),
+            owner_references: Some(vec![owner.clone()]),
+            labels: Some(labels.clone()),
+            annotations: Some(
+                [(
+                    KEY_TIMES_ANNOTATION.to_owned(),
+                    serde_json::to_string(&ring.created())?,
+                )]
+                .into(),
+            ),
+            ..Default::default()
+        },
+        type_: Some("Opaque".into()),
+        data: Some(
+            [
+                (
+                    SIGNING_KEY.to_owned(),
+                    ByteString(ring.signing_pem().into_bytes()),
+                ),
+                (
+                    ENCRYPTION_KEY.to_owned(),
+                    ByteString(ring.encryption_lines().into_bytes()),
+                ),
+            ]
+            .into(),
+        ),
+        ..Default::default()
+    };
+    api.patch(&name, &apply(), &Patch::Apply(&secret)).await?;
+    publish(
+        ctx,
+        policy,
+        EventType::Normal,
+        "KeysRotated",
+        format!(
+            "Secret {name} now has {} signing key(s)",
+            ring.signing.len()
+        ),
+    )
+    .await;
+    Ok(())
+}
+
+async fn write_status(
+    policy: &McpAuthPolicy,
+    ctx: &Context,
+    observed: &[Observed],
+    hash: Option<String>,
+    config: Option<(String, i32)>,
+) -> Result<()> {
+    let old = policy.status.clone().unwrap_or_default();
+    let generation = policy.meta().generation;
+    let (conditions, changed) =
+        conditions::merge(&old.conditions, observed, generation, &now_rfc3339());
+    let (config_map, bound_workloads) = match config {
+        Some((cm, bound)) => (Some(cm), bound),
+        None => (old.config_map.clone(), old.bound_workloads),
+    };
+    let status = McpAuthPolicyStatus {
+        observed_generation: generation,
+        conditions,
+        bound_workloads,
+        config_hash: hash.or(old.config_hash),
+        config_map,
+    };
+    if policy.status.as_ref() != Some(&status) {
+        let patch = json!({"apiVersion": API_VERSION, "kind": KIND, "status": status});
+        Api::<McpAuthPolicy>::namespaced(
+            ctx.client.clone(),
+            &policy.namespace().unwrap_or_default(),
+        )
+        .patch_status(&policy.name_any(), &apply(), &Patch::Apply(patch))
+        .await?;
+    }
+    for c in changed {
+        let type_ = if c.status == "False" {
+            EventType::Warning
+        } else {
+            EventType::Normal
+        };
+        publish(
+            ctx,
+            policy,
+            type_,
+            &c.reason,
+            format!("{}: {}", c.type_, c.message),
+        )
+        .await;
+    }
+    Ok(())
+}
+
+async fn publish(
+    ctx: &Context,
+    policy: &McpAuthPolicy,
+    type_: EventType,
+    reason: &str,
+    note: String,
+) {
+    let event = Event {
+        type_,
+        reason: reason.to_owned(),
+        note: Some(note.chars().take(1000).collect()),
+        action: "Reconcile".into(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&event, &policy.object_ref(&())).await {
+        tracing::warn!(error = %e, "cannot publish event");
+    }
+}
+
+/// Runs the controller until shutdown.
+pub async fn run(ctx: Arc<Context>) {
+    let client = ctx.client.clone();
+    let by_label = || watcher::Config::default().labels(POLICY_LABEL);
+    Controller::new(
+        Api::<McpAuthPolicy>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .owns(Api::<ConfigMap>::all(client.clone()), by_label())
+    .owns(Api::<Secret>::all(client.clone()), by_label())
+    .watches(Api::<Pod>::all(client), by_label(), |pod| {
+        let name = pod.labels().get(POLICY_LABEL)?.clone();
+        Some(ObjectRef::<McpAuthPolicy>::new(&name).within(&pod.namespace()?))
+    })
+    .shutdown_on_signal()
+    .run(reconcile, error_policy, ctx)
+    .for_each(|res| async move {
+        if let Err(e) = res {
+            tracing::debug!(error = %e, "controller event");
+        }
+    })
+    .await;
+}

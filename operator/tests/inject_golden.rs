@@ -1,0 +1,333 @@
+//! Golden tests of the injection patch. Files under `tests/golden/`;
+//! `UPDATE_GOLDEN=1 cargo test -p mcp-warden-operator --test inject_golden` rewrites them.
+
+use std::path::PathBuf;
+
+use k8s_openapi::api::core::v1::Pod;
+use mcp_warden_operator::inject::{InjectSettings, Outcome, review};
+use mcp_warden_policy::{McpAuthPolicy, PolicyDocument};
+use serde_json::{Value, json};
+
+fn policy(yaml: &str) -> McpAuthPolicy {
+    let doc = PolicyDocument::from_yaml(yaml).unwrap();
+    let mut p = McpAuthPolicy::new(&doc.metadata.name, doc.spec);
+    p.metadata.namespace = doc.metadata.namespace;
+    p
+}
+
+fn policies() -> Vec<McpAuthPolicy> {
+    vec![
+        policy(
+            r#"
+apiVersion: mcpwarden.dev/v1alpha1
+kind: McpAuthPolicy
+metadata: {name: corp-sso, namespace: tools}
+spec:
+  resource: {url: "https://mcp.example.com/mcp"}
+  mode: jwt
+  jwt: {issuer: "https://login.example.com"}
+"#,
+        ),
+        policy(
+            r#"
+apiVersion: mcpwarden.dev/v1alpha1
+kind: McpAuthPolicy
+metadata: {name: github, namespace: tools}
+spec:
+  resource: {url: "https://mcp.example.com/mcp"}
+  mode: oauthProxy
+  oauthProxy:
+    provider: github
+    clientId: Iv1.0123
+    clientSecretRef: {name: github-oauth, key: client-secret}
+  storage:
+    redis: {url: "redis://redis:6379", passwordSecretRef: {name: redis-auth, key: password}}
+"#,
+        ),
+    ]
+}
+
+fn settings(native: bool) -> InjectSettings {
+    InjectSettings {
+        sidecar_image: "ghcr.io/mcp-warden/mcp-warden-sidecar:test".into(),
+        native_sidecar: native,
+        ..Default::default()
+    }
+}
+
+fn pod(labels: Value, annotations: Value, containers: Value) -> Pod {
+    serde_json::from_value(json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "mcp", "namespace": "tools", "labels": labels, "annotations": annotations},
+        "spec": {"containers": containers}
+    }))
+    .unwrap()
+}
+
+fn plain() -> Pod {
+    pod(
+        json!({"mcpwarden.dev/inject": "true"}),
+        json!({"mcpwarden.dev/policy": "corp-sso"}),
+        json!([{"name": "app", "image": "mcp:1", "ports": [{"containerPort": 8080}]}]),
+    )
+}
+
+fn named_ports() -> Pod {
+    pod(
+        json!({"mcpwarden.dev/inject": "true"}),
+        json!({"mcpwarden.dev/policy": "corp-sso", "mcpwarden.dev/upstream-port": "http"}),
+        json!([{
+            "name": "app",
+            "image": "mcp:1",
+            "ports": [
+                {"name": "http", "containerPort": 8080},
+                {"name": "metrics", "containerPort": 9090},
+                {"name": "other", "containerPort": 8000}
+            ],
+            "readinessProbe": {"httpGet": {"path": "/health", "port": "http"}},
+            "livenessProbe": {"tcpSocket": {"port": "http"}}
+        }]),
+    )
+}
+
+/// Renders an outcome as the golden JSON and checks it against (or writes) the file.
+fn golden(name: &str, outcome: &Outcome, input: &Pod) {
+    let value = match outcome {
+        Outcome::Skipped(skip) => json!({"outcome": "skipped", "why": format!("{skip:?}")}),
+        Outcome::Denied(why) => json!({"outcome": "denied", "message": why}),
+        Outcome::Injected { pod, patch } => {
+            // The patch turns the submitted pod into the returned one.
+            let mut patched = serde_json::to_value(input).unwrap();
+            json_patch::patch(&mut patched, patch).unwrap();
+            assert_eq!(patched, serde_json::to_value(pod.as_ref()).unwrap());
+            json!({"outcome": "injected", "patch": patch})
+        }
+    };
+    let text = serde_json::to_string_pretty(&value).unwrap() + "\n";
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("tests/golden/{name}.json"));
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::write(&path, &text).unwrap();
+    }
+    let want = std::fs::read_to_string(&path)
+        .unwrap_or_else(|_| panic!("{} missing: run with UPDATE_GOLDEN=1", path.display()));
+    assert_eq!(text, want, "{name} differs from {}", path.display());
+}
+
+fn injected(outcome: &Outcome) -> Pod {
+    match outcome {
+        Outcome::Injected { pod, .. } => (**pod).clone(),
+        other => panic!("expected injection, got {other:?}"),
+    }
+}
+
+fn sidecar_args(pod: &Pod, native: bool) -> Vec<String> {
+    let spec = pod.spec.as_ref().unwrap();
+    let list = if native {
+        spec.init_containers.as_ref().unwrap()
+    } else {
+        &spec.containers
+    };
+    let c = list.iter().find(|c| c.name == "mcp-warden").unwrap();
+    c.args.clone().unwrap()
+}
+
+#[test]
+fn plain_pod_native() {
+    let input = plain();
+    let out = review(&input, false, &policies(), &settings(true));
+    golden("plain-native", &out, &input);
+    let pod = injected(&out);
+    assert_eq!(
+        sidecar_args(&pod, true),
+        [
+            "--policy",
+            "/etc/mcp-warden/config/policy.yaml",
+            "--upstream",
+            "http://127.0.0.1:8080",
+            "--listen",
+            "0.0.0.0:8000",
+            "--admin",
+            "0.0.0.0:9090",
+            "--secrets-dir",
+            "/etc/mcp-warden/secrets"
+        ]
+    );
+    let init = &pod.spec.as_ref().unwrap().init_containers.as_ref().unwrap()[0];
+    assert_eq!(init.restart_policy.as_deref(), Some("Always"));
+    let sc = init.security_context.as_ref().unwrap();
+    assert_eq!(sc.run_as_non_root, Some(true));
+    assert_eq!(sc.read_only_root_filesystem, Some(true));
+    assert_eq!(sc.allow_privilege_escalation, Some(false));
+    assert_eq!(
+        sc.capabilities.as_ref().unwrap().drop.as_ref().unwrap(),
+        &["ALL"]
+    );
+    assert_eq!(sc.seccomp_profile.as_ref().unwrap().type_, "RuntimeDefault");
+    assert_eq!(
+        pod.metadata.labels.as_ref().unwrap()["mcpwarden.dev/policy"],
+        "corp-sso"
+    );
+}
+
+#[test]
+fn plain_pod_fallback_container() {
+    let input = plain();
+    let out = review(&input, false, &policies(), &settings(false));
+    golden("plain-fallback", &out, &input);
+    let pod = injected(&out);
+    let spec = pod.spec.as_ref().unwrap();
+    assert!(spec.init_containers.is_none());
+    assert_eq!(spec.containers[1].name, "mcp-warden");
+    assert!(spec.containers[1].restart_policy.is_none());
+}
+
+#[test]
+fn per_pod_annotation_overrides_native_mode() {
+    let mut input = plain();
+    input
+        .metadata
+        .annotations
+        .as_mut()
+        .unwrap()
+        .insert("mcpwarden.dev/native-sidecar".into(), "false".into());
+    let pod = injected(&review(&input, false, &policies(), &settings(true)));
+    assert!(pod.spec.unwrap().init_containers.is_none());
+    input
+        .metadata
+        .annotations
+        .as_mut()
+        .unwrap()
+        .insert("mcpwarden.dev/native-sidecar".into(), "maybe".into());
+    assert!(matches!(
+        review(&input, false, &policies(), &settings(true)),
+        Outcome::Denied(m) if m.contains("native-sidecar")
+    ));
+}
+
+#[test]
+fn named_port_takeover_and_port_collisions() {
+    let input = named_ports();
+    let out = review(&input, false, &policies(), &settings(true));
+    golden("named-ports", &out, &input);
+    let pod = injected(&out);
+    let spec = pod.spec.as_ref().unwrap();
+    let app = &spec.containers[0];
+    let app_ports = app.ports.as_ref().unwrap();
+    assert_eq!(app_ports[0].name.as_deref(), Some("app-http"));
+    // Probes follow the renamed port and keep hitting the app directly.
+    let probe = app
+        .readiness_probe
+        .as_ref()
+        .unwrap()
+        .http_get
+        .as_ref()
+        .unwrap();
+    assert_eq!(
+        probe.port,
+        k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::String("app-http".into())
+    );
+    let sidecar = &spec.init_containers.as_ref().unwrap()[0];
+    let ports = sidecar.ports.as_ref().unwrap();
+    // 8000 and 9090 are taken by the app: the sidecar moves up.
+    assert_eq!(
+        (ports[0].name.as_deref(), ports[0].container_port),
+        (Some("http"), 8001)
+    );
+    assert_eq!(
+        (ports[1].name.as_deref(), ports[1].container_port),
+        (Some("mcp-warden-admin"), 9091)
+    );
+}
+
+#[test]
+fn multiple_containers() {
+    let containers = json!([
+        {"name": "app", "image": "mcp:1", "ports": [{"containerPort": 3000, "name": "web"}]},
+        {"name": "cache", "image": "redis:7", "ports": [{"containerPort": 6379}]}
+    ]);
+    let without = pod(
+        json!({"mcpwarden.dev/inject": "true"}),
+        json!({"mcpwarden.dev/policy": "github"}),
+        containers.clone(),
+    );
+    let out = review(&without, false, &policies(), &settings(true));
+    golden("multi-container-no-port", &out, &without);
+    let with = pod(
+        json!({"mcpwarden.dev/inject": "true"}),
+        json!({
+            "mcpwarden.dev/policy": "github",
+            "mcpwarden.dev/upstream-port": "3000",
+            "mcpwarden.dev/resource-url": "https://tools.example.com/mcp"
+        }),
+        containers,
+    );
+    let out = review(&with, false, &policies(), &settings(true));
+    golden("multi-container-proxy", &out, &with);
+    let pod = injected(&out);
+    let args = sidecar_args(&pod, true);
+    assert!(args.ends_with(&[
+        "--resource-url".into(),
+        "https://tools.example.com/mcp".into()
+    ]));
+    let mounts: Vec<String> = pod.spec.as_ref().unwrap().init_containers.as_ref().unwrap()[0]
+        .volume_mounts
+        .as_ref()
+        .unwrap()
+        .iter()
+        .map(|m| m.mount_path.clone())
+        .collect();
+    assert_eq!(
+        mounts,
+        [
+            "/etc/mcp-warden/config",
+            "/etc/mcp-warden/secrets/github-oauth",
+            "/etc/mcp-warden/secrets/mcp-warden-github-keys",
+            "/etc/mcp-warden/secrets/redis-auth"
+        ]
+    );
+}
+
+#[test]
+fn already_injected_pod_is_left_alone() {
+    let first = injected(&review(&plain(), false, &policies(), &settings(true)));
+    let out = review(&first, false, &policies(), &settings(true));
+    golden("already-injected", &out, &first);
+}
+
+#[test]
+fn pods_that_did_not_opt_in_are_never_touched() {
+    let mut input = plain();
+    input.metadata.labels = None;
+    let out = review(&input, false, &[], &settings(true));
+    golden("not-opted-in", &out, &input);
+    // Opted-in namespace, pod opts out: also untouched, even without any policy.
+    let mut opted_out = plain();
+    opted_out
+        .metadata
+        .labels
+        .as_mut()
+        .unwrap()
+        .insert("mcpwarden.dev/inject".into(), "false".into());
+    let out = review(&opted_out, true, &[], &settings(true));
+    golden("opted-out", &out, &opted_out);
+}
+
+#[test]
+fn missing_or_broken_policy_is_denied_for_opted_in_pods() {
+    let input = plain();
+    let out = review(&input, false, &[], &settings(true));
+    golden("missing-policy", &out, &input);
+    let mut no_annotation = plain();
+    no_annotation.metadata.annotations = None;
+    no_annotation.metadata.labels = None;
+    let out = review(&no_annotation, true, &policies(), &settings(true));
+    golden("namespace-opt-in-without-policy", &out, &no_annotation);
+    let mut broken = policies();
+    broken[0].spec.jwt = None;
+    let out = review(&plain(), false, &broken, &settings(true));
+    assert!(
+        matches!(&out, Outcome::Denied(m) if m.contains("spec.jwt: required")),
+        "{out:?}"
+    );
+}
