@@ -1,0 +1,357 @@
+//! The same store contract against the in-memory store and real Redis (a `redis-server` started
+//! by the test on a free loopback port), plus Redis outages, ACL credentials, sentinel failover
+//! and cluster.
+
+#[path = "store/contract.rs"]
+mod contract;
+#[path = "store/redis_server.rs"]
+mod redis_server;
+
+use std::any::Any;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mcp_warden_policy::{RedisMode, RedisSpec, SecretRef};
+use mcp_warden_sidecar::store::{self, MemoryStore, Store, StoreError};
+use prometheus_client::registry::Registry;
+use redis_server::{Cluster, RedisServer};
+
+/// Per-command timeout the Redis tests configure.
+const TIMEOUT_MS: u32 = 500;
+
+type Guard = Box<dyn Any + Send>;
+
+fn spec(url: String) -> RedisSpec {
+    RedisSpec {
+        url,
+        mode: RedisMode::Standalone,
+        extra_nodes: vec![],
+        sentinel_master: None,
+        username: None,
+        password_secret_ref: None,
+        timeout_millis: TIMEOUT_MS,
+    }
+}
+
+async fn open(spec: &RedisSpec) -> Arc<dyn Store> {
+    store::connect(
+        Some(spec),
+        Path::new("/nonexistent"),
+        &mut Registry::default(),
+    )
+    .await
+    .expect("open Redis store")
+}
+
+async fn memory() -> (Arc<dyn Store>, Guard) {
+    (MemoryStore::new(10_000), Box::new(()))
+}
+
+async fn redis() -> (Arc<dyn Store>, Guard) {
+    let server = RedisServer::start();
+    let store = open(&spec(server.url())).await;
+    (store, Box::new(server))
+}
+
+macro_rules! contract_tests {
+    ($backend:ident, [$($case:ident),* $(,)?]) => {
+        mod $backend {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    let (store, _guard) = super::$backend().await;
+                    super::contract::$case(store).await;
+                }
+            )*
+        }
+    };
+}
+
+contract_tests!(
+    memory,
+    [
+        values_round_trip,
+        entries_expire,
+        rejects_zero_ttl,
+        put_if_absent_first_writer_wins,
+        take_is_single_use,
+        compare_and_swap_is_atomic,
+        incr_counts_per_window,
+    ]
+);
+
+contract_tests!(
+    redis,
+    [
+        values_round_trip,
+        entries_expire,
+        rejects_zero_ttl,
+        put_if_absent_first_writer_wins,
+        take_is_single_use,
+        compare_and_swap_is_atomic,
+        incr_counts_per_window,
+    ]
+);
+
+/// Polls until `store` answers again, returning how long that took.
+async fn until_available(store: &Arc<dyn Store>, within: Duration) -> Duration {
+    let started = Instant::now();
+    loop {
+        match store.ping().await {
+            Ok(()) => return started.elapsed(),
+            Err(StoreError::Unavailable(_)) if started.elapsed() < within => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("store did not come back within {within:?}: {e}"),
+        }
+    }
+}
+
+/// Every operation fails with `Unavailable`, each within the timeout plus scheduling slack.
+async fn assert_unavailable(store: &Arc<dyn Store>) {
+    let bound = Duration::from_millis(u64::from(TIMEOUT_MS) + 500);
+    let minute = Duration::from_secs(60);
+    let key = store::key("t", "p", "outage", "k");
+    for (op, result) in [
+        ("ping", store.ping().await.map(|_| ())),
+        ("put", timed(bound, store.put(&key, b"v", minute)).await),
+        ("get", timed(bound, store.get(&key)).await.map(|_| ())),
+        ("take", timed(bound, store.take(&key)).await.map(|_| ())),
+        (
+            "cas",
+            timed(bound, store.compare_and_swap(&key, b"a", b"b", minute))
+                .await
+                .map(|_| ()),
+        ),
+        (
+            "incr",
+            timed(bound, store.incr(&key, minute)).await.map(|_| ()),
+        ),
+        (
+            "put_if_absent",
+            timed(bound, store.put_if_absent(&key, b"v", minute))
+                .await
+                .map(|_| ()),
+        ),
+    ] {
+        match result {
+            Err(StoreError::Unavailable(msg)) => assert!(!msg.is_empty(), "{op}"),
+            other => panic!("{op} while Redis is down: expected Unavailable, got {other:?}"),
+        }
+    }
+}
+
+/// Awaits `fut`, failing the test if it takes longer than `bound` (a hang, not an error).
+async fn timed<T>(
+    bound: Duration,
+    fut: impl Future<Output = Result<T, StoreError>>,
+) -> Result<T, StoreError> {
+    let started = Instant::now();
+    let out = fut.await;
+    assert!(
+        started.elapsed() <= bound,
+        "operation took {:?}, bound {bound:?}",
+        started.elapsed()
+    );
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_stopped_mid_test_then_restarted() {
+    let mut server = RedisServer::start();
+    let mut registry = Registry::default();
+    let store = store::connect(
+        Some(&spec(server.url())),
+        Path::new("/nonexistent"),
+        &mut registry,
+    )
+    .await
+    .unwrap();
+    let key = store::key("t", "p", "code", "1");
+    store
+        .put(&key, b"before", Duration::from_secs(60))
+        .await
+        .unwrap();
+
+    server.stop();
+    assert_unavailable(&store).await;
+    // Still failing fast on repeated attempts (reconnects must not pile up into a hang).
+    assert_unavailable(&store).await;
+
+    server.restart();
+    let took = until_available(&store, Duration::from_secs(10)).await;
+    eprintln!("store available again {took:?} after Redis restarted");
+    // No persistence in this test server: the restart lost the data, the store reports absence.
+    assert_eq!(store.get(&key).await.unwrap(), None);
+    store
+        .put(&key, b"after", Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.take(&key).await.unwrap().as_deref(),
+        Some(&b"after"[..])
+    );
+
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+    let errors = |op: &str| -> u64 {
+        let prefix = format!("mcp_warden_store_errors_total{{op=\"{op}\"}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .unwrap_or_else(|| panic!("no {prefix} in\n{text}"))
+            .parse()
+            .unwrap()
+    };
+    assert_eq!(errors("put"), 2, "the two failed puts were counted");
+    assert!(errors("ping") >= 2, "failed pings counted");
+    assert_eq!(errors("take"), 2);
+    assert!(
+        text.contains("mcp_warden_store_operation_duration_seconds_count{op=\"take\"} 3"),
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_down_at_start_up_is_not_fatal() {
+    let port = redis_server::free_port();
+    let store = open(&spec(format!("redis://127.0.0.1:{port}"))).await;
+    assert_unavailable(&store).await;
+    // Now Redis comes up on that port: the same store starts working without a restart.
+    let _server = RedisServer::start_on(port, &[]);
+    until_available(&store, Duration::from_secs(10)).await;
+    store.put("k", b"v", Duration::from_secs(5)).await.unwrap();
+}
+
+fn write_secret(dir: &Path, name: &str, key: &str, value: &str) {
+    std::fs::create_dir_all(dir.join(name)).unwrap();
+    std::fs::write(dir.join(name).join(key), format!("{value}\n")).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_acl_user_with_password_from_secret() {
+    // One `--user` directive per rule set; each token a separate argument.
+    let server = RedisServer::start_with(&[
+        "--user",
+        "default",
+        "off",
+        "--user",
+        "warden",
+        "on",
+        ">s3cret-pass",
+        "~mcpw:*",
+        "+@all",
+    ]);
+    let secrets = server.dir().join("secrets");
+    write_secret(&secrets, "redis-auth", "password", "s3cret-pass");
+    write_secret(&secrets, "redis-auth", "wrong", "nope");
+
+    let mut good = spec(server.url());
+    good.username = Some("warden".into());
+    good.password_secret_ref = Some(SecretRef {
+        name: "redis-auth".into(),
+        key: "password".into(),
+    });
+    let store = store::connect(Some(&good), &secrets, &mut Registry::default())
+        .await
+        .unwrap();
+    let key = store::key("ns", "pol", "client", "c1");
+    store
+        .put(&key, b"registered", Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.get(&key).await.unwrap().as_deref(),
+        Some(&b"registered"[..])
+    );
+
+    let mut wrong = good.clone();
+    wrong.password_secret_ref = Some(SecretRef {
+        name: "redis-auth".into(),
+        key: "wrong".into(),
+    });
+    let store = store::connect(Some(&wrong), &secrets, &mut Registry::default())
+        .await
+        .unwrap();
+    assert!(
+        matches!(store.get(&key).await, Err(StoreError::Unavailable(_))),
+        "wrong password is refused"
+    );
+
+    let mut anonymous = good.clone();
+    anonymous.username = None;
+    anonymous.password_secret_ref = None;
+    let store = open(&anonymous).await;
+    assert!(
+        matches!(store.get(&key).await, Err(StoreError::Unavailable(_))),
+        "no credentials, no access"
+    );
+
+    let mut missing = good.clone();
+    missing.password_secret_ref = Some(SecretRef {
+        name: "redis-auth".into(),
+        key: "absent".into(),
+    });
+    match store::connect(Some(&missing), &secrets, &mut Registry::default()).await {
+        Err(StoreError::Config(msg)) => assert!(msg.contains("passwordSecretRef"), "{msg}"),
+        Err(e) => panic!("expected a configuration error, got {e}"),
+        Ok(_) => panic!("a missing password secret must not open a store"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_cluster_passes_the_contract() {
+    let cluster = Cluster::start();
+    let mut spec = spec(cluster.nodes[0].url());
+    spec.mode = RedisMode::Cluster;
+    spec.extra_nodes = vec![format!("127.0.0.1:{}", cluster.nodes[1].port)];
+    contract::all(open(&spec).await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_sentinel_follows_a_failover() {
+    let mut master = RedisServer::start();
+    let replica = RedisServer::start_with(&["--replicaof", "127.0.0.1", &master.port.to_string()]);
+    let sentinel = RedisServer::sentinel("warden", master.port);
+
+    let mut spec = spec(sentinel.url());
+    spec.mode = RedisMode::Sentinel;
+    spec.sentinel_master = Some("warden".into());
+    let store = open(&spec).await;
+    contract::values_round_trip(store.clone()).await;
+    contract::take_is_single_use(store.clone()).await;
+    let key = store::key("t", "p", "client", "before");
+    store
+        .put(&key, b"1", Duration::from_secs(60))
+        .await
+        .unwrap();
+
+    master.stop();
+    let took = until_available_for_writes(&store, Duration::from_secs(30)).await;
+    eprintln!("writes accepted again {took:?} after the master died");
+    let after = store::key("t", "p", "client", "after");
+    store
+        .put(&after, b"2", Duration::from_secs(60))
+        .await
+        .unwrap();
+    let on_replica = redis_server::command(replica.port, &["GET", &after]).unwrap();
+    assert!(
+        on_replica.contains("\r\n2\r\n"),
+        "the write went to the promoted replica: {on_replica:?}"
+    );
+}
+
+/// Like [`until_available`], but needs a write to succeed (a demoted master still answers PING).
+async fn until_available_for_writes(store: &Arc<dyn Store>, within: Duration) -> Duration {
+    let started = Instant::now();
+    let key = store::key("t", "p", "probe", "w");
+    loop {
+        match store.put(&key, b"x", Duration::from_secs(5)).await {
+            Ok(()) => return started.elapsed(),
+            Err(StoreError::Unavailable(_)) if started.elapsed() < within => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("no writable master within {within:?}: {e}"),
+        }
+    }
+}
