@@ -107,8 +107,12 @@ def test_rbac_is_least_privilege():
               and {"patch", "update"} & set(r["verbs"])]
     assert writes and all(r.get("resourceNames") == ["mcp-warden"] for r in writes)
     pod_verbs = {v for rule in rules if "pods" in rule["resources"] for v in rule["verbs"]}
-    assert pod_verbs == {"get", "list", "watch"}
+    assert pod_verbs == {"list", "watch"}
+    assert not any("delete" in rule["verbs"] for rule in rules), "owned objects go by garbage collection"
+    namespace_verbs = {v for rule in rules if "namespaces" in rule["resources"] for v in rule["verbs"]}
+    assert namespace_verbs == {"get"}
     assert not any("leases" in r["resources"] for r in rules), "leases belong in the namespaced Role"
+    assert any("leases" in r["resources"] for r in one(docs, "Role")["rules"])
     binding = one(docs, "ClusterRoleBinding")
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "mcp-warden", "namespace": NAMESPACE}]
 
@@ -186,6 +190,9 @@ def test_monitors_scrape_the_admin_ports():
     pm = one(docs, "PodMonitor")
     assert pm["spec"]["podMetricsEndpoints"][0]["port"] == "mcp-warden-admin"
     assert pm["spec"]["namespaceSelector"] == {"any": True}
+    default_pm = one(documents(template(extra=("--set", "metrics.podMonitor.enabled=true"))), "PodMonitor")
+    assert default_pm["spec"]["selector"] == {
+        "matchExpressions": [{"key": "mcpwarden.dev/policy", "operator": "Exists"}]}
     assert not of_kind(documents(template()), "ServiceMonitor")
 
 
