@@ -120,13 +120,34 @@ def _invalid_issuer(sidecar, idp) -> dict:
     return doc
 
 
-def test_invalid_policy_at_start_is_a_clear_error(start_sidecar, fastmcp):
-    sidecar = start_sidecar(fastmcp.base, lambda base: "apiVersion: v1\nkind: ConfigMap\n",
-                            wait_ready=False)
+@pytest.mark.parametrize("text, message", [
+    ("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\n", "spec"),
+    ("spec: [unclosed", "parse"),
+])
+def test_invalid_policy_at_start_is_a_clear_error(start_sidecar, fastmcp, text, message):
+    sidecar = start_sidecar(fastmcp.base, lambda base: text, wait_ready=False)
     sidecar.proc.popen.wait(15)
     assert sidecar.proc.popen.returncode != 0
     log = sidecar.proc.log_text()
-    assert "McpAuthPolicy" in log or "kind" in log, log
+    last = log.strip().splitlines()[-1]
+    assert str(sidecar.policy_path) in last, last
+    assert message in last, last
+
+
+def test_metric_families_are_exported_before_any_traffic(idp, start_sidecar, fastmcp):
+    sidecar = start_sidecar(fastmcp.base,
+                            lambda base: jwt_policy("e2e-fresh", f"{base}/mcp", idp.issuer))
+    try:
+        r = httpx.get(f"{sidecar.admin}/metrics", timeout=5)
+        assert r.status_code == 200
+        ctype = r.headers["content-type"]
+        assert ctype.startswith("text/plain") or ctype.startswith("application/openmetrics-text")
+        missing = [family for family in ["mcp_warden_requests", "mcp_warden_request_duration_seconds",
+                                         "mcp_warden_jwks_refresh", "mcp_warden_token_cache_hits"]
+                   if f"# TYPE {family} " not in r.text]
+        assert missing == [], r.text
+    finally:
+        sidecar.stop()
 
 
 def test_metrics_count_each_outcome_and_reason(idp, start_sidecar, fastmcp):
@@ -134,14 +155,6 @@ def test_metrics_count_each_outcome_and_reason(idp, start_sidecar, fastmcp):
         "e2e-metrics", f"{base}/mcp", idp.issuer,
         cors={"allowedOrigins": ["http://app.example.test"]}))
     try:
-        before = httpx.get(f"{sidecar.admin}/metrics", timeout=5)
-        assert before.status_code == 200
-        assert before.headers["content-type"].startswith("text/plain") or \
-            before.headers["content-type"].startswith("application/openmetrics-text")
-        for family in ["mcp_warden_requests", "mcp_warden_request_duration_seconds",
-                       "mcp_warden_jwks_refresh", "mcp_warden_token_cache_hits"]:
-            assert f"# TYPE {family} " in before.text, family
-
         now = int(time.time())
         assert status(sidecar, None) == 401
         assert status(sidecar, None) == 401

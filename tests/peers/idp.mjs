@@ -38,6 +38,13 @@ const scopes = new Set(['openid', 'offline_access', 'profile', 'email', ...resou
 const provider = new Provider(issuer, {
   clients: config.clients ?? [],
   jwks,
+  // ID tokens are signed with the first key's algorithm, so an EC-only key set works too.
+  clientDefaults: {
+    grant_types: ['authorization_code'],
+    id_token_signed_response_alg: jwks.keys[0]?.alg ?? 'RS256',
+    response_types: ['code'],
+    token_endpoint_auth_method: 'client_secret_basic',
+  },
   cookies: { keys: [randomBytes(32).toString('base64url')] },
   scopes: [...scopes],
   claims: { openid: ['sub'], email: ['email', 'email_verified'], profile: ['name'] },
