@@ -242,3 +242,202 @@ impl fmt::Debug for RedisTarget {
             .finish()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(url: &str, mode: RedisMode) -> RedisSpec {
+        RedisSpec {
+            url: url.into(),
+            mode,
+            extra_nodes: vec![],
+            sentinel_master: None,
+            username: None,
+            password_secret_ref: None,
+            timeout_millis: 250,
+        }
+    }
+
+    fn err(spec: &RedisSpec) -> String {
+        match RedisTarget::parse(spec, None) {
+            Err(StoreError::Config(msg)) => msg,
+            other => panic!("expected a config error for {spec:?}, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn standalone_url_with_database_and_credentials() {
+        let mut s = spec("redis://redis.tools.svc:6380/2", RedisMode::Standalone);
+        s.username = Some("warden".into());
+        let t = RedisTarget::parse(&s, Some("pw".into())).unwrap();
+        assert_eq!(t.nodes, vec![("redis.tools.svc".to_owned(), 6380)]);
+        assert_eq!(
+            (t.db, t.tls, t.timeout),
+            (2, false, Duration::from_millis(250))
+        );
+        let info = t.connection_info(&t.nodes[0]).unwrap();
+        assert_eq!(
+            info.addr(),
+            &redis::ConnectionAddr::Tcp("redis.tools.svc".into(), 6380)
+        );
+        let settings = info.redis_settings();
+        assert_eq!(
+            (settings.db(), settings.username(), settings.password()),
+            (2, Some("warden"), Some("pw"))
+        );
+        assert_eq!(
+            t.to_string(),
+            "standalone redis://redis.tools.svc:6380/2 user warden"
+        );
+        assert!(
+            !format!("{t:?}").contains("pw\""),
+            "Debug redacts the password: {t:?}"
+        );
+    }
+
+    #[test]
+    fn rediss_means_verified_tls() {
+        let t = RedisTarget::parse(
+            &spec("rediss://redis.example.com", RedisMode::Standalone),
+            None,
+        )
+        .unwrap();
+        assert!(t.tls);
+        assert_eq!(t.nodes[0].1, 6379);
+        match t.addr(&t.nodes[0]) {
+            redis::ConnectionAddr::TcpTls {
+                host,
+                port,
+                insecure,
+                ..
+            } => {
+                assert_eq!(
+                    (host.as_str(), port, insecure),
+                    ("redis.example.com", 6379, false)
+                );
+            }
+            other => panic!("expected TLS, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn sentinel_addresses_and_master() {
+        let mut s = spec("redis://sentinel-0.redis:26380", RedisMode::Sentinel);
+        s.extra_nodes = vec![
+            "sentinel-1.redis:26381".into(),
+            "sentinel-2.redis".into(),
+            "[fd00::7]:26379".into(),
+        ];
+        s.sentinel_master = Some("mymaster".into());
+        let t = RedisTarget::parse(&s, None).unwrap();
+        assert_eq!(
+            t.nodes,
+            vec![
+                ("sentinel-0.redis".to_owned(), 26380),
+                ("sentinel-1.redis".to_owned(), 26381),
+                ("sentinel-2.redis".to_owned(), 26379),
+                ("fd00::7".to_owned(), 26379),
+            ]
+        );
+        assert_eq!(t.sentinel_master.as_deref(), Some("mymaster"));
+        assert_eq!(
+            t.to_string(),
+            "sentinel redis://sentinel-0.redis:26380,sentinel-1.redis:26381,sentinel-2.redis:26379,[fd00::7]:26379/0 master mymaster"
+        );
+        s.sentinel_master = None;
+        assert!(err(&s).contains("sentinelMaster is required"));
+    }
+
+    #[test]
+    fn cluster_seed_nodes() {
+        let mut s = spec("rediss://node-0:7000", RedisMode::Cluster);
+        s.extra_nodes = vec!["node-1:7001".into()];
+        let t = RedisTarget::parse(&s, None).unwrap();
+        assert_eq!(
+            t.nodes,
+            vec![("node-0".to_owned(), 7000), ("node-1".to_owned(), 7001)]
+        );
+        assert!(t.tls);
+        s.url = "redis://node-0:7000/3".into();
+        assert!(err(&s).contains("only database 0"));
+    }
+
+    #[test]
+    fn rejects_unsafe_or_inconsistent_specs() {
+        let cases = [
+            (
+                "http://redis:6379",
+                RedisMode::Standalone,
+                "redis:// or rediss://",
+            ),
+            (
+                "redis://:pw@redis:6379",
+                RedisMode::Standalone,
+                "must not carry credentials",
+            ),
+            (
+                "redis://user@redis:6379",
+                RedisMode::Standalone,
+                "must not carry credentials",
+            ),
+            (
+                "rediss://redis:6379/#insecure",
+                RedisMode::Standalone,
+                "no query or fragment",
+            ),
+            (
+                "redis://redis:6379/?protocol=resp3",
+                RedisMode::Standalone,
+                "no query or fragment",
+            ),
+            (
+                "redis://redis:6379/zero",
+                RedisMode::Standalone,
+                "database number",
+            ),
+            ("redis:///0", RedisMode::Standalone, "no host"),
+            ("not a url", RedisMode::Standalone, "storage.redis.url"),
+        ];
+        for (url, mode, expected) in cases {
+            let msg = err(&spec(url, mode));
+            assert!(msg.contains(expected), "{url}: {msg}");
+        }
+        let mut s = spec("redis://redis", RedisMode::Standalone);
+        s.extra_nodes = vec!["other:6379".into()];
+        assert!(err(&s).contains("only for mode sentinel or cluster"));
+        let mut s = spec("redis://redis", RedisMode::Cluster);
+        s.extra_nodes = vec!["a:1/2".into()];
+        assert!(err(&s).contains("is not host:port"));
+        let mut s = spec("redis://redis", RedisMode::Standalone);
+        s.sentinel_master = Some("m".into());
+        assert!(err(&s).contains("only for mode sentinel"));
+        let mut s = spec("redis://redis", RedisMode::Standalone);
+        s.timeout_millis = 0;
+        assert!(err(&s).contains("timeoutMillis"));
+        let s = spec("redis://redis", RedisMode::Standalone);
+        assert!(matches!(
+            RedisTarget::parse(&s, Some(String::new())),
+            Err(StoreError::Config(_))
+        ));
+    }
+
+    #[test]
+    fn password_comes_from_the_secret_file() {
+        let dir = std::env::temp_dir().join(format!("mcpw-redis-secret-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("redis")).unwrap();
+        std::fs::write(dir.join("redis/password"), "hunter2\n").unwrap();
+        let mut s = spec("redis://redis", RedisMode::Standalone);
+        s.password_secret_ref = Some(mcp_warden_policy::SecretRef {
+            name: "redis".into(),
+            key: "password".into(),
+        });
+        let t = RedisTarget::from_spec(&s, &dir).unwrap();
+        assert_eq!(t.password.as_deref(), Some("hunter2"));
+        s.password_secret_ref.as_mut().unwrap().key = "missing".into();
+        assert!(
+            matches!(RedisTarget::from_spec(&s, &dir), Err(StoreError::Config(m)) if m.contains("passwordSecretRef"))
+        );
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}

@@ -137,10 +137,10 @@ impl RedisServer {
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
-            if let Ok(reply) = command(self.port, &["PING"]) {
-                if reply.starts_with("+PONG") || reply.starts_with("-NOAUTH") {
-                    return;
-                }
+            if command(self.port, &["PING"])
+                .is_ok_and(|reply| reply.starts_with("+PONG") || reply.starts_with("-NOAUTH"))
+            {
+                return;
             }
             std::thread::sleep(Duration::from_millis(20));
         }
