@@ -39,13 +39,18 @@ def require_binary(path: Path, crate: str) -> None:
                              "(the dashboard test reads the metric names from the running binary)")
 
 
+# Variables that would point a Kubernetes client at a real cluster instead of the kubeconfig.
+CLUSTER_ENV = ("KUBERNETES_SERVICE_HOST", "KUBERNETES_SERVICE_PORT")
+
+
 @contextmanager
 def running(argv: list[str], log: Path, env: dict | None = None):
     """Starts argv in its own process group; kills the group on exit."""
+    full_env = {k: v for k, v in os.environ.items() if k not in CLUSTER_ENV}
+    full_env.update(env or {})
     with open(log, "wb") as out:
         proc = subprocess.Popen([str(a) for a in argv], stdout=out, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, env={**os.environ, **(env or {})},
-                                start_new_session=True)
+                                stdin=subprocess.DEVNULL, env=full_env, start_new_session=True)
     try:
         yield proc
     finally:
@@ -118,6 +123,5 @@ current-context: unreachable
     log = work / "operator.log"
     argv = [OPERATOR_BIN, "--admin-listen", f"127.0.0.1:{admin}", "--webhook-listen", f"127.0.0.1:{free_port()}",
             "--namespace", "mcp-system", "--leader-election", "false"]
-    env = {"KUBECONFIG": str(kubeconfig), "KUBERNETES_SERVICE_HOST": "", "KUBERNETES_SERVICE_PORT": ""}
-    with running(argv, log, env=env) as proc:
+    with running(argv, log, env={"KUBECONFIG": str(kubeconfig)}) as proc:
         return scrape_when_up(proc, f"http://127.0.0.1:{admin}/metrics", log)
