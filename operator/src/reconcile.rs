@@ -395,7 +395,12 @@ async fn write_status(
         .patch_status(&policy.name_any(), &apply(), &Patch::Apply(patch))
         .await?;
     }
+    let mut published = std::collections::HashSet::new();
     for c in changed {
+        // One event per reason: the recorder would fold repeats into one anyway.
+        if !published.insert((c.status, c.reason.clone())) {
+            continue;
+        }
         let type_ = if c.status == "False" {
             EventType::Warning
         } else {

@@ -9,6 +9,8 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::routing::post;
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use kube::core::DynamicObject;
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
@@ -37,10 +39,7 @@ pub fn router(state: WebhookState) -> Router {
         .with_state(state)
 }
 
-async fn mutate_pods(
-    State(state): State<WebhookState>,
-    body: Bytes,
-) -> Json<AdmissionReview<DynamicObject>> {
+async fn mutate_pods(State(state): State<WebhookState>, body: Bytes) -> Json<serde_json::Value> {
     let start = Instant::now();
     let (response, label) = match serde_json::from_slice::<AdmissionReview<DynamicObject>>(&body)
         .map_err(|e| e.to_string())
@@ -63,7 +62,17 @@ async fn mutate_pods(
         .metrics
         .webhook_duration
         .observe(start.elapsed().as_secs_f64());
-    Json(response.into_review())
+    Json(encode_review(response.into_review()))
+}
+
+/// The review as JSON, with the patch base64-encoded like Go's `[]byte` (kube-core writes a
+/// number array, which the API server decodes too, but base64 is what every client expects).
+fn encode_review(review: AdmissionReview<DynamicObject>) -> serde_json::Value {
+    let mut value = serde_json::to_value(&review).expect("reviews serialise");
+    if let Some(patch) = review.response.as_ref().and_then(|r| r.patch.as_ref()) {
+        value["response"]["patch"] = serde_json::Value::String(STANDARD.encode(patch));
+    }
+    value
 }
 
 /// Decides one admission request.
