@@ -266,6 +266,19 @@ def test_scope_and_audience_shapes_are_accepted(guard, idp, http, claims):
     assert r.status_code == 200, r.text
 
 
+@pytest.mark.parametrize("granted, expected", [
+    ("mcp", 200),                  # a broad scope covers mcp:tools
+    ("mcp:tools:read", 403),       # a narrower one does not
+    ("mcp:toolsadmin", 403),       # nor does a longer name that is not below it
+    ("MCP:TOOLS", 403),            # scopes are case-sensitive
+])
+def test_scope_hierarchy(guard, idp, http, granted, expected):
+    tok = idp.mint(guard.url, scope=granted)
+    r = http.post(guard.url, json=initialize_body(),
+                  headers={"Accept": ACCEPT, "Authorization": f"Bearer {tok}"})
+    assert r.status_code == expected, r.text
+
+
 # ---------------------------------------------------------------- 403 insufficient scope
 
 
