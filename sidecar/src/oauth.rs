@@ -31,7 +31,9 @@ use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequestParts};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use http::request::Parts;
-use mcp_warden_policy::{OAuthProxySpec, PolicyDocument, SecretError, ValidatedResource};
+use mcp_warden_policy::{
+    OAuthProxySpec, PolicyDocument, RedisSpec, SecretError, ValidatedResource,
+};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -52,9 +54,9 @@ pub const REFRESH_GRACE_SECONDS: u64 = 10;
 /// Rate-limit window.
 pub const RATE_WINDOW: Duration = Duration::from_secs(60);
 /// Registrations per client address per window.
-pub const REGISTER_LIMIT: u64 = 20;
+pub const REGISTER_LIMIT: u64 = 60;
 /// Authorization requests per client address per window.
-pub const AUTHORIZE_LIMIT: u64 = 60;
+pub const AUTHORIZE_LIMIT: u64 = 120;
 /// Token and revocation requests per client id per window.
 pub const TOKEN_LIMIT: u64 = 600;
 
@@ -102,16 +104,27 @@ fn now() -> u64 {
 
 impl OAuthProxy {
     /// Builds the proxy for an oauthProxy policy, with the state store the policy names
-    /// (`storage.redis`, in-memory otherwise).
+    /// (`storage.redis`, in-memory otherwise), registering its metric families in `registry`.
     pub async fn new(
         doc: &PolicyDocument,
         resource: &ValidatedResource,
         secrets_dir: &Path,
         registry: &mut prometheus_client::registry::Registry,
     ) -> Result<Self, OAuthError> {
+        let shared = Shared::register(registry);
+        Self::build(doc, resource, secrets_dir, &shared).await
+    }
+
+    /// Builds the proxy with metric families and store kept in `shared` across policy reloads.
+    pub async fn build(
+        doc: &PolicyDocument,
+        resource: &ValidatedResource,
+        secrets_dir: &Path,
+        shared: &Shared,
+    ) -> Result<Self, OAuthError> {
         let redis = doc.spec.storage.as_ref().and_then(|s| s.redis.as_ref());
-        let store = crate::store::connect(redis, secrets_dir, registry).await?;
-        Self::with_store(doc, resource, secrets_dir, store, registry)
+        let store = shared.store(redis, secrets_dir).await?;
+        Self::with_store(doc, resource, secrets_dir, store, shared.metrics.clone())
     }
 
     /// Builds the proxy on a given store.
@@ -120,7 +133,7 @@ impl OAuthProxy {
         resource: &ValidatedResource,
         secrets_dir: &Path,
         store: Arc<dyn Store>,
-        registry: &mut prometheus_client::registry::Registry,
+        metrics: metrics::OAuthMetrics,
     ) -> Result<Self, OAuthError> {
         let spec = doc.spec.oauth_proxy.clone().ok_or_else(|| {
             OAuthError::Config("spec.oauthProxy is required in oauthProxy mode".into())
@@ -180,7 +193,7 @@ impl OAuthProxy {
             store,
             signing,
             enc,
-            metrics: metrics::OAuthMetrics::register(registry),
+            metrics,
             http,
             client_secret,
             upstream,
@@ -338,6 +351,57 @@ async fn jwks(
         ],
         Json(proxy.verification_keys()),
     )
+}
+
+/// The store opened for some Redis settings (`None`: in-memory).
+type OpenStore = (Option<RedisSpec>, Arc<dyn Store>);
+
+/// Metric families and the open store, made once per process and reused by every policy
+/// reload: families must not be registered twice, and an in-memory store must survive a reload.
+#[derive(Clone)]
+pub struct Shared {
+    metrics: metrics::OAuthMetrics,
+    store_metrics: crate::store::StoreMetrics,
+    store: Arc<tokio::sync::Mutex<Option<OpenStore>>>,
+}
+
+impl Shared {
+    /// Registers the OAuth and store metric families.
+    pub fn register(registry: &mut prometheus_client::registry::Registry) -> Self {
+        Shared {
+            metrics: metrics::OAuthMetrics::register(registry),
+            store_metrics: crate::store::StoreMetrics::register(registry),
+            store: Arc::default(),
+        }
+    }
+
+    /// The store for `spec`: the one already open when the Redis settings did not change.
+    async fn store(
+        &self,
+        spec: Option<&RedisSpec>,
+        secrets_dir: &Path,
+    ) -> Result<Arc<dyn Store>, StoreError> {
+        let mut slot = self.store.lock().await;
+        if let Some((open_spec, store)) = slot.as_ref()
+            && open_spec.as_ref() == spec
+        {
+            return Ok(store.clone());
+        }
+        let store = crate::store::open(spec, secrets_dir, &self.store_metrics).await?;
+        *slot = Some((spec.cloned(), store.clone()));
+        Ok(store)
+    }
+}
+
+/// Whether the OAuth facade serves `path` (the rest goes to the protected resource).
+pub fn handles(path: &str) -> bool {
+    matches!(
+        path,
+        "/register" | "/authorize" | "/consent" | "/callback" | "/token" | "/revoke" | "/jwks"
+    ) || path == "/.well-known/oauth-authorization-server"
+        || path.starts_with("/.well-known/oauth-authorization-server/")
+        || path == "/.well-known/openid-configuration"
+        || path.starts_with("/.well-known/openid-configuration/")
 }
 
 /// The caller's address for rate limits (the peer address; `unknown` in in-process tests).

@@ -30,6 +30,9 @@ pub enum RuntimeError {
     /// The mode cannot be served by this build.
     #[error("{0}")]
     Unsupported(String),
+    /// The OAuth proxy cannot start (keys, secrets, store configuration).
+    #[error(transparent)]
+    OAuth(#[from] crate::oauth::OAuthError),
 }
 
 /// Process-wide inputs to building a runtime.
@@ -43,6 +46,8 @@ pub struct BuildContext {
     pub http: reqwest::Client,
     /// Metric families.
     pub metrics: Metrics,
+    /// OAuth proxy metric families and store, kept across reloads.
+    pub oauth: crate::oauth::Shared,
 }
 
 /// Extra endpoints served on the public port before authentication (the OAuth facade).
@@ -145,9 +150,29 @@ impl Runtime {
                 )
             }
             AuthMode::OauthProxy => {
-                return Err(RuntimeError::Unsupported(
-                    "mode oauthProxy is not available in this build of the sidecar".into(),
-                ));
+                let proxy =
+                    crate::oauth::OAuthProxy::build(&doc, &resource, &ctx.secrets_dir, &ctx.oauth)
+                        .await?;
+                let proxy = Arc::new(proxy);
+                // Resource-server side: only tokens this proxy signed, for this resource.
+                let expect = Expectations {
+                    issuer: proxy.issuer().to_owned(),
+                    audiences: vec![resource.url.clone()],
+                    algorithms: vec![Algorithm::ES256],
+                    leeway: 60,
+                };
+                let keys = crate::keys::KeySet::from_jwks(&proxy.verification_keys());
+                let verifier = Verifier::new(expect, Keys::Local(Arc::new(keys)));
+                let endpoints = Endpoints {
+                    router: proxy.clone().router(),
+                    handles: crate::oauth::handles,
+                };
+                (
+                    proxy.issuer().to_owned(),
+                    verifier,
+                    Vec::new(),
+                    Some(endpoints),
+                )
             }
         };
 

@@ -32,6 +32,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         secrets_dir: args.secrets_dir.clone(),
         http,
         metrics: metrics.clone(),
+        oauth: crate::oauth::Shared::register(&mut registry),
     };
     let upstream = Upstream::new(&args.upstream)?;
     let (bytes, runtime) = reload::load(&args.policy, &ctx).await?;
@@ -77,8 +78,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     };
     let admin_server =
         axum::serve(admin_listener, admin_router).with_graceful_shutdown(stopped(stop_rx.clone()));
-    let public_server =
-        axum::serve(public, app::router(state)).with_graceful_shutdown(stopped(stop_rx.clone()));
+    let public_server = axum::serve(
+        public,
+        app::router(state).into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(stopped(stop_rx.clone()));
     // Long-lived SSE streams never finish by themselves: drain for a bounded time only.
     let deadline = async {
         stopped(stop_rx).await;

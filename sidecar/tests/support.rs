@@ -206,6 +206,7 @@ impl Sidecar {
             secrets_dir: std::env::temp_dir(),
             http: reqwest::Client::new(),
             metrics: metrics.clone(),
+            oauth: mcp_warden_sidecar::oauth::Shared::register(&mut registry),
         };
         let runtime = Runtime::build(doc, &ctx).await.expect("runtime builds");
         if let Some(source) = runtime.verifier.remote() {

@@ -189,22 +189,19 @@ async fn authorize_inner(
         scopes,
         resource: proxy.resource.clone(),
     };
-    if proxy.spec.consent == ConsentMode::Remember {
-        if let Some(subject) = proxy
-            .cookies
-            .get(headers, USER_COOKIE)
-            .and_then(|c| proxy.enc.verify(c))
-        {
-            if proxy
-                .store
-                .get(&proxy.key("consent", &approval_id(subject, &request)))
-                .await?
-                .is_some()
-            {
-                proxy.metrics.consent(Decision::Remembered);
-                return proxy.start_upstream(request).await;
-            }
-        }
+    let remembered_user = (proxy.spec.consent == ConsentMode::Remember)
+        .then(|| proxy.cookies.get(headers, USER_COOKIE))
+        .flatten()
+        .and_then(|c| proxy.enc.verify(c));
+    if let Some(subject) = remembered_user
+        && proxy
+            .store
+            .get(&proxy.key("consent", &approval_id(subject, &request)))
+            .await?
+            .is_some()
+    {
+        proxy.metrics.consent(Decision::Remembered);
+        return proxy.start_upstream(request).await;
     }
     let tx = random_token(24);
     proxy.put_json("tx", &tx, &request, FLOW_TTL).await?;

@@ -1,47 +1,70 @@
 //! OAuth proxy metric families. Label values are bounded enums: never client ids or subjects.
 
-use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
 
-/// Outcome of an OAuth operation.
-#[allow(missing_docs)]
-#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
-pub enum OpResult {
-    Success,
-    InvalidRequest,
-    InvalidClient,
-    InvalidGrant,
-    InvalidTarget,
-    InvalidScope,
-    InvalidRedirectUri,
-    InvalidClientMetadata,
-    UnsupportedGrantType,
-    AccessDenied,
-    UpstreamError,
-    RateLimited,
-    Unavailable,
-    ReuseDetected,
+/// Label enums exported in snake_case (`invalid_grant`, `authorization_code`).
+macro_rules! snake_labels {
+    ($(#[$meta:meta])* $name:ident { $($variant:ident => $text:literal),+ $(,)? }) => {
+        $(#[$meta])*
+        #[allow(missing_docs)]
+        #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+        pub enum $name { $($variant),+ }
+
+        impl $name {
+            /// The exported label value.
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $text),+ }
+            }
+        }
+
+        impl EncodeLabelValue for $name {
+            fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+                std::fmt::Write::write_str(encoder, self.as_str())
+            }
+        }
+    };
 }
 
-/// A consent decision.
-#[allow(missing_docs)]
-#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
-pub enum Decision {
-    Approved,
-    Denied,
-    Remembered,
-    CsrfFailed,
+snake_labels! {
+    /// Outcome of an OAuth operation.
+    OpResult {
+        Success => "success",
+        InvalidRequest => "invalid_request",
+        InvalidClient => "invalid_client",
+        InvalidGrant => "invalid_grant",
+        InvalidTarget => "invalid_target",
+        InvalidScope => "invalid_scope",
+        InvalidRedirectUri => "invalid_redirect_uri",
+        InvalidClientMetadata => "invalid_client_metadata",
+        UnsupportedGrantType => "unsupported_grant_type",
+        AccessDenied => "access_denied",
+        UpstreamError => "upstream_error",
+        RateLimited => "rate_limited",
+        Unavailable => "unavailable",
+        ReuseDetected => "reuse_detected",
+    }
 }
 
-/// Grant types of the token endpoint.
-#[allow(missing_docs)]
-#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
-pub enum GrantType {
-    AuthorizationCode,
-    RefreshToken,
-    Other,
+snake_labels! {
+    /// A consent decision.
+    Decision {
+        Approved => "approved",
+        Denied => "denied",
+        Remembered => "remembered",
+        CsrfFailed => "csrf_failed",
+    }
+}
+
+snake_labels! {
+    /// Grant types of the token endpoint.
+    GrantType {
+        AuthorizationCode => "authorization_code",
+        RefreshToken => "refresh_token",
+        Other => "other",
+    }
 }
 
 /// `{result}` labels.
@@ -115,6 +138,26 @@ impl OAuthMetrics {
             "Revocation requests by result",
             m.revocations.clone(),
         );
+        // Zero samples for the common outcomes, so dashboards and alerts see the series before
+        // the first event.
+        let _ = m.registrations.get_or_create(&ResultLabels {
+            result: OpResult::Success,
+        });
+        let _ = m.authorizations.get_or_create(&ResultLabels {
+            result: OpResult::Success,
+        });
+        for decision in [Decision::Approved, Decision::Denied] {
+            let _ = m.consents.get_or_create(&DecisionLabels { decision });
+        }
+        for grant_type in [GrantType::AuthorizationCode, GrantType::RefreshToken] {
+            let _ = m.grants.get_or_create(&GrantLabels {
+                grant_type,
+                result: OpResult::Success,
+            });
+        }
+        let _ = m.revocations.get_or_create(&ResultLabels {
+            result: OpResult::Success,
+        });
         m
     }
 

@@ -454,10 +454,10 @@ impl OAuthProxy {
                 Some(rt) => (rt.as_str(), "refresh_token"),
                 None => (tokens.access_token.as_str(), "access_token"),
             };
-            if let Some(call) = upstream.revoke_request(token, hint) {
-                if let Err(e) = send(&self.http, &call).await {
-                    tracing::warn!(error = %e, "upstream revocation failed");
-                }
+            if let Some(call) = upstream.revoke_request(token, hint)
+                && let Err(e) = send(&self.http, &call).await
+            {
+                tracing::warn!(error = %e, "upstream revocation failed");
             }
         }
         Ok(())

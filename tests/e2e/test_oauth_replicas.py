@@ -1,0 +1,143 @@
+"""OAuth proxy state shared through a real Redis: two sidecar processes with one external URL,
+the steps of one flow alternating between them, cross-replica races, Redis stopped and
+restarted mid-test, and the rate limits."""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "peers"))
+
+import browser  # noqa: E402
+from oauth_support import Client, ProxyDeployment, pkce  # noqa: E402
+
+MCP_INIT = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+    "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "e2e", "version": "1"}}}
+MCP_HEADERS = {"accept": "application/json, text/event-stream", "content-type": "application/json"}
+
+
+@pytest.fixture(scope="module")
+def redis_for_replicas(start_redis):
+    return start_redis()
+
+
+@pytest.fixture(scope="module")
+def pair(start_sidecar, start_idp, work, everything, redis_for_replicas):
+    return ProxyDeployment(start_sidecar, start_idp, work, everything.base, "oauth-replicas",
+                           replicas=2, redis_url=redis_for_replicas.url)
+
+
+def bases(pair):
+    return [s.base for s in pair.sidecars]
+
+
+def test_flow_steps_alternate_between_replicas(pair):
+    a, b = bases(pair)
+    c = Client(a)  # registered on replica A ...
+    verifier, final = c.login(bases=[a, b])  # ... browser steps alternate A, B, A, ...
+    code, params = browser.code_of(final)
+    assert code and params["iss"] == a, final
+    r = c.exchange(code, verifier, base=b)  # ... code redeemed on replica B
+    assert r.status_code == 200, r.text
+    tokens = r.json()
+    # Either replica accepts the access token and refreshes the family.
+    for base in (a, b):
+        r = httpx.post(f"{base}/mcp", json=MCP_INIT,
+                       headers={**MCP_HEADERS, "authorization": f"Bearer {tokens['access_token']}"})
+        assert r.status_code == 200, r.text
+    r = c.refresh(tokens["refresh_token"], base=a)
+    assert r.status_code == 200
+    r = c.refresh(r.json()["refresh_token"], base=b)
+    assert r.status_code == 200
+
+
+def test_code_raced_across_replicas_has_one_winner(pair):
+    a, b = bases(pair)
+    c = Client(a)
+    verifier, final = c.login()
+    code, _ = browser.code_of(final)
+    results = []
+    threads = [threading.Thread(target=lambda i=i: results.append(c.exchange(code, verifier, base=(a, b)[i % 2]).status_code))
+               for i in range(10)]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    assert sorted(results) == [200] + [400] * 9
+
+
+def test_concurrent_refreshes_across_replicas_resolve_to_one_winner(pair):
+    a, b = bases(pair)
+    c = Client(a)
+    tokens = c.full_login()
+    results = []
+    threads = [threading.Thread(target=lambda i=i: results.append(c.refresh(tokens["refresh_token"], base=(a, b)[i % 2])))
+               for i in range(8)]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    assert [r.status_code for r in results] == [200] * 8, [r.text for r in results]
+    assert len({r.json()["refresh_token"] for r in results}) == 1
+    assert c.refresh(results[0].json()["refresh_token"], base=b).status_code == 200
+
+
+def test_reuse_detected_on_the_other_replica(pair):
+    a, b = bases(pair)
+    c = Client(a)
+    first = c.full_login()
+    second = c.refresh(first["refresh_token"], base=a).json()
+    time.sleep(11)
+    assert c.refresh(first["refresh_token"], base=b).json()["error"] == "invalid_grant"
+    assert c.refresh(second["refresh_token"], base=a).json()["error"] == "invalid_grant"
+
+
+def test_redis_stopped_mid_test_then_restarted(pair, redis_for_replicas):
+    a, b = bases(pair)
+    c = Client(a)
+    tokens = c.full_login()
+    redis_for_replicas.stop()
+    try:
+        started = time.monotonic()
+        r = httpx.post(f"{a}/register", json={"redirect_uris": ["http://127.0.0.1:9/cb"],
+                                               "token_endpoint_auth_method": "none"}, timeout=10)
+        assert r.status_code == 503 and int(r.headers["retry-after"]) > 0, r.text
+        r = c.refresh(tokens["refresh_token"], base=b)
+        assert r.status_code == 503 and "retry-after" in r.headers
+        assert time.monotonic() - started < 6, "answers promptly instead of hanging"
+        # The resource-server path does not need Redis: the access token still works.
+        r = httpx.post(f"{b}/mcp", json=MCP_INIT,
+                       headers={**MCP_HEADERS, "authorization": f"Bearer {tokens['access_token']}"})
+        assert r.status_code == 200
+    finally:
+        redis_for_replicas.start()
+    # An empty Redis after the restart (no persistence): the old client is gone and says so,
+    # a fresh registration and flow work again without restarting the sidecars.
+    for base in (a, b):
+        deadline = time.monotonic() + 20
+        while True:
+            r = httpx.post(f"{base}/register", json={"redirect_uris": ["http://127.0.0.1:9/cb"],
+                                                     "token_endpoint_auth_method": "none"}, timeout=10)
+            if r.status_code == 201 or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        assert r.status_code == 201, f"{base} did not recover: {r.text}"
+    r = c.refresh(tokens["refresh_token"], base=a)
+    assert r.status_code == 401 and r.json()["error"] == "invalid_client"
+    c2 = Client(a)
+    assert c2.full_login(base=b)["access_token"]
+
+
+def test_register_rate_limit(start_sidecar, start_idp, work, everything):
+    dep = ProxyDeployment(start_sidecar, start_idp, work, everything.base, "oauth-ratelimit")
+    base = dep.sidecar.base
+    body = {"redirect_uris": ["http://127.0.0.1:9/cb"], "token_endpoint_auth_method": "none"}
+    codes = [httpx.post(f"{base}/register", json=body).status_code for _ in range(62)]
+    assert codes[:60] == [201] * 60
+    r = httpx.post(f"{base}/register", json=body)
+    assert r.status_code == 429 and int(r.headers["retry-after"]) > 0
+    # Other endpoints have their own budget.
+    _, challenge = pkce()
+    assert httpx.get(f"{base}/.well-known/oauth-authorization-server").status_code == 200
