@@ -355,3 +355,49 @@ async fn until_available_for_writes(store: &Arc<dyn Store>, within: Duration) ->
         }
     }
 }
+
+/// Environment of the TLS child test: the `rediss://` URL to use.
+const TLS_URL_ENV: &str = "MCPW_TEST_REDISS_URL";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_tls_verifies_the_server_certificate() {
+    let pki = redis_server::TestPki::generate();
+    let server = RedisServer::start_tls(&pki);
+    let url = format!("rediss://localhost:{}", server.port);
+
+    // This process trusts only the system roots: the test CA's certificate is refused.
+    let store = open(&spec(url.clone())).await;
+    match store.ping().await {
+        Err(StoreError::Unavailable(msg)) => eprintln!("untrusted certificate refused: {msg}"),
+        other => panic!("a certificate from an unknown CA must be refused, got {other:?}"),
+    }
+
+    // A child process that trusts the test CA (SSL_CERT_FILE, read by the native root store)
+    // passes the whole contract over TLS. Setting the variable in this process would need
+    // `unsafe` (edition 2024), hence the child.
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "tls_child_passes_the_contract",
+            "--ignored",
+            "--nocapture",
+        ])
+        .env("SSL_CERT_FILE", pki.file("ca.pem"))
+        .env(TLS_URL_ENV, &url)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("1 passed"),
+        "TLS child failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "run by redis_tls_verifies_the_server_certificate with SSL_CERT_FILE set"]
+async fn tls_child_passes_the_contract() {
+    let url =
+        std::env::var(TLS_URL_ENV).expect("run through redis_tls_verifies_the_server_certificate");
+    contract::all(open(&spec(url)).await).await;
+}

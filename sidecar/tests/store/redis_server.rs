@@ -46,6 +46,7 @@ pub struct RedisServer {
     program: PathBuf,
     args: Vec<String>,
     dir: PathBuf,
+    tls: bool,
 }
 
 impl RedisServer {
@@ -61,6 +62,12 @@ impl RedisServer {
 
     /// A server on a given port.
     pub fn start_on(port: u16, extra: &[&str]) -> Self {
+        let mut server = Self::build(port, extra);
+        server.spawn();
+        server
+    }
+
+    fn build(port: u16, extra: &[&str]) -> Self {
         let dir = scratch_dir(port);
         let mut args: Vec<String> = [
             "--port",
@@ -78,13 +85,43 @@ impl RedisServer {
         .map(|s| s.to_string())
         .collect();
         args.extend(extra.iter().map(|s| s.to_string()));
-        let mut server = RedisServer {
+        RedisServer {
             child: None,
             port,
             program: binary("redis-server"),
             args,
             dir,
-        };
+            tls: false,
+        }
+    }
+
+    /// A server that only speaks TLS (certificate from `pki`, no client certificates).
+    pub fn start_tls(pki: &TestPki) -> Self {
+        let port = free_port();
+        let p = port.to_string();
+        let (cert, key, ca) = (
+            pki.file("server.pem"),
+            pki.file("server.key"),
+            pki.file("ca.pem"),
+        );
+        let mut server = Self::build(
+            port,
+            &[
+                "--port",
+                "0",
+                "--tls-port",
+                &p,
+                "--tls-cert-file",
+                &cert,
+                "--tls-key-file",
+                &key,
+                "--tls-ca-cert-file",
+                &ca,
+                "--tls-auth-clients",
+                "no",
+            ],
+        );
+        server.tls = true;
         server.spawn();
         server
     }
@@ -112,6 +149,7 @@ impl RedisServer {
             program: binary("redis-sentinel"),
             args: vec![conf.to_str().unwrap().to_owned()],
             dir,
+            tls: false,
         };
         server.spawn();
         server
@@ -137,9 +175,13 @@ impl RedisServer {
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
-            if command(self.port, &["PING"])
-                .is_ok_and(|reply| reply.starts_with("+PONG") || reply.starts_with("-NOAUTH"))
-            {
+            let ready = if self.tls {
+                TcpStream::connect(("127.0.0.1", self.port)).is_ok()
+            } else {
+                command(self.port, &["PING"])
+                    .is_ok_and(|reply| reply.starts_with("+PONG") || reply.starts_with("-NOAUTH"))
+            };
+            if ready {
                 return;
             }
             std::thread::sleep(Duration::from_millis(20));
@@ -236,5 +278,106 @@ impl Cluster {
             );
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+}
+
+/// A throw-away CA and a server certificate for `localhost` / `127.0.0.1`, made with `openssl`.
+pub struct TestPki {
+    /// Directory holding `ca.pem`, `server.pem` and `server.key`.
+    pub dir: PathBuf,
+}
+
+impl TestPki {
+    /// Generates the files in a fresh directory.
+    pub fn generate() -> Self {
+        let dir = std::env::temp_dir().join(format!(
+            "mcpw-redis-pki-{}-{}",
+            std::process::id(),
+            free_port()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join("ext.cnf"),
+            "subjectAltName=DNS:localhost,IP:127.0.0.1\n",
+        )
+        .unwrap();
+        let openssl = binary("openssl");
+        let ec = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+        ];
+        for args in [
+            [
+                &["req", "-x509"][..],
+                &ec,
+                &[
+                    "-keyout",
+                    "ca.key",
+                    "-out",
+                    "ca.pem",
+                    "-days",
+                    "1",
+                    "-subj",
+                    "/CN=mcpw test CA",
+                ],
+            ]
+            .concat(),
+            [
+                &["req"][..],
+                &ec,
+                &[
+                    "-keyout",
+                    "server.key",
+                    "-out",
+                    "server.csr",
+                    "-subj",
+                    "/CN=localhost",
+                ],
+            ]
+            .concat(),
+            vec![
+                "x509",
+                "-req",
+                "-in",
+                "server.csr",
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                "server.pem",
+                "-days",
+                "1",
+                "-extfile",
+                "ext.cnf",
+            ],
+        ] {
+            let out = Command::new(&openssl)
+                .args(&args)
+                .current_dir(&dir)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        TestPki { dir }
+    }
+
+    /// Path of a file in the PKI directory.
+    pub fn file(&self, name: &str) -> String {
+        self.dir.join(name).to_str().unwrap().to_owned()
+    }
+}
+
+impl Drop for TestPki {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
