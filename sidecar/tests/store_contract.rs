@@ -213,6 +213,57 @@ async fn redis_stopped_mid_test_then_restarted() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_hung_answers_unavailable_within_the_timeout() {
+    let server = RedisServer::start();
+    let store = open(&spec(server.url())).await;
+    let key = store::key("t", "p", "state", "1");
+    store
+        .put(&key, b"v", Duration::from_secs(60))
+        .await
+        .unwrap();
+
+    server.signal("-STOP");
+    let timeout = Duration::from_millis(TIMEOUT_MS.into());
+    for _ in 0..3 {
+        let started = Instant::now();
+        let result = store.get(&key).await;
+        let took = started.elapsed();
+        assert!(
+            matches!(result, Err(StoreError::Unavailable(_))),
+            "{result:?}"
+        );
+        assert!(
+            took >= timeout - Duration::from_millis(50)
+                && took <= timeout + Duration::from_millis(500),
+            "a hung Redis must cost the timeout ({timeout:?}), took {took:?}"
+        );
+        eprintln!("hung Redis: Unavailable after {took:?}");
+    }
+    server.signal("-CONT");
+    until_available(&store, Duration::from_secs(10)).await;
+    assert_eq!(
+        store.take(&key).await.unwrap().as_deref(),
+        Some(&b"v"[..]),
+        "state survived the stall"
+    );
+}
+
+#[tokio::test]
+async fn no_redis_configured_means_the_memory_store() {
+    let mut registry = Registry::default();
+    let store = store::connect(None, Path::new("/nonexistent"), &mut registry)
+        .await
+        .unwrap();
+    contract::take_is_single_use(store).await;
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+    assert!(
+        text.contains("mcp_warden_store_operation_duration_seconds_count{op=\"take\"}"),
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_down_at_start_up_is_not_fatal() {
     let port = redis_server::free_port();
     let store = open(&spec(format!("redis://127.0.0.1:{port}"))).await;

@@ -201,6 +201,19 @@ impl RedisServer {
         }
     }
 
+    /// Stops (SIGSTOP) or resumes (SIGCONT) the process: a hung server that keeps its sockets
+    /// open, the case only a client-side timeout catches.
+    pub fn signal(&self, signal: &str) {
+        let pid = self
+            .child
+            .as_ref()
+            .expect("server running")
+            .id()
+            .to_string();
+        let status = Command::new("kill").args([signal, &pid]).status().unwrap();
+        assert!(status.success(), "kill {signal} {pid}");
+    }
+
     /// Starts the process again on the same port and arguments.
     pub fn restart(&mut self) {
         self.stop();
