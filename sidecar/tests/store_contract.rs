@@ -452,3 +452,60 @@ async fn tls_child_passes_the_contract() {
         std::env::var(TLS_URL_ENV).expect("run through redis_tls_verifies_the_server_certificate");
     contract::all(open(&spec(url)).await).await;
 }
+
+/// Puts and takes `rounds` keys from each of 16 tasks; returns (ops per second, p50, p99).
+async fn load(store: Arc<dyn Store>, rounds: usize) -> (f64, Duration, Duration) {
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..16)
+        .map(|t| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let mut latencies = Vec::with_capacity(rounds * 2);
+                for i in 0..rounds {
+                    let key = store::key("load", "p", "code", &format!("{t}-{i}"));
+                    let op = Instant::now();
+                    store
+                        .put(&key, b"authorization-code-record", Duration::from_secs(60))
+                        .await
+                        .unwrap();
+                    latencies.push(op.elapsed());
+                    let op = Instant::now();
+                    assert!(store.take(&key).await.unwrap().is_some());
+                    latencies.push(op.elapsed());
+                }
+                latencies
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    for task in tasks {
+        all.extend(task.await.unwrap());
+    }
+    let elapsed = started.elapsed();
+    all.sort();
+    let pct = |p: f64| all[((all.len() - 1) as f64 * p) as usize];
+    (
+        all.len() as f64 / elapsed.as_secs_f64(),
+        pct(0.5),
+        pct(0.99),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_latency_under_concurrent_load() {
+    let server = RedisServer::start();
+    for (name, store) in [
+        (
+            "memory",
+            store::connect(None, Path::new("/nonexistent"), &mut Registry::default())
+                .await
+                .unwrap(),
+        ),
+        ("redis", open(&spec(server.url())).await),
+    ] {
+        let (rate, p50, p99) = load(store, 500).await;
+        eprintln!("{name}: {rate:.0} ops/s, p50 {p50:?}, p99 {p99:?} (16 tasks, put+take)");
+        // Loose bound for a shared 2-core machine: far below the 500 ms command timeout.
+        assert!(p99 < Duration::from_millis(100), "{name}: p99 {p99:?}");
+    }
+}
