@@ -8,7 +8,8 @@ mcp-warden's consent page. No JavaScript; forms are parsed from the HTML.
 Library use: `run(url, decision="approve", stop_at=None)` returns the final URL (the client's
 redirect URI with `code`/`state`/`iss`, or an error). Command line (used as `x-www-browser` /
 `$BROWSER` by mcp-remote): `browser.py URL` follows the flow including the final GET of the
-client's loopback callback. Exit status 0 when the flow reached the callback with a code.
+client's loopback callback (or, with `BROWSER_STOP_AT=<prefix>`, prints the URL it stopped at
+instead of requesting it). Exit status 0 when the flow reached the callback with a code.
 """
 
 from __future__ import annotations
@@ -116,7 +117,10 @@ if __name__ == "__main__":
     def say(msg):
         print(msg, file=out, flush=True)
 
-    final = run(sys.argv[1], decision=os.environ.get("BROWSER_DECISION", "approve"), log=say)
+    stop_at = os.environ.get("BROWSER_STOP_AT") or None
+    final = run(sys.argv[1], decision=os.environ.get("BROWSER_DECISION", "approve"), stop_at=stop_at, log=say)
+    if stop_at:
+        print(final, flush=True)  # for callers that capture the redirect instead of serving it
     code, _ = code_of(final)
     say(f"final {final.split('?')[0]} code={'yes' if code else 'no'}")
     sys.exit(0 if code else 1)
