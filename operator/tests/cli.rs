@@ -12,7 +12,12 @@ fn cli(args: &[&str], stdin: &str) -> (bool, String, String) {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
     let out = child.wait_with_output().unwrap();
     (
         out.status.success(),
@@ -64,12 +69,14 @@ fn inject_from_stdin_with_the_policy_in_the_stream() {
     let (ok, out, err) = cli(&["inject", "-f", "-", "--native-sidecar", "false"], &input);
     assert!(ok, "{err}");
     assert!(err.contains("Deployment mcp: injected"), "{err}");
-    let docs: Vec<serde_json::Value> =
-        mcp_warden_operator::offline::parse_documents(&out).unwrap();
+    let docs: Vec<serde_json::Value> = mcp_warden_operator::offline::parse_documents(&out).unwrap();
     assert_eq!(docs.len(), 2);
     let spec = &docs[1]["spec"]["template"]["spec"];
     assert_eq!(spec["containers"][1]["name"], "mcp-warden");
-    assert_eq!(spec["containers"][0]["x-unknown"], "kept", "unknown fields survive");
+    assert_eq!(
+        spec["containers"][0]["x-unknown"], "kept",
+        "unknown fields survive"
+    );
     assert_eq!(
         docs[1]["spec"]["template"]["metadata"]["labels"]["mcpwarden.dev/policy"],
         "corp-sso"

@@ -54,8 +54,7 @@ fn valid_policies_pass_cel_rules_and_validation() {
                 continue;
             }
             let yaml = serde_norway::to_string(&doc).unwrap();
-            PolicyDocument::from_yaml(&yaml)
-                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            PolicyDocument::from_yaml(&yaml).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
             kube_cel::validate(&schema, &doc, None)
                 .unwrap_or_else(|e| panic!("{}: {e:?}", path.display()));
             checked += 1;
@@ -84,7 +83,11 @@ fn invalid_policies_are_rejected() {
         let doc = &offline::parse_documents(&text).unwrap()[0];
         let errors = kube_cel::validate(&schema, doc, None)
             .expect_err(&format!("{} passes the CEL rules", path.display()));
-        let messages: Vec<String> = errors.as_slice().iter().map(|e| e.message.clone()).collect();
+        let messages: Vec<String> = errors
+            .as_slice()
+            .iter()
+            .map(|e| e.message.clone())
+            .collect();
         assert!(
             messages.iter().any(|m| m.contains(&expect)),
             "{}: {messages:?} lacks {expect:?}",

@@ -11,7 +11,13 @@ use support::mock_client;
 const LEASE: &str = "/apis/coordination.k8s.io/v1/namespaces/mcp-warden/leases/mcp-warden-operator";
 
 fn lock(client: kube::Client) -> LeaseLock {
-    LeaseLock::new(client, "mcp-warden", "mcp-warden-operator", "pod-a", Duration::from_secs(15))
+    LeaseLock::new(
+        client,
+        "mcp-warden",
+        "mcp-warden-operator",
+        "pod-a",
+        Duration::from_secs(15),
+    )
 }
 
 fn lease(holder: &str, renewed: &str) -> serde_json::Value {
@@ -28,7 +34,10 @@ async fn creates_a_missing_lease() {
     let attempt = tokio::spawn(async move { l.try_acquire().await.unwrap() });
     api.expect("GET", LEASE).await.not_found();
     let created = api
-        .expect("POST", "/apis/coordination.k8s.io/v1/namespaces/mcp-warden/leases")
+        .expect(
+            "POST",
+            "/apis/coordination.k8s.io/v1/namespaces/mcp-warden/leases",
+        )
         .await;
     assert_eq!(created.body["spec"]["holderIdentity"], "pod-a");
     assert_eq!(created.body["spec"]["leaseDurationSeconds"], 15);
@@ -45,23 +54,32 @@ async fn respects_a_live_holder_and_takes_over_an_expired_one() {
     let fresh = now.to_string();
     let l2 = l.clone();
     let attempt = tokio::spawn(async move { l2.try_acquire().await.unwrap() });
-    api.expect("GET", LEASE).await.reply(200, lease("pod-b", &fresh));
+    api.expect("GET", LEASE)
+        .await
+        .reply(200, lease("pod-b", &fresh));
     assert!(!attempt.await.unwrap(), "pod-b holds a live lease");
 
     let stale = (now - k8s_openapi::jiff::SignedDuration::from_secs(60)).to_string();
     let l3 = l.clone();
     let attempt = tokio::spawn(async move { l3.try_acquire().await.unwrap() });
-    api.expect("GET", LEASE).await.reply(200, lease("pod-b", &stale));
+    api.expect("GET", LEASE)
+        .await
+        .reply(200, lease("pod-b", &stale));
     let replaced = api.expect("PUT", LEASE).await;
     assert_eq!(replaced.body["spec"]["holderIdentity"], "pod-a");
     assert_eq!(replaced.body["spec"]["leaseTransitions"], 4);
-    assert_eq!(replaced.body["metadata"]["resourceVersion"], "7", "optimistic concurrency");
+    assert_eq!(
+        replaced.body["metadata"]["resourceVersion"], "7",
+        "optimistic concurrency"
+    );
     replaced.echo();
     assert!(attempt.await.unwrap());
 
     // Losing the race (409) is not leadership.
     let attempt = tokio::spawn(async move { l.try_acquire().await.unwrap() });
-    api.expect("GET", LEASE).await.reply(200, lease("pod-b", &stale));
+    api.expect("GET", LEASE)
+        .await
+        .reply(200, lease("pod-b", &stale));
     api.expect("PUT", LEASE).await.reply(
         409,
         json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 409,

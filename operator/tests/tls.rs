@@ -8,11 +8,18 @@ use mcp_warden_operator::certs;
 async fn generated_ca_and_serving_certificate_work_end_to_end() {
     mcp_warden_operator::install_crypto_provider();
     let names = vec!["localhost".to_owned(), "127.0.0.1".to_owned()];
-    let (bundle, _) = certs::ensure(None, &names, k8s_openapi::jiff::Timestamp::now().as_second())
-        .unwrap();
-    let tls = RustlsConfig::from_pem(bundle.cert_pem.clone().into(), bundle.key_pem.clone().into())
-        .await
-        .unwrap();
+    let (bundle, _) = certs::ensure(
+        None,
+        &names,
+        k8s_openapi::jiff::Timestamp::now().as_second(),
+    )
+    .unwrap();
+    let tls = RustlsConfig::from_pem(
+        bundle.cert_pem.clone().into(),
+        bundle.key_pem.clone().into(),
+    )
+    .await
+    .unwrap();
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     let app = axum::Router::new().route("/mutate-pods", axum::routing::post(|| async { "ok" }));
@@ -30,8 +37,12 @@ async fn generated_ca_and_serving_certificate_work_end_to_end() {
     assert_eq!(res.text().await.unwrap(), "ok");
 
     // A client trusting some other CA is refused: the chain really is checked.
-    let (other, _) = certs::ensure(None, &names, k8s_openapi::jiff::Timestamp::now().as_second())
-        .unwrap();
+    let (other, _) = certs::ensure(
+        None,
+        &names,
+        k8s_openapi::jiff::Timestamp::now().as_second(),
+    )
+    .unwrap();
     let stranger = reqwest::Client::builder()
         .tls_certs_only([reqwest::Certificate::from_pem(other.ca_pem.as_bytes()).unwrap()])
         .build()
