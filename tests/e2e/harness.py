@@ -58,6 +58,15 @@ def wait_until(check: Callable[[], bool], timeout: float, what: str, proc: Proc 
     raise TimeoutError(f"{what}: not ready after {timeout}s\n{proc.log_tail() if proc else ''}")
 
 
+def _die_with_parent():
+    """In the child before exec: get SIGTERM when the test process dies (Linux prctl), so a
+    killed test run leaves no servers behind."""
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
 class Proc:
     """One child process with its output in a log file."""
 
@@ -73,6 +82,7 @@ class Proc:
             env={**os.environ, **(env or {})},
             cwd=cwd,
             start_new_session=True,
+            preexec_fn=_die_with_parent,
         )
 
     def log_tail(self, chars: int = 3000) -> str:
