@@ -82,6 +82,28 @@ pub struct Args {
     /// Sidecar image to inject.
     #[arg(long, env = "MCP_WARDEN_SIDECAR_IMAGE", default_value_t = default_image())]
     pub sidecar_image: String,
+    /// CPU request of the injected sidecar.
+    #[arg(long, env = "MCP_WARDEN_SIDECAR_CPU_REQUEST", default_value = "50m")]
+    pub sidecar_cpu_request: String,
+    /// Memory request of the injected sidecar.
+    #[arg(
+        long,
+        env = "MCP_WARDEN_SIDECAR_MEMORY_REQUEST",
+        default_value = "32Mi"
+    )]
+    pub sidecar_memory_request: String,
+    /// Memory limit of the injected sidecar.
+    #[arg(long, env = "MCP_WARDEN_SIDECAR_MEMORY_LIMIT", default_value = "128Mi")]
+    pub sidecar_memory_limit: String,
+    /// CPU limit of the injected sidecar (none by default: throttling adds latency).
+    #[arg(long, env = "MCP_WARDEN_SIDECAR_CPU_LIMIT")]
+    pub sidecar_cpu_limit: Option<String>,
+    /// Preferred public port of the sidecar (moved up when the pod already uses it).
+    #[arg(long, env = "MCP_WARDEN_SIDECAR_PORT", default_value_t = crate::names::DEFAULT_PUBLIC_PORT)]
+    pub sidecar_port: i32,
+    /// Preferred admin port of the sidecar.
+    #[arg(long, env = "MCP_WARDEN_SIDECAR_ADMIN_PORT", default_value_t = crate::names::DEFAULT_ADMIN_PORT)]
+    pub sidecar_admin_port: i32,
     /// Native sidecar or regular container.
     #[arg(
         long,
@@ -232,11 +254,7 @@ async fn operate(args: Args, metrics: Metrics, health: Health) -> anyhow::Result
         bundle.key_pem.clone().into(),
     )
     .await?;
-    let settings = InjectSettings {
-        sidecar_image: args.sidecar_image.clone(),
-        native_sidecar: native,
-        ..Default::default()
-    };
+    let settings = inject_settings(&args, native);
     let state = WebhookState {
         client: client.clone(),
         settings: Arc::new(settings),
@@ -306,6 +324,34 @@ async fn operate(args: Args, metrics: Metrics, health: Health) -> anyhow::Result
             metrics.leader.set(0);
             anyhow::bail!("lost leadership; exiting so that only one replica reconciles")
         }
+    }
+}
+
+/// Injection settings from the flags.
+pub fn inject_settings(args: &Args, native: bool) -> InjectSettings {
+    use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+    let q = |s: &str| Quantity(s.to_owned());
+    let mut limits =
+        std::collections::BTreeMap::from([("memory".to_owned(), q(&args.sidecar_memory_limit))]);
+    if let Some(cpu) = &args.sidecar_cpu_limit {
+        limits.insert("cpu".to_owned(), q(cpu));
+    }
+    InjectSettings {
+        sidecar_image: args.sidecar_image.clone(),
+        native_sidecar: native,
+        public_port: args.sidecar_port,
+        admin_port: args.sidecar_admin_port,
+        resources: k8s_openapi::api::core::v1::ResourceRequirements {
+            requests: Some(
+                [
+                    ("cpu".to_owned(), q(&args.sidecar_cpu_request)),
+                    ("memory".to_owned(), q(&args.sidecar_memory_request)),
+                ]
+                .into(),
+            ),
+            limits: Some(limits),
+            ..Default::default()
+        },
     }
 }
 
@@ -384,5 +430,33 @@ async fn api_health_loop(client: Client, health: Health) {
     loop {
         tokio::time::sleep(Duration::from_secs(10)).await;
         health.set_api_reachable(client.apiserver_version().await.is_ok());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_default_to_the_contract_and_feed_injection() {
+        let args = Args::parse_from(["mcp-warden-operator", "--sidecar-cpu-limit", "500m"]);
+        assert_eq!(args.admin_listen.to_string(), "0.0.0.0:9090");
+        assert_eq!(args.webhook_listen.to_string(), "0.0.0.0:9443");
+        assert_eq!(args.webhook_service, "mcp-warden-webhook");
+        assert_eq!(args.tls_secret, "mcp-warden-webhook-tls");
+        assert_eq!(args.native_sidecar, NativeSidecar::Auto);
+        assert!(args.network_policy && args.leader_election);
+        let s = inject_settings(&args, false);
+        assert_eq!((s.public_port, s.admin_port), (8000, 9090));
+        assert_eq!(s.resources.limits.unwrap()["cpu"].0, "500m");
+        let off = Args::parse_from([
+            "x",
+            "--network-policy",
+            "false",
+            "--native-sidecar",
+            "never",
+        ]);
+        assert!(!off.network_policy);
+        assert_eq!(off.native_sidecar, NativeSidecar::Never);
     }
 }
