@@ -75,6 +75,14 @@ async fn expect_render_steps(api: &mut ApiServer, issuer: &str) {
     );
     assert!(cm.uri.contains("force=true"));
     owner_ok(&cm.body);
+    assert_eq!(
+        (&cm.body["apiVersion"], &cm.body["kind"]),
+        (&json!("v1"), &json!("ConfigMap"))
+    );
+    assert_eq!(
+        cm.body["metadata"]["labels"]["mcpwarden.dev/policy"],
+        "corp-sso"
+    );
     let rendered = cm.body["data"]["policy.yaml"].as_str().unwrap();
     let doc = PolicyDocument::from_yaml(rendered).unwrap();
     assert_eq!(doc.metadata.name, "corp-sso");
@@ -103,6 +111,7 @@ async fn expect_render_steps(api: &mut ApiServer, issuer: &str) {
         )
         .await;
     owner_ok(&np.body);
+    assert_eq!(np.body["apiVersion"], "networking.k8s.io/v1");
     let ports: Vec<i64> = np.body["spec"]["ingress"][0]["ports"]
         .as_array()
         .unwrap()
@@ -134,6 +143,8 @@ async fn expect_status(api: &mut ApiServer, policy: &McpAuthPolicy) -> Value {
         )
         .await;
     assert!(seen.uri.contains("fieldManager=mcp-warden-operator"));
+    assert_eq!(seen.body["apiVersion"], "mcpwarden.dev/v1alpha1");
+    assert_eq!(seen.body["kind"], "McpAuthPolicy");
     let status = seen.body["status"].clone();
     let mut whole = serde_json::to_value(policy).unwrap();
     whole["status"] = status.clone();
