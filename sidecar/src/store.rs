@@ -18,7 +18,7 @@ use mcp_warden_policy::RedisSpec;
 use prometheus_client::registry::Registry;
 
 pub use memory::{DEFAULT_MAX_ENTRIES, MemoryStore};
-pub use metered::{Metered, Op, StoreMetrics};
+pub use metered::{Metered, Op, OpLabels, StoreMetrics};
 pub use rate_limit::{Decision, RateLimiter};
 pub use redis::RedisStore;
 pub use redis_config::RedisTarget;

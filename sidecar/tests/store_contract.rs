@@ -8,6 +8,8 @@ mod contract;
 mod probes;
 #[path = "store/redis_server.rs"]
 mod redis_server;
+#[path = "store/stall_proxy.rs"]
+mod stall_proxy;
 
 use std::any::Any;
 use std::path::Path;
@@ -183,6 +185,37 @@ async fn redis_hung_answers_unavailable_within_the_timeout() {
         Some(&b"v"[..]),
         "state survived the stall"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_connection_gone_silent_is_replaced() {
+    let server = RedisServer::start();
+    let proxy = stall_proxy::StallProxy::start(server.port).await;
+    let store = open(&spec(format!("redis://127.0.0.1:{}", proxy.port))).await;
+    let key = store::key("t", "p", "client", "1");
+    store
+        .put(&key, b"v", Duration::from_secs(60))
+        .await
+        .unwrap();
+    let connections = proxy.accepted();
+
+    proxy.stall_existing();
+    let started = Instant::now();
+    let result = store.get(&key).await;
+    assert!(
+        matches!(result, Err(StoreError::Unavailable(_))),
+        "{result:?}"
+    );
+    eprintln!(
+        "silent connection: Unavailable after {:?}",
+        started.elapsed()
+    );
+    // The timeout counts as a connection failure: the store dials again instead of waiting on
+    // the dead connection forever.
+    let took = until_available(&store, Duration::from_secs(5)).await;
+    eprintln!("new connection serving after {took:?}");
+    assert!(proxy.accepted() > connections, "a new connection was made");
+    assert_eq!(store.get(&key).await.unwrap().as_deref(), Some(&b"v"[..]));
 }
 
 #[tokio::test]

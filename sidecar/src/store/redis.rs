@@ -1,14 +1,14 @@
-//! Redis [`Store`]: standalone (a reconnecting connection manager), sentinel (master looked up
-//! through the sentinels, looked up again after a connection error) and cluster. Every command is
-//! bounded by the configured timeout, so an unreachable Redis yields
-//! [`StoreError::Unavailable`] promptly instead of a hanging request.
+//! Redis [`Store`]: standalone, sentinel (the master looked up through the sentinels, and looked
+//! up again after a connection error) and cluster. Connecting and
+//! each response are bounded by the configured timeout, and a whole operation by twice that, so
+//! an unreachable or hung Redis yields [`StoreError::Unavailable`] promptly instead of a hanging
+//! request.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use redis::aio::{
-    ConnectionLike, ConnectionManager, ConnectionManagerConfig, MultiplexedConnection,
-};
+use redis::aio::{ConnectionLike, MultiplexedConnection};
 use redis::cluster_async::ClusterConnection;
 use redis::sentinel::{SentinelClient, SentinelClientBuilder, SentinelServerType};
 use redis::{
@@ -36,31 +36,98 @@ if redis.call('PTTL', KEYS[1]) < 0 then
 end
 return n";
 
-/// The Redis store. Cheap to share: clones of the underlying connections are multiplexed.
+/// The Redis store. Cheap to share: commands are multiplexed over one connection per node.
 pub struct RedisStore {
     conn: Connection,
-    timeout: Duration,
+    /// Hard bound on one operation: connecting plus one response.
+    deadline: Duration,
     cas: Script,
     incr: Script,
 }
 
 enum Connection {
-    Standalone(ConnectionManager),
-    Sentinel(Arc<SentinelConnection>),
+    /// Standalone or sentinel: one connection to the primary, replaced after failures.
+    Primary(Arc<PrimaryConnection>),
+    /// Cluster: the library routes by slot and tracks the nodes.
     Cluster(ClusterConnection),
 }
 
-/// The master connection of a sentinel deployment, dropped after any connection-level error so
-/// the next command asks the sentinels again (the master may have moved).
-struct SentinelConnection {
-    client: tokio::sync::Mutex<SentinelClient>,
-    current: Mutex<Option<MultiplexedConnection>>,
+/// How to reach the primary.
+enum Dialer {
+    Direct(redis::Client),
+    /// Ask the sentinels for the current master first: after a failover it has moved.
+    Sentinel(SentinelClient),
+}
+
+/// The connection to the primary, dropped after any connection-level error or timeout so the
+/// next command dials again. (A connection whose peer vanished without a FIN would otherwise
+/// time out forever; after a sentinel failover the master is elsewhere.)
+struct PrimaryConnection {
+    dialer: tokio::sync::Mutex<Dialer>,
+    /// The live connection and its generation (so a stale failure cannot drop a newer one).
+    current: Mutex<Option<(u64, MultiplexedConnection)>>,
+    generation: AtomicU64,
     config: AsyncConnectionConfig,
 }
 
+impl PrimaryConnection {
+    fn new(dialer: Dialer, timeout: Duration) -> Self {
+        PrimaryConnection {
+            dialer: tokio::sync::Mutex::new(dialer),
+            current: Mutex::new(None),
+            generation: AtomicU64::new(0),
+            config: AsyncConnectionConfig::new()
+                .set_connection_timeout(Some(timeout))
+                .set_response_timeout(Some(timeout)),
+        }
+    }
+
+    fn cached(&self) -> Option<(u64, MultiplexedConnection)> {
+        self.current
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// The live connection, dialling one if there is none (one dial at a time).
+    async fn get(&self) -> RedisResult<(u64, MultiplexedConnection)> {
+        if let Some(c) = self.cached() {
+            return Ok(c);
+        }
+        let mut dialer = self.dialer.lock().await;
+        // Another task may have connected while this one waited for the lock.
+        if let Some(c) = self.cached() {
+            return Ok(c);
+        }
+        let conn = match &mut *dialer {
+            Dialer::Direct(client) => {
+                client
+                    .get_multiplexed_async_connection_with_config(&self.config)
+                    .await?
+            }
+            Dialer::Sentinel(client) => {
+                client
+                    .get_async_connection_with_config(&self.config)
+                    .await?
+            }
+        };
+        let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
+        *self.current.lock().unwrap_or_else(|p| p.into_inner()) = Some((generation, conn.clone()));
+        Ok((generation, conn))
+    }
+
+    /// Drops connection `generation` if it is still the live one.
+    fn forget(&self, generation: u64) {
+        let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
+        if current.as_ref().is_some_and(|(g, _)| *g == generation) {
+            *current = None;
+        }
+    }
+}
+
 impl RedisStore {
-    /// Builds the connections without contacting Redis: they connect on first use and reconnect
-    /// after failures, so a Redis that is down at start-up or restarts later is survived.
+    /// Builds the clients without contacting Redis: connections are made on first use and made
+    /// again after failures, so a Redis that is down at start-up or restarts later is survived.
     pub fn open(target: &RedisTarget) -> Result<Self, StoreError> {
         let t = target.timeout;
         let config_err =
@@ -69,16 +136,7 @@ impl RedisStore {
             RedisMode::Standalone => {
                 let client = redis::Client::open(target.connection_info(&target.nodes[0])?)
                     .map_err(config_err)?;
-                let config = ConnectionManagerConfig::new()
-                    .set_connection_timeout(Some(t))
-                    .set_response_timeout(Some(t))
-                    // Retry quickly and give up soon: the next command starts a new attempt.
-                    .set_number_of_retries(1)
-                    .set_min_delay(Duration::from_millis(50))
-                    .set_max_delay(t);
-                Connection::Standalone(
-                    ConnectionManager::new_lazy_with_config(client, config).map_err(config_err)?,
-                )
+                Connection::Primary(Arc::new(PrimaryConnection::new(Dialer::Direct(client), t)))
             }
             RedisMode::Sentinel => {
                 let master = target.sentinel_master.as_deref().unwrap_or_default();
@@ -98,13 +156,11 @@ impl RedisStore {
                 if let Some(password) = &target.password {
                     builder = builder.set_client_to_redis_password(password);
                 }
-                Connection::Sentinel(Arc::new(SentinelConnection {
-                    client: tokio::sync::Mutex::new(builder.build().map_err(config_err)?),
-                    current: Mutex::new(None),
-                    config: AsyncConnectionConfig::new()
-                        .set_connection_timeout(Some(t))
-                        .set_response_timeout(Some(t)),
-                }))
+                let client = builder.build().map_err(config_err)?;
+                Connection::Primary(Arc::new(PrimaryConnection::new(
+                    Dialer::Sentinel(client),
+                    t,
+                )))
             }
             RedisMode::Cluster => {
                 let nodes = target
@@ -134,66 +190,43 @@ impl RedisStore {
         };
         Ok(RedisStore {
             conn,
-            timeout: t,
+            deadline: t * 2,
             cas: Script::new(CAS_SCRIPT),
             incr: Script::new(INCR_SCRIPT),
         })
     }
 
-    /// A connection for one command (a cheap clone of a multiplexed connection).
-    async fn handle(&self) -> RedisResult<Handle> {
-        match &self.conn {
-            Connection::Standalone(m) => Ok(Handle::Manager(m.clone())),
-            Connection::Cluster(c) => Ok(Handle::Cluster(c.clone())),
-            Connection::Sentinel(s) => {
-                if let Some(c) = s.current.lock().unwrap_or_else(|p| p.into_inner()).clone() {
-                    return Ok(Handle::Multiplexed(c));
-                }
-                let mut client = s.client.lock().await;
-                // Another task may have connected while this one waited for the lock.
-                if let Some(c) = s.current.lock().unwrap_or_else(|p| p.into_inner()).clone() {
-                    return Ok(Handle::Multiplexed(c));
-                }
-                let c = client.get_async_connection_with_config(&s.config).await?;
-                *s.current.lock().unwrap_or_else(|p| p.into_inner()) = Some(c.clone());
-                Ok(Handle::Multiplexed(c))
-            }
-        }
-    }
-
-    /// Runs `f` on a connection within the timeout and maps the outcome.
+    /// Runs `f` on a connection within the deadline and maps the outcome. After a
+    /// connection-level failure or a timeout the primary connection is dropped and the next
+    /// operation dials again.
     async fn run<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         F: AsyncFnOnce(&mut Handle) -> RedisResult<T>,
     {
+        // Generation of the primary connection used (0: none yet), to drop it after a failure.
+        let used = AtomicU64::new(0);
         let attempt = async {
-            let mut handle = self.handle().await?;
+            let mut handle = match &self.conn {
+                Connection::Primary(p) => {
+                    let (generation, conn) = p.get().await?;
+                    used.store(generation, Ordering::Relaxed);
+                    Handle::Multiplexed(conn)
+                }
+                Connection::Cluster(c) => Handle::Cluster(c.clone()),
+            };
             f(&mut handle).await
         };
-        let result = match tokio::time::timeout(self.timeout, attempt).await {
-            Ok(result) => result,
-            Err(_) => {
-                self.forget_connection();
-                return Err(StoreError::Unavailable(format!(
-                    "Redis did not answer within {:?}",
-                    self.timeout
-                )));
-            }
+        let result = match tokio::time::timeout(self.deadline, attempt).await {
+            Ok(result) => result.map_err(|e| map_error(&e)),
+            Err(_) => Err(StoreError::Unavailable(format!(
+                "Redis did not answer within {:?}",
+                self.deadline
+            ))),
         };
-        result.map_err(|e| {
-            let mapped = map_error(&e);
-            if matches!(mapped, StoreError::Unavailable(_)) {
-                self.forget_connection();
-            }
-            mapped
-        })
-    }
-
-    /// After a connection-level failure a sentinel deployment may have a new master.
-    fn forget_connection(&self) {
-        if let Connection::Sentinel(s) = &self.conn {
-            s.current.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let (Err(StoreError::Unavailable(_)), Connection::Primary(p)) = (&result, &self.conn) {
+            p.forget(used.load(Ordering::Relaxed));
         }
+        result
     }
 }
 
@@ -290,7 +323,6 @@ impl Store for RedisStore {
 
 /// One of the connection kinds, as a single [`ConnectionLike`] for commands and scripts.
 enum Handle {
-    Manager(ConnectionManager),
     Multiplexed(MultiplexedConnection),
     Cluster(ClusterConnection),
 }
@@ -298,7 +330,6 @@ enum Handle {
 impl ConnectionLike for Handle {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         match self {
-            Handle::Manager(c) => c.req_packed_command(cmd),
             Handle::Multiplexed(c) => c.req_packed_command(cmd),
             Handle::Cluster(c) => c.req_packed_command(cmd),
         }
@@ -311,7 +342,6 @@ impl ConnectionLike for Handle {
         count: usize,
     ) -> RedisFuture<'a, Vec<Value>> {
         match self {
-            Handle::Manager(c) => c.req_packed_commands(pipeline, offset, count),
             Handle::Multiplexed(c) => c.req_packed_commands(pipeline, offset, count),
             Handle::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
         }
@@ -319,7 +349,6 @@ impl ConnectionLike for Handle {
 
     fn get_db(&self) -> i64 {
         match self {
-            Handle::Manager(c) => c.get_db(),
             Handle::Multiplexed(c) => c.get_db(),
             Handle::Cluster(c) => c.get_db(),
         }

@@ -18,7 +18,9 @@ const SENTINEL_PORT: u16 = 26379;
 pub struct RedisTarget {
     /// Deployment shape.
     pub mode: RedisMode,
-    /// `rediss://`: TLS with certificate and host name verification against the system roots.
+    /// `rediss://`: TLS with certificate and host name verification against the system roots
+    /// (a private CA is trusted by pointing `SSL_CERT_FILE` at its bundle). There is no option to
+    /// skip verification.
     pub tls: bool,
     /// Standalone: the server; sentinel: the sentinels; cluster: the seed nodes. Never empty.
     pub nodes: Vec<(String, u16)>,
@@ -26,7 +28,7 @@ pub struct RedisTarget {
     pub db: i64,
     /// Sentinel master (service) name.
     pub sentinel_master: Option<String>,
-    /// ACL user for the data nodes.
+    /// ACL user for the data nodes (sentinels are contacted without credentials).
     pub username: Option<String>,
     /// Password for the data nodes, from `passwordSecretRef`.
     pub password: Option<String>,
