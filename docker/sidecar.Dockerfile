@@ -6,6 +6,9 @@
 
 # The builder's Rust must equal rust-toolchain.toml's channel, or rustup fetches another toolchain.
 ARG RUST_IMAGE=docker.io/library/rust:1.95.0-bookworm
+# The binary links libc, libm and libgcc_s (unwinding), glibc >= 2.34: distroless "cc" has exactly
+# those (the "static" and "base" images lack libgcc_s). Measured with the workspace release
+# profile: 12.5 MB stripped, 5.2 MB gzipped.
 ARG RUNTIME_IMAGE=gcr.io/distroless/cc-debian12:nonroot
 
 FROM ${RUST_IMAGE} AS build
