@@ -454,8 +454,12 @@ pub async fn run(ctx: Arc<Context>) {
     .shutdown_on_signal()
     .run(reconcile, error_policy, ctx)
     .for_each(|res| async move {
-        if let Err(e) = res {
-            tracing::debug!(error = %e, "controller event");
+        use kube::runtime::controller::Error as E;
+        match res {
+            // Logged by error_policy, or harmless (a policy deleted meanwhile).
+            Ok(_) | Err(E::ReconcilerFailed(..) | E::ObjectNotFound(_)) => {}
+            // Watch failures: a missing CRD, missing RBAC, an unreachable API server.
+            Err(e) => tracing::warn!(error = %e, "controller watch"),
         }
     })
     .await;

@@ -331,3 +331,32 @@ fn missing_or_broken_policy_is_denied_for_opted_in_pods() {
         "{out:?}"
     );
 }
+
+#[test]
+fn existing_init_containers_and_volumes_are_appended_to() {
+    let input = pod(
+        json!({"mcpwarden.dev/inject": "true"}),
+        json!({"mcpwarden.dev/policy": "corp-sso"}),
+        json!([{"name": "app", "image": "mcp:1", "ports": [{"containerPort": 8080}],
+                "volumeMounts": [{"name": "data", "mountPath": "/data"}]}]),
+    );
+    let mut input = input;
+    let spec = input.spec.as_mut().unwrap();
+    spec.init_containers = Some(vec![
+        serde_json::from_value(json!({"name": "migrate", "image": "mcp:1", "args": ["migrate"]}))
+            .unwrap(),
+    ]);
+    spec.volumes = Some(vec![
+        serde_json::from_value(json!({"name": "data", "emptyDir": {}})).unwrap(),
+    ]);
+    let out = review(&input, false, &policies(), &settings(true));
+    golden("existing-init-and-volumes", &out, &input);
+    let Outcome::Injected { patch, .. } = &out else {
+        panic!("{out:?}")
+    };
+    // Only additions: nothing the user wrote is replaced or removed.
+    let ops = serde_json::to_value(patch).unwrap();
+    for op in ops.as_array().unwrap() {
+        assert_eq!(op["op"], "add", "{op}");
+    }
+}
