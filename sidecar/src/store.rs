@@ -164,3 +164,37 @@ pub async fn open(
     };
     Ok(Arc::new(Metered::new(inner, metrics.clone())))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_share_a_cluster_slot_per_policy() {
+        assert_eq!(
+            key("tools", "github", "code", "abc"),
+            "mcpw:{tools/github}:code:abc"
+        );
+        // Redis Cluster hashes only the text between the first `{` and the next `}`.
+        let tag = |k: &str| {
+            let open = k.find('{').unwrap();
+            let close = open + k[open..].find('}').unwrap();
+            k[open + 1..close].to_owned()
+        };
+        assert_eq!(
+            tag(&key("tools", "github", "refresh", "{x}")),
+            "tools/github"
+        );
+        assert_ne!(
+            tag(&key("tools", "github", "c", "1")),
+            tag(&key("tools", "gitlab", "c", "1"))
+        );
+    }
+
+    #[test]
+    fn outages_ask_clients_to_retry_soon() {
+        assert_eq!(StoreError::Unavailable("down".into()).retry_after(), 5);
+        assert_eq!(StoreError::Full(10).retry_after(), 5);
+        assert_eq!(StoreError::Corrupt("x".into()).retry_after(), 30);
+    }
+}
