@@ -62,12 +62,24 @@ def test_operator_defaults():
     container = dep["spec"]["template"]["spec"]["containers"][0]
     assert container["image"] == f"ghcr.io/mcp-warden/mcp-warden-operator:{APP_VERSION}"
     assert args["sidecar-image"] == f"ghcr.io/mcp-warden/mcp-warden-sidecar:{APP_VERSION}"
+    assert {k: v for k, v in args.items() if k.startswith("sidecar-") and k != "sidecar-image"} == {
+        "sidecar-cpu-request": "50m", "sidecar-memory-request": "32Mi", "sidecar-memory-limit": "128Mi",
+        "sidecar-port": "8000", "sidecar-admin-port": "9090"}, "no CPU limit by default"
     env = {e["name"]: e for e in container["env"]}
     assert env["POD_NAMESPACE"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace"
     probes = {k: container[k]["httpGet"]["path"] for k in ("livenessProbe", "readinessProbe")}
     assert probes == {"livenessProbe": "/healthz", "readinessProbe": "/readyz"}
     pdb = one(docs, "PodDisruptionBudget")
     assert pdb["spec"]["selector"]["matchLabels"] == dep["spec"]["selector"]["matchLabels"]
+
+
+def test_sidecar_settings_reach_the_operator():
+    args = args_of(operator_deployment(documents(template(FULL))))
+    assert args["sidecar-image"].startswith("ghcr.io/mcp-warden/mcp-warden-sidecar@sha256:")
+    assert args["native-sidecar"] == "always"
+    assert (args["sidecar-cpu-request"], args["sidecar-memory-request"]) == ("100m", "48Mi")
+    assert (args["sidecar-cpu-limit"], args["sidecar-memory-limit"]) == ("1", "256Mi")
+    assert (args["sidecar-port"], args["sidecar-admin-port"]) == ("8100", "9190")
 
 
 def test_single_replica_has_no_pdb_and_digest_images():
