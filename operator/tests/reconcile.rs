@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use kube::runtime::controller::Action;
 use mcp_warden_operator::metrics::Metrics;
-use mcp_warden_operator::reconcile::{Context, Settings, reconcile};
+use mcp_warden_operator::reconcile::{Context, Settings, error_policy, reconcile};
 use mcp_warden_policy::{McpAuthPolicy, PolicyDocument};
 use serde_json::{Value, json};
 use support::{ApiServer, Seen, dead_url, issuer, mock_client};
@@ -398,6 +398,41 @@ async fn deleted_policy_is_left_to_the_garbage_collector() {
     let ctx = context(client);
     let action = reconcile(Arc::new(policy), ctx.clone()).await.unwrap();
     assert_eq!(action, Action::await_change());
+    drop(ctx);
+    api.done().await;
+}
+
+#[tokio::test]
+async fn api_errors_are_retried_with_growing_backoff() {
+    let (client, mut api) = mock_client();
+    let policy = Arc::new(jwt_policy("https://login.example.com", None));
+    let ctx = context(client);
+    let mut delays = Vec::new();
+    for _ in 0..3 {
+        let run = tokio::spawn(reconcile(policy.clone(), ctx.clone()));
+        api.expect(
+            "PATCH",
+            "/api/v1/namespaces/tools/configmaps/mcp-warden-corp-sso",
+        )
+        .await
+        .reply(
+            500,
+            json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 500,
+                       "reason": "InternalError", "message": "etcd timeout"}),
+        );
+        let err = run.await.unwrap().unwrap_err();
+        assert!(err.to_string().contains("etcd timeout"), "{err}");
+        delays.push(error_policy(policy.clone(), &err, ctx.clone()));
+    }
+    assert_eq!(
+        delays,
+        [5, 10, 20].map(|s| Action::requeue(Duration::from_secs(s)))
+    );
+    assert!(
+        ctx.metrics
+            .encode()
+            .contains(r#"mcp_warden_operator_reconcile_total{result="error"} 3"#)
+    );
     drop(ctx);
     api.done().await;
 }

@@ -114,3 +114,14 @@ def test_injected_workloads_are_valid_kubernetes(tmp_path, version):
         capture_output=True, text=True, timeout=120,
     )
     assert res.returncode == 0, res.stdout + res.stderr
+
+
+@pytest.mark.parametrize("version", ["1.28", "1.33"])
+def test_crd_is_a_valid_custom_resource_definition(version):
+    assert KUBERNETES_VALIDATE.exists(), "run scripts/setup-k8s-tools (kubernetes-validate)"
+    res = subprocess.run(
+        [str(KUBERNETES_VALIDATE), "-k", version, "--strict", str(CRD)],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "passed" in res.stdout + res.stderr
