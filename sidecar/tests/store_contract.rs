@@ -321,12 +321,25 @@ async fn redis_acl_user_with_password_from_secret() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn redis_cluster_passes_the_contract() {
-    let cluster = Cluster::start();
+async fn redis_cluster_passes_the_contract_and_survives_a_restart() {
+    let mut cluster = Cluster::start();
     let mut spec = spec(cluster.nodes[0].url());
     spec.mode = RedisMode::Cluster;
     spec.extra_nodes = vec![format!("127.0.0.1:{}", cluster.nodes[1].port)];
-    contract::all(open(&spec).await).await;
+    let store = open(&spec).await;
+    contract::all(store.clone()).await;
+
+    for node in &mut cluster.nodes {
+        node.stop();
+    }
+    assert_unavailable(&store).await;
+    // Restarted nodes find their cluster again from nodes.conf.
+    for node in &mut cluster.nodes {
+        node.restart();
+    }
+    let took = until_available_for_writes(&store, Duration::from_secs(20)).await;
+    eprintln!("cluster writable again {took:?} after its nodes restarted");
+    contract::take_is_single_use(store).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
