@@ -305,10 +305,7 @@ async fn operate(args: Args, metrics: Metrics, health: Health) -> anyhow::Result
         reconcile::run(ctx).await;
         return Ok(());
     }
-    let identity = args
-        .pod_name
-        .clone()
-        .unwrap_or_else(|| format!("mcp-warden-operator-{}", std::process::id()));
+    let identity = args.pod_name.clone().unwrap_or_else(fallback_identity);
     let lock = LeaseLock::new(
         client,
         &args.namespace,
@@ -325,6 +322,22 @@ async fn operate(args: Args, metrics: Metrics, health: Health) -> anyhow::Result
             anyhow::bail!("lost leadership; exiting so that only one replica reconciles")
         }
     }
+}
+
+/// A replica identity without `POD_NAME`: the host name (a pod's name in Kubernetes) plus a
+/// random suffix, so two processes never share one (PIDs repeat across containers).
+fn fallback_identity() -> String {
+    use aws_lc_rs::rand::SecureRandom;
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "mcp-warden-operator".into());
+    let mut suffix = [0u8; 4];
+    let _ = aws_lc_rs::rand::SystemRandom::new().fill(&mut suffix);
+    let suffix: String = suffix.iter().map(|b| format!("{b:02x}")).collect();
+    format!("{host}-{suffix}")
 }
 
 /// Injection settings from the flags.
