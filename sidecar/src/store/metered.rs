@@ -89,8 +89,11 @@ impl StoreMetrics {
             }),
             errors: Family::default(),
         };
+        // Families print only once a label set exists: create every op up front, so dashboards
+        // see both families before the first store call.
         for op in Op::ALL {
             drop(m.errors.get_or_create(&OpLabels { op }));
+            drop(m.duration.get_or_create(&OpLabels { op }));
         }
         let r = registry.sub_registry_with_prefix("mcp_warden");
         r.register(
