@@ -106,3 +106,17 @@ def test_kube_version_floor_is_enforced():
     result = helm("template", "x", str(CHART), "--kube-version", "1.27.0", check=False)
     assert result.returncode != 0
     assert "kubeVersion" in result.stderr or "incompatible" in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize("binary", [HELM, HELM3], ids=["helm4", "helm3"])
+def test_package_ships_crd_dashboard_and_schema(binary, tmp_path):
+    import tarfile
+
+    helm("package", str(CHART), "--destination", str(tmp_path), binary=binary)
+    (archive,) = tmp_path.glob("mcp-warden-*.tgz")
+    with tarfile.open(archive) as tgz:
+        names = set(tgz.getnames())
+    for path in ("crds/mcpauthpolicies.yaml", "dashboards/mcp-warden.json", "values.schema.json",
+                 "templates/NOTES.txt", "templates/tests/test-operator.yaml", "README.md"):
+        assert f"mcp-warden/{path}" in names, path
+    assert not [n for n in names if n.startswith("mcp-warden/ci/")]
