@@ -4,6 +4,8 @@ against the CRD's schema, ServiceMonitor/PodMonitor against prometheus-operator'
 
 from __future__ import annotations
 
+import tarfile
+
 import pytest
 
 from chart_tools import (
@@ -110,8 +112,6 @@ def test_kube_version_floor_is_enforced():
 
 @pytest.mark.parametrize("binary", [HELM, HELM3], ids=["helm4", "helm3"])
 def test_package_ships_crd_dashboard_and_schema(binary, tmp_path):
-    import tarfile
-
     helm("package", str(CHART), "--destination", str(tmp_path), binary=binary)
     (archive,) = tmp_path.glob("mcp-warden-*.tgz")
     with tarfile.open(archive) as tgz:
