@@ -30,8 +30,7 @@ use crate::{Error, Result, issuer, netpol};
 
 /// Annotation on the keys Secret: creation time of each key id (JSON object, Unix seconds).
 pub const KEY_TIMES_ANNOTATION: &str = "mcpwarden.dev/key-created";
-/// Annotation on the ConfigMap: hash of the rendered policy.
-pub const CONFIG_HASH_ANNOTATION: &str = "mcpwarden.dev/config-hash";
+pub use crate::render::CONFIG_HASH_ANNOTATION;
 
 /// Controller settings.
 #[derive(Clone, Debug)]
@@ -178,22 +177,8 @@ async fn reconcile_policy(policy: &McpAuthPolicy, ctx: &Context) -> Result<(Acti
         ensure_keys(policy, ctx, &ns, &owner, &labels).await?;
     }
 
-    let document = render::render_document(policy);
-    let rendered = document.to_yaml();
-    let hash = render::config_hash(&rendered);
+    let (config_map, hash) = render::config_map(policy, Some(owner.clone()));
     let cm_name = config_map_name(&name);
-    let config_map = ConfigMap {
-        metadata: ObjectMeta {
-            name: Some(cm_name.clone()),
-            namespace: Some(ns.clone()),
-            owner_references: Some(vec![owner.clone()]),
-            labels: Some(labels.clone()),
-            annotations: Some([(CONFIG_HASH_ANNOTATION.to_owned(), hash.clone())].into()),
-            ..Default::default()
-        },
-        data: Some([(POLICY_KEY.to_owned(), rendered)].into()),
-        ..Default::default()
-    };
     Api::<ConfigMap>::namespaced(ctx.client.clone(), &ns)
         .patch(&cm_name, &apply(), &Patch::Apply(&config_map))
         .await?;

@@ -9,7 +9,10 @@ use mcp_warden_policy::{
     SecretRef,
 };
 
-use crate::names::keys_secret_name;
+use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+
+use crate::names::{POLICY_KEY, POLICY_LABEL, config_map_name, keys_secret_name};
 
 /// Key of the signing keys in the operator-managed keys Secret.
 pub const SIGNING_KEY: &str = "signing.pem";
@@ -87,6 +90,29 @@ pub fn secret_names(name: &str, spec: &McpAuthPolicySpec) -> BTreeSet<String> {
         names.insert(r.name.clone());
     }
     names
+}
+
+/// Annotation on the ConfigMap: hash of the rendered policy.
+pub const CONFIG_HASH_ANNOTATION: &str = "mcpwarden.dev/config-hash";
+
+/// The ConfigMap `mcp-warden-<policy>` holding the rendered policy, and the hash of its content.
+pub fn config_map(policy: &McpAuthPolicy, owner: Option<OwnerReference>) -> (ConfigMap, String) {
+    let name = policy.name_any();
+    let rendered = render_document(policy).to_yaml();
+    let hash = config_hash(&rendered);
+    let config_map = ConfigMap {
+        metadata: ObjectMeta {
+            name: Some(config_map_name(&name)),
+            namespace: policy.namespace(),
+            owner_references: owner.map(|o| vec![o]),
+            labels: Some([(POLICY_LABEL.to_owned(), name)].into()),
+            annotations: Some([(CONFIG_HASH_ANNOTATION.to_owned(), hash.clone())].into()),
+            ..Default::default()
+        },
+        data: Some([(POLICY_KEY.to_owned(), rendered)].into()),
+        ..Default::default()
+    };
+    (config_map, hash)
 }
 
 /// Short, stable hash of the rendered configuration (hex SHA-256, first 16 characters).

@@ -94,3 +94,24 @@ fn inject_fails_clearly_without_the_policy() {
     assert!(out.is_empty());
     assert!(err.contains("McpAuthPolicy tools/corp-sso"), "{err}");
 }
+
+#[test]
+fn render_prints_the_config_map_the_sidecar_reads() {
+    let (ok, out, err) = cli(&["render", "-f", "-"], POLICY);
+    assert!(ok, "{err}");
+    let docs = mcp_warden_operator::offline::parse_documents(&out).unwrap();
+    assert_eq!(docs.len(), 1);
+    assert_eq!(docs[0]["kind"], "ConfigMap");
+    assert_eq!(docs[0]["metadata"]["name"], "mcp-warden-corp-sso");
+    assert_eq!(docs[0]["metadata"]["namespace"], "tools");
+    let doc = mcp_warden_policy::PolicyDocument::from_yaml(
+        docs[0]["data"]["policy.yaml"].as_str().unwrap(),
+    )
+    .unwrap();
+    assert_eq!(doc.metadata.name, "corp-sso");
+    let (ok, _, err) = cli(
+        &["render", "-f", "-"],
+        &POLICY.replace("mode: jwt", "mode: oauthProxy"),
+    );
+    assert!(!ok && err.contains("spec.oauthProxy: required"), "{err}");
+}

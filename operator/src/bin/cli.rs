@@ -38,6 +38,15 @@ enum Command {
     },
     /// Print the McpAuthPolicy CustomResourceDefinition.
     Crd,
+    /// Print the sidecar ConfigMap (`mcp-warden-<policy>`) the operator would write for each
+    /// McpAuthPolicy in a file, for GitOps setups that do not run the operator. Key Secrets of
+    /// oauthProxy policies are not rendered (private keys do not belong in git): name your own
+    /// in `signingKeySecretRef`/`encryptionKeySecretRef`, or let the operator manage them.
+    Render {
+        /// File with McpAuthPolicy documents, or `-` for stdin.
+        #[arg(short = 'f', long = "filename")]
+        file: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -53,20 +62,27 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Crd => print!("{}", mcp_warden_operator::crd::crd_yaml()),
+        Command::Render { file } => {
+            let docs = offline::parse_documents(&read_input(&file)?)?;
+            let policies = offline::policies_in(&docs)?;
+            anyhow::ensure!(!policies.is_empty(), "no McpAuthPolicy in {file}");
+            let mut out = Vec::new();
+            for policy in &policies {
+                if let Err(e) = policy.spec.validate() {
+                    anyhow::bail!("McpAuthPolicy {}: {e}", kube::ResourceExt::name_any(policy));
+                }
+                let (config_map, _) = mcp_warden_operator::render::config_map(policy, None);
+                out.push(serde_json::to_value(config_map)?);
+            }
+            print!("{}", offline::to_yaml_stream(&out)?);
+        }
         Command::Inject {
             file,
             policies,
             sidecar_image,
             native_sidecar,
         } => {
-            let input = if file == "-" {
-                let mut s = String::new();
-                std::io::stdin().read_to_string(&mut s)?;
-                s
-            } else {
-                std::fs::read_to_string(&file)
-                    .map_err(|e| anyhow::anyhow!("cannot read {file}: {e}"))?
-            };
+            let input = read_input(&file)?;
             let mut extra = Vec::new();
             for path in policies {
                 let text = std::fs::read_to_string(&path)
@@ -89,4 +105,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+fn read_input(file: &str) -> anyhow::Result<String> {
+    if file == "-" {
+        let mut s = String::new();
+        std::io::stdin().read_to_string(&mut s)?;
+        Ok(s)
+    } else {
+        std::fs::read_to_string(file).map_err(|e| anyhow::anyhow!("cannot read {file}: {e}"))
+    }
 }
