@@ -17,9 +17,11 @@ pub mod keys;
 pub mod metadata;
 pub mod metrics;
 pub mod page;
+mod presets;
 pub mod provider;
 pub mod records;
 pub mod redirect;
+mod refresh;
 mod token;
 
 use std::net::SocketAddr;
@@ -57,7 +59,7 @@ pub const RATE_WINDOW: Duration = Duration::from_secs(60);
 pub const REGISTER_LIMIT: u64 = 60;
 /// Authorization requests per client address per window.
 pub const AUTHORIZE_LIMIT: u64 = 120;
-/// Token and revocation requests per client id per window.
+/// Token and revocation requests per client id and address per window.
 pub const TOKEN_LIMIT: u64 = 600;
 
 /// Why the proxy cannot start.

@@ -1,7 +1,7 @@
 //! The presets' exact requests and the parsing of real-shaped provider answers.
 
 use super::*;
-use mcp_warden_policy::PolicyDocument;
+use mcp_warden_policy::{OAuthProxySpec, PolicyDocument};
 
 fn spec(provider: &str, extra: &str) -> OAuthProxySpec {
     let yaml = format!(

@@ -1,10 +1,7 @@
 //! `/token` (authorization_code with PKCE S256, refresh_token) and `/revoke`.
 //!
 //! Codes are consumed atomically (`take`), so of two replicas racing on one code exactly one
-//! issues tokens. Refresh tokens are `<family>.<secret>`; each use rotates the secret with a
-//! compare-and-swap on the family record. A duplicate of the last rotation arriving within
-//! [`REFRESH_GRACE_SECONDS`] gets the same new token (concurrent refreshes must not log the user
-//! out); any older token presented later is reuse: the whole family is revoked.
+//! issues tokens. Refresh rotation and reuse detection are in `refresh.rs`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,25 +16,21 @@ use serde::{Deserialize, Serialize};
 
 use super::crypto::{constant_time_eq, random_token, sha256_b64};
 use super::metrics::{GrantType, OpResult};
-use super::provider::{UpstreamTokens, send};
 use super::records::{ClientRecord, CodeGrant, Family};
-use super::{OAuthProxy, REFRESH_GRACE_SECONDS, Reject, TOKEN_LIMIT, now};
-
-/// Earlier refresh-token hashes remembered per family for reuse detection.
-const REMEMBERED_ROTATIONS: usize = 32;
+use super::{ClientAddr, OAuthProxy, Reject, TOKEN_LIMIT, now};
 
 /// Form of `POST /token`.
 #[derive(Debug, Default, Deserialize)]
 pub struct TokenForm {
-    grant_type: Option<String>,
-    code: Option<String>,
-    redirect_uri: Option<String>,
-    code_verifier: Option<String>,
-    refresh_token: Option<String>,
-    resource: Option<String>,
-    scope: Option<String>,
-    client_id: Option<String>,
-    client_secret: Option<String>,
+    pub(super) grant_type: Option<String>,
+    pub(super) code: Option<String>,
+    pub(super) redirect_uri: Option<String>,
+    pub(super) code_verifier: Option<String>,
+    pub(super) refresh_token: Option<String>,
+    pub(super) resource: Option<String>,
+    pub(super) scope: Option<String>,
+    pub(super) client_id: Option<String>,
+    pub(super) client_secret: Option<String>,
 }
 
 /// Claims of the proxy's access tokens.
@@ -104,6 +97,7 @@ fn grant_label(grant: Option<&str>) -> GrantType {
 /// `POST /token`.
 pub async fn token(
     State(proxy): State<Arc<OAuthProxy>>,
+    addr: ClientAddr,
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
@@ -115,7 +109,7 @@ pub async fn token(
         }
     };
     let label = grant_label(form.grant_type.as_deref());
-    let result = token_inner(&proxy, &headers, &form).await;
+    let result = token_inner(&proxy, &addr, &headers, &form).await;
     proxy.metrics.grant(
         label,
         match &result {
@@ -139,6 +133,7 @@ pub async fn token(
 
 async fn token_inner(
     proxy: &OAuthProxy,
+    addr: &ClientAddr,
     headers: &HeaderMap,
     form: &TokenForm,
 ) -> Result<serde_json::Value, Reject> {
@@ -149,7 +144,9 @@ async fn token_inner(
             form.client_secret.as_deref(),
         )
         .await?;
-    proxy.limit("token", &client.client_id, TOKEN_LIMIT).await?;
+    // Per client and address: a metadata-document client id is shared by all its users.
+    let who = format!("{}\n{}", client.client_id, addr.0);
+    proxy.limit("token", &who, TOKEN_LIMIT).await?;
     if form
         .resource
         .as_deref()
@@ -178,7 +175,7 @@ fn valid_verifier(v: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'))
 }
 
-fn invalid_grant(description: &str) -> Reject {
+pub(super) fn invalid_grant(description: &str) -> Reject {
     Reject::bad("invalid_grant", description)
 }
 
@@ -248,11 +245,16 @@ impl OAuthProxy {
         Ok(self.token_response(&family_id, &family, &refresh))
     }
 
-    fn family_ttl(&self, family: &Family) -> Duration {
+    pub(super) fn family_ttl(&self, family: &Family) -> Duration {
         Duration::from_secs(family.expires_at.saturating_sub(now()).max(1))
     }
 
-    fn token_response(&self, family_id: &str, family: &Family, refresh: &str) -> serde_json::Value {
+    pub(super) fn token_response(
+        &self,
+        family_id: &str,
+        family: &Family,
+        refresh: &str,
+    ) -> serde_json::Value {
         let iat = now();
         let ttl = u64::from(self.spec.access_token_ttl_seconds);
         let scope = family.scopes.join(" ");
@@ -282,186 +284,6 @@ impl OAuthProxy {
         }
         out
     }
-
-    async fn refresh_grant(
-        &self,
-        client: &ClientRecord,
-        form: &TokenForm,
-    ) -> Result<serde_json::Value, Reject> {
-        let presented = form
-            .refresh_token
-            .as_deref()
-            .ok_or_else(|| Reject::bad("invalid_request", "refresh_token is required"))?;
-        let (family_id, secret) = presented
-            .split_once('.')
-            .ok_or_else(|| invalid_grant("the refresh token is invalid"))?;
-        if family_id.is_empty() || family_id.len() > 64 {
-            return Err(invalid_grant("the refresh token is invalid"));
-        }
-        let key = self.key("family", family_id);
-        let hash = sha256_b64(secret.as_bytes());
-        for _ in 0..5 {
-            let raw =
-                self.store.get(&key).await?.ok_or_else(|| {
-                    invalid_grant("the refresh token is invalid, expired or revoked")
-                })?;
-            let family: Family = serde_json::from_slice(&raw)
-                .map_err(|e| Reject::from(crate::store::StoreError::Corrupt(e.to_string())))?;
-            if family.client_id != client.client_id {
-                return Err(invalid_grant(
-                    "the refresh token was issued to another client",
-                ));
-            }
-            if constant_time_eq(hash.as_bytes(), family.current.as_bytes()) {
-                let new_secret = random_token(32);
-                let refresh = format!("{family_id}.{new_secret}");
-                let mut next = family.clone();
-                next.previous.push(family.current.clone());
-                if next.previous.len() > REMEMBERED_ROTATIONS {
-                    next.previous.remove(0);
-                }
-                next.current = sha256_b64(new_secret.as_bytes());
-                next.rotated_at = now();
-                next.grace_token = Some(
-                    self.enc
-                        .seal(&format!("grace:{family_id}"), refresh.as_bytes()),
-                );
-                let new_bytes = serde_json::to_vec(&next).expect("records serialise");
-                if self
-                    .store
-                    .compare_and_swap(&key, &raw, &new_bytes, self.family_ttl(&next))
-                    .await?
-                {
-                    let next = self
-                        .refresh_upstream_if_expired(family_id, next, new_bytes)
-                        .await?;
-                    return Ok(self.token_response(family_id, &next, &refresh));
-                }
-                continue; // lost a race: re-read and treat as a duplicate
-            }
-            let last = family
-                .previous
-                .last()
-                .is_some_and(|p| constant_time_eq(hash.as_bytes(), p.as_bytes()));
-            if last && now().saturating_sub(family.rotated_at) <= REFRESH_GRACE_SECONDS {
-                let token = family
-                    .grace_token
-                    .as_deref()
-                    .and_then(|g| self.enc.open(&format!("grace:{family_id}"), g))
-                    .and_then(|b| String::from_utf8(b).ok())
-                    .ok_or_else(|| invalid_grant("the refresh token is invalid"))?;
-                return Ok(self.token_response(family_id, &family, &token));
-            }
-            if family
-                .previous
-                .iter()
-                .any(|p| constant_time_eq(hash.as_bytes(), p.as_bytes()))
-            {
-                tracing::warn!(client_id = %family.client_id, "refresh token reuse detected; revoking the token family");
-                self.metrics.refresh_reuse.inc();
-                self.revoke_family(family_id, &family).await?;
-                return Err(invalid_grant(
-                    "the refresh token was already used; the session is revoked",
-                ));
-            }
-            return Err(invalid_grant("the refresh token is invalid"));
-        }
-        Err(Reject::Unavailable { retry_after: 1 })
-    }
-
-    /// When the upstream access token has expired, refreshes it upstream (the CAS winner only)
-    /// and stores the new upstream tokens. A dead upstream grant ends the family.
-    async fn refresh_upstream_if_expired(
-        &self,
-        family_id: &str,
-        mut family: Family,
-        mut raw: Vec<u8>,
-    ) -> Result<Family, Reject> {
-        let context = format!("family:{family_id}");
-        let tokens: UpstreamTokens = self
-            .enc
-            .open(&context, &family.upstream)
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .ok_or_else(|| invalid_grant("the session cannot be read"))?;
-        let expired = tokens.expires_at.is_some_and(|exp| exp <= now() + 30);
-        let Some(upstream_refresh) = tokens.refresh_token.clone().filter(|_| expired) else {
-            return Ok(family);
-        };
-        let upstream = self
-            .upstream()
-            .await
-            .map_err(|_| Reject::Unavailable { retry_after: 5 })?;
-        let call = upstream.refresh_request(&upstream_refresh, &family.resource);
-        let fresh = match send(&self.http, &call)
-            .await
-            .and_then(|(s, b)| upstream.parse_tokens(s, &b))
-        {
-            Ok(t) => t,
-            Err(e) if e.is_invalid_grant() => {
-                self.store.delete(&self.key("family", family_id)).await?;
-                return Err(invalid_grant(
-                    "the identity provider ended the session; sign in again",
-                ));
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "upstream refresh failed");
-                return Err(Reject::Unavailable { retry_after: 5 });
-            }
-        };
-        let merged = UpstreamTokens {
-            refresh_token: fresh.refresh_token.clone().or(tokens.refresh_token),
-            ..fresh
-        };
-        let key = self.key("family", family_id);
-        for _ in 0..5 {
-            family.upstream = self.enc.seal(
-                &context,
-                &serde_json::to_vec(&merged).expect("tokens serialise"),
-            );
-            let new_bytes = serde_json::to_vec(&family).expect("records serialise");
-            if self
-                .store
-                .compare_and_swap(&key, &raw, &new_bytes, self.family_ttl(&family))
-                .await?
-            {
-                return Ok(family);
-            }
-            raw = self
-                .store
-                .get(&key)
-                .await?
-                .ok_or_else(|| invalid_grant("the session was revoked"))?;
-            let current: Family = serde_json::from_slice(&raw)
-                .map_err(|e| Reject::from(crate::store::StoreError::Corrupt(e.to_string())))?;
-            family = Family {
-                upstream: family.upstream,
-                ..current
-            };
-        }
-        Ok(family)
-    }
-
-    /// Deletes a family and revokes its upstream refresh token (never our own token) when the
-    /// provider has a revocation endpoint.
-    async fn revoke_family(&self, family_id: &str, family: &Family) -> Result<(), Reject> {
-        self.store.delete(&self.key("family", family_id)).await?;
-        let tokens: Option<UpstreamTokens> = self
-            .enc
-            .open(&format!("family:{family_id}"), &family.upstream)
-            .and_then(|b| serde_json::from_slice(&b).ok());
-        if let (Some(tokens), Ok(upstream)) = (tokens, self.upstream().await) {
-            let (token, hint) = match &tokens.refresh_token {
-                Some(rt) => (rt.as_str(), "refresh_token"),
-                None => (tokens.access_token.as_str(), "access_token"),
-            };
-            if let Some(call) = upstream.revoke_request(token, hint)
-                && let Err(e) = send(&self.http, &call).await
-            {
-                tracing::warn!(error = %e, "upstream revocation failed");
-            }
-        }
-        Ok(())
-    }
 }
 
 /// `POST /revoke` (RFC 7009): refresh tokens end their family; access tokens we issued end the
@@ -469,10 +291,11 @@ impl OAuthProxy {
 /// are not an error.
 pub async fn revoke(
     State(proxy): State<Arc<OAuthProxy>>,
+    addr: ClientAddr,
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    let result = revoke_inner(&proxy, &headers, &body).await;
+    let result = revoke_inner(&proxy, &addr, &headers, &body).await;
     proxy.metrics.revocation(match &result {
         Ok(()) => OpResult::Success,
         Err(e) => e.result(),
@@ -483,7 +306,12 @@ pub async fn revoke(
     }
 }
 
-async fn revoke_inner(proxy: &OAuthProxy, headers: &HeaderMap, body: &[u8]) -> Result<(), Reject> {
+async fn revoke_inner(
+    proxy: &OAuthProxy,
+    addr: &ClientAddr,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<(), Reject> {
     let mut token = None;
     let mut client_id = None;
     let mut client_secret = None;
@@ -498,7 +326,9 @@ async fn revoke_inner(proxy: &OAuthProxy, headers: &HeaderMap, body: &[u8]) -> R
     let client = proxy
         .authenticate_client(headers, client_id.as_deref(), client_secret.as_deref())
         .await?;
-    proxy.limit("token", &client.client_id, TOKEN_LIMIT).await?;
+    // Per client and address: a metadata-document client id is shared by all its users.
+    let who = format!("{}\n{}", client.client_id, addr.0);
+    proxy.limit("token", &who, TOKEN_LIMIT).await?;
     let token = token.ok_or_else(|| Reject::bad("invalid_request", "token is required"))?;
     let family_id = if token.matches('.').count() == 2 {
         proxy.session_of_access_token(&token)

@@ -1,0 +1,202 @@
+//! Refresh-token rotation with reuse detection, upstream refresh, and family revocation.
+//!
+//! A refresh token is `<family>.<secret>`; the family record holds the hash of the one valid
+//! secret. Each use swaps in a new hash with compare-and-swap, so of concurrent refreshes across
+//! replicas exactly one rotates. The others, arriving within [`REFRESH_GRACE_SECONDS`] with the
+//! token just replaced, get the winner's new token (sealed in the record), so a client racing
+//! itself is not logged out. An older token presented later is reuse: the family is revoked.
+
+use super::crypto::{constant_time_eq, random_token, sha256_b64};
+use super::provider::{UpstreamTokens, send};
+use super::records::{ClientRecord, Family};
+use super::token::{TokenForm, invalid_grant};
+use super::{OAuthProxy, REFRESH_GRACE_SECONDS, Reject, now};
+
+/// Earlier refresh-token hashes remembered per family for reuse detection.
+const REMEMBERED_ROTATIONS: usize = 32;
+
+impl OAuthProxy {
+    pub(super) async fn refresh_grant(
+        &self,
+        client: &ClientRecord,
+        form: &TokenForm,
+    ) -> Result<serde_json::Value, Reject> {
+        let presented = form
+            .refresh_token
+            .as_deref()
+            .ok_or_else(|| Reject::bad("invalid_request", "refresh_token is required"))?;
+        let (family_id, secret) = presented
+            .split_once('.')
+            .ok_or_else(|| invalid_grant("the refresh token is invalid"))?;
+        if family_id.is_empty() || family_id.len() > 64 {
+            return Err(invalid_grant("the refresh token is invalid"));
+        }
+        let key = self.key("family", family_id);
+        let hash = sha256_b64(secret.as_bytes());
+        for _ in 0..5 {
+            let raw =
+                self.store.get(&key).await?.ok_or_else(|| {
+                    invalid_grant("the refresh token is invalid, expired or revoked")
+                })?;
+            let family: Family = serde_json::from_slice(&raw)
+                .map_err(|e| Reject::from(crate::store::StoreError::Corrupt(e.to_string())))?;
+            if family.client_id != client.client_id {
+                return Err(invalid_grant(
+                    "the refresh token was issued to another client",
+                ));
+            }
+            if constant_time_eq(hash.as_bytes(), family.current.as_bytes()) {
+                let new_secret = random_token(32);
+                let refresh = format!("{family_id}.{new_secret}");
+                let mut next = family.clone();
+                next.previous.push(family.current.clone());
+                if next.previous.len() > REMEMBERED_ROTATIONS {
+                    next.previous.remove(0);
+                }
+                next.current = sha256_b64(new_secret.as_bytes());
+                next.rotated_at = now();
+                next.grace_token = Some(
+                    self.enc
+                        .seal(&format!("grace:{family_id}"), refresh.as_bytes()),
+                );
+                let new_bytes = serde_json::to_vec(&next).expect("records serialise");
+                if self
+                    .store
+                    .compare_and_swap(&key, &raw, &new_bytes, self.family_ttl(&next))
+                    .await?
+                {
+                    let next = self
+                        .refresh_upstream_if_expired(family_id, next, new_bytes)
+                        .await?;
+                    return Ok(self.token_response(family_id, &next, &refresh));
+                }
+                continue; // lost a race: re-read and treat as a duplicate
+            }
+            let last = family
+                .previous
+                .last()
+                .is_some_and(|p| constant_time_eq(hash.as_bytes(), p.as_bytes()));
+            if last && now().saturating_sub(family.rotated_at) <= REFRESH_GRACE_SECONDS {
+                let token = family
+                    .grace_token
+                    .as_deref()
+                    .and_then(|g| self.enc.open(&format!("grace:{family_id}"), g))
+                    .and_then(|b| String::from_utf8(b).ok())
+                    .ok_or_else(|| invalid_grant("the refresh token is invalid"))?;
+                return Ok(self.token_response(family_id, &family, &token));
+            }
+            if family
+                .previous
+                .iter()
+                .any(|p| constant_time_eq(hash.as_bytes(), p.as_bytes()))
+            {
+                tracing::warn!(client_id = %family.client_id, "refresh token reuse detected; revoking the token family");
+                self.metrics.refresh_reuse.inc();
+                self.revoke_family(family_id, &family).await?;
+                return Err(invalid_grant(
+                    "the refresh token was already used; the session is revoked",
+                ));
+            }
+            return Err(invalid_grant("the refresh token is invalid"));
+        }
+        Err(Reject::Unavailable { retry_after: 1 })
+    }
+
+    /// When the upstream access token has expired, refreshes it upstream (the CAS winner only)
+    /// and stores the new upstream tokens. A dead upstream grant ends the family.
+    async fn refresh_upstream_if_expired(
+        &self,
+        family_id: &str,
+        mut family: Family,
+        mut raw: Vec<u8>,
+    ) -> Result<Family, Reject> {
+        let context = format!("family:{family_id}");
+        let tokens: UpstreamTokens = self
+            .enc
+            .open(&context, &family.upstream)
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .ok_or_else(|| invalid_grant("the session cannot be read"))?;
+        let expired = tokens.expires_at.is_some_and(|exp| exp <= now() + 30);
+        let Some(upstream_refresh) = tokens.refresh_token.clone().filter(|_| expired) else {
+            return Ok(family);
+        };
+        let upstream = self
+            .upstream()
+            .await
+            .map_err(|_| Reject::Unavailable { retry_after: 5 })?;
+        let call = upstream.refresh_request(&upstream_refresh, &family.resource);
+        let fresh = match send(&self.http, &call)
+            .await
+            .and_then(|(s, b)| upstream.parse_tokens(s, &b))
+        {
+            Ok(t) => t,
+            Err(e) if e.is_invalid_grant() => {
+                self.store.delete(&self.key("family", family_id)).await?;
+                return Err(invalid_grant(
+                    "the identity provider ended the session; sign in again",
+                ));
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "upstream refresh failed");
+                return Err(Reject::Unavailable { retry_after: 5 });
+            }
+        };
+        let merged = UpstreamTokens {
+            refresh_token: fresh.refresh_token.clone().or(tokens.refresh_token),
+            ..fresh
+        };
+        let key = self.key("family", family_id);
+        for _ in 0..5 {
+            family.upstream = self.enc.seal(
+                &context,
+                &serde_json::to_vec(&merged).expect("tokens serialise"),
+            );
+            let new_bytes = serde_json::to_vec(&family).expect("records serialise");
+            if self
+                .store
+                .compare_and_swap(&key, &raw, &new_bytes, self.family_ttl(&family))
+                .await?
+            {
+                return Ok(family);
+            }
+            raw = self
+                .store
+                .get(&key)
+                .await?
+                .ok_or_else(|| invalid_grant("the session was revoked"))?;
+            let current: Family = serde_json::from_slice(&raw)
+                .map_err(|e| Reject::from(crate::store::StoreError::Corrupt(e.to_string())))?;
+            family = Family {
+                upstream: family.upstream,
+                ..current
+            };
+        }
+        Ok(family)
+    }
+
+    /// Deletes a family and revokes its upstream refresh token (never our own token) when the
+    /// provider has a revocation endpoint.
+    pub(super) async fn revoke_family(
+        &self,
+        family_id: &str,
+        family: &Family,
+    ) -> Result<(), Reject> {
+        self.store.delete(&self.key("family", family_id)).await?;
+        let tokens: Option<UpstreamTokens> = self
+            .enc
+            .open(&format!("family:{family_id}"), &family.upstream)
+            .and_then(|b| serde_json::from_slice(&b).ok());
+        if let (Some(tokens), Ok(upstream)) = (tokens, self.upstream().await) {
+            let (token, hint) = match &tokens.refresh_token {
+                Some(rt) => (rt.as_str(), "refresh_token"),
+                None => (tokens.access_token.as_str(), "access_token"),
+            };
+            if let Some(call) = upstream.revoke_request(token, hint)
+                && let Err(e) = send(&self.http, &call).await
+            {
+                tracing::warn!(error = %e, "upstream revocation failed");
+            }
+        }
+        Ok(())
+    }
+}
