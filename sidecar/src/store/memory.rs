@@ -91,11 +91,16 @@ impl MemoryStore {
     }
 }
 
-/// The live entry under `key`, removing it when expired.
-fn live<'a>(map: &'a mut HashMap<String, Entry>, key: &str) -> Option<&'a mut Entry> {
+/// Removes the entry under `key` if it has expired.
+fn drop_expired(map: &mut HashMap<String, Entry>, key: &str) {
     if map.get(key).is_some_and(|e| e.expires <= Instant::now()) {
         map.remove(key);
     }
+}
+
+/// The live entry under `key`, removing it when expired.
+fn live<'a>(map: &'a mut HashMap<String, Entry>, key: &str) -> Option<&'a mut Entry> {
+    drop_expired(map, key);
     map.get_mut(key)
 }
 
@@ -140,8 +145,8 @@ impl Store for MemoryStore {
 
     async fn take(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         let mut map = self.lock();
-        let found = live(&mut map, key).is_some();
-        Ok(found.then(|| map.remove(key)).flatten().map(|e| e.value))
+        drop_expired(&mut map, key);
+        Ok(map.remove(key).map(|e| e.value))
     }
 
     async fn delete(&self, key: &str) -> Result<(), StoreError> {
