@@ -10,6 +10,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import celpy
 import jsonschema
 import yaml
 
@@ -95,9 +96,51 @@ def crd_schema(crd_path: Path = CRD_IN_CHART) -> dict:
 
 
 def validate_policy(doc: dict, schema: dict) -> list[str]:
-    """Errors of one McpAuthPolicy against the CRD schema (CEL rules are the API server's job)."""
+    """Errors of one McpAuthPolicy against the CRD schema: the OpenAPI structure and the CEL
+    `x-kubernetes-validations` rules, as the API server would check them at admission."""
     validator = jsonschema.Draft4Validator(schema)
-    return [f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in validator.iter_errors(doc)]
+    errors = [f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in validator.iter_errors(doc)]
+    return errors or cel_errors(with_defaults(doc, schema), schema)
+
+
+def with_defaults(value, schema: dict):
+    """`value` with the schema's `default`s filled in, as the API server does before CEL runs."""
+    if isinstance(value, dict):
+        out = dict(value)
+        for key, sub in schema.get("properties", {}).items():
+            if key not in out and "default" in sub:
+                out[key] = sub["default"]
+            if key in out:
+                out[key] = with_defaults(out[key], sub)
+        return out
+    if isinstance(value, list) and isinstance(schema.get("items"), dict):
+        return [with_defaults(v, schema["items"]) for v in value]
+    return value
+
+
+_CEL = celpy.Environment()
+
+
+def cel_errors(value, schema: dict, path: str = "") -> list[str]:
+    """Evaluates every CEL rule of the schema against the part of `value` it sits on."""
+    errors = []
+    for check in schema.get("x-kubernetes-validations", []):
+        if "oldSelf" in check["rule"]:
+            continue  # transition rules need the previous object
+        program = _CEL.program(_CEL.compile(check["rule"]))
+        if not program.evaluate({"self": celpy.json_to_cel(value)}):
+            errors.append(f"{path or '/'}: {check.get('message', check['rule'])}")
+    if isinstance(value, dict):
+        props = schema.get("properties", {})
+        extra = schema.get("additionalProperties")
+        for key, child in value.items():
+            sub = props.get(key, extra if isinstance(extra, dict) else None)
+            if sub:
+                errors += cel_errors(child, sub, f"{path}/{key}")
+    elif isinstance(value, list) and isinstance(schema.get("items"), dict):
+        for i, child in enumerate(value):
+            errors += cel_errors(child, schema["items"], f"{path}/{i}")
+    return errors
 
 
 def validate_monitors(docs: list[dict]) -> subprocess.CompletedProcess:

@@ -76,6 +76,21 @@ def test_ci_values_create_policies_of_both_modes():
     assert {d["spec"]["mode"] for d in docs} == {"jwt", "oauthProxy"}
 
 
+def test_crd_cel_rules_are_evaluated():
+    """A structurally fine policy that breaks a cross-field (CEL) rule is caught."""
+    policy = {
+        "apiVersion": "mcpwarden.dev/v1alpha1", "kind": "McpAuthPolicy", "metadata": {"name": "cel"},
+        "spec": {"resource": {"url": "https://x.example/mcp"}, "mode": "oauthProxy",
+                 "oauthProxy": {"provider": "oidc", "clientId": "c"}},
+    }
+    errors = validate_policy(policy, crd_schema())
+    assert errors == ["/spec/oauthProxy: spec.oauthProxy.issuer is required for provider oidc"], errors
+    policy["spec"]["oauthProxy"]["issuer"] = "https://idp.example"
+    assert validate_policy(policy, crd_schema()) == []
+    policy["spec"]["mode"] = "jwt"
+    assert any("spec.jwt is required when mode is jwt" in e for e in validate_policy(policy, crd_schema()))
+
+
 def test_crd_schema_rejects_a_bad_policy():
     """The CRD check can fail: a policy with a wrong mode and an unknown field does not pass."""
     bad = {
