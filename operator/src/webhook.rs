@@ -21,6 +21,9 @@ use crate::inject::{self, InjectSettings, Outcome, Skip};
 use crate::metrics::{Metrics, ResultLabel};
 use crate::names::{INJECT_LABEL, NAMESPACE_LABEL};
 
+/// Longest time spent on one admission request (the webhook configuration allows 10 s).
+pub const ADMIT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(8);
+
 /// What the webhook handler needs.
 #[derive(Clone)]
 pub struct WebhookState {
@@ -47,7 +50,17 @@ async fn mutate_pods(State(state): State<WebhookState>, body: Bytes) -> Json<ser
             let req: Result<AdmissionRequest<DynamicObject>, _> = r.try_into();
             req.map_err(|e| e.to_string())
         }) {
-        Ok(req) => admit(&state, &req).await,
+        Ok(req) => match tokio::time::timeout(ADMIT_TIMEOUT, admit(&state, &req)).await {
+            Ok(decision) => decision,
+            // Answer before the API server gives up (10 s), with a reason it can show.
+            Err(_) => (
+                AdmissionResponse::from(&req).deny(format!(
+                    "mcp-warden: no answer from the Kubernetes API within {}s",
+                    ADMIT_TIMEOUT.as_secs()
+                )),
+                "error",
+            ),
+        },
         Err(e) => (
             AdmissionResponse::invalid(format!("not an AdmissionReview with a request: {e}")),
             "error",

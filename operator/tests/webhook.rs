@@ -225,3 +225,29 @@ async fn updates_and_garbage_are_not_mutated() {
     assert_eq!(out["response"]["allowed"], false);
     api.done().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_silent_api_server_gets_a_denial_before_the_webhook_timeout() {
+    let body = review(
+        "CREATE",
+        json!({"mcpwarden.dev/inject": "true"}),
+        json!({"mcpwarden.dev/policy": "corp-sso"}),
+    );
+    let (client, mut api) = mock_client();
+    let server = async move {
+        // Take the request and never answer it.
+        let seen = api.expect("GET", POLICY).await;
+        (api, seen)
+    };
+    let (out, (_api, _seen)) = tokio::join!(
+        call(state(client), serde_json::to_vec(&body).unwrap()),
+        server
+    );
+    assert_eq!(out["response"]["allowed"], false);
+    assert!(
+        out["response"]["status"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("within 8s")
+    );
+}
