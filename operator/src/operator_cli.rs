@@ -225,16 +225,7 @@ async fn operate(args: Args, metrics: Metrics, health: Health) -> anyhow::Result
     })
     .await;
     health.set_api_reachable(true);
-    let minor: u32 = version
-        .minor
-        .trim_end_matches(|c: char| !c.is_ascii_digit())
-        .parse()
-        .unwrap_or(0);
-    let native = match args.native_sidecar {
-        NativeSidecar::Always => true,
-        NativeSidecar::Never => false,
-        NativeSidecar::Auto => version.major == "1" && minor >= 29,
-    };
+    let native = native_sidecar(args.native_sidecar, &version.major, &version.minor);
     tracing::info!(server = %version.git_version, native_sidecar = native, "connected to Kubernetes");
 
     let endpoint = match &args.webhook_url {
@@ -321,6 +312,21 @@ async fn operate(args: Args, metrics: Metrics, health: Health) -> anyhow::Result
             metrics.leader.set(0);
             anyhow::bail!("lost leadership; exiting so that only one replica reconciles")
         }
+    }
+}
+
+/// Whether to inject native sidecars: `auto` means Kubernetes 1.29 or newer, where the
+/// SidecarContainers feature is on by default. Managed clusters report minors like `29+`.
+pub fn native_sidecar(mode: NativeSidecar, major: &str, minor: &str) -> bool {
+    let number = |s: &str| {
+        s.trim_end_matches(|c: char| !c.is_ascii_digit())
+            .parse::<u32>()
+            .unwrap_or(0)
+    };
+    match mode {
+        NativeSidecar::Always => true,
+        NativeSidecar::Never => false,
+        NativeSidecar::Auto => number(major) > 1 || (number(major) == 1 && number(minor) >= 29),
     }
 }
 
@@ -462,6 +468,12 @@ mod tests {
         let s = inject_settings(&args, false);
         assert_eq!((s.public_port, s.admin_port), (8000, 9090));
         assert_eq!(s.resources.limits.unwrap()["cpu"].0, "500m");
+        assert!(native_sidecar(NativeSidecar::Auto, "1", "29+"));
+        assert!(native_sidecar(NativeSidecar::Auto, "1", "33"));
+        assert!(!native_sidecar(NativeSidecar::Auto, "1", "28"));
+        assert!(!native_sidecar(NativeSidecar::Auto, "1", "garbage"));
+        assert!(native_sidecar(NativeSidecar::Always, "1", "28"));
+        assert!(!native_sidecar(NativeSidecar::Never, "1", "33"));
         let off = Args::parse_from([
             "x",
             "--network-policy",
