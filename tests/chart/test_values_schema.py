@@ -2,7 +2,10 @@
 bad-values/ starts with `# expect: <text>`; rendering it must fail and helm's error must contain
 that text."""
 
+import json
+
 import pytest
+import yaml
 
 from chart_tools import BAD_VALUES, CHART, HELM, HELM3, helm
 
@@ -46,3 +49,29 @@ def test_bad_values_fail_install(path):
 def test_schema_rejects_misspelt_top_level_key():
     result = helm("template", "mcp-warden", str(CHART), "--set", "dashbaord.enabled=false", check=False)
     assert result.returncode != 0 and "dashbaord" in result.stderr, result.stderr
+
+
+def test_schema_and_defaults_describe_the_same_keys():
+    """Every default in values.yaml is in the schema (else the chart would not install), and every
+    schema key has a default, except the optional ones listed here."""
+    optional = {"global", "sidecar.resources.limits.cpu"}
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+
+    def keys(node, prefix=""):
+        props = node.get("properties", {}) if isinstance(node, dict) else {}
+        for name, sub in props.items():
+            path = f"{prefix}{name}"
+            yield path
+            yield from keys(sub, f"{path}.")
+
+    def present(path):
+        node = values
+        for part in path.split("."):
+            if not isinstance(node, dict) or part not in node:
+                return False
+            node = node[part]
+        return True
+
+    missing = [k for k in keys(schema) if not present(k) and k not in optional]
+    assert not missing, f"schema keys without a default in values.yaml: {missing}"
