@@ -6,6 +6,8 @@
 //! token just replaced, get the winner's new token (sealed in the record), so a client racing
 //! itself is not logged out. An older token presented later is reuse: the family is revoked.
 
+use std::time::Duration;
+
 use super::crypto::{constant_time_eq, random_token, sha256_b64};
 use super::provider::{UpstreamTokens, send};
 use super::records::{ClientRecord, Family};
@@ -14,6 +16,10 @@ use super::{OAuthProxy, REFRESH_GRACE_SECONDS, Reject, now};
 
 /// Earlier refresh-token hashes remembered per family for reuse detection.
 const REMEMBERED_ROTATIONS: usize = 32;
+/// Upstream tokens this close to expiry are renewed.
+const UPSTREAM_MARGIN_SECONDS: u64 = 30;
+/// Longest hold of the per-family upstream renewal lock.
+const UPSTREAM_LOCK: Duration = Duration::from_secs(15);
 
 impl OAuthProxy {
     pub(super) async fn refresh_grant(
@@ -32,8 +38,9 @@ impl OAuthProxy {
             return Err(invalid_grant("the refresh token is invalid"));
         }
         let key = self.key("family", family_id);
+        let lock = self.key("uplock", family_id);
         let hash = sha256_b64(secret.as_bytes());
-        for _ in 0..5 {
+        for _ in 0..50 {
             let raw =
                 self.store.get(&key).await?.ok_or_else(|| {
                     invalid_grant("the refresh token is invalid, expired or revoked")
@@ -46,9 +53,24 @@ impl OAuthProxy {
                 ));
             }
             if constant_time_eq(hash.as_bytes(), family.current.as_bytes()) {
+                let mut next = family.clone();
+                // An expired upstream token is renewed before rotating, by one replica at a
+                // time (providers that rotate refresh tokens would revoke a racing loser's),
+                // so a failed upstream call leaves the client's token valid for a retry.
+                let upstream_expired = self.upstream_tokens(family_id, &family)?.1;
+                if upstream_expired {
+                    if !self.store.put_if_absent(&lock, b"1", UPSTREAM_LOCK).await? {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue; // another request is renewing it; then we are its duplicate
+                    }
+                    let renewed = self.refresh_upstream(family_id, &family).await;
+                    if renewed.is_err() {
+                        self.store.delete(&lock).await?;
+                    }
+                    next.upstream = renewed?;
+                }
                 let new_secret = random_token(32);
                 let refresh = format!("{family_id}.{new_secret}");
-                let mut next = family.clone();
                 next.previous.push(family.current.clone());
                 if next.previous.len() > REMEMBERED_ROTATIONS {
                     next.previous.remove(0);
@@ -60,14 +82,14 @@ impl OAuthProxy {
                         .seal(&format!("grace:{family_id}"), refresh.as_bytes()),
                 );
                 let new_bytes = serde_json::to_vec(&next).expect("records serialise");
-                if self
+                let swapped = self
                     .store
                     .compare_and_swap(&key, &raw, &new_bytes, self.family_ttl(&next))
-                    .await?
-                {
-                    let next = self
-                        .refresh_upstream_if_expired(family_id, next, new_bytes)
-                        .await?;
+                    .await;
+                if upstream_expired {
+                    self.store.delete(&lock).await?;
+                }
+                if swapped? {
                     return Ok(self.token_response(family_id, &next, &refresh));
                 }
                 continue; // lost a race: re-read and treat as a duplicate
@@ -102,24 +124,30 @@ impl OAuthProxy {
         Err(Reject::Unavailable { retry_after: 1 })
     }
 
-    /// When the upstream access token has expired, refreshes it upstream (the CAS winner only)
-    /// and stores the new upstream tokens. A dead upstream grant ends the family.
-    async fn refresh_upstream_if_expired(
+    /// The family's upstream tokens and whether they need renewing (expired or about to,
+    /// and renewable).
+    fn upstream_tokens(
         &self,
         family_id: &str,
-        mut family: Family,
-        mut raw: Vec<u8>,
-    ) -> Result<Family, Reject> {
-        let context = format!("family:{family_id}");
+        family: &Family,
+    ) -> Result<(UpstreamTokens, bool), Reject> {
         let tokens: UpstreamTokens = self
             .enc
-            .open(&context, &family.upstream)
+            .open(&format!("family:{family_id}"), &family.upstream)
             .and_then(|b| serde_json::from_slice(&b).ok())
             .ok_or_else(|| invalid_grant("the session cannot be read"))?;
-        let expired = tokens.expires_at.is_some_and(|exp| exp <= now() + 30);
-        let Some(upstream_refresh) = tokens.refresh_token.clone().filter(|_| expired) else {
-            return Ok(family);
-        };
+        let expired = tokens.refresh_token.is_some()
+            && tokens
+                .expires_at
+                .is_some_and(|exp| exp <= now() + UPSTREAM_MARGIN_SECONDS);
+        Ok((tokens, expired))
+    }
+
+    /// Renews the upstream tokens with the upstream refresh token; returns them sealed for the
+    /// family record. A dead upstream grant ends the family (the user signs in again).
+    async fn refresh_upstream(&self, family_id: &str, family: &Family) -> Result<String, Reject> {
+        let (tokens, _) = self.upstream_tokens(family_id, family)?;
+        let upstream_refresh = tokens.refresh_token.clone().unwrap_or_default();
         let upstream = self
             .upstream()
             .await
@@ -145,33 +173,10 @@ impl OAuthProxy {
             refresh_token: fresh.refresh_token.clone().or(tokens.refresh_token),
             ..fresh
         };
-        let key = self.key("family", family_id);
-        for _ in 0..5 {
-            family.upstream = self.enc.seal(
-                &context,
-                &serde_json::to_vec(&merged).expect("tokens serialise"),
-            );
-            let new_bytes = serde_json::to_vec(&family).expect("records serialise");
-            if self
-                .store
-                .compare_and_swap(&key, &raw, &new_bytes, self.family_ttl(&family))
-                .await?
-            {
-                return Ok(family);
-            }
-            raw = self
-                .store
-                .get(&key)
-                .await?
-                .ok_or_else(|| invalid_grant("the session was revoked"))?;
-            let current: Family = serde_json::from_slice(&raw)
-                .map_err(|e| Reject::from(crate::store::StoreError::Corrupt(e.to_string())))?;
-            family = Family {
-                upstream: family.upstream,
-                ..current
-            };
-        }
-        Ok(family)
+        Ok(self.enc.seal(
+            &format!("family:{family_id}"),
+            &serde_json::to_vec(&merged).expect("tokens serialise"),
+        ))
     }
 
     /// Deletes a family and revokes its upstream refresh token (never our own token) when the
