@@ -80,6 +80,8 @@ pub enum Outcome {
         pod: Box<Pod>,
         /// RFC 6902 patch from the submitted pod to `pod`.
         patch: json_patch::Patch,
+        /// Things the user should know (shown by kubectl as admission warnings).
+        warnings: Vec<String>,
     },
     /// Refused: the pod asked for injection, but it cannot be done.
     Denied(String),
@@ -151,12 +153,13 @@ pub fn inject(
     settings: &InjectSettings,
 ) -> Outcome {
     match build(pod, policy_name, policy, settings) {
-        Ok(mutated) => {
+        Ok((mutated, warnings)) => {
             let before = serde_json::to_value(pod).expect("pods serialise");
             let after = serde_json::to_value(&mutated).expect("pods serialise");
             Outcome::Injected {
                 patch: json_patch::diff(&before, &after),
                 pod: Box::new(mutated),
+                warnings,
             }
         }
         Err(why) => Outcome::Denied(format!("mcp-warden: {why}")),
@@ -181,7 +184,7 @@ fn build(
     policy_name: Option<&str>,
     policy: Option<&McpAuthPolicy>,
     settings: &InjectSettings,
-) -> Result<Pod, String> {
+) -> Result<(Pod, Vec<String>), String> {
     let ns = pod.namespace().unwrap_or_else(|| "default".into());
     let name = policy_name.ok_or_else(|| {
         format!(
@@ -326,7 +329,15 @@ fn build(
         .entry("kubectl.kubernetes.io/default-container".into())
         .or_insert(app_name);
     pod.labels_mut().insert(POLICY_LABEL.into(), name.into());
-    Ok(pod)
+    let mut warnings = Vec::new();
+    if upstream.name.is_none() {
+        warnings.push(format!(
+            "mcp-warden: the app's port {} has no name, so no Service port moves to the \
+             sidecar; point Services at targetPort {PUBLIC_PORT_NAME} (port {public_port})",
+            upstream.port
+        ));
+    }
+    Ok((pod, warnings))
 }
 
 /// The sidecar takes the name of the app's port so a Service targeting that name reaches it;

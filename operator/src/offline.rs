@@ -85,7 +85,10 @@ pub fn inject_documents(
             Outcome::Denied(why) => {
                 return Err(Error::Invalid(format!("{kind} {name}: {why}")));
             }
-            Outcome::Injected { patch, .. } => {
+            Outcome::Injected {
+                patch, warnings, ..
+            } => {
+                report.extend(warnings.iter().map(|w| format!("{kind} {name}: {w}")));
                 // Pods hold their template at the root; workloads under spec.template, whose
                 // JSON mirrors a pod's metadata and spec, so the same patch applies.
                 let mut target = if path.is_empty() {

@@ -167,8 +167,15 @@ async fn admit(
     );
     let label = outcome.metric_label();
     match outcome {
-        Outcome::Injected { patch, .. } => match allow.clone().with_patch(patch) {
-            Ok(res) => (res, label),
+        Outcome::Injected {
+            patch, warnings, ..
+        } => match allow.clone().with_patch(patch) {
+            Ok(mut res) => {
+                if !warnings.is_empty() {
+                    res.warnings = Some(warnings);
+                }
+                (res, label)
+            }
             Err(e) => (allow.deny(format!("mcp-warden: {e}")), "error"),
         },
         Outcome::Denied(why) => {

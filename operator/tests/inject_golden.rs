@@ -96,12 +96,20 @@ fn golden(name: &str, outcome: &Outcome, input: &Pod) {
     let value = match outcome {
         Outcome::Skipped(skip) => json!({"outcome": "skipped", "why": format!("{skip:?}")}),
         Outcome::Denied(why) => json!({"outcome": "denied", "message": why}),
-        Outcome::Injected { pod, patch } => {
+        Outcome::Injected {
+            pod,
+            patch,
+            warnings,
+        } => {
             // The patch turns the submitted pod into the returned one.
             let mut patched = serde_json::to_value(input).unwrap();
             json_patch::patch(&mut patched, patch).unwrap();
             assert_eq!(patched, serde_json::to_value(pod.as_ref()).unwrap());
-            json!({"outcome": "injected", "patch": patch})
+            let mut v = json!({"outcome": "injected", "patch": patch});
+            if !warnings.is_empty() {
+                v["warnings"] = json!(warnings);
+            }
+            v
         }
     };
     let text = serde_json::to_string_pretty(&value).unwrap() + "\n";

@@ -127,6 +127,8 @@ async fn opted_in_pod_gets_the_golden_patch() {
     )
     .unwrap();
     assert_eq!(patch, golden["patch"]);
+    // The app port has no name: kubectl shows the admission warning.
+    assert!(res["warnings"][0].as_str().unwrap().contains("has no name"));
     assert!(metrics.contains(r#"mcp_warden_operator_injections_total{result="injected"} 1"#));
     assert!(metrics.contains("mcp_warden_operator_webhook_duration_seconds_count 1"));
 }
