@@ -235,6 +235,7 @@ impl OAuthProxy {
             .route("/callback", get(authorize::callback))
             .route("/token", post(token::token))
             .route("/revoke", post(token::revoke))
+            .layer(axum::middleware::from_fn(cors))
             .layer(DefaultBodyLimit::max(MAX_BODY))
             .with_state(self)
     }
@@ -337,20 +338,14 @@ fn decode<T: DeserializeOwned>(bytes: Option<Vec<u8>>) -> Result<Option<T>, Stor
 async fn server_metadata(
     axum::extract::State(proxy): axum::extract::State<Arc<OAuthProxy>>,
 ) -> impl axum::response::IntoResponse {
-    (
-        [(http::header::ACCESS_CONTROL_ALLOW_ORIGIN, "*")],
-        Json(metadata::render(&proxy.issuer, &proxy.scopes_supported)),
-    )
+    Json(metadata::render(&proxy.issuer, &proxy.scopes_supported))
 }
 
 async fn jwks(
     axum::extract::State(proxy): axum::extract::State<Arc<OAuthProxy>>,
 ) -> impl axum::response::IntoResponse {
     (
-        [
-            (http::header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"),
-            (http::header::CACHE_CONTROL, "max-age=300"),
-        ],
+        [(http::header::CACHE_CONTROL, "max-age=300")],
         Json(proxy.verification_keys()),
     )
 }
@@ -393,6 +388,50 @@ impl Shared {
         *slot = Some((spec.cloned(), store.clone()));
         Ok(store)
     }
+}
+
+/// Paths browser-based clients call cross-origin: the documents and the cookie-less JSON/form
+/// endpoints. `/authorize`, `/consent` and `/callback` are top-level navigations, never CORS.
+fn cors_path(path: &str) -> bool {
+    matches!(path, "/register" | "/token" | "/revoke" | "/jwks")
+        || path.starts_with("/.well-known/")
+}
+
+/// CORS for browser clients (e.g. the MCP Inspector): any origin, no credentials. These
+/// endpoints authenticate with request parameters, never cookies, so `*` exposes nothing.
+async fn cors(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    use http::{HeaderValue, Method, StatusCode, header};
+    if !cors_path(request.uri().path()) {
+        return next.run(request).await;
+    }
+    let mut response = if request.method() == Method::OPTIONS {
+        let mut r = StatusCode::NO_CONTENT.into_response();
+        let h = r.headers_mut();
+        h.insert(
+            header::ACCESS_CONTROL_ALLOW_METHODS,
+            HeaderValue::from_static("GET, POST, OPTIONS"),
+        );
+        h.insert(
+            header::ACCESS_CONTROL_ALLOW_HEADERS,
+            HeaderValue::from_static("authorization, content-type, mcp-protocol-version"),
+        );
+        h.insert(
+            header::ACCESS_CONTROL_MAX_AGE,
+            HeaderValue::from_static("600"),
+        );
+        r
+    } else {
+        next.run(request).await
+    };
+    response.headers_mut().insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
+    response
 }
 
 /// Whether the OAuth facade serves `path` (the rest goes to the protected resource).

@@ -305,3 +305,48 @@ async fn keys_come_from_the_secret_files() {
     assert!(matches!(proxy_with(&doc, &dir), Err(OAuthError::Secret(_))));
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[tokio::test]
+async fn browser_clients_get_cors_on_the_json_endpoints_only() {
+    let r = router();
+    let preflight = Request::builder()
+        .method("OPTIONS")
+        .uri("/token")
+        .header(header::ORIGIN, "https://inspector.example")
+        .header(header::ACCESS_CONTROL_REQUEST_METHOD, "POST")
+        .body(Body::empty())
+        .unwrap();
+    let (status, headers, _) = send(&r, preflight).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    assert_eq!(headers[header::ACCESS_CONTROL_ALLOW_ORIGIN], "*");
+    assert!(
+        headers[header::ACCESS_CONTROL_ALLOW_METHODS]
+            .to_str()
+            .unwrap()
+            .contains("POST")
+    );
+    assert!(!headers.contains_key(header::ACCESS_CONTROL_ALLOW_CREDENTIALS));
+    let (status, body) = register(
+        &r,
+        json!({"redirect_uris": ["http://127.0.0.1:5/cb"], "token_endpoint_auth_method": "none"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let req = Request::get("/.well-known/oauth-authorization-server")
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(
+        send(&r, req).await.1[header::ACCESS_CONTROL_ALLOW_ORIGIN],
+        "*"
+    );
+    let req = Request::get("/authorize?client_id=x")
+        .body(Body::empty())
+        .unwrap();
+    assert!(
+        !send(&r, req)
+            .await
+            .1
+            .contains_key(header::ACCESS_CONTROL_ALLOW_ORIGIN),
+        "browser leg: no CORS"
+    );
+}
