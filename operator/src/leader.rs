@@ -103,6 +103,25 @@ impl LeaseLock {
         }
     }
 
+    /// Gives the lease up (on shutdown) so another replica takes over at once instead of
+    /// after the lease expires. Does nothing when another replica holds it.
+    pub async fn release(&self) -> Result<()> {
+        let Some(mut lease) = self.api.get_opt(&self.name).await? else {
+            return Ok(());
+        };
+        let spec = lease.spec.get_or_insert_with(Default::default);
+        if spec.holder_identity.as_deref() != Some(self.identity.as_str()) {
+            return Ok(());
+        }
+        spec.holder_identity = None;
+        spec.lease_duration_seconds = Some(1);
+        self.api
+            .replace(&self.name, &PostParams::default(), &lease)
+            .await?;
+        tracing::info!(identity = %self.identity, "released the leader lease");
+        Ok(())
+    }
+
     /// Waits until this replica holds the lease.
     pub async fn acquire(&self) {
         loop {

@@ -189,10 +189,18 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         )
         .into_future(),
     );
+    let held = Arc::new(std::sync::Mutex::new(None));
     tokio::select! {
-        res = operate(args, metrics, health) => res,
+        res = operate(args, metrics, health, held.clone()) => res,
         () = shutdown_signal() => {
             tracing::info!("shutting down");
+            let lock = held.lock().expect("not poisoned").take();
+            if let Some(lock) = lock {
+                let release = tokio::time::timeout(Duration::from_secs(3), lock.release());
+                if let Ok(Err(e)) = release.await {
+                    tracing::warn!(error = %e, "cannot release the leader lease");
+                }
+            }
             Ok(())
         }
     }
@@ -213,7 +221,10 @@ async fn shutdown_signal() {
     let _ = ctrl_c.await;
 }
 
-async fn operate(args: Args, metrics: Metrics, health: Health) -> anyhow::Result<()> {
+/// The lease this replica holds, released on shutdown.
+type Held = Arc<std::sync::Mutex<Option<LeaseLock>>>;
+
+async fn operate(args: Args, metrics: Metrics, health: Health, held: Held) -> anyhow::Result<()> {
     let client = retry(
         "loading the Kubernetes client configuration",
         &health,
@@ -305,6 +316,7 @@ async fn operate(args: Args, metrics: Metrics, health: Health) -> anyhow::Result
         Duration::from_secs(15),
     );
     lock.acquire().await;
+    *held.lock().expect("not poisoned") = Some(lock.clone());
     metrics.leader.set(1);
     tokio::select! {
         () = reconcile::run(ctx) => Ok(()),

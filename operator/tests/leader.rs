@@ -88,3 +88,32 @@ async fn respects_a_live_holder_and_takes_over_an_expired_one() {
     assert!(!attempt.await.unwrap());
     api.done().await;
 }
+
+#[tokio::test]
+async fn release_hands_the_lease_over_only_when_held() {
+    let (client, mut api) = mock_client();
+    let l = lock(client);
+    let now = k8s_openapi::jiff::Timestamp::now().to_string();
+    let l2 = l.clone();
+    let task = tokio::spawn(async move { l2.release().await.unwrap() });
+    api.expect("GET", LEASE)
+        .await
+        .reply(200, lease("pod-a", &now));
+    let put = api.expect("PUT", LEASE).await;
+    assert!(
+        put.body["spec"]
+            .get("holderIdentity")
+            .is_none_or(|h| h.is_null())
+    );
+    assert_eq!(put.body["spec"]["leaseDurationSeconds"], 1);
+    put.echo();
+    task.await.unwrap();
+
+    // Someone else's lease is left alone.
+    let task = tokio::spawn(async move { l.release().await.unwrap() });
+    api.expect("GET", LEASE)
+        .await
+        .reply(200, lease("pod-b", &now));
+    task.await.unwrap();
+    api.done().await;
+}
