@@ -8,7 +8,7 @@
 # Load: oha (cargo install oha into .run/tools when missing). Per target and round: throughput
 # with 16 connections for BENCH_SECONDS, then latency at a fixed 1000 requests/s for BENCH_SECONDS;
 # CPU seconds (utime+stime from /proc) of the proxy's processes over the fixed-rate phase and
-# their RSS. Prints medians and ratios.
+# over the saturated phase, and their RSS. Prints medians and ratios.
 #
 # Usage: bench/run.sh    env: BENCH_ROUNDS=3 BENCH_SECONDS=8 MCP_WARDEN_SIDECAR_BIN=path
 set -euo pipefail
@@ -168,18 +168,22 @@ for round in $(seq 1 "$ROUNDS"); do
     url=$(target_url "$t")
     log "round $round/$ROUNDS: $t"
     oha_run "$url" /dev/null 2 -c "$CONNECTIONS"   # warm-up
+    read -r sat0 _ _ < <("$VENV/bin/python" bench/bench.py procstat $(target_pids "$t"))
     oha_run "$url" "$DIR/tp-$t-$round.json" "$SECONDS_PER_PHASE" -c "$CONNECTIONS"
     read -r cpu0 _ _ < <("$VENV/bin/python" bench/bench.py procstat $(target_pids "$t"))
     oha_run "$url" "$DIR/lat-$t-$round.json" "$SECONDS_PER_PHASE" -c "$CONNECTIONS" -q "$RATE"
     read -r cpu1 rss hwm < <("$VENV/bin/python" bench/bench.py procstat $(target_pids "$t"))
     "$VENV/bin/python" - "$t" "$round" "$DIR/tp-$t-$round.json" "$DIR/lat-$t-$round.json" \
-      "$cpu0" "$cpu1" "$rss" "$hwm" >>"$RESULTS" <<'EOF'
+      "$sat0" "$cpu0" "$cpu1" "$rss" "$hwm" >>"$RESULTS" <<'EOF'
 import json, sys
-t, rnd, tp, lat, cpu0, cpu1, rss, hwm = sys.argv[1:]
+t, rnd, tp, lat, sat0, cpu0, cpu1, rss, hwm = sys.argv[1:]
 tp, lat = json.load(open(tp)), json.load(open(lat))
 def ok(d):
     codes = d.get("statusCodeDistribution", {})
-    return sum(v for k, v in codes.items() if k == "200"), sum(v for k, v in codes.items() if k != "200") + sum(d.get("errorDistribution", {}).values())
+    errors = {k: v for k, v in d.get("errorDistribution", {}).items()
+              if k != "aborted due to deadline"}  # requests in flight when the phase ends
+    return (sum(v for k, v in codes.items() if k == "200"),
+            sum(v for k, v in codes.items() if k != "200") + sum(errors.values()))
 ok_tp, bad_tp = ok(tp)
 ok_lat, bad_lat = ok(lat)
 secs = tp["summary"]["total"]
@@ -189,6 +193,7 @@ print(json.dumps({
     "p50_ms": lat["latencyPercentiles"]["p50"] * 1000,
     "p99_ms": lat["latencyPercentiles"]["p99"] * 1000,
     "cpu_ms_per_1k": (float(cpu1) - float(cpu0)) * 1000 / (ok_lat / 1000) if ok_lat else None,
+    "cpu_sat_ms_per_1k": (float(cpu0) - float(sat0)) * 1000 / (ok_tp / 1000) if ok_tp else None,
     "rss_mb": float(rss) / 1024, "hwm_mb": float(hwm) / 1024,
     "errors": bad_tp + bad_lat,
 }))
