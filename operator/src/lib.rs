@@ -4,6 +4,7 @@
 //! ([`inject::inject`]) shared by the webhook and the offline `mcp-warden inject` command.
 
 pub mod admin;
+pub mod cert_rotation;
 pub mod certs;
 pub mod conditions;
 pub mod crd;

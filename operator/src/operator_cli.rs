@@ -12,11 +12,11 @@ use kube::Client;
 use crate::admin::{self, Health};
 use crate::inject::InjectSettings;
 use crate::leader::LeaseLock;
-use crate::metrics::{CertificateLabel, Metrics};
+use crate::metrics::Metrics;
 use crate::reconcile::{self, Context, Settings};
 use crate::webhook::{self, WebhookState};
 use crate::webhook_config::{self, Endpoint};
-use crate::{Result, certs};
+use crate::{Result, cert_rotation};
 
 /// When to inject a native sidecar (an init container with `restartPolicy: Always`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -250,7 +250,7 @@ async fn operate(args: Args, metrics: Metrics, health: Health, held: Held) -> an
     let load =
         || webhook_config::load_or_renew(&client, &args.namespace, &args.tls_secret, &names, now());
     let bundle = retry("loading the webhook certificate", &health, load).await;
-    record_expiry(&metrics, &bundle);
+    cert_rotation::record_expiry(&metrics, &bundle);
     let tls = RustlsConfig::from_pem(
         bundle.cert_pem.clone().into(),
         bundle.key_pem.clone().into(),
@@ -280,7 +280,7 @@ async fn operate(args: Args, metrics: Metrics, health: Health, held: Held) -> an
             &bundle.ca_pem,
         )
     });
-    tokio::spawn(certificate_loop(
+    tokio::spawn(cert_rotation::certificate_loop(
         client.clone(),
         args.namespace.clone(),
         args.tls_secret.clone(),
@@ -291,7 +291,10 @@ async fn operate(args: Args, metrics: Metrics, health: Health, held: Held) -> an
         tls,
         metrics.clone(),
     ));
-    tokio::spawn(api_health_loop(client.clone(), health.clone()));
+    tokio::spawn(cert_rotation::api_health_loop(
+        client.clone(),
+        health.clone(),
+    ));
 
     let ctx = Arc::new(Context::new(
         client.clone(),
@@ -383,84 +386,6 @@ pub fn inject_settings(args: &Args, native: bool) -> InjectSettings {
             limits: Some(limits),
             ..Default::default()
         },
-    }
-}
-
-fn record_expiry(metrics: &Metrics, bundle: &certs::TlsBundle) {
-    for (certificate, pem) in [("ca", &bundle.ca_pem), ("serving", &bundle.cert_pem)] {
-        if let Ok(t) = certs::not_after(pem) {
-            metrics
-                .certificate_expiry
-                .get_or_create(&CertificateLabel { certificate })
-                .set(t);
-        }
-    }
-}
-
-#[allow(clippy::too_many_arguments)]
-async fn certificate_loop(
-    client: Client,
-    namespace: String,
-    secret: String,
-    configuration: String,
-    endpoint: Endpoint,
-    register: bool,
-    mut bundle: certs::TlsBundle,
-    tls: RustlsConfig,
-    metrics: Metrics,
-) {
-    let names = endpoint.certificate_names();
-    let mut first = true;
-    loop {
-        if !first {
-            match webhook_config::load_or_renew(&client, &namespace, &secret, &names, now()).await {
-                Ok(fresh) if fresh != bundle => {
-                    match tls
-                        .reload_from_pem(
-                            fresh.cert_pem.clone().into(),
-                            fresh.key_pem.clone().into(),
-                        )
-                        .await
-                    {
-                        Ok(()) => {
-                            tracing::info!("webhook certificate reloaded");
-                            bundle = fresh;
-                        }
-                        Err(e) => tracing::error!(error = %e, "cannot load the new certificate"),
-                    }
-                }
-                Ok(_) => {}
-                Err(e) => tracing::warn!(error = %e, "certificate check failed"),
-            }
-        }
-        first = false;
-        record_expiry(&metrics, &bundle);
-        let create_with = register.then(|| {
-            webhook_config::webhook_configuration(
-                &configuration,
-                &endpoint,
-                &namespace,
-                &bundle.ca_pem,
-            )
-        });
-        let synced =
-            webhook_config::sync_ca_bundle(&client, &configuration, &bundle.ca_pem, create_with)
-                .await;
-        let wait = match synced {
-            Ok(()) => Duration::from_secs(3600),
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot update the webhook caBundle");
-                Duration::from_secs(30)
-            }
-        };
-        tokio::time::sleep(wait).await;
-    }
-}
-
-async fn api_health_loop(client: Client, health: Health) {
-    loop {
-        tokio::time::sleep(Duration::from_secs(10)).await;
-        health.set_api_reachable(client.apiserver_version().await.is_ok());
     }
 }
 
