@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -34,10 +35,16 @@ def percentile(values: list[float], p: float) -> float:
     return values[min(len(values) - 1, int(round(p / 100 * (len(values) - 1))))]
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--flows", type=int, default=20)
-    ap.add_argument("--clients", type=int, default=40)
+    ap.add_argument("--clients", type=int, default=40)  # 600/min each: keep the limit out of the way
     ap.add_argument("--seconds", type=float, default=10)
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="mcpw-oauth-bench-"))
@@ -86,11 +93,13 @@ def main():
                     else:
                         errors[i] += 1
 
+        cpu_before = cpu_seconds(dep.sidecar.proc.popen.pid)
         started = time.perf_counter()
         threads = [threading.Thread(target=worker, args=(i,)) for i in range(len(families))]
         [t.start() for t in threads]
         [t.join() for t in threads]
         elapsed = time.perf_counter() - started
+        cpu = cpu_seconds(dep.sidecar.proc.popen.pid) - cpu_before
         all_lat = [x for lat in latencies for x in lat]
         print(json.dumps({
             "sidecar_binary": str(Path(Sidecar.__init__.__globals__["SIDECAR_BIN"])),
@@ -100,7 +109,8 @@ def main():
                                "ok": sum(counts), "errors": sum(errors),
                                "per_second": round(sum(counts) / elapsed, 1),
                                "latency_ms_median": round(statistics.median(all_lat), 2),
-                               "latency_ms_p99": round(percentile(all_lat, 99), 2)},
+                               "latency_ms_p99": round(percentile(all_lat, 99), 2),
+                               "sidecar_cpu_ms_per_1k": round(cpu * 1000 / max(1, sum(counts)) * 1000, 1)},
         }, indent=2))
     finally:
         procs.stop_all()
