@@ -145,3 +145,47 @@ def test_python_sdk_client(deployment):
     assert any("python via proxy" in t for t in out["text"])
     assert out["refresh"]
     print(f"Python SDK full flow + tool call: {elapsed:.2f}s")
+
+
+def test_mcp_remote_stdio_proxy_tool_call(deployment, tmp_path):
+    """`mcp-remote` as the stdio bridge desktop clients run: log in, then a tools/call."""
+    env = {
+        **os.environ,
+        "PATH": f"{PEERS / 'browser'}:{os.environ['PATH']}",
+        "BROWSER": str(PEERS / "browser" / "x-www-browser"),
+        "BROWSER_LOG": str(tmp_path / "browser.log"),
+        "MCP_REMOTE_CONFIG_DIR": str(tmp_path / "mcp-remote"),
+    }
+    proc = subprocess.Popen(
+        ["node", PEERS / "node_modules/mcp-remote/dist/proxy.js", deployment.sidecar.url,
+         "--transport", "http-only"],
+        env=env, cwd=PEERS, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL, text=True)
+    timer = threading.Timer(120, proc.kill)
+    timer.start()
+
+    def rpc(message: dict) -> dict | None:
+        proc.stdin.write(json.dumps(message) + "\n")
+        proc.stdin.flush()
+        if "id" not in message:
+            return None
+        for line in proc.stdout:
+            reply = json.loads(line)
+            if reply.get("id") == message["id"]:
+                return reply
+        raise AssertionError("mcp-remote closed its output")
+
+    try:
+        init = rpc({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+            "protocolVersion": "2025-06-18", "capabilities": {},
+            "clientInfo": {"name": "e2e-stdio", "version": "1"}}})
+        assert "serverInfo" in init["result"], init
+        rpc({"jsonrpc": "2.0", "method": "notifications/initialized"})
+        result = rpc({"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+                      "params": {"name": "echo", "arguments": {"message": "via mcp-remote"}}})
+        assert "via mcp-remote" in json.dumps(result["result"]), result
+    finally:
+        timer.cancel()
+        proc.kill()
+        proc.wait()
+    assert "code=yes" in (tmp_path / "browser.log").read_text()
