@@ -55,6 +55,23 @@ pub struct McpAuthPolicySpec {
     pub cors: Option<CorsSpec>,
 }
 
+impl McpAuthPolicySpec {
+    /// Every Secret key the policy reads, so a watcher can notice a rotated key.
+    pub fn secret_refs(&self) -> Vec<&SecretRef> {
+        let proxy = self.oauth_proxy.as_ref();
+        let redis = self.storage.as_ref().and_then(|s| s.redis.as_ref());
+        [
+            proxy.and_then(|p| p.client_secret_ref.as_ref()),
+            proxy.and_then(|p| p.signing_key_secret_ref.as_ref()),
+            proxy.and_then(|p| p.encryption_key_secret_ref.as_ref()),
+            redis.and_then(|r| r.password_secret_ref.as_ref()),
+        ]
+        .into_iter()
+        .flatten()
+        .collect()
+    }
+}
+
 /// The protected resource (RFC 9728).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]

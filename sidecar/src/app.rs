@@ -42,12 +42,9 @@ async fn handle(State(state): State<Arc<AppState>>, request: Request) -> Respons
     let started = Instant::now();
     let runtime = state.runtime.load_full();
     let (response, outcome, reason) = serve(&state, &runtime, request).await;
-    state.metrics.observe(
-        &runtime.policy,
-        outcome,
-        reason,
-        started.elapsed().as_secs_f64(),
-    );
+    runtime
+        .meters
+        .observe(outcome, reason, started.elapsed().as_secs_f64());
     response
 }
 
@@ -76,7 +73,7 @@ async fn serve(state: &AppState, rt: &Runtime, request: Request) -> Answer {
                 "forbidden",
                 "requests from this origin are not allowed",
             );
-            return (response, Outcome::Forbidden, Reason::Origin);
+            return refuse(request, (response, Outcome::Forbidden, Reason::Origin)).await;
         }
         OriginCheck::Allowed(origin) => Some(origin),
         OriginCheck::Absent => None,
@@ -149,11 +146,12 @@ async fn authorize_and_forward(state: &AppState, rt: &Runtime, request: Request)
     let token = match credentials(&request) {
         Credentials::Bearer(token) => token,
         Credentials::None => {
-            return (
+            let answer = (
                 rt.challenge.unauthorized(None),
                 Outcome::Unauthorized,
                 Reason::MissingToken,
             );
+            return refuse(request, answer).await;
         }
         Credentials::Ambiguous => {
             let response = error_body(
@@ -161,7 +159,11 @@ async fn authorize_and_forward(state: &AppState, rt: &Runtime, request: Request)
                 "invalid_request",
                 "exactly one Authorization header is allowed",
             );
-            return (response, Outcome::BadRequest, Reason::InvalidRequest);
+            return refuse(
+                request,
+                (response, Outcome::BadRequest, Reason::InvalidRequest),
+            )
+            .await;
         }
     };
     let principal = match rt.verifier.verify(token).await {
@@ -180,14 +182,19 @@ async fn authorize_and_forward(state: &AppState, rt: &Runtime, request: Request)
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
-            return (response, Outcome::Unauthorized, Reason::KeysUnavailable);
+            return refuse(
+                request,
+                (response, Outcome::Unauthorized, Reason::KeysUnavailable),
+            )
+            .await;
         }
         Err(e) => {
-            return (
+            let answer = (
                 rt.challenge.unauthorized(Some(e)),
                 Outcome::Unauthorized,
                 e.reason(),
             );
+            return refuse(request, answer).await;
         }
     };
 
@@ -203,7 +210,11 @@ async fn authorize_and_forward(state: &AppState, rt: &Runtime, request: Request)
         let response = rt
             .challenge
             .forbidden(&scopes::join(needed.iter().map(String::as_str)));
-        return (response, Outcome::Forbidden, Reason::InsufficientScope);
+        return refuse(
+            request,
+            (response, Outcome::Forbidden, Reason::InsufficientScope),
+        )
+        .await;
     }
 
     let (mut parts, body) = request.into_parts();
@@ -220,6 +231,38 @@ async fn authorize_and_forward(state: &AppState, rt: &Runtime, request: Request)
             Reason::UpstreamUnavailable,
         ),
     }
+}
+
+/// The most of an unread request body a refusal reads so the connection stays usable.
+const DRAIN_LIMIT: usize = 64 * 1024;
+/// How long a refusal waits for the rest of that body.
+const DRAIN_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Finishes a refused request. HTTP/1.1 can only reuse the connection once the request body has
+/// been read, so a small body is read (bounded in size and time) and discarded; otherwise the
+/// response says `Connection: close` instead of the connection dropping without notice.
+async fn refuse(request: Request, (mut response, outcome, reason): Answer) -> Answer {
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    let drained = match declared {
+        Some(n) if n > DRAIN_LIMIT as u64 => false,
+        // An empty body (no Content-Length, no Transfer-Encoding) ends at once.
+        _ => {
+            let body = http_body_util::Limited::new(request.into_body(), DRAIN_LIMIT);
+            matches!(
+                tokio::time::timeout(DRAIN_WAIT, body.collect()).await,
+                Ok(Ok(_))
+            )
+        }
+    };
+    if !drained {
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    (response, outcome, reason)
 }
 
 /// Reads a POST body (bounded) to find the scopes the policy's rules ask for, and rebuilds the

@@ -247,6 +247,10 @@ impl JwksSource {
     /// 60 s while no key has ever been fetched.
     pub async fn run_refresh_loop(self: Arc<Self>) {
         let mut backoff = Duration::from_secs(1);
+        // Keys fetched at start-up (or by the reload's warm-up) are fresh: wait a period first.
+        if self.ready() {
+            tokio::time::sleep(REFRESH_PERIOD).await;
+        }
         loop {
             let ok = self.refresh().await.is_ok();
             let wait = if ok {

@@ -16,6 +16,9 @@ macro_rules! label_enum {
         pub enum $name { $($variant),+ }
 
         impl $name {
+            /// Every value, in declaration order (`value as usize` indexes it).
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+
             /// The exported label value.
             pub fn as_str(self) -> &'static str {
                 match self { $($name::$variant => $text),+ }
@@ -135,6 +138,10 @@ impl Metrics {
             token_cache_hits: Counter::default(),
             reloads: Family::default(),
         };
+        // Both results exist from the start so dashboards and alerts see zeros, not gaps.
+        for &result in FetchResult::ALL {
+            drop(m.reloads.get_or_create(&ReloadLabels { result }));
+        }
         let r = registry.sub_registry_with_prefix("mcp_warden");
         r.register(
             "requests",
@@ -164,21 +171,40 @@ impl Metrics {
         m
     }
 
-    /// Records one finished request.
-    pub fn observe(&self, policy: &str, outcome: Outcome, reason: Reason, seconds: f64) {
-        self.requests
-            .get_or_create(&RequestLabels {
+    /// The request series of one policy, created now (so every family is exported before the
+    /// first request) and resolved once (so the request path only bumps atomics).
+    pub fn for_policy(&self, policy: &str) -> PolicyMeters {
+        let mut requests = vec![None; Outcome::ALL.len() * Reason::ALL.len()];
+        for &(outcome, reason) in EXPECTED {
+            let labels = RequestLabels {
                 policy: policy.to_owned(),
                 outcome,
                 reason,
+            };
+            requests[slot(outcome, reason)] = Some(self.requests.get_or_create(&labels).clone());
+        }
+        let duration = Outcome::ALL
+            .iter()
+            .map(|&outcome| {
+                let labels = DurationLabels {
+                    policy: policy.to_owned(),
+                    outcome,
+                };
+                self.duration.get_or_create(&labels).clone()
             })
-            .inc();
-        self.duration
-            .get_or_create(&DurationLabels {
+            .collect();
+        for &result in FetchResult::ALL {
+            drop(self.jwks_refresh.get_or_create(&JwksLabels {
                 policy: policy.to_owned(),
-                outcome,
-            })
-            .observe(seconds);
+                result,
+            }));
+        }
+        PolicyMeters {
+            policy: policy.to_owned(),
+            families: self.clone(),
+            requests,
+            duration,
+        }
     }
 
     /// Records one JWKS fetch.
@@ -189,6 +215,62 @@ impl Metrics {
                 result,
             })
             .inc();
+    }
+}
+
+/// The (outcome, reason) pairs the public port produces; each starts at zero.
+const EXPECTED: &[(Outcome, Reason)] = &[
+    (Outcome::Allowed, Reason::None),
+    (Outcome::Unauthorized, Reason::MissingToken),
+    (Outcome::Unauthorized, Reason::Malformed),
+    (Outcome::Unauthorized, Reason::Expired),
+    (Outcome::Unauthorized, Reason::NotYetValid),
+    (Outcome::Unauthorized, Reason::BadSignature),
+    (Outcome::Unauthorized, Reason::WrongIssuer),
+    (Outcome::Unauthorized, Reason::WrongAudience),
+    (Outcome::Unauthorized, Reason::UnknownKid),
+    (Outcome::Unauthorized, Reason::DisallowedAlg),
+    (Outcome::Unauthorized, Reason::KeysUnavailable),
+    (Outcome::Forbidden, Reason::InsufficientScope),
+    (Outcome::Forbidden, Reason::Origin),
+    (Outcome::BadRequest, Reason::InvalidRequest),
+    (Outcome::UpstreamError, Reason::UpstreamUnavailable),
+    (Outcome::Metadata, Reason::None),
+    (Outcome::Preflight, Reason::None),
+];
+
+fn slot(outcome: Outcome, reason: Reason) -> usize {
+    outcome as usize * Reason::ALL.len() + reason as usize
+}
+
+/// One policy's request series, resolved ahead of time.
+pub struct PolicyMeters {
+    policy: String,
+    families: Metrics,
+    requests: Vec<Option<Counter>>,
+    duration: Vec<Histogram>,
+}
+
+impl PolicyMeters {
+    /// Records one finished request.
+    pub fn observe(&self, outcome: Outcome, reason: Reason, seconds: f64) {
+        match &self.requests[slot(outcome, reason)] {
+            Some(counter) => {
+                counter.inc();
+            }
+            // A pair outside `EXPECTED`: still counted, through the family.
+            None => {
+                self.families
+                    .requests
+                    .get_or_create(&RequestLabels {
+                        policy: self.policy.clone(),
+                        outcome,
+                        reason,
+                    })
+                    .inc();
+            }
+        }
+        self.duration[outcome as usize].observe(seconds);
     }
 }
 

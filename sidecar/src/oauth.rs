@@ -126,7 +126,14 @@ impl OAuthProxy {
     ) -> Result<Self, OAuthError> {
         let redis = doc.spec.storage.as_ref().and_then(|s| s.redis.as_ref());
         let store = shared.store(redis, secrets_dir).await?;
-        Self::with_store(doc, resource, secrets_dir, store, shared.metrics.clone())
+        Self::assemble(
+            doc,
+            resource,
+            secrets_dir,
+            store,
+            shared.metrics.clone(),
+            &shared.local_keys,
+        )
     }
 
     /// Builds the proxy on a given store.
@@ -137,6 +144,24 @@ impl OAuthProxy {
         store: Arc<dyn Store>,
         metrics: metrics::OAuthMetrics,
     ) -> Result<Self, OAuthError> {
+        Self::assemble(
+            doc,
+            resource,
+            secrets_dir,
+            store,
+            metrics,
+            &LocalKeys::default(),
+        )
+    }
+
+    fn assemble(
+        doc: &PolicyDocument,
+        resource: &ValidatedResource,
+        secrets_dir: &Path,
+        store: Arc<dyn Store>,
+        metrics: metrics::OAuthMetrics,
+        local: &LocalKeys,
+    ) -> Result<Self, OAuthError> {
         let spec = doc.spec.oauth_proxy.clone().ok_or_else(|| {
             OAuthError::Config("spec.oauthProxy is required in oauthProxy mode".into())
         })?;
@@ -146,7 +171,7 @@ impl OAuthProxy {
                 tracing::warn!(
                     "no signingKeySecretRef: generated an in-memory signing key; tokens stop verifying after a restart and differ between replicas"
                 );
-                keys::SigningKeys::generate()
+                keys::SigningKeys::from_pem(local.signing.get_or_init(keys::generate_pem))?
             }
         };
         let enc = match &spec.encryption_key_secret_ref {
@@ -155,7 +180,7 @@ impl OAuthProxy {
                 tracing::warn!(
                     "no encryptionKeySecretRef: generated an in-memory encryption key; stored sessions are lost on restart"
                 );
-                crypto::EncryptionKeys::generate()
+                crypto::EncryptionKeys::parse(local.encryption.get_or_init(crypto::generate_text))?
             }
         };
         let client_secret = spec
@@ -353,13 +378,22 @@ async fn jwks(
 /// The store opened for some Redis settings (`None`: in-memory).
 type OpenStore = (Option<RedisSpec>, Arc<dyn Store>);
 
-/// Metric families and the open store, made once per process and reused by every policy
+/// Metric families, the open store and generated keys, made once per process and reused by every policy
 /// reload: families must not be registered twice, and an in-memory store must survive a reload.
 #[derive(Clone)]
 pub struct Shared {
     metrics: metrics::OAuthMetrics,
     store_metrics: crate::store::StoreMetrics,
     store: Arc<tokio::sync::Mutex<Option<OpenStore>>>,
+    local_keys: Arc<LocalKeys>,
+}
+
+/// Keys generated when the policy names no key secret: made once per process, so a policy
+/// reload keeps the tokens and sessions issued before it.
+#[derive(Default)]
+struct LocalKeys {
+    signing: std::sync::OnceLock<String>,
+    encryption: std::sync::OnceLock<String>,
 }
 
 impl Shared {
@@ -369,6 +403,7 @@ impl Shared {
             metrics: metrics::OAuthMetrics::register(registry),
             store_metrics: crate::store::StoreMetrics::register(registry),
             store: Arc::default(),
+            local_keys: Arc::default(),
         }
     }
 

@@ -34,7 +34,7 @@ pub enum LoadError {
     },
 }
 
-/// Reads and builds the policy at `path`.
+/// Reads and builds the policy at `path`. Also returns the [`fingerprint`] it was built from.
 pub async fn load(path: &Path, ctx: &BuildContext) -> Result<(Vec<u8>, Runtime), LoadError> {
     let bytes = tokio::fs::read(path)
         .await
@@ -48,8 +48,29 @@ pub async fn load(path: &Path, ctx: &BuildContext) -> Result<(Vec<u8>, Runtime),
     };
     let text = String::from_utf8_lossy(&bytes);
     let doc = PolicyDocument::from_yaml(&text).map_err(|e| invalid(e.into()))?;
+    let seen = with_secrets(bytes, Some(&doc), &ctx.secrets_dir).await;
     let runtime = Runtime::build(doc, ctx).await.map_err(invalid)?;
-    Ok((bytes, runtime))
+    Ok((seen, runtime))
+}
+
+/// What a change is detected on: the policy file's bytes followed by the bytes of every secret
+/// file the policy references, so a rotated signing or encryption key (a Secret volume update)
+/// is picked up like a policy edit.
+pub async fn fingerprint(path: &Path, secrets_dir: &Path) -> std::io::Result<Vec<u8>> {
+    let bytes = tokio::fs::read(path).await?;
+    let doc = PolicyDocument::from_yaml(&String::from_utf8_lossy(&bytes)).ok();
+    Ok(with_secrets(bytes, doc.as_ref(), secrets_dir).await)
+}
+
+async fn with_secrets(mut seen: Vec<u8>, doc: Option<&PolicyDocument>, dir: &Path) -> Vec<u8> {
+    for reference in doc.map(|d| d.spec.secret_refs()).unwrap_or_default() {
+        seen.push(0);
+        if let Ok(file) = reference.path(dir) {
+            // A missing file counts as empty: its appearance is a change too.
+            seen.extend(tokio::fs::read(file).await.unwrap_or_default());
+        }
+    }
+    seen
 }
 
 /// Fetches a new runtime's keys once (bounded) so a reload does not open a window without keys.
@@ -67,7 +88,7 @@ pub fn spawn_refresh(runtime: &Runtime) -> Option<JoinHandle<()>> {
         .map(|source| tokio::spawn(source.clone().run_refresh_loop()))
 }
 
-/// Polls `path` every `interval` and swaps in valid changes.
+/// Polls `path` (and the secrets it references) every `interval` and swaps in valid changes.
 pub async fn watch(
     path: PathBuf,
     interval: Duration,
@@ -80,8 +101,8 @@ pub async fn watch(
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticker.tick().await;
-        match tokio::fs::read(&path).await {
-            Ok(bytes) if bytes == current => continue,
+        match fingerprint(&path, &ctx.secrets_dir).await {
+            Ok(seen) if seen == current => continue,
             Ok(_) => {}
             Err(e) => {
                 tracing::warn!(path = %path.display(), error = %e, "cannot read the policy file; keeping the current policy");
@@ -95,8 +116,8 @@ pub async fn watch(
                 .inc()
         };
         match load(&path, &ctx).await {
-            Ok((bytes, runtime)) => {
-                current = bytes;
+            Ok((seen, runtime)) => {
+                current = seen;
                 warm_up(&runtime).await;
                 if let Some(old) = refresh.take() {
                     old.abort();
@@ -108,8 +129,8 @@ pub async fn watch(
             }
             Err(e) => {
                 // Remember the bad content so the error is logged once per change, not every tick.
-                if let Ok(bytes) = tokio::fs::read(&path).await {
-                    current = bytes;
+                if let Ok(seen) = fingerprint(&path, &ctx.secrets_dir).await {
+                    current = seen;
                 }
                 tracing::error!(error = %e, "policy reload rejected; the previous policy stays in force");
                 record(FetchResult::Error);

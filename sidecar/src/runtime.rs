@@ -12,7 +12,7 @@ use crate::challenge::Challenge;
 use crate::forward::Forwarding;
 use crate::jwks::JwksSource;
 use crate::metadata;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, PolicyMeters};
 use crate::origin::Origins;
 use crate::rules::Rules;
 use crate::scopes;
@@ -85,6 +85,8 @@ pub struct Runtime {
     pub origins: Origins,
     /// The OAuth facade's endpoints in `oauthProxy` mode.
     pub endpoints: Option<Endpoints>,
+    /// This policy's request counters.
+    pub meters: PolicyMeters,
 }
 
 fn algorithm(a: JwtAlgorithm) -> Algorithm {
@@ -198,6 +200,7 @@ impl Runtime {
         );
         let suffix = resource.path.trim_end_matches('/');
         Ok(Runtime {
+            meters: ctx.metrics.for_policy(&policy),
             policy,
             metadata_root: metadata::WELL_KNOWN.to_owned(),
             metadata_suffixed: format!("{}{suffix}", metadata::WELL_KNOWN),

@@ -83,9 +83,7 @@ impl EncryptionKeys {
 
     /// A fresh random key (local runs without a key secret; lost on restart).
     pub fn generate() -> Self {
-        let mut secret = [0u8; 32];
-        rand::fill(&mut secret).expect("the system random generator works");
-        Self::parse(&format!("local:{}", STANDARD.encode(secret))).expect("generated key is valid")
+        Self::parse(&generate_text()).expect("generated key is valid")
     }
 
     /// Seals `plain`, bound to `context` (a ciphertext moved to another record fails to open).
@@ -139,6 +137,13 @@ impl EncryptionKeys {
         hmac::verify(&self.mac, value.as_bytes(), &mac).ok()?;
         Some(value)
     }
+}
+
+/// A fresh random key in the text form [`EncryptionKeys::parse`] reads.
+pub fn generate_text() -> String {
+    let mut secret = [0u8; 32];
+    rand::fill(&mut secret).expect("the system random generator works");
+    format!("local:{}", STANDARD.encode(secret))
 }
 
 #[cfg(test)]
