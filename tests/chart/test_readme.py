@@ -1,4 +1,4 @@
-"""The README section's snippets are real: every McpAuthPolicy passes the CRD schema, the Deployment
+"""The repository README's snippets are real: every McpAuthPolicy passes the CRD schema, the Deployment
 passes kubernetes-validate, JSON client configurations parse, and the offline injector (the same
 function the webhook runs) injects the sidecar into the documented Deployment."""
 
@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from chart_tools import CHART, REPO, crd_schema, kubernetes_validate, validate_policy
+from chart_tools import REPO, crd_schema, kubernetes_validate, validate_policy
 
-README = CHART.parent / "README-section.md"
+README = REPO / "README.md"
 CLI_BIN = Path(os.environ.get("MCP_WARDEN_CLI_BIN", REPO / "target" / "debug" / "mcp-warden"))
 
 
