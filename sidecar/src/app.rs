@@ -1,6 +1,7 @@
 //! The public port: protected-resource metadata, the OAuth facade (proxy mode), and the
 //! authenticate-then-proxy path for everything else.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -23,9 +24,9 @@ use crate::verify::TokenError;
 
 /// Shared by every request.
 pub struct AppState {
-    /// The policy in force; swapped whole on reload.
-    pub runtime: ArcSwap<Runtime>,
-    /// The app.
+    /// The policy in force; swapped whole on reload (shared by every serving thread).
+    pub runtime: Arc<ArcSwap<Runtime>>,
+    /// The app (a connection pool per serving thread).
     pub upstream: Upstream,
     /// Metric families.
     pub metrics: Metrics,
@@ -199,14 +200,14 @@ async fn authorize_and_forward(state: &AppState, rt: &Runtime, request: Request)
     };
 
     let (request, needed) = if rt.rules.is_empty() || request.method() != Method::POST {
-        (request, rt.required_scopes.clone())
+        (request, Cow::Borrowed(&rt.required_scopes[..]))
     } else {
         match rule_scopes(rt, request).await {
-            Ok(found) => found,
+            Ok((request, needed)) => (request, Cow::Owned(needed)),
             Err(answer) => return answer,
         }
     };
-    if !principal.scopes.missing(&needed).is_empty() {
+    if !principal.scopes.covers_all(needed.iter()) {
         let response = rt
             .challenge
             .forbidden(&scopes::join(needed.iter().map(String::as_str)));

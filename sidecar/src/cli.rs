@@ -42,6 +42,10 @@ pub struct Args {
     /// Overrides spec.resource.url (the external URL clients use).
     #[arg(long, env = "MCP_WARDEN_RESOURCE_URL")]
     pub resource_url: Option<String>,
+    /// Threads serving the public port (default: one per available CPU, container limits
+    /// included).
+    #[arg(long, env = "MCP_WARDEN_WORKERS", value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub workers: Option<u16>,
     /// How often the policy file is checked for changes, in seconds.
     #[arg(long, env = "MCP_WARDEN_RELOAD_INTERVAL", default_value_t = 2)]
     pub reload_interval: u64,

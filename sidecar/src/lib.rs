@@ -24,3 +24,4 @@ pub mod scopes;
 pub mod server;
 pub mod store;
 pub mod verify;
+pub mod workers;

@@ -14,7 +14,9 @@ fn main() -> std::process::ExitCode {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+    // Housekeeping (policy reloads, key refreshes, the admin port, accepting connections) runs
+    // here; requests are served on the threads `workers` starts.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {

@@ -40,13 +40,9 @@ impl Granted {
         })
     }
 
-    /// The required scopes that no granted scope covers.
-    pub fn missing<'a>(&self, required: impl IntoIterator<Item = &'a String>) -> Vec<&'a str> {
-        required
-            .into_iter()
-            .filter(|r| !self.covers(r))
-            .map(String::as_str)
-            .collect()
+    /// True when every required scope is covered.
+    pub fn covers_all<'a>(&self, mut required: impl Iterator<Item = &'a String>) -> bool {
+        required.all(|r| self.covers(r))
     }
 
     /// The granted scopes, sorted.
@@ -94,8 +90,10 @@ mod tests {
         assert!(!g.covers("mcp"));
         assert!(!g.covers("mcp:toolsadmin"));
         assert!(!g.covers("mcp:admin"));
-        let required = vec!["mcp:tools:call".to_string(), "mcp:admin".to_string()];
-        assert_eq!(g.missing(&required), ["mcp:admin"]);
+        let required = ["mcp:tools:call".to_string(), "mcp:admin".to_string()];
+        assert!(!g.covers_all(required.iter()));
+        assert!(g.covers_all(required[..1].iter()));
+        assert!(g.covers_all([].iter()));
     }
 
     #[test]

@@ -10,12 +10,13 @@ use std::future::IntoFuture;
 use tokio::net::TcpListener;
 
 use crate::admin::{self, AdminState};
-use crate::app::{self, AppState};
+use crate::app::AppState;
 use crate::cli::Args;
 use crate::metrics::Metrics;
 use crate::proxy::Upstream;
 use crate::reload;
 use crate::runtime::BuildContext;
+use crate::workers::{self, Workers};
 
 /// Runs the sidecar. Returns on SIGINT/SIGTERM after in-flight requests finish (bounded).
 pub async fn run(args: Args) -> anyhow::Result<()> {
@@ -38,17 +39,21 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let (bytes, runtime) = reload::load(&args.policy, &ctx).await?;
     reload::warm_up(&runtime).await;
     let refresh = reload::spawn_refresh(&runtime);
+    let workers = args
+        .workers
+        .map_or_else(workers::default_count, usize::from);
     tracing::info!(
         policy = %runtime.policy,
         resource = %runtime.resource.url,
         listen = %args.listen,
         admin = %args.admin,
         upstream = %args.upstream,
+        workers,
         keys_ready = runtime.verifier.ready(),
         "mcp-warden sidecar starting"
     );
     let state = Arc::new(AppState {
-        runtime: ArcSwap::from_pointee(runtime),
+        runtime: Arc::new(ArcSwap::from_pointee(runtime)),
         upstream,
         metrics,
     });
@@ -78,18 +83,24 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     };
     let admin_server =
         axum::serve(admin_listener, admin_router).with_graceful_shutdown(stopped(stop_rx.clone()));
-    let public_server = axum::serve(
-        public,
-        app::router(state).into_make_service_with_connect_info::<std::net::SocketAddr>(),
-    )
-    .with_graceful_shutdown(stopped(stop_rx.clone()));
+    // Each serving thread gets its own upstream pool, so its connections stay on its thread.
+    let states = (0..workers)
+        .map(|_| {
+            Ok(Arc::new(AppState {
+                runtime: state.runtime.clone(),
+                upstream: Upstream::new(&args.upstream)?,
+                metrics: state.metrics.clone(),
+            }))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let serving = Workers::start(public, states, || stopped(stop_rx.clone()))?;
     // Long-lived SSE streams never finish by themselves: drain for a bounded time only.
     let deadline = async {
         stopped(stop_rx).await;
         tokio::time::sleep(DRAIN).await;
     };
     tokio::select! {
-        r = async { tokio::try_join!(public_server.into_future(), admin_server.into_future()) } => { r?; }
+        r = async { tokio::join!(admin_server.into_future(), serving.finished()).0 } => { r?; }
         () = deadline => tracing::warn!("drain period over; closing the remaining streams"),
     }
     Ok(())

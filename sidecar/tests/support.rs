@@ -213,7 +213,7 @@ impl Sidecar {
             let _ = source.refresh().await;
         }
         let state = Arc::new(AppState {
-            runtime: ArcSwap::from_pointee(runtime),
+            runtime: Arc::new(ArcSwap::from_pointee(runtime)),
             upstream: Upstream::new(upstream).unwrap(),
             metrics,
         });
