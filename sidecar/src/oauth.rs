@@ -374,8 +374,8 @@ async fn jwks(
     )
 }
 
-/// The store opened for some Redis settings (`None`: in-memory).
-type OpenStore = (Option<RedisSpec>, Arc<dyn Store>);
+/// The store opened for some Redis settings (`None`: in-memory) and password.
+type OpenStore = ((Option<RedisSpec>, Option<String>), Arc<dyn Store>);
 
 /// Metric families, the open store and generated keys, made once per process and reused by every policy
 /// reload: families must not be registered twice, and an in-memory store must survive a reload.
@@ -406,20 +406,26 @@ impl Shared {
         }
     }
 
-    /// The store for `spec`: the one already open when the Redis settings did not change.
+    /// The store for `spec`: the one already open when neither the Redis settings nor the
+    /// password changed.
     async fn store(
         &self,
         spec: Option<&RedisSpec>,
         secrets_dir: &Path,
     ) -> Result<Arc<dyn Store>, StoreError> {
+        // A rotated password (same settings, new Secret content) needs new connections too.
+        let password = spec
+            .and_then(|s| s.password_secret_ref.as_ref())
+            .and_then(|r| r.read(secrets_dir).ok());
+        let key = (spec.cloned(), password);
         let mut slot = self.store.lock().await;
-        if let Some((open_spec, store)) = slot.as_ref()
-            && open_spec.as_ref() == spec
+        if let Some((open_key, store)) = slot.as_ref()
+            && *open_key == key
         {
             return Ok(store.clone());
         }
         let store = crate::store::open(spec, secrets_dir, &self.store_metrics).await?;
-        *slot = Some((spec.cloned(), store.clone()));
+        *slot = Some((key, store.clone()));
         Ok(store)
     }
 }

@@ -1,12 +1,14 @@
-"""Key rotation in oauthProxy mode: the operator rotates the key Secret by putting a new key
-first and keeping the old one after it. The sidecar must notice the changed Secret files (not
-only policy edits), sign with the new key from then on, and keep accepting tokens and opening
-stored sessions made with the old keys."""
+"""Secret rotation in oauthProxy mode. Keys: the operator rotates the key Secret by putting a
+new key first and keeping the old one after it; the sidecar must notice the changed Secret files
+(not only policy edits), sign with the new key from then on, and keep accepting tokens and
+opening stored sessions made with the old keys. Redis password: after the password changes in
+Redis and in the Secret, the sidecar reconnects with the new one."""
 
 from __future__ import annotations
 
 import base64
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -82,3 +84,40 @@ def test_rotated_keys_are_picked_up_without_a_restart(dep):
 
     reloads = dep.sidecar.metrics()
     assert reloads[("mcp_warden_policy_reloads_total", frozenset({("result", "success")}))] >= 1
+
+
+def redis_cli(port: int, *args: str) -> str:
+    out = subprocess.run(["redis-cli", "-p", str(port), *args], capture_output=True, text=True,
+                         timeout=10, check=True)
+    return out.stdout.strip()
+
+
+def registers(base: str) -> int:
+    return httpx.post(f"{base}/register", timeout=10, json={
+        "client_name": "rotation", "redirect_uris": ["http://127.0.0.1:9/callback"],
+        "token_endpoint_auth_method": "none"}).status_code
+
+
+def test_rotated_redis_password_is_used_for_new_connections(start_sidecar, start_idp, work,
+                                                             everything, start_redis):
+    redis = start_redis()
+    assert redis_cli(redis.port, "ACL", "SETUSER", "warden", "on", ">pass-one", "~*", "&*",
+                     "+@all") == "OK"
+    dep = ProxyDeployment(start_sidecar, start_idp, work, everything.base, "oauth-redis-rotation",
+                          redis_url=redis.url, redis_auth=("warden", "pass-one"))
+    base = dep.sidecar.base
+    assert registers(base) == 201
+
+    # Rotate: Redis first (and drop the open connections), then the Secret.
+    assert redis_cli(redis.port, "ACL", "SETUSER", "warden", "resetpass", ">pass-two") == "OK"
+    redis_cli(redis.port, "CLIENT", "KILL", "USER", "warden")
+    replace(dep.sidecar.dir / "secrets" / "redis-auth" / "password", "pass-two\n")
+
+    deadline = time.monotonic() + 15
+    while (status := registers(base)) != 201:
+        assert status == 503, f"unexpected status {status} while Redis auth is rotating"
+        assert time.monotonic() < deadline, "the sidecar never used the new Redis password"
+        time.sleep(0.3)
+    # The new connections really authenticate as warden with the new password.
+    clients = redis_cli(redis.port, "CLIENT", "LIST")
+    assert "user=warden" in clients, clients

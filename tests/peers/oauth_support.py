@@ -31,7 +31,8 @@ def pkce() -> tuple[str, str]:
 class KeyMaterial:
     """The `mcp-warden-<policy>-keys` Secret's two files, shared by every replica."""
 
-    def __init__(self):
+    def __init__(self, redis_password: str | None = None):
+        self.redis_password = redis_password
         pem = ec.generate_private_key(ec.SECP256R1()).private_bytes(
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
         self.signing_pem = pem.decode()
@@ -45,10 +46,13 @@ class KeyMaterial:
         upstream = secrets_dir / "upstream"
         upstream.mkdir(parents=True, exist_ok=True)
         (upstream / "client-secret").write_text(UPSTREAM_CLIENT_SECRET + "\n")
+        if self.redis_password is not None:
+            (secrets_dir / "redis-auth").mkdir(parents=True, exist_ok=True)
+            (secrets_dir / "redis-auth" / "password").write_text(self.redis_password + "\n")
 
 
 def proxy_policy(name: str, base: str, idp_issuer: str, redis_url: str | None = None,
-                 **proxy_overrides) -> dict:
+                 redis_user: str | None = None, **proxy_overrides) -> dict:
     proxy = {
         "provider": "oidc",
         "issuer": idp_issuer,
@@ -69,6 +73,10 @@ def proxy_policy(name: str, base: str, idp_issuer: str, redis_url: str | None = 
     }
     if redis_url:
         spec["storage"] = {"redis": {"url": redis_url, "timeoutMillis": 500}}
+        if redis_user:
+            spec["storage"]["redis"].update({
+                "username": redis_user,
+                "passwordSecretRef": {"name": "redis-auth", "key": "password"}})
     return {"apiVersion": "mcpwarden.dev/v1alpha1", "kind": "McpAuthPolicy",
             "metadata": {"name": name, "namespace": "e2e"}, "spec": spec}
 
@@ -79,10 +87,12 @@ class ProxyDeployment:
     replica's `/callback` as redirect URI (the provider has no dynamic registration)."""
 
     def __init__(self, start_sidecar, start_idp, work: Path, upstream: str, name: str,
-                 replicas: int = 1, redis_url: str | None = None, **proxy_overrides):
+                 replicas: int = 1, redis_url: str | None = None,
+                 redis_auth: tuple[str, str] | None = None, **proxy_overrides):
         from harness import free_port  # tests/e2e is on sys.path via conftest
 
-        self.keys = KeyMaterial()
+        redis_user, redis_password = redis_auth or (None, None)
+        self.keys = KeyMaterial(redis_password)
         self.idp_port = free_port()
         self.idp_issuer = f"http://127.0.0.1:{self.idp_port}"
 
@@ -93,7 +103,8 @@ class ProxyDeployment:
             port = int(base.rsplit(":", 1)[1])
             self.keys.write(work / f"sidecar-{port}" / "secrets")
             self.public = self.public or base
-            return proxy_policy(name, self.public, self.idp_issuer, redis_url, **proxy_overrides)
+            return proxy_policy(name, self.public, self.idp_issuer, redis_url, redis_user,
+                                **proxy_overrides)
 
         self.sidecars = [start_sidecar(upstream, policy) for _ in range(replicas)]
         client = {
