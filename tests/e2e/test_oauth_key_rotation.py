@@ -21,12 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "peers"))
 
-from oauth_support import Client, ProxyDeployment  # noqa: E402
-
-MCP_INIT = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
-    "protocolVersion": "2025-06-18", "capabilities": {},
-    "clientInfo": {"name": "e2e", "version": "1"}}}
-MCP_HEADERS = {"accept": "application/json, text/event-stream", "content-type": "application/json"}
+from oauth_support import MCP_HEADERS, MCP_INIT, Client, ProxyDeployment  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -15,11 +15,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "peers"))
 
 import browser  # noqa: E402
-from oauth_support import Client, ProxyDeployment, pkce  # noqa: E402
-
-MCP_INIT = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
-    "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "e2e", "version": "1"}}}
-MCP_HEADERS = {"accept": "application/json, text/event-stream", "content-type": "application/json"}
+from oauth_support import MCP_HEADERS, MCP_INIT, Client, ProxyDeployment, pkce  # noqa: E402
 
 
 @pytest.fixture(scope="module")

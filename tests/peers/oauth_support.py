@@ -17,6 +17,12 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 import browser
 
+# An MCP `initialize` request and the headers Streamable HTTP wants: the call a client makes
+# through the sidecar with a token.
+MCP_INIT = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+    "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "e2e", "version": "1"}}}
+MCP_HEADERS = {"accept": "application/json, text/event-stream", "content-type": "application/json"}
+
 UPSTREAM_CLIENT_ID = "warden-proxy"
 UPSTREAM_CLIENT_SECRET = "warden-proxy-secret-0123456789"
 CALLBACK = "http://127.0.0.1:9/callback"  # nobody listens: the browser stops before it
