@@ -276,11 +276,15 @@ async fn rule_scopes(rt: &Runtime, request: Request) -> Result<(Request, Vec<Str
     {
         Ok(collected) => collected.to_bytes(),
         Err(_) => {
-            let response = error_body(
+            let mut response = error_body(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "invalid_request",
                 "the request body is too large",
             );
+            // The rest of the body is still on the wire: this connection cannot be reused.
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
             return Err((response, Outcome::BadRequest, Reason::InvalidRequest));
         }
     };

@@ -277,6 +277,18 @@ async fn insufficient_scope_is_403_with_the_full_needed_set() {
         .await
         .unwrap();
     assert_eq!(r.status(), 400);
+
+    // A body over the limit is refused unread, and the connection is not offered for reuse.
+    let r = w
+        .http
+        .post(w.sidecar.url())
+        .bearer_auth(&tools_only)
+        .body(vec![b' '; mcp_warden_sidecar::rules::MAX_RPC_BODY + 1])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413);
+    assert_eq!(r.headers()["connection"], "close");
 }
 
 #[tokio::test]
