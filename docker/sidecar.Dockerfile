@@ -13,7 +13,7 @@ ARG RUNTIME_IMAGE=gcr.io/distroless/cc-debian12:nonroot
 
 FROM ${RUST_IMAGE} AS build
 WORKDIR /src
-# The workspace's [profile.release] (thin LTO, stripped) is the one images and benchmarks share.
+# The workspace's [profile.release] (fat LTO, stripped) is the one images and benchmarks share.
 ENV CARGO_TERM_COLOR=never
 COPY . .
 # Cache mounts keep the registry and target dir between builds; the binaries are copied out of
