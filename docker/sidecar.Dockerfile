@@ -8,7 +8,7 @@
 ARG RUST_IMAGE=docker.io/library/rust:1.95.0-bookworm
 # The binary links libc, libm and libgcc_s (unwinding), glibc >= 2.34: distroless "cc" has exactly
 # those (the "static" and "base" images lack libgcc_s). Measured with the workspace release
-# profile: 12.5 MB stripped, 5.2 MB gzipped.
+# profile: 10.8 MB stripped, 4.7 MB gzipped (fat LTO).
 ARG RUNTIME_IMAGE=gcr.io/distroless/cc-debian12:nonroot
 
 FROM ${RUST_IMAGE} AS build
