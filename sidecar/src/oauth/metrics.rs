@@ -44,7 +44,6 @@ snake_labels! {
         UpstreamError => "upstream_error",
         RateLimited => "rate_limited",
         Unavailable => "unavailable",
-        ReuseDetected => "reuse_detected",
     }
 }
 
