@@ -247,7 +247,10 @@ async fn refuse(request: Request, (mut response, outcome, reason): Answer) -> An
         .headers()
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    // Reading would make hyper send `100 Continue` and invite the body we are refusing.
+    let awaits_continue = request.headers().contains_key(header::EXPECT);
     let drained = match declared {
+        _ if awaits_continue => false,
         Some(n) if n > DRAIN_LIMIT as u64 => false,
         // An empty body (no Content-Length, no Transfer-Encoding) ends at once.
         _ => {

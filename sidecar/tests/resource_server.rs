@@ -491,3 +491,29 @@ async fn ambiguous_credentials_are_a_bad_request() {
         .unwrap();
     assert_eq!(r.status(), 400);
 }
+
+#[tokio::test]
+async fn refusals_do_not_invite_an_expect_continue_body() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let w = world("").await;
+    let mut socket = tokio::net::TcpStream::connect(w.sidecar.addr)
+        .await
+        .unwrap();
+    let head = format!(
+        "POST /mcp HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\n\
+         Content-Length: 1000\r\nExpect: 100-continue\r\n\r\n",
+        w.sidecar.addr
+    );
+    socket.write_all(head.as_bytes()).await.unwrap();
+    let mut answer = vec![0; 4096];
+    // The refusal comes without waiting for the body (well inside the drain wait).
+    let n = tokio::time::timeout(Duration::from_secs(1), socket.read(&mut answer))
+        .await
+        .expect("the 401 is sent without waiting for the body")
+        .unwrap();
+    let text = String::from_utf8_lossy(&answer[..n]).to_lowercase();
+    assert!(text.starts_with("http/1.1 401 "), "{text}");
+    assert!(!text.contains("100 continue"), "{text}");
+    assert!(text.contains("\r\nconnection: close\r\n"), "{text}");
+}
