@@ -43,7 +43,7 @@ pub struct Args {
     #[arg(long, env = "MCP_WARDEN_RESOURCE_URL")]
     pub resource_url: Option<String>,
     /// Threads serving the public port (default: one per available CPU, container limits
-    /// included).
+    /// included, at most 4).
     #[arg(long, env = "MCP_WARDEN_WORKERS", value_parser = clap::value_parser!(u16).range(1..=256))]
     pub workers: Option<u16>,
     /// How often the policy file is checked for changes, in seconds.

@@ -144,8 +144,14 @@ async fn accept_loop(
     }
 }
 
+/// Most serving threads started without `--workers`: a sidecar in front of one MCP server
+/// rarely needs more, and a large node should not cost every pod dozens of threads.
+const DEFAULT_MAX: usize = 4;
+
 /// How many serving threads to run when `--workers` is not given: one per available CPU
-/// (container CPU limits included).
+/// (container CPU limits included), at most [`DEFAULT_MAX`].
 pub fn default_count() -> usize {
-    std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+    std::thread::available_parallelism()
+        .map_or(1, std::num::NonZeroUsize::get)
+        .min(DEFAULT_MAX)
 }
