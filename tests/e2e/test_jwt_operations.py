@@ -205,3 +205,30 @@ def test_health_and_readiness(idp, start_sidecar, fastmcp):
         assert httpx.get(f"{sidecar.base}/metrics", timeout=5).status_code == 401
     finally:
         sidecar.stop()
+
+
+def test_workers_flag_serves_connections_on_every_thread(idp, start_sidecar, fastmcp):
+    """Connections are handed out in turn to the serving threads; with three threads, six
+    connections of their own (no keep-alive sharing) must all be served."""
+    sidecar = start_sidecar(fastmcp.base,
+                            lambda base: jwt_policy("e2e-workers", f"{base}/mcp", idp.issuer),
+                            extra_args=["--workers", "3"])
+    try:
+        token = idp.token(sidecar.url)
+        for _ in range(6):
+            with httpx.Client(timeout=10) as fresh:
+                r = fresh.post(sidecar.url, json=initialize_body(), headers={
+                    "Accept": ACCEPT, "Authorization": f"Bearer {token}"})
+                assert r.status_code == 200, r.text
+        assert '"workers":3' in sidecar.proc.log_text().replace(" ", "")
+    finally:
+        sidecar.stop()
+
+
+def test_zero_workers_is_refused_at_start(idp, start_sidecar, fastmcp):
+    sidecar = start_sidecar(fastmcp.base,
+                            lambda base: jwt_policy("e2e-workers", f"{base}/mcp", idp.issuer),
+                            extra_args=["--workers", "0"], wait_ready=False)
+    sidecar.proc.popen.wait(15)
+    assert sidecar.proc.popen.returncode != 0
+    assert "--workers" in sidecar.proc.log_text()
