@@ -232,3 +232,17 @@ def test_zero_workers_is_refused_at_start(idp, start_sidecar, fastmcp):
     sidecar.proc.popen.wait(15)
     assert sidecar.proc.popen.returncode != 0
     assert "--workers" in sidecar.proc.log_text()
+
+
+def test_sigterm_stops_promptly_after_in_flight_requests(idp, start_sidecar, fastmcp):
+    import signal
+
+    sidecar = start_sidecar(fastmcp.base,
+                            lambda base: jwt_policy("e2e-stop", f"{base}/mcp", idp.issuer))
+    assert status(sidecar, idp.token(sidecar.url)) == 200
+    started = time.monotonic()
+    sidecar.proc.popen.send_signal(signal.SIGTERM)
+    assert sidecar.proc.popen.wait(8) == 0, sidecar.proc.log_text()
+    # Nothing was in flight: no need to sit out the 10 s drain period.
+    assert time.monotonic() - started < 5
+    assert "shutting down" in sidecar.proc.log_text()
