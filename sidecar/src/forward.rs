@@ -22,6 +22,9 @@ const HOP_BY_HOP: [HeaderName; 7] = [
     header::UPGRADE,
 ];
 
+/// Pre-parsed, so the request path does not parse the name on every request.
+const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+
 /// Removes hop-by-hop headers, including those named in `Connection`.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     let named: Vec<HeaderName> = headers
@@ -34,7 +37,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     for name in named.iter().chain(HOP_BY_HOP.iter()) {
         headers.remove(name);
     }
-    headers.remove("keep-alive");
+    headers.remove(KEEP_ALIVE);
 }
 
 fn claim_value(value: &Value) -> Option<HeaderValue> {

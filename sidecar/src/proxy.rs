@@ -15,6 +15,8 @@ use hyper_util::rt::TokioExecutor;
 use crate::challenge::error_body;
 use crate::forward::strip_hop_by_hop;
 
+const X_FORWARDED_HOST: http::HeaderName = http::HeaderName::from_static("x-forwarded-host");
+
 /// Why the upstream URL is unusable.
 #[derive(Debug, thiserror::Error)]
 #[error("--upstream must be an http://host:port URL without query: {0}")]
@@ -90,7 +92,7 @@ impl Upstream {
         let headers = request.headers_mut();
         headers.insert(header::HOST, self.authority_header.clone());
         if let Some(host) = original_host {
-            headers.insert("x-forwarded-host", host);
+            headers.insert(X_FORWARDED_HOST, host);
         }
         match self.client.request(request).await {
             Ok(response) => {
