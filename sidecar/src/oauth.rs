@@ -377,8 +377,9 @@ async fn jwks(
 /// The store opened for some Redis settings (`None`: in-memory) and password.
 type OpenStore = ((Option<RedisSpec>, Option<String>), Arc<dyn Store>);
 
-/// Metric families, the open store and generated keys, made once per process and reused by every policy
-/// reload: families must not be registered twice, and an in-memory store must survive a reload.
+/// Metric families, the open store and generated keys, made once per process and reused by
+/// every policy reload: families must not be registered twice, and an in-memory store and
+/// generated keys must survive a reload.
 #[derive(Clone)]
 pub struct Shared {
     metrics: metrics::OAuthMetrics,

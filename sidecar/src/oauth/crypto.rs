@@ -81,11 +81,6 @@ impl EncryptionKeys {
         Self::parse(&reference.read(secrets_dir)?)
     }
 
-    /// A fresh random key (local runs without a key secret; lost on restart).
-    pub fn generate() -> Self {
-        Self::parse(&generate_text()).expect("generated key is valid")
-    }
-
     /// Seals `plain`, bound to `context` (a ciphertext moved to another record fails to open).
     /// Output: `<kid>.<base64url(nonce || ciphertext || tag)>`.
     pub fn seal(&self, context: &str, plain: &[u8]) -> String {
@@ -139,7 +134,8 @@ impl EncryptionKeys {
     }
 }
 
-/// A fresh random key in the text form [`EncryptionKeys::parse`] reads.
+/// A fresh random key (local runs without a key secret), in the text form
+/// [`EncryptionKeys::parse`] reads.
 pub fn generate_text() -> String {
     let mut secret = [0u8; 32];
     rand::fill(&mut secret).expect("the system random generator works");

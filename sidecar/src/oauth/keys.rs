@@ -75,11 +75,6 @@ impl SigningKeys {
         Self::from_pem(&reference.read(secrets_dir)?)
     }
 
-    /// A fresh key (local runs; tokens stop verifying after a restart).
-    pub fn generate() -> Self {
-        Self::from_pem(&generate_pem()).expect("a generated key parses")
-    }
-
     /// The `kid` of the signing key.
     pub fn current_kid(&self) -> &str {
         &self.public[0].kid
