@@ -2,7 +2,8 @@
 new key first and keeping the old one after it; the sidecar must notice the changed Secret files
 (not only policy edits), sign with the new key from then on, and keep accepting tokens and
 opening stored sessions made with the old keys. Redis password: after the password changes in
-Redis and in the Secret, the sidecar reconnects with the new one."""
+Redis and in the Secret, the sidecar reconnects with the new one. Generated keys (no key
+Secrets) stay the same across policy reloads."""
 
 from __future__ import annotations
 
@@ -116,3 +117,30 @@ def test_rotated_redis_password_is_used_for_new_connections(start_sidecar, start
     # The new connections really authenticate as warden with the new password.
     clients = redis_cli(redis.port, "CLIENT", "LIST")
     assert "user=warden" in clients, clients
+
+
+def test_generated_local_keys_survive_a_policy_reload(start_sidecar, start_idp, work, everything):
+    """Without key Secrets (a local run) the keys are generated once per process: editing the
+    policy must not invalidate the tokens and sessions issued before the edit."""
+    import json
+
+    dep = ProxyDeployment(start_sidecar, start_idp, work, everything.base, "oauth-local-keys",
+                          signingKeySecretRef=None, encryptionKeySecretRef=None)
+    base = dep.sidecar.base
+    client = Client(base)
+    before = client.full_login()
+    generated = kids(base)
+
+    doc = json.loads(dep.sidecar.policy_path.read_text())
+    doc["spec"]["resource"]["name"] = "Renamed tools"
+    dep.sidecar.write_policy(doc)
+    metadata = f"{base}/.well-known/oauth-protected-resource/mcp"
+    deadline = time.monotonic() + 15
+    while httpx.get(metadata, timeout=5).json().get("resource_name") != "Renamed tools":
+        assert time.monotonic() < deadline, "the edited policy was not reloaded"
+        time.sleep(0.2)
+
+    assert kids(base) == generated
+    assert mcp_status(base, before["access_token"]) == 200
+    r = client.refresh(before["refresh_token"])
+    assert r.status_code == 200, r.text
