@@ -246,3 +246,15 @@ def test_sigterm_stops_promptly_after_in_flight_requests(idp, start_sidecar, fas
     # Nothing was in flight: no need to sit out the 10 s drain period.
     assert time.monotonic() - started < 5
     assert "shutting down" in sidecar.proc.log_text()
+
+
+def test_start_up_fetches_the_keys_once(idp, start_sidecar, fastmcp):
+    sidecar = start_sidecar(fastmcp.base,
+                            lambda base: jwt_policy("e2e-one-fetch", f"{base}/mcp", idp.issuer))
+    try:
+        time.sleep(1.5)  # the refresh loop has started by now
+        m = sidecar.metrics()
+        assert _sum(m, "mcp_warden_jwks_refresh_total", result="success") == 1
+        assert _sum(m, "mcp_warden_jwks_refresh_total", result="error") == 0
+    finally:
+        sidecar.stop()
