@@ -9,14 +9,14 @@ use axum::routing::get;
 use http::{StatusCode, header};
 use prometheus_client::registry::Registry;
 
-use crate::app::AppState;
+use crate::app::SharedRuntime;
 
 /// What the admin endpoints read.
 pub struct AdminState {
     /// The metrics registry.
     pub registry: Registry,
-    /// The serving state, for readiness.
-    pub app: Arc<AppState>,
+    /// The policy in force, for readiness.
+    pub runtime: SharedRuntime,
 }
 
 /// The admin router.
@@ -40,7 +40,7 @@ async fn metrics(State(state): State<Arc<AdminState>>) -> impl IntoResponse {
 
 /// Ready once the policy's verification keys are available.
 async fn ready(State(state): State<Arc<AdminState>>) -> impl IntoResponse {
-    let runtime = state.app.runtime.load();
+    let runtime = state.runtime.load();
     if runtime.verifier.ready() {
         (StatusCode::OK, "ready".to_owned())
     } else {

@@ -22,10 +22,13 @@ use crate::runtime::Runtime;
 use crate::scopes;
 use crate::verify::TokenError;
 
-/// Shared by every request.
+/// The policy in force, swapped whole on reload and shared by every serving thread.
+pub type SharedRuntime = Arc<ArcSwap<Runtime>>;
+
+/// Shared by every request of one serving thread.
 pub struct AppState {
-    /// The policy in force; swapped whole on reload (shared by every serving thread).
-    pub runtime: Arc<ArcSwap<Runtime>>,
+    /// The policy in force.
+    pub runtime: SharedRuntime,
     /// The app (a connection pool per serving thread).
     pub upstream: Upstream,
     /// Metric families.

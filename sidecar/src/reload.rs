@@ -9,7 +9,7 @@ use std::time::Duration;
 use mcp_warden_policy::PolicyDocument;
 use tokio::task::JoinHandle;
 
-use crate::app::AppState;
+use crate::app::SharedRuntime;
 use crate::metrics::{FetchResult, ReloadLabels};
 use crate::runtime::{BuildContext, Runtime, RuntimeError};
 
@@ -93,7 +93,7 @@ pub async fn watch(
     path: PathBuf,
     interval: Duration,
     ctx: BuildContext,
-    state: Arc<AppState>,
+    serving: SharedRuntime,
     mut current: Vec<u8>,
     mut refresh: Option<JoinHandle<()>>,
 ) {
@@ -124,7 +124,7 @@ pub async fn watch(
                 }
                 refresh = spawn_refresh(&runtime);
                 tracing::info!(policy = %runtime.policy, "policy reloaded");
-                state.runtime.store(Arc::new(runtime));
+                serving.store(Arc::new(runtime));
                 record(FetchResult::Success);
             }
             Err(e) => {

@@ -10,7 +10,7 @@ use std::future::IntoFuture;
 use tokio::net::TcpListener;
 
 use crate::admin::{self, AdminState};
-use crate::app::AppState;
+use crate::app::{AppState, SharedRuntime};
 use crate::cli::Args;
 use crate::metrics::Metrics;
 use crate::proxy::Upstream;
@@ -35,7 +35,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         metrics: metrics.clone(),
         oauth: crate::oauth::Shared::register(&mut registry),
     };
-    let upstream = Upstream::new(&args.upstream)?;
+    // Checked before anything starts; each serving thread then opens its own pool.
+    Upstream::new(&args.upstream)?;
     let (bytes, runtime) = reload::load(&args.policy, &ctx).await?;
     reload::warm_up(&runtime).await;
     let refresh = reload::spawn_refresh(&runtime);
@@ -52,16 +53,12 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         keys_ready = runtime.verifier.ready(),
         "mcp-warden sidecar starting"
     );
-    let state = Arc::new(AppState {
-        runtime: Arc::new(ArcSwap::from_pointee(runtime)),
-        upstream,
-        metrics,
-    });
+    let serving: SharedRuntime = Arc::new(ArcSwap::from_pointee(runtime));
     tokio::spawn(reload::watch(
         args.policy.clone(),
         Duration::from_secs(args.reload_interval.max(1)),
         ctx,
-        state.clone(),
+        serving.clone(),
         bytes,
         refresh,
     ));
@@ -70,7 +67,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let admin_listener = TcpListener::bind(args.admin).await?;
     let admin_router = admin::router(Arc::new(AdminState {
         registry,
-        app: state.clone(),
+        runtime: serving.clone(),
     }));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
@@ -87,9 +84,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let states = (0..workers)
         .map(|_| {
             Ok(Arc::new(AppState {
-                runtime: state.runtime.clone(),
+                runtime: serving.clone(),
                 upstream: Upstream::new(&args.upstream)?,
-                metrics: state.metrics.clone(),
+                metrics: metrics.clone(),
             }))
         })
         .collect::<anyhow::Result<Vec<_>>>()?;

@@ -4,7 +4,7 @@
 //! authorisation and the upstream connection wake each other without crossing threads, which
 //! costs markedly less CPU per request than a work-stealing pool.
 
-use std::future::Future;
+use std::future::{Future, IntoFuture};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -62,8 +62,8 @@ pub struct Workers {
 }
 
 impl Workers {
-    /// Starts `count` threads serving `states[i]` (one state per thread, each with its own
-    /// upstream pool) until `stop` resolves, and an acceptor task on the calling runtime.
+    /// Starts one thread per entry of `states` (each with its own upstream pool), serving until
+    /// `stop` resolves, and an acceptor task on the calling runtime.
     pub fn start<F>(
         listener: TcpListener,
         states: Vec<Arc<AppState>>,
@@ -91,7 +91,7 @@ impl Workers {
                 .spawn(move || {
                     let service = app::router(state).into_make_service_with_connect_info::<Peer>();
                     let server = axum::serve(handed, service).with_graceful_shutdown(stopped);
-                    if let Err(e) = runtime.block_on(async { server.await }) {
+                    if let Err(e) = runtime.block_on(server.into_future()) {
                         tracing::error!(error = %e, "serving thread failed");
                     }
                     let _ = done_tx.send(());
