@@ -228,6 +228,13 @@ fn build(
         .spec
         .as_mut()
         .ok_or_else(|| "the pod has no spec".to_owned())?;
+    if spec.host_network == Some(true) {
+        return Err(format!(
+            "the pod uses hostNetwork: its ports are the node's, which no NetworkPolicy \
+             protects, so the app's port would stay reachable without a token; run it without \
+             hostNetwork, or opt it out with the label {INJECT_LABEL}: \"false\""
+        ));
+    }
     let upstream = ports::resolve_upstream(
         spec,
         annotations

@@ -196,13 +196,7 @@ async fn reconcile_policy(policy: &McpAuthPolicy, ctx: &Context) -> Result<(Acti
         })
         .collect();
 
-    if ctx.settings.network_policy {
-        let np_name = network_policy_name(&name);
-        let np = netpol::network_policy(&name, &ns, owner.clone(), &netpol::sidecar_ports(&bound));
-        Api::<NetworkPolicy>::namespaced(ctx.client.clone(), &ns)
-            .patch(&np_name, &apply(), &Patch::Apply(&np))
-            .await?;
-    }
+    sync_network_policy(policy, ctx, &ns, &owner, &bound).await?;
 
     let issuer_condition = issuer::check(&ctx.http, &issuer::target(&policy.spec)).await;
     let issuer_down = issuer_condition.status == "False";
@@ -256,6 +250,49 @@ fn ready_message(spec: &McpAuthPolicySpec, bound: usize) -> String {
         );
     }
     msg
+}
+
+/// Applies the NetworkPolicy admitting only the sidecar ports of `bound`, or deletes it when
+/// `--network-policy=false` (so turning the flag off leaves nothing behind).
+async fn sync_network_policy(
+    policy: &McpAuthPolicy,
+    ctx: &Context,
+    ns: &str,
+    owner: &k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference,
+    bound: &[Pod],
+) -> Result<()> {
+    let name = policy.name_any();
+    let np_name = network_policy_name(&name);
+    let api = Api::<NetworkPolicy>::namespaced(ctx.client.clone(), ns);
+    if !ctx.settings.network_policy {
+        match api.delete(&np_name, &Default::default()).await {
+            Ok(_) => {
+                tracing::info!(policy = %name, "deleted NetworkPolicy {np_name} (--network-policy=false)")
+            }
+            Err(kube::Error::Api(e)) if e.code == 404 => {}
+            Err(e) => return Err(e.into()),
+        }
+        return Ok(());
+    }
+    let allowed = netpol::allowed_ports(bound);
+    if !allowed.conflicts.is_empty() {
+        publish(
+            ctx,
+            policy,
+            EventType::Warning,
+            "NetworkPolicyPortConflict",
+            format!(
+                "NetworkPolicy {np_name} leaves out port name(s) {:?}: a bound pod's sidecar \
+                 uses them, but another bound pod's app container does too, so admitting them \
+                 would open that app port; rename the app ports",
+                allowed.conflicts
+            ),
+        )
+        .await;
+    }
+    let np = netpol::network_policy(&name, ns, owner.clone(), &allowed.names);
+    api.patch(&np_name, &apply(), &Patch::Apply(&np)).await?;
+    Ok(())
 }
 
 async fn ensure_keys(
@@ -432,6 +469,7 @@ pub async fn run(ctx: Arc<Context>) {
     )
     .owns(Api::<ConfigMap>::all(client.clone()), by_label())
     .owns(Api::<Secret>::all(client.clone()), by_label())
+    .owns(Api::<NetworkPolicy>::all(client.clone()), by_label())
     .watches(Api::<Pod>::all(client), by_label(), |pod| {
         let name = pod.labels().get(POLICY_LABEL)?.clone();
         Some(ObjectRef::<McpAuthPolicy>::new(&name).within(&pod.namespace()?))

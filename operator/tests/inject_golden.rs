@@ -368,3 +368,70 @@ fn existing_init_containers_and_volumes_are_appended_to() {
         assert_eq!(op["op"], "add", "{op}");
     }
 }
+
+/// Every container port of `pod` that `np` admits ingress to, as (container, port number).
+fn opened_ports(
+    np: &k8s_openapi::api::networking::v1::NetworkPolicy,
+    pod: &Pod,
+) -> Vec<(String, i32)> {
+    use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+    let spec = pod.spec.as_ref().unwrap();
+    let rules = np
+        .spec
+        .as_ref()
+        .unwrap()
+        .ingress
+        .clone()
+        .unwrap_or_default();
+    let mut opened = Vec::new();
+    for c in spec
+        .containers
+        .iter()
+        .chain(spec.init_containers.iter().flatten())
+    {
+        for p in c.ports.iter().flatten() {
+            let admitted = rules.iter().any(|r| match &r.ports {
+                None => true,
+                Some(ports) => {
+                    ports.is_empty()
+                        || ports.iter().any(|np| match &np.port {
+                            Some(IntOrString::Int(n)) => *n == p.container_port,
+                            Some(IntOrString::String(name)) => p.name.as_deref() == Some(name),
+                            None => true,
+                        })
+                }
+            });
+            if admitted {
+                opened.push((c.name.clone(), p.container_port));
+            }
+        }
+    }
+    opened
+}
+
+#[test]
+fn network_policy_opens_only_the_sidecar_ports() {
+    use mcp_warden_operator::netpol;
+    // The app listens on 8000 (the Python SDK's default) next to its upstream port: the sidecar
+    // moves to 8001, and 8000 must stay closed.
+    let pod = injected(&review(&named_ports(), false, &policies(), &settings(true)));
+    let allowed = netpol::allowed_ports(std::slice::from_ref(&pod));
+    let np = netpol::network_policy("corp-sso", "tools", Default::default(), &allowed.names);
+    assert_eq!(
+        opened_ports(&np, &pod),
+        [
+            ("mcp-warden".to_owned(), 8001),
+            ("mcp-warden".to_owned(), 9091)
+        ]
+    );
+}
+
+#[test]
+fn host_network_pods_are_denied() {
+    let mut input = plain();
+    input.spec.as_mut().unwrap().host_network = Some(true);
+    match review(&input, false, &policies(), &settings(true)) {
+        Outcome::Denied(why) => assert!(why.contains("hostNetwork"), "{why}"),
+        other => panic!("expected a denial, got {other:?}"),
+    }
+}

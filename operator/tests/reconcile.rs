@@ -50,6 +50,11 @@ fn pod(name: &str, phase: &str, status_annotation: Option<&str>) -> Value {
     }
     json!({"metadata": {"name": name, "namespace": NS, "annotations": annotations,
             "labels": {"mcpwarden.dev/policy": "corp-sso"}},
+           "spec": {"containers": [
+               {"name": "app", "ports": [{"name": "app-http", "containerPort": 8000}]},
+               {"name": "mcp-warden", "ports": [{"name": "http", "containerPort": 8001},
+                                                {"name": "mcp-warden-admin", "containerPort": 9090}]}
+           ]},
            "status": {"phase": phase}})
 }
 
@@ -112,13 +117,14 @@ async fn expect_render_steps(api: &mut ApiServer, issuer: &str) {
         .await;
     owner_ok(&np.body);
     assert_eq!(np.body["apiVersion"], "networking.k8s.io/v1");
-    let ports: Vec<i64> = np.body["spec"]["ingress"][0]["ports"]
+    // By name, the sidecar's only: never the app's 8000.
+    let ports: Vec<&str> = np.body["spec"]["ingress"][0]["ports"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|p| p["port"].as_i64().unwrap())
+        .map(|p| p["port"].as_str().unwrap())
         .collect();
-    assert_eq!(ports, [8000, 8001, 9090]);
+    assert_eq!(ports, ["http", "mcp-warden", "mcp-warden-admin"]);
     assert_eq!(
         np.body["spec"]["podSelector"]["matchLabels"]["mcpwarden.dev/policy"],
         "corp-sso"
@@ -372,6 +378,13 @@ async fn oauth_proxy_creates_the_keys_secret() {
             200,
             json!({"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": []}),
         );
+    // --network-policy=false removes a NetworkPolicy an earlier setting left.
+    api.expect(
+        "DELETE",
+        "/apis/networking.k8s.io/v1/namespaces/tools/networkpolicies/mcp-warden-corp-sso",
+    )
+    .await
+    .not_found();
     let status = expect_status(&mut api, &policy).await;
     assert_eq!(condition(&status, "IssuerReachable")["status"], "Unknown");
     assert_eq!(condition(&status, "Ready")["status"], "True");

@@ -120,7 +120,10 @@ def test_rbac_is_least_privilege():
     assert writes and all(r.get("resourceNames") == ["mcp-warden"] for r in writes)
     pod_verbs = {v for rule in rules if "pods" in rule["resources"] for v in rule["verbs"]}
     assert pod_verbs == {"list", "watch"}
-    assert not any("delete" in rule["verbs"] for rule in rules), "owned objects go by garbage collection"
+    deletes = [r for r in rules if "delete" in r["verbs"]]
+    # Owned objects go by garbage collection; only NetworkPolicies are deleted, when
+    # operator.networkPolicy is turned off.
+    assert [r["resources"] for r in deletes] == [["networkpolicies"]]
     namespace_verbs = {v for rule in rules if "namespaces" in rule["resources"] for v in rule["verbs"]}
     assert namespace_verbs == {"get"}
     assert not any("leases" in r["resources"] for r in rules), "leases belong in the namespaced Role"
