@@ -17,6 +17,7 @@ use crate::challenge::error_body;
 use crate::metrics::{Metrics, Outcome, Reason};
 use crate::origin::{OriginCheck, Origins, is_preflight};
 use crate::proxy::Upstream;
+use crate::rpc;
 use crate::rules::MAX_RPC_BODY;
 use crate::runtime::Runtime;
 use crate::scopes;
@@ -202,7 +203,7 @@ async fn authorize_and_forward(state: &AppState, rt: &Runtime, request: Request)
         }
     };
 
-    let (request, needed) = if rt.rules.is_empty() || request.method() != Method::POST {
+    let (request, needed) = if rt.rules.is_empty() || !carries_body(&request) {
         (request, Cow::Borrowed(&rt.required_scopes[..]))
     } else {
         match rule_scopes(rt, request).await {
@@ -272,8 +273,15 @@ async fn refuse(request: Request, (mut response, outcome, reason): Answer) -> An
     (response, outcome, reason)
 }
 
-/// Reads a POST body (bounded) to find the scopes the policy's rules ask for, and rebuilds the
-/// request around the buffered bytes.
+/// Whether the rules must read the request's body: every POST (an empty one is refused), and any
+/// other method whose body is not known to be empty, since an app may route JSON-RPC on any
+/// method.
+fn carries_body(request: &Request) -> bool {
+    request.method() == Method::POST || !axum::body::HttpBody::is_end_stream(request.body())
+}
+
+/// Reads a request body (bounded) to find the scopes the policy's rules ask for, and rebuilds the
+/// request around the buffered bytes. Refusals are JSON-RPC error answers (400).
 async fn rule_scopes(rt: &Runtime, request: Request) -> Result<(Request, Vec<String>), Answer> {
     let (parts, body) = request.into_parts();
     let bytes = match http_body_util::Limited::new(body, MAX_RPC_BODY)
@@ -295,11 +303,18 @@ async fn rule_scopes(rt: &Runtime, request: Request) -> Result<(Request, Vec<Str
         }
     };
     let extra = rt.rules.required_for(&bytes).map_err(|e| {
-        (
-            error_body(StatusCode::BAD_REQUEST, "invalid_request", &e.to_string()),
-            Outcome::BadRequest,
-            Reason::InvalidRequest,
+        let body = serde_json::json!({
+            "jsonrpc": "2.0",
+            "id": rpc::id_of(&bytes),
+            "error": {"code": e.code(), "message": e.to_string()},
+        });
+        let response = (
+            StatusCode::BAD_REQUEST,
+            [(header::CACHE_CONTROL, "no-store")],
+            axum::Json(body),
         )
+            .into_response();
+        (response, Outcome::BadRequest, Reason::InvalidRequest)
     })?;
     let mut needed = rt.required_scopes.clone();
     for scope in extra {

@@ -18,6 +18,7 @@ pub mod oauth;
 pub mod origin;
 pub mod proxy;
 pub mod reload;
+pub mod rpc;
 pub mod rules;
 pub mod runtime;
 pub mod scopes;

@@ -1,7 +1,8 @@
-//! Per-method and per-tool scope rules, checked against the JSON-RPC message in a POST body.
+//! Per-method and per-tool scope rules, checked against the JSON-RPC messages in a request body.
 
 use mcp_warden_policy::ScopeRule;
-use serde_json::Value;
+
+use crate::rpc::{self, BodyError};
 
 /// Largest POST body inspected when rules are configured.
 pub const MAX_RPC_BODY: usize = 4 * 1024 * 1024;
@@ -11,11 +12,6 @@ pub const MAX_RPC_BODY: usize = 4 * 1024 * 1024;
 pub struct Rules {
     rules: Vec<ScopeRule>,
 }
-
-/// The body is not a JSON-RPC message or batch.
-#[derive(Debug, PartialEq, Eq, thiserror::Error)]
-#[error("the request body is not a JSON-RPC message: {0}")]
-pub struct NotJsonRpc(pub String);
 
 /// `*` matches any run of characters; everything else is literal.
 fn glob(pattern: &str, text: &str) -> bool {
@@ -60,33 +56,16 @@ impl Rules {
         method_ok && tool_ok
     }
 
-    /// The scopes the messages in `body` need, in rule order, without duplicates.
-    pub fn required_for(&self, body: &[u8]) -> Result<Vec<String>, NotJsonRpc> {
-        let value: Value = serde_json::from_slice(body).map_err(|e| NotJsonRpc(e.to_string()))?;
-        let messages = match &value {
-            Value::Array(items) if !items.is_empty() => items.iter().collect(),
-            Value::Object(_) => vec![&value],
-            _ => return Err(NotJsonRpc("expected an object or a non-empty array".into())),
-        };
+    /// The scopes the messages in `body` need, in rule order, without duplicates. Bodies that
+    /// are not JSON-RPC, or that parsers could read differently, are refused (see [`rpc`]).
+    pub fn required_for(&self, body: &[u8]) -> Result<Vec<String>, BodyError> {
         let mut needed: Vec<String> = Vec::new();
-        for message in messages {
-            let Some(obj) = message.as_object() else {
-                return Err(NotJsonRpc("batch entries must be objects".into()));
-            };
+        for message in rpc::scan(body)? {
             // Responses and notifications without a method need nothing extra.
-            let Some(method) = obj.get("method") else {
+            let Some(method) = message.method.as_deref() else {
                 continue;
             };
-            let method = method
-                .as_str()
-                .ok_or_else(|| NotJsonRpc("method must be a string".into()))?;
-            let tool = (method == "tools/call")
-                .then(|| {
-                    obj.get("params")
-                        .and_then(|p| p.get("name"))
-                        .and_then(Value::as_str)
-                })
-                .flatten();
+            let tool = message.tool.as_deref();
             for rule in self.rules.iter().filter(|r| Self::matches(r, method, tool)) {
                 for scope in &rule.scopes {
                     if !needed.contains(scope) {
@@ -154,5 +133,23 @@ mod tests {
         assert!(rules().required_for(b"[]").is_err());
         assert!(rules().required_for(b"[1]").is_err());
         assert!(rules().required_for(br#"{"method":5}"#).is_err());
+    }
+
+    #[test]
+    fn ambiguous_tool_names_are_refused() {
+        for body in [
+            r#"{"method":"tools/call","params":{"name":"echo","NAME":"delete_repo"}}"#,
+            r#"{"method":"tools/call","params":{"name":"echo","name":"delete_repo"}}"#,
+            r#"{"method":"tools/call","params":{"name":"echo"},"Params":{"name":"delete_repo"}}"#,
+            r#"{"method":"ping","Method":"tools/call","params":{"name":"delete_repo"}}"#,
+        ] {
+            assert!(
+                matches!(
+                    rules().required_for(body.as_bytes()),
+                    Err(BodyError::Invalid(_))
+                ),
+                "{body}"
+            );
+        }
     }
 }

@@ -3,6 +3,7 @@ the Python `mcp` client, the TypeScript SDK client and raw HTTP (REQUIREMENTS it
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -345,7 +346,67 @@ def test_invalid_json_body_with_rules_is_a_bad_request(guard, token, http):
                   headers={"Accept": ACCEPT, "Content-Type": "application/json",
                            "Authorization": f"Bearer {token}"})
     assert r.status_code == 400
-    assert r.json()["error"] == "invalid_request"
+    assert r.json()["error"]["code"] == -32700
+
+
+# Bodies that name `delete_everything` in a way some JSON parser reads (Go's encoding/json
+# matches keys case-insensitively; most parsers keep the last of duplicate keys).
+AMBIGUOUS_BODIES = {
+    "case-folded duplicate name": '{"jsonrpc":"2.0","id":11,"method":"tools/call",'
+        '"params":{"name":"add","NAME":"delete_everything","arguments":{}}}',
+    "duplicate name, ruled first": '{"jsonrpc":"2.0","id":11,"method":"tools/call",'
+        '"params":{"name":"delete_everything","name":"whoami","arguments":{}}}',
+    "duplicate name, ruled last": '{"jsonrpc":"2.0","id":11,"method":"tools/call",'
+        '"params":{"name":"whoami","name":"delete_everything","arguments":{}}}',
+    "second Params": '{"jsonrpc":"2.0","id":11,"method":"tools/call",'
+        '"params":{"name":"add","arguments":{"a":1,"b":1}},'
+        '"Params":{"name":"delete_everything","arguments":{}}}',
+    "Method beside method": '{"jsonrpc":"2.0","id":11,"method":"ping","Method":"tools/call",'
+        '"params":{"name":"delete_everything","arguments":{}}}',
+    "duplicate method": '{"jsonrpc":"2.0","id":11,"method":"tools/call","method":"ping",'
+        '"params":{"name":"delete_everything","arguments":{}}}',
+    "case variants only": '{"jsonrpc":"2.0","id":11,"Method":"tools/call",'
+        '"Params":{"Name":"delete_everything","arguments":{}}}',
+}
+
+
+@pytest.mark.parametrize("body", AMBIGUOUS_BODIES.values(), ids=AMBIGUOUS_BODIES.keys())
+def test_ambiguous_json_cannot_dodge_a_tool_rule(guard, idp, http, body):
+    tools_only = idp.token(guard.url, "mcp:tools")
+    session = open_session(http, guard.url, tools_only)
+    r = http.post(guard.url, content=body.encode(), headers={
+        "Accept": ACCEPT, "Content-Type": "application/json",
+        "Authorization": f"Bearer {tools_only}",
+        "Mcp-Session-Id": session, "MCP-Protocol-Version": PROTOCOL_VERSION})
+    assert r.status_code == 400, r.text
+    answer = r.json()
+    assert answer["jsonrpc"] == "2.0" and answer["id"] == 11
+    assert answer["error"]["code"] == -32600
+
+
+def test_ambiguous_json_in_a_batch_is_refused(guard, idp, http):
+    tools_only = idp.token(guard.url, "mcp:tools")
+    session = open_session(http, guard.url, tools_only)
+    body = ('[{"jsonrpc":"2.0","id":1,"method":"ping"},'
+            + AMBIGUOUS_BODIES["case-folded duplicate name"] + "]")
+    r = http.post(guard.url, content=body.encode(), headers={
+        "Accept": ACCEPT, "Content-Type": "application/json",
+        "Authorization": f"Bearer {tools_only}",
+        "Mcp-Session-Id": session, "MCP-Protocol-Version": PROTOCOL_VERSION})
+    assert r.status_code == 400
+    assert r.json()["error"]["code"] == -32600 and r.json()["id"] is None
+
+
+@pytest.mark.parametrize("method", ["PUT", "PATCH", "DELETE", "GET"])
+def test_rules_read_bodies_on_every_method(guard, idp, http, method):
+    tools_only = idp.token(guard.url, "mcp:tools")
+    body = json.dumps({"jsonrpc": "2.0", "id": 12, "method": "tools/call",
+                       "params": {"name": "delete_everything", "arguments": {}}})
+    r = http.request(method, guard.url, content=body.encode(), headers={
+        "Accept": ACCEPT, "Content-Type": "application/json",
+        "Authorization": f"Bearer {tools_only}"})
+    assert r.status_code == 403, (r.status_code, r.text)
+    assert challenge_params(r)["error"] == "insufficient_scope"
 
 
 # ---------------------------------------------------------------- protected-resource metadata

@@ -1,0 +1,362 @@
+//! The parts of a JSON-RPC body that the scope rules read (`method`, and `params.name` of a
+//! `tools/call`), found in one pass without building a JSON tree.
+//!
+//! The scan refuses bodies that different JSON parsers could read differently, because the
+//! sidecar and the app must agree on which tool is called: a key given twice (`"name"` twice),
+//! or twice up to case (`"name"` and `"NAME"`: Go's `encoding/json` matches keys without regard
+//! to case, Unicode folding included), or a case variant of a key the rules read standing alone
+//! (`"Method"`), in a message object or its `params`. Deeper levels (tool arguments) are not
+//! inspected: no rule reads them.
+
+use std::fmt;
+
+use serde::Deserializer as _;
+use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde_json::Value;
+
+/// What the rules need from one message.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Message {
+    /// `method`; `None` for responses.
+    pub method: Option<String>,
+    /// `params.name`, for `tools/call` only.
+    pub tool: Option<String>,
+}
+
+/// Why a body was refused. The text is safe to send to the client.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum BodyError {
+    /// Not JSON at all (JSON-RPC code -32700).
+    #[error("the request body is not JSON: {0}")]
+    Parse(String),
+    /// JSON, but not an unambiguous JSON-RPC message or batch (code -32600).
+    #[error("the request body is not an unambiguous JSON-RPC message: {0}")]
+    Invalid(String),
+}
+
+impl BodyError {
+    /// The JSON-RPC error code.
+    pub fn code(&self) -> i64 {
+        match self {
+            BodyError::Parse(_) => -32700,
+            BodyError::Invalid(_) => -32600,
+        }
+    }
+}
+
+/// Keys the rules read, at the level where they read them.
+const MESSAGE_KEYS: [&str; 2] = ["method", "params"];
+const PARAMS_KEYS: [&str; 1] = ["name"];
+
+/// Scans `body`: a message object or a non-empty batch of them.
+pub fn scan(body: &[u8]) -> Result<Vec<Message>, BodyError> {
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let messages = de.deserialize_any(BodyVisitor).and_then(|m| {
+        de.end()?;
+        Ok(m)
+    });
+    messages.map_err(|e| {
+        let text = e.to_string();
+        // The position is of no use to the client.
+        let why = text.split(" at line ").next().unwrap_or(&text).to_owned();
+        if e.is_data() {
+            BodyError::Invalid(why)
+        } else {
+            BodyError::Parse(why)
+        }
+    })
+}
+
+/// The `id` to echo in an error answer: a string or number `id` of a single message, when the
+/// body parses at all.
+pub fn id_of(body: &[u8]) -> Value {
+    match serde_json::from_slice::<serde_json::Map<String, Value>>(body) {
+        Ok(mut message) => match message.remove("id") {
+            Some(id @ (Value::String(_) | Value::Number(_))) => id,
+            _ => Value::Null,
+        },
+        Err(_) => Value::Null,
+    }
+}
+
+fn invalid<E: de::Error>(why: impl fmt::Display) -> E {
+    E::custom(why)
+}
+
+/// A key compared the way the most lenient JSON decoders compare them: ASCII case folded, and the
+/// two non-ASCII characters whose simple case folding gives an ASCII letter (`ſ` → `s`, the Kelvin
+/// sign → `k`) mapped too.
+fn fold(key: &str) -> String {
+    key.chars()
+        .flat_map(|c| match c {
+            '\u{17f}' => 's'.to_lowercase(),
+            '\u{212a}' => 'k'.to_lowercase(),
+            c => c.to_lowercase(),
+        })
+        .collect()
+}
+
+/// Tracks the keys of one object and refuses duplicates, case-folded duplicates and case
+/// variants of the keys the rules read there.
+struct Keys<const N: usize> {
+    read: [&'static str; N],
+    seen: Vec<String>,
+}
+
+impl<const N: usize> Keys<N> {
+    fn new(read: [&'static str; N]) -> Self {
+        Keys {
+            read,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Records `key`; `Some(index)` when it is exactly one of the keys the rules read.
+    fn check<E: de::Error>(&mut self, key: &str) -> Result<Option<usize>, E> {
+        if key.chars().any(char::is_control) {
+            return Err(invalid(format_args!("key {key:?} has control characters")));
+        }
+        let folded = fold(key);
+        if self.seen.contains(&folded) {
+            return Err(invalid(format_args!("key {key:?} appears more than once")));
+        }
+        let exact = self.read.iter().position(|k| *k == key);
+        if exact.is_none() && self.read.contains(&folded.as_str()) {
+            return Err(invalid(format_args!("key {key:?} is a case variant")));
+        }
+        self.seen.push(folded);
+        Ok(exact)
+    }
+}
+
+struct BodyVisitor;
+
+impl<'de> Visitor<'de> for BodyVisitor {
+    type Value = Vec<Message>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON-RPC message or a non-empty batch")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+        Ok(vec![MessageVisitor.visit_map(map)?])
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut messages = Vec::with_capacity(seq.size_hint().unwrap_or(1));
+        while let Some(message) = seq.next_element_seed(MessageSeed)? {
+            messages.push(message);
+        }
+        if messages.is_empty() {
+            return Err(invalid("an empty batch"));
+        }
+        Ok(messages)
+    }
+}
+
+struct MessageSeed;
+
+impl<'de> DeserializeSeed<'de> for MessageSeed {
+    type Value = Message;
+
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Message, D::Error> {
+        d.deserialize_any(MessageVisitor)
+    }
+}
+
+struct MessageVisitor;
+
+impl<'de> Visitor<'de> for MessageVisitor {
+    type Value = Message;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON-RPC message object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Message, A::Error> {
+        let mut keys = Keys::new(MESSAGE_KEYS);
+        let mut method = None;
+        let mut tool = None;
+        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            match keys.check(&key)? {
+                Some(0) => match map.next_value::<Value>()? {
+                    Value::String(m) => method = Some(m),
+                    _ => return Err(invalid("method must be a string")),
+                },
+                Some(_) => tool = map.next_value_seed(ParamsSeed)?,
+                None => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        let tool = match (method.as_deref(), tool) {
+            (Some("tools/call"), Some(Name::Text(name))) => Some(name),
+            (Some("tools/call"), Some(Name::Other)) => {
+                return Err(invalid("params.name must be a string"));
+            }
+            _ => None,
+        };
+        Ok(Message { method, tool })
+    }
+
+    // Anything but an object in a batch.
+    fn visit_seq<A: SeqAccess<'de>>(self, _: A) -> Result<Message, A::Error> {
+        Err(invalid("batch entries must be objects"))
+    }
+}
+
+/// `params.name` as found.
+enum Name {
+    Text(String),
+    Other,
+}
+
+struct ParamsSeed;
+
+impl<'de> DeserializeSeed<'de> for ParamsSeed {
+    type Value = Option<Name>;
+
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Option<Name>, D::Error> {
+        d.deserialize_any(ParamsVisitor)
+    }
+}
+
+struct ParamsVisitor;
+
+impl<'de> Visitor<'de> for ParamsVisitor {
+    type Value = Option<Name>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("JSON-RPC params")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut keys = Keys::new(PARAMS_KEYS);
+        let mut name = None;
+        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            if keys.check(&key)?.is_some() {
+                name = Some(match map.next_value::<Value>()? {
+                    Value::String(s) => Name::Text(s),
+                    _ => Name::Other,
+                });
+            } else {
+                map.next_value::<IgnoredAny>()?;
+            }
+        }
+        Ok(name)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(None)
+    }
+
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn one(body: &str) -> Result<Message, BodyError> {
+        scan(body.as_bytes()).map(|mut m| m.remove(0))
+    }
+
+    fn refused(body: &str) -> bool {
+        matches!(scan(body.as_bytes()), Err(BodyError::Invalid(_)))
+    }
+
+    #[test]
+    fn reads_method_and_tool() {
+        let m = one(
+            r#"{"params":{"arguments":{"name":"x"},"name":"echo"},"method":"tools/call","id":1}"#,
+        )
+        .unwrap();
+        assert_eq!(m.method.as_deref(), Some("tools/call"));
+        assert_eq!(m.tool.as_deref(), Some("echo"));
+        let m = one(r#"{"jsonrpc":"2.0","id":1,"result":{}}"#).unwrap();
+        assert_eq!(m, Message::default());
+        // Escapes decode before comparison.
+        let m =
+            one(r#"{"m\u0065thod":"tools/call","params":{"n\u0061me":"delete_repo"}}"#).unwrap();
+        assert_eq!(m.tool.as_deref(), Some("delete_repo"));
+        // params.name of other methods is not a tool.
+        assert_eq!(
+            one(r#"{"method":"prompts/get","params":{"name":"p"}}"#)
+                .unwrap()
+                .tool,
+            None
+        );
+    }
+
+    #[test]
+    fn refuses_duplicate_and_case_variant_keys() {
+        for body in [
+            r#"{"method":"tools/call","params":{"name":"echo","NAME":"delete_repo"}}"#,
+            r#"{"method":"tools/call","params":{"name":"echo","name":"delete_repo"}}"#,
+            r#"{"method":"tools/call","params":{"name":"echo"},"Params":{"name":"delete_repo"}}"#,
+            r#"{"method":"ping","Method":"tools/call","params":{"name":"delete_repo"}}"#,
+            r#"{"method":"ping","method":"tools/call","params":{"name":"delete_repo"}}"#,
+            r#"{"Method":"tools/call","Params":{"Name":"delete_repo"}}"#,
+            r#"{"method":"tools/call","params":{"Name":"delete_repo"}}"#,
+            r#"{"method":"tools/call","paramſ":{"name":"delete_repo"}}"#,
+            r#"{"method":"tools/call","params":{"name":"echo"},"params":{"name":"delete_repo"}}"#,
+            r#"{"id":1,"ID":2,"method":"ping"}"#,
+            r#"{"method\u0000":"tools/call"}"#,
+            r#"[{"method":"ping"},{"method":"tools/call","params":{"name":"a","nAme":"b"}}]"#,
+            r#"{"method":"tools/call","params":{"name":{"x":1}}}"#,
+            r#"{"method":5}"#,
+            "[]",
+            "[1]",
+            "5",
+        ] {
+            assert!(refused(body), "{body}");
+        }
+        // Arguments are the tool's business.
+        assert!(
+            one(r#"{"method":"tools/call","params":{"name":"a","arguments":{"x":1,"X":2,"x":3}}}"#)
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn syntax_errors_are_parse_errors() {
+        for body in ["not json", "{", r#"{"method":"ping"} trailing"#, ""] {
+            assert!(
+                matches!(scan(body.as_bytes()), Err(BodyError::Parse(_))),
+                "{body}"
+            );
+        }
+    }
+
+    #[test]
+    fn ids_are_echoed_when_readable() {
+        assert_eq!(id_of(br#"{"id":7,"method":"x","method":"y"}"#), 7);
+        assert_eq!(id_of(br#"{"id":"a"}"#), "a");
+        assert_eq!(id_of(br#"{"id":{"x":1}}"#), Value::Null);
+        assert_eq!(id_of(b"[1]"), Value::Null);
+        assert_eq!(id_of(b"nope"), Value::Null);
+    }
+}
