@@ -127,7 +127,16 @@ const RESERVED_HEADERS: &[&str] = &[
     "mcp-session-id",
     "mcp-protocol-version",
     "origin",
+    "forwarded",
+    "x-real-ip",
 ];
+
+/// Whether the sidecar sets or needs `header` itself. Names compare as servers that turn `_` into
+/// `-` see them (the sidecar drops client headers that normalise to a mapped one).
+fn is_reserved_header(header: &str) -> bool {
+    let name = header.to_ascii_lowercase().replace('_', "-");
+    RESERVED_HEADERS.contains(&name.as_str()) || name.starts_with("x-forwarded-")
+}
 
 impl McpAuthPolicySpec {
     /// Checks cross-field rules; every problem is reported with its field path.
@@ -208,7 +217,7 @@ impl McpAuthPolicySpec {
                     &field,
                     Err(format!("{header:?} is not a valid header name")),
                 );
-            } else if RESERVED_HEADERS.contains(&header.to_ascii_lowercase().as_str()) {
+            } else if is_reserved_header(header) {
                 r.check(&field, Err(format!("{header} is reserved")));
             }
         }
@@ -339,6 +348,19 @@ spec:
             msg.contains("spec.forward.claimsToHeaders.sub: Authorization is reserved"),
             "{msg}"
         );
+    }
+
+    #[test]
+    fn headers_the_sidecar_owns_cannot_carry_claims() {
+        for header in [
+            "Mcp_Session_Id",
+            "X-Forwarded-For",
+            "x_forwarded_host",
+            "Forwarded",
+        ] {
+            let msg = invalid(&JWT.replace("X-Auth-Subject", header));
+            assert!(msg.contains(&format!("{header} is reserved")), "{msg}");
+        }
     }
 
     #[test]

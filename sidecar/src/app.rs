@@ -22,6 +22,7 @@ use crate::rules::MAX_RPC_BODY;
 use crate::runtime::Runtime;
 use crate::scopes;
 use crate::verify::TokenError;
+use crate::workers::Peer;
 
 /// The policy in force, swapped whole on reload and shared by every serving thread.
 pub type SharedRuntime = Arc<ArcSwap<Runtime>>;
@@ -223,7 +224,19 @@ async fn authorize_and_forward(state: &AppState, rt: &Runtime, request: Request)
     }
 
     let (mut parts, body) = request.into_parts();
-    rt.forwarding.apply(&mut parts.headers, &principal);
+    let peer = parts
+        .extensions
+        .get::<axum::extract::ConnectInfo<Peer>>()
+        .map(|info| info.0.0.ip());
+    if let Err(e) = rt.forwarding.apply(&mut parts.headers, &principal, peer) {
+        tracing::warn!(policy = %rt.policy, claim = %e.claim, "refused: a mapped claim cannot be sent as a header");
+        let response = error_body(StatusCode::FORBIDDEN, "forbidden", &e.to_string());
+        return refuse(
+            Request::from_parts(parts, body),
+            (response, Outcome::Forbidden, Reason::UnforwardableClaim),
+        )
+        .await;
+    }
     match state
         .upstream
         .forward(Request::from_parts(parts, body))

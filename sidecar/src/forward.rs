@@ -1,15 +1,43 @@
 //! What the app receives: the request minus hop-by-hop headers and the caller's credentials,
 //! plus the caller's identity as explicit headers (no token passthrough).
+//!
+//! Identity headers must not be spoofable. Servers disagree on header names: WSGI and CGI turn
+//! `X-Auth_Subject` and `X-Auth-Subject` into the same variable, so every client header whose
+//! name equals a mapped one up to ASCII case and `-`/`_` is dropped, not only the exact name.
+//! The client's `Forwarded`, `X-Forwarded-*` and `X-Real-IP` are dropped as well and the
+//! `X-Forwarded-*` headers set from what the sidecar knows itself.
+
+use std::net::IpAddr;
 
 use http::{HeaderMap, HeaderName, HeaderValue, header};
 use serde_json::Value;
 
 use crate::verify::Principal;
 
-/// Claim → header mapping of a policy.
-#[derive(Clone, Debug, Default)]
+/// Claim → header mapping of a policy, and what the forwarded headers say.
+#[derive(Clone, Debug)]
 pub struct Forwarding {
     claims: Vec<(String, HeaderName)>,
+    /// `X-Forwarded-Proto`: the scheme of the resource URL (TLS ends before the sidecar).
+    proto: HeaderValue,
+}
+
+impl Default for Forwarding {
+    fn default() -> Self {
+        Forwarding {
+            claims: Vec::new(),
+            proto: HeaderValue::from_static("https"),
+        }
+    }
+}
+
+/// A mapped claim that cannot travel as a header value (control characters such as CR, LF or
+/// NUL, or a JSON object). The request is refused rather than forwarded without the header.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+#[error("the caller's {claim:?} claim cannot be sent to the MCP server as a header value")]
+pub struct Unforwardable {
+    /// The claim.
+    pub claim: String,
 }
 
 const HOP_BY_HOP: [HeaderName; 7] = [
@@ -24,6 +52,8 @@ const HOP_BY_HOP: [HeaderName; 7] = [
 
 /// Pre-parsed, so the request path does not parse the name on every request.
 const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 
 /// Removes hop-by-hop headers, including those named in `Connection`.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
@@ -40,12 +70,35 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     headers.remove(KEEP_ALIVE);
 }
 
-fn claim_value(value: &Value) -> Option<HeaderValue> {
+/// A header name as the most lenient servers see it: ASCII lower case, `_` as `-`.
+fn normalised(name: &str) -> impl Iterator<Item = u8> + '_ {
+    name.bytes().map(|b| match b {
+        b'_' => b'-',
+        b => b.to_ascii_lowercase(),
+    })
+}
+
+fn same_header(a: &str, b: &str) -> bool {
+    a.len() == b.len() && normalised(a).eq(normalised(b))
+}
+
+/// Whether a client header carries proxy information only the sidecar may set.
+fn is_forwarding_info(name: &str) -> bool {
+    const PREFIX: &str = "x-forwarded-";
+    (name.len() > PREFIX.len() && same_header(&name[..PREFIX.len()], PREFIX))
+        || same_header(name, "forwarded")
+        || same_header(name, "x-real-ip")
+}
+
+/// The header value of a claim: `Ok(None)` when absent or null, an error when it cannot be
+/// encoded. Text goes as UTF-8 bytes; arrays are joined with `,`.
+fn claim_value(value: Option<&Value>) -> Result<Option<HeaderValue>, ()> {
     let text = match value {
-        Value::String(s) => s.clone(),
-        Value::Number(n) => n.to_string(),
-        Value::Bool(b) => b.to_string(),
-        Value::Array(items) => items
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Number(n)) => n.to_string(),
+        Some(Value::Bool(b)) => b.to_string(),
+        Some(Value::Array(items)) => items
             .iter()
             .map(|i| match i {
                 Value::String(s) => s.clone(),
@@ -53,35 +106,88 @@ fn claim_value(value: &Value) -> Option<HeaderValue> {
             })
             .collect::<Vec<_>>()
             .join(","),
-        _ => return None,
+        Some(Value::Object(_)) => return Err(()),
     };
-    // Refuses control characters, so a claim cannot inject extra headers.
-    HeaderValue::from_str(&text).ok()
+    // Control characters (CR, LF, NUL…) could end the header or be read differently downstream.
+    if text.chars().any(char::is_control) {
+        return Err(());
+    }
+    HeaderValue::from_bytes(text.as_bytes())
+        .map(Some)
+        .map_err(|_| ())
 }
 
 impl Forwarding {
-    /// From the policy's `forward.claimsToHeaders` (names were validated with the policy).
-    pub fn new(claims_to_headers: &std::collections::BTreeMap<String, String>) -> Self {
+    /// From the policy's `forward.claimsToHeaders` (names were validated with the policy) and the
+    /// resource URL's scheme.
+    pub fn new(
+        claims_to_headers: &std::collections::BTreeMap<String, String>,
+        scheme: &str,
+    ) -> Self {
         let claims = claims_to_headers
             .iter()
             .filter_map(|(claim, name)| {
                 Some((claim.clone(), HeaderName::from_bytes(name.as_bytes()).ok()?))
             })
             .collect();
-        Forwarding { claims }
+        Forwarding {
+            claims,
+            proto: HeaderValue::from_str(scheme).unwrap_or(HeaderValue::from_static("https")),
+        }
     }
 
-    /// Prepares request headers for the app: drops hop-by-hop headers, `Authorization` and any
-    /// client-sent copy of an identity header, then sets the identity headers from the claims.
-    pub fn apply(&self, headers: &mut HeaderMap, principal: &Principal) {
+    /// Prepares request headers for the app: drops hop-by-hop headers, `Authorization`, client
+    /// copies of identity and forwarding headers; sets the identity headers from the claims
+    /// (`email` only when `email_verified` is true) and `X-Forwarded-For`/`-Proto` (the proxy
+    /// sets `X-Forwarded-Host`).
+    pub fn apply(
+        &self,
+        headers: &mut HeaderMap,
+        principal: &Principal,
+        peer: Option<IpAddr>,
+    ) -> Result<(), Unforwardable> {
         strip_hop_by_hop(headers);
         headers.remove(header::AUTHORIZATION);
-        for (claim, name) in &self.claims {
+        let spoofable: Vec<HeaderName> = headers
+            .keys()
+            .filter(|name| {
+                let name = name.as_str();
+                is_forwarding_info(name)
+                    || self
+                        .claims
+                        .iter()
+                        .any(|(_, mapped)| same_header(name, mapped.as_str()))
+            })
+            .cloned()
+            .collect();
+        for name in spoofable {
             headers.remove(name);
-            if let Some(value) = principal.claims.get(claim).and_then(claim_value) {
-                headers.insert(name.clone(), value);
+        }
+        for (claim, name) in &self.claims {
+            let mut value = principal.claims.get(claim);
+            // An unverified address proves nothing (anyone can put any address on an account).
+            if claim == "email"
+                && principal.claims.get("email_verified") != Some(&Value::Bool(true))
+            {
+                value = None;
+            }
+            match claim_value(value) {
+                Ok(Some(value)) => {
+                    headers.insert(name.clone(), value);
+                }
+                Ok(None) => {}
+                Err(()) => {
+                    return Err(Unforwardable {
+                        claim: claim.clone(),
+                    });
+                }
             }
         }
+        if let Some(Ok(ip)) = peer.map(|ip| HeaderValue::from_str(&ip.to_canonical().to_string())) {
+            headers.insert(X_FORWARDED_FOR, ip);
+        }
+        headers.insert(X_FORWARDED_PROTO, self.proto.clone());
+        Ok(())
     }
 }
 
@@ -90,25 +196,30 @@ mod tests {
     use super::*;
     use crate::scopes::Granted;
 
-    #[test]
-    fn drops_credentials_and_spoofed_identity_and_sets_claims() {
-        let fwd = Forwarding::new(
+    fn forwarding() -> Forwarding {
+        Forwarding::new(
             &[
                 ("sub".into(), "X-Auth-Subject".into()),
                 ("groups".into(), "X-Auth-Groups".into()),
                 ("email".into(), "X-Auth-Email".into()),
+                ("name".into(), "X-Auth-Name".into()),
             ]
             .into(),
-        );
-        let claims = serde_json::json!({"sub": "alice", "groups": ["a", "b"], "exp": 1})
-            .as_object()
-            .unwrap()
-            .clone();
-        let principal = Principal {
-            claims,
+            "https",
+        )
+    }
+
+    fn principal(claims: serde_json::Value) -> Principal {
+        Principal {
+            claims: claims.as_object().unwrap().clone(),
             scopes: Granted::default(),
             expires_at: 1,
-        };
+        }
+    }
+
+    #[test]
+    fn drops_credentials_and_spoofed_identity_and_sets_claims() {
+        let principal = principal(serde_json::json!({"sub": "alice", "groups": ["a", "b"]}));
         let mut h = HeaderMap::new();
         h.insert(header::AUTHORIZATION, "Bearer secret".parse().unwrap());
         h.insert("x-auth-subject", "mallory".parse().unwrap());
@@ -116,7 +227,7 @@ mod tests {
         h.insert(header::CONNECTION, "keep-alive, x-hop".parse().unwrap());
         h.insert("x-hop", "1".parse().unwrap());
         h.insert("mcp-session-id", "s1".parse().unwrap());
-        fwd.apply(&mut h, &principal);
+        forwarding().apply(&mut h, &principal, None).unwrap();
         assert!(h.get(header::AUTHORIZATION).is_none());
         assert_eq!(h["x-auth-subject"], "alice");
         assert_eq!(h["x-auth-groups"], "a,b");
@@ -129,8 +240,110 @@ mod tests {
     }
 
     #[test]
-    fn claim_values_cannot_inject_headers() {
-        assert!(claim_value(&Value::String("a\r\nX-Evil: 1".into())).is_none());
-        assert!(claim_value(&serde_json::json!({"nested": 1})).is_none());
+    fn drops_headers_that_normalise_to_a_mapped_one() {
+        let principal = principal(serde_json::json!({"sub": "alice"}));
+        let mut h = HeaderMap::new();
+        for name in [
+            "x-auth_subject",
+            "x_auth_subject",
+            "x-auth-subject",
+            "x_auth-groups",
+        ] {
+            h.append(name, "mallory".parse().unwrap());
+        }
+        h.insert("x-auth-subjects", "kept".parse().unwrap());
+        forwarding().apply(&mut h, &principal, None).unwrap();
+        assert_eq!(h.get_all("x-auth-subject").iter().count(), 1);
+        assert_eq!(h["x-auth-subject"], "alice");
+        for gone in ["x-auth_subject", "x_auth_subject", "x_auth-groups"] {
+            assert!(h.get(gone).is_none(), "{gone}");
+        }
+        assert_eq!(h["x-auth-subjects"], "kept");
+    }
+
+    #[test]
+    fn forwarding_headers_come_from_the_sidecar() {
+        let principal = principal(serde_json::json!({"sub": "alice"}));
+        let mut h = HeaderMap::new();
+        for name in [
+            "x-forwarded-for",
+            "x_forwarded_for",
+            "x-forwarded-proto",
+            "x-forwarded-prefix",
+            "x-real-ip",
+            "x_real_ip",
+            "forwarded",
+        ] {
+            h.insert(name, "10.0.0.1".parse().unwrap());
+        }
+        let peer: IpAddr = "::ffff:192.0.2.7".parse().unwrap();
+        forwarding().apply(&mut h, &principal, Some(peer)).unwrap();
+        assert_eq!(h["x-forwarded-for"], "192.0.2.7");
+        assert_eq!(h["x-forwarded-proto"], "https");
+        for gone in [
+            "x_forwarded_for",
+            "x-forwarded-prefix",
+            "x-real-ip",
+            "x_real_ip",
+            "forwarded",
+        ] {
+            assert!(h.get(gone).is_none(), "{gone}");
+        }
+    }
+
+    #[test]
+    fn email_needs_email_verified() {
+        for (claims, forwarded) in [
+            (
+                serde_json::json!({"email": "a@x.test", "email_verified": true}),
+                true,
+            ),
+            (
+                serde_json::json!({"email": "a@x.test", "email_verified": false}),
+                false,
+            ),
+            (
+                serde_json::json!({"email": "a@x.test", "email_verified": "true"}),
+                false,
+            ),
+            (serde_json::json!({"email": "a@x.test"}), false),
+        ] {
+            let mut h = HeaderMap::new();
+            h.insert("x-auth-email", "mallory@x.test".parse().unwrap());
+            forwarding()
+                .apply(&mut h, &principal(claims.clone()), None)
+                .unwrap();
+            assert_eq!(h.get("x-auth-email").is_some(), forwarded, "{claims}");
+        }
+    }
+
+    #[test]
+    fn claims_that_cannot_be_headers_refuse_the_request() {
+        for bad in [
+            serde_json::json!("alice\r\nX-Evil: 1"),
+            serde_json::json!("alice\u{0}"),
+            serde_json::json!(["a", "b\nc"]),
+            serde_json::json!({"nested": 1}),
+        ] {
+            let mut h = HeaderMap::new();
+            let result =
+                forwarding().apply(&mut h, &principal(serde_json::json!({"sub": bad})), None);
+            assert_eq!(
+                result,
+                Err(Unforwardable {
+                    claim: "sub".into()
+                })
+            );
+        }
+        // Non-ASCII text travels as UTF-8.
+        let mut h = HeaderMap::new();
+        forwarding()
+            .apply(
+                &mut h,
+                &principal(serde_json::json!({"sub": "s", "name": "José"})),
+                None,
+            )
+            .unwrap();
+        assert_eq!(h["x-auth-name"].as_bytes(), "José".as_bytes());
     }
 }

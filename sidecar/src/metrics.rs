@@ -64,6 +64,7 @@ label_enum! {
         Origin => "origin",
         InvalidRequest => "invalid_request",
         UpstreamUnavailable => "upstream_unavailable",
+        UnforwardableClaim => "unforwardable_claim",
     }
 }
 
@@ -233,6 +234,7 @@ const EXPECTED: &[(Outcome, Reason)] = &[
     (Outcome::Unauthorized, Reason::KeysUnavailable),
     (Outcome::Forbidden, Reason::InsufficientScope),
     (Outcome::Forbidden, Reason::Origin),
+    (Outcome::Forbidden, Reason::UnforwardableClaim),
     (Outcome::BadRequest, Reason::InvalidRequest),
     (Outcome::UpstreamError, Reason::UpstreamUnavailable),
     (Outcome::Metadata, Reason::None),

@@ -214,6 +214,7 @@ impl Runtime {
                     .as_ref()
                     .map(|f| &f.claims_to_headers)
                     .unwrap_or(&Default::default()),
+                resource.url.split(':').next().unwrap_or("https"),
             ),
             origins: Origins::new(
                 &resource.origin,
