@@ -24,7 +24,7 @@ pub const SIDECAR_NAME: &str = "mcp-warden";
 /// Name of the sidecar's public port (unless it takes over the app's port name).
 pub const PUBLIC_PORT_NAME: &str = "mcp-warden";
 /// Name of the sidecar's admin port.
-pub const ADMIN_PORT_NAME: &str = "mcp-warden-admin";
+pub const ADMIN_PORT_NAME: &str = "warden-admin";
 /// Default public port of the sidecar.
 pub const DEFAULT_PUBLIC_PORT: i32 = 8000;
 /// Default admin port of the sidecar.

@@ -105,6 +105,8 @@ fn golden(name: &str, outcome: &Outcome, input: &Pod) {
             let mut patched = serde_json::to_value(input).unwrap();
             json_patch::patch(&mut patched, patch).unwrap();
             assert_eq!(patched, serde_json::to_value(pod.as_ref()).unwrap());
+            // The API server would accept the result.
+            k8s_rules::assert_valid(&patched);
             let mut v = json!({"outcome": "injected", "patch": patch});
             if !warnings.is_empty() {
                 v["warnings"] = json!(warnings);
@@ -244,7 +246,7 @@ fn named_port_takeover_and_port_collisions() {
     );
     assert_eq!(
         (ports[1].name.as_deref(), ports[1].container_port),
-        (Some("mcp-warden-admin"), 9091)
+        (Some("warden-admin"), 9091)
     );
 }
 

@@ -203,7 +203,7 @@ def test_monitors_scrape_the_admin_ports():
     assert sm["spec"]["endpoints"][0]["port"] == metrics_svc["spec"]["ports"][0]["name"]
     assert sm["metadata"]["labels"]["release"] == "kube-prometheus-stack"
     pm = one(docs, "PodMonitor")
-    assert pm["spec"]["podMetricsEndpoints"][0]["port"] == "mcp-warden-admin"
+    assert pm["spec"]["podMetricsEndpoints"][0]["port"] == "warden-admin"
     assert pm["spec"]["namespaceSelector"] == {"any": True}
     default_pm = one(documents(template(extra=("--set", "metrics.podMonitor.enabled=true"))), "PodMonitor")
     assert default_pm["spec"]["selector"] == {

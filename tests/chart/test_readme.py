@@ -70,7 +70,7 @@ def test_readme_deployment_gets_the_sidecar(tmp_path):
     containers = pod.get("initContainers", []) + pod["containers"]
     sidecar = next(c for c in containers if c["name"] == "mcp-warden")
     ports = {p["name"]: p["containerPort"] for p in sidecar["ports"]}
-    assert ports["mcp-warden-admin"] == 9090
+    assert ports["warden-admin"] == 9090
     # The sidecar took over the port name the Service targets; the app keeps serving 8080.
     assert "http" in ports
     app = next(c for c in pod["containers"] if c["name"] == "server")
