@@ -53,7 +53,7 @@ fn pod(name: &str, phase: &str, status_annotation: Option<&str>) -> Value {
            "spec": {"containers": [
                {"name": "app", "ports": [{"name": "app-http", "containerPort": 8000}]},
                {"name": "mcp-warden", "ports": [{"name": "http", "containerPort": 8001},
-                                                {"name": "mcp-warden-admin", "containerPort": 9090}]}
+                                                {"name": "warden-admin", "containerPort": 9090}]}
            ]},
            "status": {"phase": phase}})
 }
@@ -124,7 +124,7 @@ async fn expect_render_steps(api: &mut ApiServer, issuer: &str) {
         .iter()
         .map(|p| p["port"].as_str().unwrap())
         .collect();
-    assert_eq!(ports, ["http", "mcp-warden", "mcp-warden-admin"]);
+    assert_eq!(ports, ["http", "mcp-warden", "warden-admin"]);
     assert_eq!(
         np.body["spec"]["podSelector"]["matchLabels"]["mcpwarden.dev/policy"],
         "corp-sso"
