@@ -85,6 +85,11 @@ impl JwksSource {
         self.keys.load_full()
     }
 
+    /// The generation of the current keys (changes when their content does).
+    pub fn generation(&self) -> u64 {
+        self.keys.load().generation()
+    }
+
     /// Whether keys have been fetched successfully at least once.
     pub fn ready(&self) -> bool {
         self.fetched_once.load(std::sync::atomic::Ordering::Relaxed)
@@ -100,7 +105,12 @@ impl JwksSource {
         match &result {
             Ok(set) => {
                 self.metrics.jwks(&self.policy, FetchResult::Success);
-                self.keys.store(Arc::new(set.clone()));
+                // Compare-and-swap, so two fetches racing cannot both claim one generation.
+                self.keys.rcu(|previous| {
+                    let mut next = set.clone();
+                    next.succeed(previous);
+                    next
+                });
                 self.fetched_once
                     .store(true, std::sync::atomic::Ordering::Relaxed);
             }

@@ -27,6 +27,12 @@ impl VerificationKey {
 pub struct KeySet {
     by_kid: HashMap<String, Vec<VerificationKey>>,
     unnamed: Vec<VerificationKey>,
+    /// Digest of the usable keys as published (order-independent), to tell a changed set from a
+    /// refetched copy of the same one.
+    fingerprint: [u8; 32],
+    /// Bumped by the key source each time the set's content changes; verified-token cache
+    /// entries remember it, so no cached token outlives its key.
+    generation: u64,
 }
 
 fn algorithm(key_alg: KeyAlgorithm) -> Option<Algorithm> {
@@ -58,15 +64,28 @@ impl KeySet {
         let doc: Doc = serde_json::from_slice(body).map_err(|e| format!("not a JWK Set: {e}"))?;
         let mut set = KeySet::default();
         let mut skipped = 0;
+        let mut published = Vec::new();
         for raw in doc.keys {
+            // serde_json maps are sorted, so this is canonical for one key.
+            let text = raw.to_string();
             match serde_json::from_value::<Jwk>(raw)
                 .ok()
                 .and_then(|jwk| Self::usable(&jwk).map(|k| (jwk, k)))
             {
-                Some((jwk, key)) => set.insert(jwk.common.key_id.clone(), key),
+                Some((jwk, key)) => {
+                    set.insert(jwk.common.key_id.clone(), key);
+                    published.push(text);
+                }
                 None => skipped += 1,
             }
         }
+        published.sort_unstable();
+        let mut digest = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+        for key in &published {
+            digest.update(&(key.len() as u64).to_be_bytes());
+            digest.update(key.as_bytes());
+        }
+        set.fingerprint.copy_from_slice(digest.finish().as_ref());
         Ok((set, skipped))
     }
 
@@ -118,6 +137,21 @@ impl KeySet {
         self.by_kid.contains_key(kid)
     }
 
+    /// The generation of this set (see [`KeySet::succeed`]).
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// Takes over from `previous`: the same generation when the keys are the same, the next one
+    /// when they changed.
+    pub fn succeed(&mut self, previous: &KeySet) {
+        self.generation = if self.fingerprint == previous.fingerprint {
+            previous.generation
+        } else {
+            previous.generation + 1
+        };
+    }
+
     /// Number of keys.
     pub fn len(&self) -> usize {
         self.by_kid.values().map(Vec::len).sum::<usize>() + self.unnamed.len()
@@ -166,6 +200,29 @@ mod tests {
             set.candidates(None, Algorithm::RS256).is_empty(),
             "kid-less tokens only match kid-less keys"
         );
+    }
+
+    #[test]
+    fn generations_change_with_the_keys_only() {
+        let parse = |doc: &str| KeySet::from_json(doc.as_bytes()).unwrap().0;
+        let first = parse(&format!(r#"{{"keys":[{RSA}]}}"#));
+        let mut same = parse(&format!(r#"{{"keys":[{RSA},{OCT}]}}"#));
+        same.succeed(&first);
+        assert_eq!(
+            same.generation(),
+            first.generation(),
+            "a skipped key changes nothing"
+        );
+        let ec = r#"{"kty":"EC","kid":"e1","crv":"P-256","x":"f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU","y":"x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"}"#;
+        let mut both = parse(&format!(r#"{{"keys":[{ec},{RSA}]}}"#));
+        both.succeed(&same);
+        assert_eq!(both.generation(), first.generation() + 1);
+        let mut reordered = parse(&format!(r#"{{"keys":[{RSA},{ec}]}}"#));
+        reordered.succeed(&both);
+        assert_eq!(reordered.generation(), both.generation());
+        let mut fewer = parse(&format!(r#"{{"keys":[{ec}]}}"#));
+        fewer.succeed(&reordered);
+        assert_eq!(fewer.generation(), both.generation() + 1);
     }
 
     #[test]

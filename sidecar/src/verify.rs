@@ -20,6 +20,8 @@ use crate::scopes::Granted;
 const MAX_TOKEN_LEN: usize = 16 * 1024;
 /// Most tokens kept in the verified-token cache.
 const CACHE_CAPACITY: usize = 10_000;
+/// Longest time a verified token is answered from the cache before it is verified again.
+pub const CACHE_TTL_SECONDS: u64 = 60;
 
 /// A verified caller.
 #[derive(Debug)]
@@ -126,7 +128,15 @@ pub struct Expectations {
 pub struct Verifier {
     keys: Keys,
     validations: HashMap<Algorithm, Validation>,
-    cache: Mutex<HashMap<Box<str>, Arc<Principal>>>,
+    cache: Mutex<HashMap<Box<str>, Cached>>,
+}
+
+/// A verified token, valid from the cache while the key set it was verified with is current
+/// and until `valid_until` (its `exp`, at most [`CACHE_TTL_SECONDS`] after verification).
+struct Cached {
+    principal: Arc<Principal>,
+    generation: u64,
+    valid_until: u64,
 }
 
 #[derive(serde::Deserialize)]
@@ -188,30 +198,49 @@ impl Verifier {
         if let Some(hit) = self.cached(token) {
             return Ok((hit, true));
         }
-        let principal = Arc::new(self.verify_uncached(token).await?);
-        self.remember(token, &principal);
+        let (principal, generation) = self.verify_uncached(token).await?;
+        let principal = Arc::new(principal);
+        self.remember(token, &principal, generation);
         Ok((principal, false))
     }
 
     fn cached(&self, token: &str) -> Option<Arc<Principal>> {
+        let generation = self.generation();
         let cache = self.cache.lock().expect("token cache lock");
         let hit = cache.get(token)?;
-        (hit.expires_at > jsonwebtoken::get_current_timestamp()).then(|| hit.clone())
+        (hit.generation == generation && hit.valid_until > jsonwebtoken::get_current_timestamp())
+            .then(|| hit.principal.clone())
     }
 
-    fn remember(&self, token: &str, principal: &Arc<Principal>) {
+    fn remember(&self, token: &str, principal: &Arc<Principal>, generation: u64) {
+        let now = jsonwebtoken::get_current_timestamp();
         let mut cache = self.cache.lock().expect("token cache lock");
         if cache.len() >= CACHE_CAPACITY {
-            let now = jsonwebtoken::get_current_timestamp();
-            cache.retain(|_, p| p.expires_at > now);
+            let current = self.generation();
+            cache.retain(|_, c| c.valid_until > now && c.generation == current);
             if cache.len() >= CACHE_CAPACITY {
                 cache.clear();
             }
         }
-        cache.insert(token.into(), principal.clone());
+        let entry = Cached {
+            principal: principal.clone(),
+            generation,
+            valid_until: principal.expires_at.min(now + CACHE_TTL_SECONDS),
+        };
+        cache.insert(token.into(), entry);
     }
 
-    async fn verify_uncached(&self, token: &str) -> Result<Principal, TokenError> {
+    /// The generation of the keys in force (fixed for local keys).
+    fn generation(&self) -> u64 {
+        match &self.keys {
+            Keys::Remote(source) => source.generation(),
+            Keys::Local(set) => set.generation(),
+        }
+    }
+
+    /// Verifies `token` against the keys; returns the caller and the generation of the key set
+    /// that verified it.
+    async fn verify_uncached(&self, token: &str) -> Result<(Principal, u64), TokenError> {
         if token.len() > MAX_TOKEN_LEN || token.split('.').count() != 3 {
             return Err(TokenError::Malformed);
         }
@@ -260,11 +289,12 @@ impl Verifier {
                         .and_then(Value::as_u64)
                         .ok_or(TokenError::Malformed)?;
                     let scopes = Granted::from_claims(&claims);
-                    return Ok(Principal {
+                    let principal = Principal {
                         claims,
                         scopes,
                         expires_at,
-                    });
+                    };
+                    return Ok((principal, keys.generation()));
                 }
                 Err(e) => {
                     last = map_error(e.kind());

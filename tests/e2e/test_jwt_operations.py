@@ -64,6 +64,31 @@ def test_unknown_kid_after_rotation_triggers_a_refetch(own_idp, start_sidecar, f
         sidecar.stop()
 
 
+def test_cached_token_stops_working_when_its_key_leaves_the_jwks(start_idp, start_sidecar,
+                                                                  fastmcp):
+    """A verified token is cached; once its key is gone from the IdP's JWKS (seen by the refetch
+    a token with the new kid triggers) the cached token is refused like an uncached one."""
+    idp = start_idp(keys=[SigningKey("e2e-leaving", "ES256")])
+    sidecar = start_sidecar(fastmcp.base,
+                            lambda base: jwt_policy("e2e-removed", f"{base}/mcp", idp.issuer))
+    try:
+        cached = idp.token(sidecar.url)
+        assert status(sidecar, cached) == 200
+        assert status(sidecar, cached) == 200  # now from the cache
+        uncached = idp.mint(sidecar.url, sub="uncached")
+        idp.stop()
+        idp.keys = [SigningKey("e2e-staying", "ES256")]
+        idp.start()
+        fresh = idp.token(sidecar.url)
+        assert _kid(fresh) == "e2e-staying"
+        assert status(sidecar, fresh) == 200  # unknown kid: the JWKS is refetched
+        assert status(sidecar, uncached) == 401
+        assert status(sidecar, cached) == 401
+    finally:
+        sidecar.stop()
+        idp.stop()
+
+
 def _kid(token: str) -> str:
     import jwt
     return jwt.get_unverified_header(token)["kid"]
