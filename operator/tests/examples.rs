@@ -132,3 +132,44 @@ fn example_deployment_injects_offline() {
     // The Service is passed through untouched.
     assert_eq!(docs[1]["spec"]["ports"][0]["targetPort"], "http");
 }
+
+/// Every example policy and workload, injected natively and as a plain container, and the
+/// ConfigMap each policy renders to: objects the API server accepts.
+#[test]
+fn example_manifests_and_their_injection_pass_the_api_server_rules() {
+    let mut policies = Vec::new();
+    let mut workloads = Vec::new();
+    for path in yaml_files(&examples()) {
+        if path.components().any(|c| c.as_os_str() == "invalid") {
+            continue;
+        }
+        let docs = offline::parse_documents(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        for doc in &docs {
+            k8s_rules::assert_valid(doc);
+        }
+        policies.extend(offline::policies_in(&docs).unwrap());
+        if docs.iter().any(|d| d["kind"] != "McpAuthPolicy") {
+            workloads.push((path, docs));
+        }
+    }
+    for policy in &policies {
+        let (config_map, _) = mcp_warden_operator::render::config_map(policy, None);
+        k8s_rules::assert_valid(&serde_json::to_value(config_map).unwrap());
+    }
+    let mut injected = 0;
+    for native in [true, false] {
+        let settings = InjectSettings {
+            native_sidecar: native,
+            ..Default::default()
+        };
+        for (path, docs) in &workloads {
+            let (out, report) = offline::inject_documents(docs.clone(), &policies, &settings)
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            for doc in &out {
+                k8s_rules::assert_valid(doc);
+            }
+            injected += report.iter().filter(|r| r.ends_with("injected")).count();
+        }
+    }
+    assert!(injected >= 2, "only {injected} example workloads injected");
+}

@@ -80,6 +80,7 @@ async fn expect_render_steps(api: &mut ApiServer, issuer: &str) {
     );
     assert!(cm.uri.contains("force=true"));
     owner_ok(&cm.body);
+    k8s_rules::assert_valid(&cm.body);
     assert_eq!(
         (&cm.body["apiVersion"], &cm.body["kind"]),
         (&json!("v1"), &json!("ConfigMap"))
@@ -116,6 +117,7 @@ async fn expect_render_steps(api: &mut ApiServer, issuer: &str) {
         )
         .await;
     owner_ok(&np.body);
+    k8s_rules::assert_valid(&np.body);
     assert_eq!(np.body["apiVersion"], "networking.k8s.io/v1");
     // By name, the sidecar's only: never the app's 8000.
     let ports: Vec<&str> = np.body["spec"]["ingress"][0]["ports"]
@@ -341,6 +343,7 @@ async fn oauth_proxy_creates_the_keys_secret() {
         )
         .await;
     owner_ok(&secret.body);
+    k8s_rules::assert_valid(&secret.body);
     use base64::Engine;
     let b64 = |k: &str| {
         let raw = secret.body["data"][k].as_str().unwrap();

@@ -105,7 +105,7 @@ async fn opted_in_pod_gets_the_golden_patch() {
         json!({"mcpwarden.dev/inject": "true"}),
         json!({"mcpwarden.dev/policy": "corp-sso"}),
     );
-    let (res, metrics) = run(body, async |api| {
+    let (res, metrics) = run(body.clone(), async |api| {
         api.expect("GET", POLICY).await.reply(200, policy_json());
     })
     .await;
@@ -127,6 +127,12 @@ async fn opted_in_pod_gets_the_golden_patch() {
     )
     .unwrap();
     assert_eq!(patch, golden["patch"]);
+    // The submitted pod with the patch applied is one the API server accepts.
+    let mut pod = body["request"]["object"].clone();
+    let patch: json_patch::Patch = serde_json::from_value(patch).unwrap();
+    json_patch::patch(&mut pod, &patch).unwrap();
+    pod["metadata"]["namespace"] = json!("tools");
+    k8s_rules::assert_valid(&pod);
     // The app port has no name: kubectl shows the admission warning.
     assert!(res["warnings"][0].as_str().unwrap().contains("has no name"));
     assert!(metrics.contains(r#"mcp_warden_operator_injections_total{result="injected"} 1"#));

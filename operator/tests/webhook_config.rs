@@ -33,6 +33,7 @@ async fn creates_the_secret_once_and_reuses_it() {
         .expect("POST", "/api/v1/namespaces/mcp-warden/secrets")
         .await;
     assert_eq!(created.body["type"], "kubernetes.io/tls");
+    k8s_rules::assert_valid(&created.body);
     for key in ["ca.crt", "ca.key", "tls.crt", "tls.key"] {
         assert!(created.body["data"][key].is_string(), "{key}");
     }
@@ -137,4 +138,19 @@ async fn patches_the_ca_bundle_of_every_webhook() {
     task.await.unwrap().unwrap();
     drop(client);
     api.done().await;
+}
+
+#[test]
+fn configuration_passes_the_api_server_rules() {
+    let endpoints = [
+        Endpoint::Service {
+            name: "mcp-warden-webhook".into(),
+            namespace: "mcp-warden".into(),
+        },
+        Endpoint::Url("https://127.0.0.1:9443/mutate-pods".parse().unwrap()),
+    ];
+    for endpoint in &endpoints {
+        let config = webhook_configuration("mcp-warden", endpoint, "mcp-warden", "CA PEM");
+        k8s_rules::assert_valid(&serde_json::to_value(config).unwrap());
+    }
 }
