@@ -123,6 +123,12 @@ pub struct JwtSpec {
     /// without TLS can be replaced by anyone on the network path: test environments only.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub allow_insecure_http: bool,
+    /// Accepted values of the token header's `typ`, compared without regard to case and to an
+    /// `application/` prefix: `[at+jwt]` accepts only RFC 9068 access tokens, so an ID token
+    /// or another JWT the issuer signs for this audience is not taken for an access token.
+    /// Empty (the default): `typ` is not checked, since many issuers send `JWT` or nothing.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub token_types: Vec<String>,
 }
 
 fn default_algorithms() -> Vec<JwtAlgorithm> {

@@ -174,6 +174,14 @@ impl McpAuthPolicySpec {
                     Err("must list at least one algorithm".into()),
                 );
             }
+            for (i, typ) in jwt.token_types.iter().enumerate() {
+                if typ.trim().is_empty() || typ.chars().any(char::is_whitespace) {
+                    r.check(
+                        &format!("spec.jwt.tokenTypes[{i}]"),
+                        Err(format!("{typ:?} is not a media type such as at+jwt")),
+                    );
+                }
+            }
             if jwt.clock_skew_seconds > 300 {
                 r.check(
                     "spec.jwt.clockSkewSeconds",

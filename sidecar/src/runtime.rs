@@ -142,6 +142,7 @@ impl Runtime {
                     audiences,
                     algorithms: jwt.algorithms.iter().copied().map(algorithm).collect(),
                     leeway: jwt.clock_skew_seconds.into(),
+                    token_types: jwt.token_types.clone(),
                 };
                 let verifier = Verifier::new(expect, Keys::Remote(Arc::new(source)));
                 (
@@ -162,6 +163,8 @@ impl Runtime {
                     audiences: vec![resource.url.clone()],
                     algorithms: vec![Algorithm::ES256],
                     leeway: 60,
+                    // The proxy signs access tokens only, all `at+jwt`.
+                    token_types: vec!["at+jwt".into()],
                 };
                 let keys = crate::keys::KeySet::from_jwks(&proxy.verification_keys());
                 let verifier = Verifier::new(expect, Keys::Local(Arc::new(keys)));

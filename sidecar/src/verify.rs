@@ -61,6 +61,9 @@ pub enum TokenError {
     /// `alg` is not allowed (`none`, HMAC, or not in the policy's list).
     #[error("the token signing algorithm is not accepted")]
     DisallowedAlg,
+    /// The header's `typ` is not one the policy accepts (`jwt.tokenTypes`).
+    #[error("the token is not of an accepted type")]
+    WrongType,
     /// No keys could be fetched from the issuer yet.
     #[error("the token cannot be verified right now")]
     KeysUnavailable,
@@ -78,6 +81,7 @@ impl TokenError {
             TokenError::WrongAudience => Reason::WrongAudience,
             TokenError::UnknownKid => Reason::UnknownKid,
             TokenError::DisallowedAlg => Reason::DisallowedAlg,
+            TokenError::WrongType => Reason::WrongType,
             TokenError::KeysUnavailable => Reason::KeysUnavailable,
         }
     }
@@ -122,12 +126,25 @@ pub struct Expectations {
     pub algorithms: Vec<Algorithm>,
     /// Clock skew for `exp`/`nbf`, seconds.
     pub leeway: u64,
+    /// Accepted header `typ` values; empty accepts any (see [`typ_key`]).
+    pub token_types: Vec<String>,
+}
+
+/// A `typ` value as compared: lower case, without the optional `application/` prefix (RFC 7515
+/// §4.1.9).
+pub fn typ_key(typ: &str) -> String {
+    let lower = typ.to_ascii_lowercase();
+    match lower.strip_prefix("application/") {
+        Some(rest) => rest.to_owned(),
+        None => lower,
+    }
 }
 
 /// Verifies tokens for one policy.
 pub struct Verifier {
     keys: Keys,
     validations: HashMap<Algorithm, Validation>,
+    token_types: Vec<String>,
     cache: Mutex<HashMap<Box<str>, Cached>>,
 }
 
@@ -143,6 +160,7 @@ struct Cached {
 struct RawHeader {
     alg: String,
     kid: Option<String>,
+    typ: Option<String>,
 }
 
 impl Verifier {
@@ -173,6 +191,7 @@ impl Verifier {
         Verifier {
             keys,
             validations,
+            token_types: expect.token_types.iter().map(|t| typ_key(t)).collect(),
             cache: Mutex::new(HashMap::new()),
         }
     }
@@ -250,6 +269,14 @@ impl Verifier {
             .map_err(|_| TokenError::Malformed)?;
         let header: RawHeader =
             serde_json::from_slice(&header_json).map_err(|_| TokenError::Malformed)?;
+        if !self.token_types.is_empty()
+            && !header
+                .typ
+                .as_deref()
+                .is_some_and(|typ| self.token_types.contains(&typ_key(typ)))
+        {
+            return Err(TokenError::WrongType);
+        }
         let alg = Algorithm::from_str(&header.alg).map_err(|_| TokenError::DisallowedAlg)?;
         let validation = self
             .validations

@@ -228,6 +228,32 @@ def test_defective_tokens_get_invalid_token(guard, idp, http):
     assert failures == []
 
 
+def test_token_types_are_enforced_when_the_policy_lists_them(start_sidecar, idp, fastmcp,
+                                                             http):
+    sidecar = start_sidecar(fastmcp.base, lambda base: jwt_policy(
+        "e2e-typ", f"{base}/mcp", idp.issuer,
+        jwt={"issuer": idp.issuer, "requiredScopes": ["mcp:tools"], "tokenTypes": ["at+jwt"]}))
+    try:
+        def status(token):
+            return http.post(sidecar.url, json=initialize_body(), headers={
+                "Accept": ACCEPT, "Authorization": f"Bearer {token}"})
+        assert status(idp.token(sidecar.url)).status_code == 200  # the IdP's at+jwt
+        assert status(idp.mint(sidecar.url, headers={"typ": "application/AT+JWT"})).status_code == 200
+        for typ in ["JWT", "id_token+jwt", None]:
+            r = status(idp.mint(sidecar.url, headers={"typ": typ}))
+            assert r.status_code == 401, typ
+            assert challenge_params(r)["error"] == "invalid_token"
+            assert "type" in challenge_params(r)["error_description"]
+    finally:
+        sidecar.stop()
+
+
+def test_any_token_type_is_accepted_by_default(guard, idp, http):
+    r = http.post(guard.url, json=initialize_body(), headers={
+        "Accept": ACCEPT, "Authorization": f"Bearer {idp.mint(guard.url, headers={'typ': 'JWT'})}"})
+    assert r.status_code == 200
+
+
 def test_rs256_token_signed_by_the_idp_key_is_accepted(guard, idp, http):
     rsa = next(k for k in idp.keys if k.alg == "RS256")
     r = http.post(guard.url, json=initialize_body(),
