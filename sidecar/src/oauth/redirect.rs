@@ -97,10 +97,12 @@ pub fn matches_registered(registered: &[String], requested: &str) -> bool {
     if registered.iter().any(|r| r == requested) {
         return true;
     }
-    let Ok(req) = Url::parse(requested) else {
+    // The same shape rules as at registration: no user info (`http://evil@127.0.0.1:…`), no
+    // fragment, no dot segments.
+    let Ok(req) = check_shape(requested) else {
         return false;
     };
-    if req.scheme() != "http" || !is_loopback_host(&req) || requested.contains('#') {
+    if req.scheme() != "http" || !is_loopback_host(&req) {
         return false;
     }
     registered
@@ -204,5 +206,13 @@ mod tests {
             !matches_registered(&reg, "http://localhost:33418/"),
             "host must match"
         );
+        for hostile in [
+            "http://evil.example@127.0.0.1:50000/",
+            "http://evil.example:pw@127.0.0.1:33418/",
+            "http://127.0.0.1:50000/#x",
+            "http://127.0.0.1:50000/a/../",
+        ] {
+            assert!(!matches_registered(&reg, hostile), "{hostile}");
+        }
     }
 }

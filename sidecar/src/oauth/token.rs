@@ -194,15 +194,23 @@ impl OAuthProxy {
             .as_deref()
             .ok_or_else(|| Reject::bad("invalid_request", "code_verifier is required"))?;
         let code_id = sha256_b64(code.as_bytes());
+        let unusable = || invalid_grant("the code is invalid, expired or already used");
+        // A code presented by another client is refused without being used up, so a client that
+        // learnt someone else's code cannot burn it. Checking before taking is race-free: a code
+        // record is written once and never replaced, only taken or expired.
+        let issued: CodeGrant = self
+            .get_json("code", &code_id)
+            .await?
+            .ok_or_else(unusable)?;
+        if issued.request.client_id != client.client_id {
+            return Err(invalid_grant("the code was issued to another client"));
+        }
         // Atomic: a replayed or raced code finds nothing.
         let grant: CodeGrant = self
             .take_json("code", &code_id)
             .await?
-            .ok_or_else(|| invalid_grant("the code is invalid, expired or already used"))?;
+            .ok_or_else(unusable)?;
         let req = &grant.request;
-        if req.client_id != client.client_id {
-            return Err(invalid_grant("the code was issued to another client"));
-        }
         match (&form.redirect_uri, req.redirect_uri_given) {
             (Some(uri), _) if *uri == req.redirect_uri => {}
             (None, false) => {}
