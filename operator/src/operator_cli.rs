@@ -131,6 +131,11 @@ pub struct Args {
     /// Timeout of each issuer discovery/JWKS request, in seconds.
     #[arg(long, env = "MCP_WARDEN_ISSUER_TIMEOUT", default_value_t = 5)]
     pub issuer_timeout: u64,
+    /// Seconds a new signing/encryption key is only published (tokens and sessions it would
+    /// produce verify everywhere) before it signs and encrypts: longer than a Secret update
+    /// takes to reach every pod (kubelet sync period plus cache TTL, plus the sidecar's poll).
+    #[arg(long, env = "MCP_WARDEN_KEY_ACTIVATION_DELAY", default_value_t = crate::reconcile::DEFAULT_KEY_ACTIVATION_DELAY)]
+    pub key_activation_delay: u64,
     /// Log format.
     #[arg(long, env = "MCP_WARDEN_LOG_FORMAT", default_value = "json", value_parser = ["json", "text"])]
     pub log_format: String,
@@ -302,6 +307,7 @@ async fn operate(args: Args, metrics: Metrics, health: Health, held: Held) -> an
         Settings {
             network_policy: args.network_policy,
             issuer_timeout: Duration::from_secs(args.issuer_timeout),
+            key_activation_delay: Duration::from_secs(args.key_activation_delay),
             ..Default::default()
         },
     ));

@@ -32,6 +32,11 @@ use crate::{Error, Result, issuer, netpol};
 pub const KEY_TIMES_ANNOTATION: &str = "mcpwarden.dev/key-created";
 pub use crate::render::CONFIG_HASH_ANNOTATION;
 
+/// Default of `--key-activation-delay` in seconds: a Secret update reaches every pod within the
+/// kubelet's sync period (1 minute by default) plus its cache TTL, and the sidecar notices it
+/// within its poll interval; 5 minutes leaves a wide margin.
+pub const DEFAULT_KEY_ACTIVATION_DELAY: u64 = 300;
+
 /// Controller settings.
 #[derive(Clone, Debug)]
 pub struct Settings {
@@ -41,6 +46,8 @@ pub struct Settings {
     pub issuer_timeout: Duration,
     /// Age at which keys rotate.
     pub key_rotation: Duration,
+    /// How long a new key is only published (verify/decrypt) before it signs and encrypts.
+    pub key_activation_delay: Duration,
     /// Requeue interval when all is well (issuer re-check, key rotation, pod count).
     pub resync: Duration,
 }
@@ -51,6 +58,7 @@ impl Default for Settings {
             network_policy: true,
             issuer_timeout: Duration::from_secs(5),
             key_rotation: Duration::from_secs(30 * 86_400),
+            key_activation_delay: Duration::from_secs(DEFAULT_KEY_ACTIVATION_DELAY),
             resync: Duration::from_secs(300),
         }
     }
@@ -173,9 +181,11 @@ async fn reconcile_policy(policy: &McpAuthPolicy, ctx: &Context) -> Result<(Acti
         .ok_or_else(|| Error::Invalid("McpAuthPolicy without uid".into()))?;
     let labels = BTreeMap::from([(POLICY_LABEL.to_owned(), name.clone())]);
 
-    if render::needs_managed_keys(&name, &policy.spec) {
-        ensure_keys(policy, ctx, &ns, &owner, &labels).await?;
-    }
+    let keys_problem = if render::needs_managed_keys(&name, &policy.spec) {
+        ensure_keys(policy, ctx, &ns, &owner, &labels).await?
+    } else {
+        None
+    };
 
     let (config_map, hash) = render::config_map(policy, Some(owner.clone()));
     let cm_name = config_map_name(&name);
@@ -200,7 +210,9 @@ async fn reconcile_policy(policy: &McpAuthPolicy, ctx: &Context) -> Result<(Acti
 
     let issuer_condition = issuer::check(&ctx.http, &issuer::target(&policy.spec)).await;
     let issuer_down = issuer_condition.status == "False";
-    let ready = if issuer_down {
+    let ready = if let Some(problem) = keys_problem {
+        Observed::no(types::READY, "KeysUnreadable", problem)
+    } else if issuer_down {
         Observed::no(
             types::READY,
             "IssuerUnreachable",
@@ -295,13 +307,15 @@ async fn sync_network_policy(
     Ok(())
 }
 
+/// Creates or rotates the keys Secret. Returns the problem to report when the existing Secret
+/// cannot be read (it is then left unchanged).
 async fn ensure_keys(
     policy: &McpAuthPolicy,
     ctx: &Context,
     ns: &str,
     owner: &k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference,
     labels: &BTreeMap<String, String>,
-) -> Result<()> {
+) -> Result<Option<String>> {
     let name = keys_secret_name(&policy.name_any());
     let api = Api::<Secret>::namespaced(ctx.client.clone(), ns);
     let now = now_unix();
@@ -318,16 +332,23 @@ async fn ensure_keys(
         .and_then(|s| s.annotations().get(KEY_TIMES_ANNOTATION))
         .and_then(|t| serde_json::from_str(t).ok())
         .unwrap_or_default();
-    let mut ring = KeyRing::parse(
+    let mut ring = match KeyRing::parse(
         &text(&existing, SIGNING_KEY),
         &text(&existing, ENCRYPTION_KEY),
         &times,
         now,
-    )
-    .unwrap_or_else(|e| {
-        tracing::warn!(secret = %name, error = %e, "unreadable keys; starting a new key ring");
-        KeyRing::default()
-    });
+    ) {
+        Ok(ring) => ring,
+        Err(e) => {
+            // Replacing the ring would log every user out and orphan the encrypted store:
+            // leave the Secret alone and say so (Ready=False, a Warning Event).
+            tracing::warn!(secret = %name, error = %e, "unreadable keys Secret left unchanged");
+            return Ok(Some(format!(
+                "Secret {name} holds unreadable keys ({e}); the operator leaves it unchanged: \
+                 repair it, or delete it to start a new key ring (signs everyone out)"
+            )));
+        }
+    };
     let proxy = policy.spec.oauth_proxy.as_ref();
     let access = proxy.map_or(900, |p| i64::from(p.access_token_ttl_seconds));
     let refresh = proxy.map_or(14 * 86_400, |p| i64::from(p.refresh_token_ttl_seconds));
@@ -335,10 +356,12 @@ async fn ensure_keys(
         rotate_after: i64::try_from(ctx.settings.key_rotation.as_secs()).unwrap_or(i64::MAX),
         keep_signing: access.max(refresh) + 3600,
         keep_encryption: refresh + 3600,
+        activation_delay: i64::try_from(ctx.settings.key_activation_delay.as_secs())
+            .unwrap_or(i64::MAX),
     };
     let changed = ring.rotate(now, rotation)?;
     if existing.is_some() && !changed {
-        return Ok(());
+        return Ok(None);
     }
     let secret = Secret {
         metadata: ObjectMeta {
@@ -378,12 +401,15 @@ async fn ensure_keys(
         EventType::Normal,
         "KeysRotated",
         format!(
-            "Secret {name} now has {} signing key(s)",
-            ring.signing.len()
+            "Secret {name} now has {} signing key(s); the newest signs from {}",
+            ring.signing.len(),
+            jiff::Timestamp::from_second(ring.signing[0].active_at)
+                .map(|t| t.to_string())
+                .unwrap_or_default()
         ),
     )
     .await;
-    Ok(())
+    Ok(None)
 }
 
 async fn write_status(

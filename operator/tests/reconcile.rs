@@ -354,8 +354,13 @@ async fn oauth_proxy_creates_the_keys_secret() {
         )
         .unwrap()
     };
-    assert!(b64("signing.pem").starts_with("-----BEGIN PRIVATE KEY-----"));
-    assert_eq!(b64("encryption.keys").lines().count(), 1);
+    // The first key is active at once; every key names its activation time.
+    let pem = b64("signing.pem");
+    assert!(pem.starts_with("# active-at: "), "{pem}");
+    assert_eq!(pem.matches("-----BEGIN PRIVATE KEY-----").count(), 1);
+    let enc = b64("encryption.keys");
+    assert_eq!(enc.lines().count(), 2);
+    assert!(enc.starts_with("# active-at: "), "{enc}");
     secret.echo();
     let ev = api
         .expect("POST", "/apis/events.k8s.io/v1/namespaces/tools/events")
@@ -399,6 +404,90 @@ async fn oauth_proxy_creates_the_keys_secret() {
         "{status}"
     );
     expect_events(&mut api, 3).await;
+    run.await.unwrap().unwrap();
+    drop(ctx);
+    api.done().await;
+}
+
+fn github_policy() -> McpAuthPolicy {
+    serde_json::from_value(json!({
+        "apiVersion": "mcpwarden.dev/v1alpha1",
+        "kind": "McpAuthPolicy",
+        "metadata": {"name": "corp-sso", "namespace": NS, "uid": "1234-5678", "generation": 1},
+        "spec": {
+            "resource": {"url": "https://mcp.example.com/mcp"},
+            "mode": "oauthProxy",
+            "oauthProxy": {"provider": "github", "clientId": "abc",
+                           "clientSecretRef": {"name": "gh", "key": "secret"}}
+        }
+    }))
+    .unwrap()
+}
+
+#[tokio::test]
+async fn an_unreadable_keys_secret_is_reported_not_replaced() {
+    let (client, mut api) = mock_client();
+    let policy = github_policy();
+    let ctx = Arc::new(Context::new(
+        client,
+        Metrics::new(),
+        Settings {
+            network_policy: false,
+            ..Default::default()
+        },
+    ));
+    let run = tokio::spawn(reconcile(Arc::new(policy.clone()), ctx.clone()));
+    use base64::Engine;
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    api.expect(
+        "GET",
+        "/api/v1/namespaces/tools/secrets/mcp-warden-corp-sso-keys",
+    )
+    .await
+    .reply(
+        200,
+        json!({"apiVersion": "v1", "kind": "Secret",
+               "metadata": {"name": "mcp-warden-corp-sso-keys", "namespace": NS},
+               "data": {"signing.pem": b64("-----BEGIN PRIVATE KEY-----\ntruncated"),
+                        "encryption.keys": b64("k1:AAAA\n")}}),
+    );
+    // No PATCH of the Secret: the next request is the ConfigMap.
+    api.expect(
+        "PATCH",
+        "/api/v1/namespaces/tools/configmaps/mcp-warden-corp-sso",
+    )
+    .await
+    .echo();
+    api.expect("GET", "/api/v1/namespaces/tools/pods")
+        .await
+        .reply(
+            200,
+            json!({"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": []}),
+        );
+    api.expect(
+        "DELETE",
+        "/apis/networking.k8s.io/v1/namespaces/tools/networkpolicies/mcp-warden-corp-sso",
+    )
+    .await
+    .not_found();
+    let status = expect_status(&mut api, &policy).await;
+    let ready = condition(&status, "Ready");
+    assert_eq!(
+        (&ready["status"], &ready["reason"]),
+        (&json!("False"), &json!("KeysUnreadable"))
+    );
+    assert!(
+        ready["message"]
+            .as_str()
+            .unwrap()
+            .contains("mcp-warden-corp-sso-keys"),
+        "{ready}"
+    );
+    let events = expect_events(&mut api, 3).await;
+    assert!(
+        events.contains(&("Warning".to_owned(), "KeysUnreadable".to_owned())),
+        "{events:?}"
+    );
     run.await.unwrap().unwrap();
     drop(ctx);
     api.done().await;

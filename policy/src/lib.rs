@@ -4,6 +4,7 @@
 //! derive so the operator gets the typed `McpAuthPolicy` object.
 
 mod document;
+pub mod key_activation;
 mod secret;
 mod spec;
 mod status;

@@ -144,3 +144,63 @@ def test_generated_local_keys_survive_a_policy_reload(start_sidecar, start_idp, 
     assert mcp_status(base, before["access_token"]) == 200
     r = client.refresh(before["refresh_token"])
     assert r.status_code == 200, r.text
+
+
+def wait_for_kids(base: str, n: int):
+    deadline = time.monotonic() + 15
+    while len(kids(base)) < n:
+        assert time.monotonic() < deadline, f"{base} did not publish {n} signing keys"
+        time.sleep(0.2)
+
+
+def test_a_published_key_signs_only_once_active_so_no_replica_rejects_it(
+        start_sidecar, start_idp, work, everything):
+    """The operator's rotation: a new key is published with a future `# active-at:` time, and
+    the replicas see the updated Secret at different moments. Until the time passes, the
+    replica that has the new file keeps signing with the old key, so a replica still on the
+    old file accepts its tokens; after it, both sign with the new key and accept both."""
+    dep = ProxyDeployment(start_sidecar, start_idp, work, everything.base, "oauth-staged-rotation",
+                          replicas=2)
+    a, b = dep.sidecars
+    client = Client(a.base)
+    before = client.full_login()
+    (old_kid,) = kids(a.base)
+
+    new_pem = ec.generate_private_key(ec.SECP256R1()).private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption()).decode()
+    new_enc = f"k2:{base64.b64encode(os.urandom(32)).decode()}\n"
+
+    def publish(sidecar, active_at: str):
+        keys = sidecar.dir / "secrets" / "keys"
+        replace(keys / "signing.pem", f"# active-at: {active_at}\n{new_pem}"
+                f"# active-at: 2020-01-01T00:00:00Z\n{dep.keys.signing_pem}")
+        replace(keys / "encryption.keys", f"# active-at: {active_at}\n{new_enc}"
+                f"# active-at: 2020-01-01T00:00:00Z\n{dep.keys.encryption}")
+
+    # Replica a sees the published key first; b still has the old Secret.
+    publish(a, "2099-01-01T00:00:00Z")
+    wait_for_kids(a.base, 2)
+    new_kid = next(k for k in kids(a.base) if k != old_kid)
+    r = client.refresh(before["refresh_token"])
+    assert r.status_code == 200, r.text
+    during = r.json()
+    assert jwt.get_unverified_header(during["access_token"])["kid"] == old_kid, \
+        "a key that is not active yet must not sign"
+    assert mcp_status(b.base, during["access_token"]) == 200
+
+    # Both replicas have the key and its time has passed: the new key signs and b accepts it.
+    publish(b, "2099-01-01T00:00:00Z")
+    wait_for_kids(b.base, 2)
+    publish(a, "2021-01-01T00:00:00Z")
+    deadline = time.monotonic() + 15
+    while True:
+        r = client.refresh(during["refresh_token"])
+        assert r.status_code == 200, r.text
+        during = r.json()
+        if jwt.get_unverified_header(during["access_token"])["kid"] == new_kid:
+            break
+        assert time.monotonic() < deadline, "the active key never signed"
+        time.sleep(0.3)
+    assert mcp_status(b.base, during["access_token"]) == 200
+    assert mcp_status(a.base, before["access_token"]) == 200

@@ -9,7 +9,7 @@ use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKe
 use aws_lc_rs::{digest, hmac, rand};
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
-use mcp_warden_policy::SecretRef;
+use mcp_warden_policy::{SecretRef, key_activation};
 
 use super::OAuthError;
 
@@ -32,23 +32,42 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     aws_lc_rs::constant_time::verify_slices_are_equal(a, b).is_ok()
 }
 
-/// Named AES-256-GCM keys: the first seals, all open.
+/// Named AES-256-GCM keys: all open, one seals (the newest whose `# active-at:` time has passed,
+/// or the first without such markers; see [`mcp_warden_policy::key_activation`]).
 pub struct EncryptionKeys {
-    keys: Vec<(String, LessSafeKey)>,
+    keys: Vec<EncryptionKey>,
+}
+
+struct EncryptionKey {
+    kid: String,
+    aead: LessSafeKey,
+    /// Cookie/CSRF MAC key derived from this key, so every replica shares it.
     mac: hmac::Key,
+    active_at: Option<i64>,
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
 impl EncryptionKeys {
-    /// Parses `<kid>:<base64 of 32 bytes>` lines (blank lines and `#` comments ignored).
+    /// Parses `<kid>:<base64 of 32 bytes>` lines (blank lines and `#` comments ignored; an
+    /// `# active-at:` line sets the activation time of the key on the next line).
     pub fn parse(text: &str) -> Result<Self, OAuthError> {
         let mut keys = Vec::new();
-        let mut first_secret = None;
+        let mut pending = None;
         for (n, line) in text.lines().enumerate() {
             let line = line.trim();
+            let bad = |why: &str| OAuthError::Keys(format!("encryption key line {}: {why}", n + 1));
+            if let Some(marker) = key_activation::parse_marker_line(line) {
+                pending = Some(marker.map_err(|e| bad(&e))?);
+                continue;
+            }
             if line.is_empty() || line.starts_with('#') {
                 continue;
             }
-            let bad = |why: &str| OAuthError::Keys(format!("encryption key line {}: {why}", n + 1));
             let (kid, b64) = line
                 .split_once(':')
                 .ok_or_else(|| bad("expected <kid>:<base64>"))?;
@@ -61,19 +80,31 @@ impl EncryptionKeys {
             }
             let unbound =
                 UnboundKey::new(&AES_256_GCM, &secret).map_err(|_| bad("unusable key"))?;
-            first_secret.get_or_insert(secret);
-            keys.push((kid.to_owned(), LessSafeKey::new(unbound)));
+            let mac_seed = hmac::sign(
+                &hmac::Key::new(hmac::HMAC_SHA256, &secret),
+                b"mcp-warden cookie key v1",
+            );
+            keys.push(EncryptionKey {
+                kid: kid.to_owned(),
+                aead: LessSafeKey::new(unbound),
+                mac: hmac::Key::new(hmac::HMAC_SHA256, mac_seed.as_ref()),
+                active_at: pending.take(),
+            });
         }
-        let first = first_secret.ok_or_else(|| OAuthError::Keys("no encryption key".into()))?;
-        // Cookie/CSRF MAC key derived from the current encryption key, so every replica shares it.
-        let mac_seed = hmac::sign(
-            &hmac::Key::new(hmac::HMAC_SHA256, &first),
-            b"mcp-warden cookie key v1",
-        );
-        Ok(EncryptionKeys {
-            keys,
-            mac: hmac::Key::new(hmac::HMAC_SHA256, mac_seed.as_ref()),
-        })
+        if keys.is_empty() {
+            return Err(OAuthError::Keys("no encryption key".into()));
+        }
+        Ok(EncryptionKeys { keys })
+    }
+
+    fn active_at(&self, now: i64) -> &EncryptionKey {
+        let times: Vec<_> = self.keys.iter().map(|k| k.active_at).collect();
+        &self.keys[key_activation::active_index(&times, now).expect("at least one key")]
+    }
+
+    /// The key id that seals at `now` (Unix seconds).
+    pub fn kid_at(&self, now: i64) -> &str {
+        &self.active_at(now).kid
     }
 
     /// Reads the key file a secret reference names.
@@ -84,7 +115,7 @@ impl EncryptionKeys {
     /// Seals `plain`, bound to `context` (a ciphertext moved to another record fails to open).
     /// Output: `<kid>.<base64url(nonce || ciphertext || tag)>`.
     pub fn seal(&self, context: &str, plain: &[u8]) -> String {
-        let (kid, key) = &self.keys[0];
+        let EncryptionKey { kid, aead: key, .. } = self.active_at(now());
         let mut nonce = [0u8; NONCE_LEN];
         rand::fill(&mut nonce).expect("the system random generator works");
         let mut buf = plain.to_vec();
@@ -103,7 +134,7 @@ impl EncryptionKeys {
     /// unknown (rotated out) or the data was tampered with.
     pub fn open(&self, context: &str, sealed: &str) -> Option<Vec<u8>> {
         let (kid, b64) = sealed.split_once('.')?;
-        let (_, key) = self.keys.iter().find(|(k, _)| k == kid)?;
+        let key = &self.keys.iter().find(|k| k.kid == kid)?.aead;
         let raw = URL_SAFE_NO_PAD.decode(b64).ok()?;
         if raw.len() < NONCE_LEN {
             return None;
@@ -117,20 +148,26 @@ impl EncryptionKeys {
         Some(plain.to_vec())
     }
 
-    /// `value.<mac>`: a value the browser carries but cannot forge (cookies, CSRF tokens).
+    /// `value.<mac>`: a value the browser carries but cannot forge (cookies, CSRF tokens),
+    /// MACed with the key derived from the sealing key.
     pub fn sign(&self, value: &str) -> String {
+        let mac = &self.active_at(now()).mac;
         format!(
             "{value}.{}",
-            URL_SAFE_NO_PAD.encode(hmac::sign(&self.mac, value.as_bytes()))
+            URL_SAFE_NO_PAD.encode(hmac::sign(mac, value.as_bytes()))
         )
     }
 
-    /// The value inside a [`sign`](Self::sign)ed string, when the MAC checks out.
+    /// The value inside a [`sign`](Self::sign)ed string, when the MAC checks out under any
+    /// known key (so a cookie set before a key switch, or by a replica that switched first,
+    /// still verifies).
     pub fn verify<'a>(&self, signed: &'a str) -> Option<&'a str> {
         let (value, mac) = signed.rsplit_once('.')?;
         let mac = URL_SAFE_NO_PAD.decode(mac).ok()?;
-        hmac::verify(&self.mac, value.as_bytes(), &mac).ok()?;
-        Some(value)
+        self.keys
+            .iter()
+            .any(|k| hmac::verify(&k.mac, value.as_bytes(), &mac).is_ok())
+            .then_some(value)
     }
 }
 
@@ -166,6 +203,30 @@ mod tests {
         // Old key dropped: the ciphertext no longer opens.
         let dropped = EncryptionKeys::parse(&line("k2", 2)).unwrap();
         assert!(dropped.open("family:abc", &sealed).is_none());
+    }
+
+    #[test]
+    fn a_published_key_opens_at_once_and_seals_only_once_active() {
+        // Mid-rotation: k2 published, active from 2030; k1 active since 2020.
+        let text = format!(
+            "# active-at: 2030-01-01T00:00:00Z\n{}\n# active-at: 2020-01-01T00:00:00Z\n{}\n",
+            line("k2", 2),
+            line("k1", 1)
+        );
+        let keys = EncryptionKeys::parse(&text).unwrap();
+        assert!(
+            keys.seal("x", b"y").starts_with("k1."),
+            "k2 is not active yet"
+        );
+        assert_eq!(keys.kid_at(1_900_000_000), "k2");
+        // A replica that already seals with k2 (or a cookie it MACed) is understood here.
+        let switched =
+            EncryptionKeys::parse(&format!("{}\n{}\n", line("k2", 2), line("k1", 1))).unwrap();
+        let sealed = switched.seal("family:a", b"secret");
+        assert!(sealed.starts_with("k2."));
+        assert_eq!(keys.open("family:a", &sealed).unwrap(), b"secret");
+        assert_eq!(keys.verify(&switched.sign("tx1")), Some("tx1"));
+        assert!(EncryptionKeys::parse(&format!("# active-at: later\n{}", line("k1", 1))).is_err());
     }
 
     #[test]

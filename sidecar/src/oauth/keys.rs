@@ -1,8 +1,11 @@
-//! The proxy's ES256 signing keys: loaded from a PEM file (one or more PKCS#8 P-256 keys; the
-//! first signs, the rest only verify) or generated for local runs. `kid` is the RFC 7638
-//! thumbprint of the public key, so every replica names a key the same way.
+//! The proxy's ES256 signing keys: loaded from a PEM file (one or more PKCS#8 P-256 keys) or
+//! generated for local runs. `kid` is the RFC 7638 thumbprint of the public key, so every
+//! replica names a key the same way. Every key verifies (and is published at `/jwks`); one
+//! signs: the newest whose `# active-at:` time has passed, or the first when the file has no
+//! such markers (see [`mcp_warden_policy::key_activation`]).
 
 use std::path::Path;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair};
 use base64::Engine as _;
@@ -10,6 +13,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use mcp_warden_policy::SecretRef;
+use mcp_warden_policy::key_activation::{active_index, parse_marker_line};
 use serde::Serialize;
 
 use super::OAuthError;
@@ -21,10 +25,15 @@ struct PublicKey {
     y: String,
 }
 
-/// Signing key plus every verification key.
-pub struct SigningKeys {
+struct Entry {
+    public: PublicKey,
     signer: EncodingKey,
-    public: Vec<PublicKey>,
+    active_at: Option<i64>,
+}
+
+/// Every signing key with its activation time.
+pub struct SigningKeys {
+    keys: Vec<Entry>,
 }
 
 fn public_of(pair: &EcdsaKeyPair) -> PublicKey {
@@ -41,14 +50,40 @@ fn public_of(pair: &EcdsaKeyPair) -> PublicKey {
     }
 }
 
+/// The `# active-at:` time announced before each PEM block, in block order.
+fn activation_times(text: &str) -> Result<Vec<Option<i64>>, OAuthError> {
+    let mut times = Vec::new();
+    let mut pending = None;
+    for line in text.lines() {
+        if let Some(marker) = parse_marker_line(line) {
+            pending = Some(marker.map_err(|e| OAuthError::Keys(format!("signing keys: {e}")))?);
+        } else if line.trim_start().starts_with("-----BEGIN ") {
+            times.push(pending.take());
+        }
+    }
+    Ok(times)
+}
+
+fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
 impl SigningKeys {
-    /// Parses concatenated PKCS#8 PEM blocks of EC P-256 private keys.
+    /// Parses concatenated PKCS#8 PEM blocks of EC P-256 private keys, each optionally preceded
+    /// by an `# active-at:` line.
     pub fn from_pem(text: &str) -> Result<Self, OAuthError> {
         let blocks =
             pem::parse_many(text).map_err(|e| OAuthError::Keys(format!("signing keys: {e}")))?;
-        let mut signer = None;
-        let mut public = Vec::new();
-        for (i, block) in blocks.iter().enumerate() {
+        let times = activation_times(text)?;
+        if times.len() != blocks.len() {
+            return Err(OAuthError::Keys(
+                "signing keys: every PEM block must start on a line of its own".into(),
+            ));
+        }
+        let mut keys = Vec::new();
+        for (i, (block, active_at)) in blocks.iter().zip(times).enumerate() {
             if block.tag() != "PRIVATE KEY" {
                 return Err(OAuthError::Keys(format!(
                     "signing key {}: expected a PKCS#8 \"PRIVATE KEY\" block, found {:?}",
@@ -60,14 +95,16 @@ impl SigningKeys {
                 .map_err(|_| {
                     OAuthError::Keys(format!("signing key {}: not an EC P-256 PKCS#8 key", i + 1))
                 })?;
-            if signer.is_none() {
-                signer = Some(EncodingKey::from_ec_der(block.contents()));
-            }
-            public.push(public_of(&pair));
+            keys.push(Entry {
+                public: public_of(&pair),
+                signer: EncodingKey::from_ec_der(block.contents()),
+                active_at,
+            });
         }
-        let signer =
-            signer.ok_or_else(|| OAuthError::Keys("signing keys: no PEM block found".into()))?;
-        Ok(SigningKeys { signer, public })
+        if keys.is_empty() {
+            return Err(OAuthError::Keys("signing keys: no PEM block found".into()));
+        }
+        Ok(SigningKeys { keys })
     }
 
     /// Reads the PEM file a secret reference names.
@@ -75,26 +112,43 @@ impl SigningKeys {
         Self::from_pem(&reference.read(secrets_dir)?)
     }
 
-    /// The `kid` of the signing key.
-    pub fn current_kid(&self) -> &str {
-        &self.public[0].kid
+    fn signer_at(&self, now: i64) -> &Entry {
+        let times: Vec<_> = self.keys.iter().map(|k| k.active_at).collect();
+        &self.keys[active_index(&times, now).expect("at least one key")]
     }
 
-    /// Signs `claims` as a JWT access token (`typ: at+jwt`, RFC 9068).
+    /// The `kid` of the key that signs at `now` (Unix seconds).
+    pub fn kid_at(&self, now: i64) -> &str {
+        &self.signer_at(now).public.kid
+    }
+
+    /// The `kid` of the key that signs now.
+    pub fn current_kid(&self) -> &str {
+        self.kid_at(now())
+    }
+
+    /// Signs `claims` as a JWT access token (`typ: at+jwt`, RFC 9068) with the key active now.
     pub fn sign<T: Serialize>(&self, claims: &T) -> String {
+        self.sign_at(claims, now())
+    }
+
+    /// Signs with the key active at `now` (Unix seconds).
+    pub fn sign_at<T: Serialize>(&self, claims: &T, now: i64) -> String {
+        let key = self.signer_at(now);
         let mut header = Header::new(Algorithm::ES256);
-        header.kid = Some(self.current_kid().to_owned());
+        header.kid = Some(key.public.kid.clone());
         header.typ = Some("at+jwt".into());
-        jsonwebtoken::encode(&header, claims, &self.signer)
+        jsonwebtoken::encode(&header, claims, &key.signer)
             .expect("ES256 signing of JSON claims does not fail")
     }
 
-    /// Every public key as a JWK Set (served at `/jwks`).
+    /// Every public key, active or not yet, as a JWK Set (served at `/jwks`).
     pub fn jwks(&self) -> JwkSet {
         let keys = self
-            .public
+            .keys
             .iter()
             .map(|k| {
+                let k = &k.public;
                 serde_json::from_value(serde_json::json!({
                     "kty": "EC", "crv": "P-256", "x": k.x, "y": k.y,
                     "kid": k.kid, "use": "sig", "alg": "ES256",
@@ -145,6 +199,42 @@ mod tests {
             jwks.keys[1].common.key_id.as_deref(),
             Some(second.current_kid())
         );
+    }
+
+    #[test]
+    fn a_published_key_verifies_at_once_and_signs_only_once_active() {
+        // What the operator writes mid-rotation: the new key first, active in the future.
+        let (new, old) = (generate_pem(), generate_pem());
+        let text = format!(
+            "# active-at: 2030-01-01T00:00:00Z\n{new}# active-at: 2020-01-01T00:00:00Z\n{old}"
+        );
+        let keys = SigningKeys::from_pem(&text).unwrap();
+        let (new_kid, old_kid) = (
+            SigningKeys::from_pem(&new)
+                .unwrap()
+                .current_kid()
+                .to_owned(),
+            SigningKeys::from_pem(&old)
+                .unwrap()
+                .current_kid()
+                .to_owned(),
+        );
+        let before = 1_800_000_000; // 2027: the new key is published, not active
+        let after = 1_900_000_000; // 2030
+        assert_eq!(keys.kid_at(before), old_kid);
+        assert_eq!(keys.current_kid(), old_kid, "active only from 2030");
+        let token = keys.sign_at(&serde_json::json!({"sub": "u"}), before);
+        assert_eq!(
+            jsonwebtoken::decode_header(&token).unwrap().kid.as_deref(),
+            Some(old_kid.as_str())
+        );
+        // Both keys verify at once, so tokens signed by any replica check everywhere.
+        let verifier = crate::keys::KeySet::from_jwks(&keys.jwks());
+        assert!(verifier.has_kid(&new_kid) && verifier.has_kid(&old_kid));
+        assert_eq!(keys.kid_at(after), new_kid);
+        // A replica still on the old file (no new key) verifies what was signed before.
+        assert_eq!(SigningKeys::from_pem(&old).unwrap().current_kid(), old_kid);
+        assert!(SigningKeys::from_pem("# active-at: tomorrow\n").is_err());
     }
 
     #[test]
