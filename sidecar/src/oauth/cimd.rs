@@ -1,13 +1,18 @@
 //! Client ID metadata documents: a `client_id` that is an https URL names a JSON document the
-//! client hosts. Fetching it is an SSRF risk, so the host is resolved here and every address
-//! must be public (unless `allowPrivateClientMetadata`), the connection is pinned to the checked
-//! address, redirects are not followed, the body is capped and the result cached.
+//! client hosts. Fetching it is an SSRF risk, so (unless `allowPrivateClientMetadata`) the
+//! connection may only go to a global unicast address: an IP-literal host is checked before
+//! anything is sent, and host names go through a resolver that refuses names with any other
+//! address, so the address checked is the address connected to. No proxy from the environment is
+//! used, redirects are not followed, the body is capped and the result cached.
 
-use std::net::{IpAddr, SocketAddr};
+use std::error::Error as _;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
 
+use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use serde::Deserialize;
-use url::Url;
+use url::{Host, Url};
 
 use super::crypto::sha256_b64;
 use super::metrics::OpResult;
@@ -20,39 +25,84 @@ const MAX_DOCUMENT: usize = 16 * 1024;
 const MIN_CACHE: u64 = 60;
 const MAX_CACHE: u64 = 24 * 3600;
 const DEFAULT_CACHE: u64 = 300;
+/// Longest DNS lookup for a metadata host.
+const DNS_TIMEOUT: Duration = Duration::from_secs(3);
 
-/// Whether an address is on the public internet (not loopback, private, link-local, CGNAT,
-/// multicast, documentation, unspecified, or an IPv4-mapped form of those).
+/// Whether an IPv4 address is global unicast: not "this network" (0/8), private, shared
+/// (CGNAT 100.64/10), loopback, link-local, IETF protocol assignments (192.0.0/24),
+/// documentation, the 6to4 relay anycast (192.88.99/24), benchmarking (198.18/15), multicast,
+/// reserved (240/4) or broadcast.
+fn is_global_v4(ip: Ipv4Addr) -> bool {
+    let [a, b, c, _] = ip.octets();
+    !(a == 0
+        || a == 10
+        || a == 127
+        || a >= 224
+        || (a == 100 && (b & 0xc0) == 64)
+        || (a == 169 && b == 254)
+        || (a == 172 && (b & 0xf0) == 16)
+        || (a == 192 && b == 0 && (c == 0 || c == 2))
+        || (a == 192 && b == 88 && c == 99)
+        || (a == 192 && b == 168)
+        || (a == 198 && (b & 0xfe) == 18)
+        || (a == 198 && b == 51 && c == 100)
+        || (a == 203 && b == 0 && c == 113))
+}
+
+/// Whether an IPv6 address is global unicast: inside 2000::/3, and not IETF protocol
+/// assignments (2001::/23: Teredo, benchmarking, ORCHID…), documentation (2001:db8::/32,
+/// 3fff::/20) or 6to4 (2002::/16, which embeds any IPv4 address). Everything outside 2000::/3 is
+/// refused (loopback, unspecified, IPv4-compatible `::a.b.c.d`, ULA, link- and site-local,
+/// multicast, local-use NAT64 64:ff9b:1::/48), except IPv4-mapped `::ffff:a.b.c.d` and
+/// well-known-prefix NAT64 `64:ff9b::a.b.c.d`, which stand for their IPv4 address and are judged
+/// by it (DNS64 gives the latter for every IPv4-only host).
+fn is_global_v6(ip: Ipv6Addr) -> bool {
+    let s = ip.segments();
+    if let Some(v4) = ip.to_ipv4_mapped() {
+        return is_global_v4(v4);
+    }
+    if s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
+        let [.., a, b, c, d] = ip.octets();
+        return is_global_v4(Ipv4Addr::new(a, b, c, d));
+    }
+    (s[0] & 0xe000) == 0x2000
+        && !(s[0] == 0x2001 && s[1] < 0x0200)
+        && !(s[0] == 0x2001 && s[1] == 0x0db8)
+        && s[0] != 0x2002
+        && !(s[0] == 0x3fff && s[1] < 0x1000)
+}
+
+/// Whether a metadata document may be fetched from `ip`: global unicast only.
 pub fn is_public(ip: IpAddr) -> bool {
     match ip {
-        IpAddr::V4(v4) => {
-            let o = v4.octets();
-            !(v4.is_loopback()
-                || v4.is_private()
-                || v4.is_link_local()
-                || v4.is_unspecified()
-                || v4.is_broadcast()
-                || v4.is_multicast()
-                || v4.is_documentation()
-                || o[0] == 0
-                || (o[0] == 100 && (64..128).contains(&o[1]))
-                || (o[0] == 192 && o[1] == 0 && o[2] == 0)
-                || (o[0] == 198 && (18..20).contains(&o[1]))
-                || o[0] >= 240)
-        }
-        IpAddr::V6(v6) => {
-            if let Some(v4) = v6.to_ipv4_mapped() {
-                return is_public(IpAddr::V4(v4));
+        IpAddr::V4(v4) => is_global_v4(v4),
+        IpAddr::V6(v6) => is_global_v6(v6),
+    }
+}
+
+/// A host name resolved to an address that is not global unicast.
+#[derive(Debug, thiserror::Error)]
+#[error("host resolves to an address that is not public")]
+struct NotPublic;
+
+/// Resolves metadata hosts for the HTTP client, refusing a name when any of its addresses is not
+/// global unicast. The client connects only to what this returns, so the check cannot be raced
+/// by a second DNS answer (rebinding).
+struct PublicOnly;
+
+impl Resolve for PublicOnly {
+    fn resolve(&self, name: Name) -> Resolving {
+        Box::pin(async move {
+            let addrs: Vec<SocketAddr> =
+                tokio::time::timeout(DNS_TIMEOUT, tokio::net::lookup_host((name.as_str(), 0)))
+                    .await
+                    .map_err(Box::new)??
+                    .collect();
+            if addrs.is_empty() || addrs.iter().any(|a| !is_public(a.ip())) {
+                return Err(Box::new(NotPublic) as Box<dyn std::error::Error + Send + Sync>);
             }
-            let s = v6.segments();
-            !(v6.is_loopback()
-                || v6.is_unspecified()
-                || v6.is_multicast()
-                || (s[0] & 0xfe00) == 0xfc00
-                || (s[0] & 0xffc0) == 0xfe80
-                || (s[0] == 0x2001 && s[1] == 0x0db8)
-                || (s[0] == 0x64 && s[1] == 0xff9b))
-        }
+            Ok(Box::new(addrs.into_iter()) as Addrs)
+        })
     }
 }
 
@@ -125,39 +175,40 @@ impl OAuthProxy {
                 "client_id URL must have a path and no fragment or user info",
             ));
         }
-        let host = url
-            .host_str()
-            .ok_or_else(|| refuse("no host"))?
-            .trim_matches(['[', ']'])
-            .to_owned();
-        let port = url.port_or_known_default().unwrap_or(443);
-        let addrs: Vec<SocketAddr> = tokio::time::timeout(
-            Duration::from_secs(3),
-            tokio::net::lookup_host((host.as_str(), port)),
-        )
-        .await
-        .map_err(|_| refuse("DNS lookup timed out"))?
-        .map_err(|_| refuse("host does not resolve"))?
-        .collect();
-        if addrs.is_empty() {
-            return Err(refuse("host does not resolve"));
-        }
-        if !allow_private && addrs.iter().any(|a| !is_public(a.ip())) {
-            return Err(refuse("host resolves to a private or loopback address"));
-        }
-        let client = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
+            .no_proxy()
             .redirect(reqwest::redirect::Policy::none())
-            .resolve(&host, addrs[0])
             .connect_timeout(Duration::from_secs(3))
-            .timeout(Duration::from_secs(5))
-            .build()
-            .map_err(|_| refuse("cannot build client"))?;
+            .timeout(Duration::from_secs(5));
+        if !allow_private {
+            match url.host() {
+                Some(Host::Ipv4(ip)) if !is_public(ip.into()) => {
+                    return Err(refuse("the host is not a public address"));
+                }
+                Some(Host::Ipv6(ip)) if !is_public(ip.into()) => {
+                    return Err(refuse("the host is not a public address"));
+                }
+                Some(_) => {}
+                None => return Err(refuse("no host")),
+            }
+            builder = builder.dns_resolver(Arc::new(PublicOnly));
+        }
+        let client = builder.build().map_err(|_| refuse("cannot build client"))?;
         let resp = client
             .get(url.as_str())
             .header("accept", "application/json")
             .send()
             .await
-            .map_err(|_| refuse("fetch failed"))?;
+            .map_err(|e| {
+                let mut cause = e.source();
+                while let Some(c) = cause {
+                    if c.is::<NotPublic>() {
+                        return refuse("host resolves to a private or loopback address");
+                    }
+                    cause = c.source();
+                }
+                refuse("fetch failed")
+            })?;
         if resp.status() != reqwest::StatusCode::OK {
             return Err(refuse(format!("fetch answered {}", resp.status().as_u16())));
         }
@@ -211,27 +262,100 @@ mod tests {
     use super::*;
 
     #[test]
-    fn private_addresses_are_not_public() {
+    fn only_global_unicast_addresses_are_public() {
         for ip in [
-            "127.0.0.1",
-            "10.1.2.3",
-            "172.16.0.1",
-            "192.168.1.1",
-            "169.254.169.254",
-            "100.64.0.1",
+            // IPv4 special-purpose ranges
             "0.0.0.0",
+            "0.1.2.3",
+            "10.1.2.3",
+            "100.64.0.1",
+            "100.127.255.254",
+            "127.0.0.1",
+            "127.1.2.3",
+            "169.254.169.254",
+            "172.16.0.1",
+            "172.31.255.255",
+            "192.0.0.1",
+            "192.0.0.170",
+            "192.0.2.1",
+            "192.88.99.1",
+            "192.168.1.1",
+            "198.18.0.1",
+            "198.19.255.255",
+            "198.51.100.7",
+            "203.0.113.9",
+            "224.0.0.1",
+            "239.255.255.250",
+            "240.0.0.1",
+            "255.255.255.255",
+            // IPv6 outside 2000::/3
+            "::",
             "::1",
+            "::127.0.0.1",
+            "::10.0.0.1",
+            "::8.8.8.8",
+            "fc00::1",
             "fd00::1",
             "fe80::1",
+            "fec0::1",
+            "feff::1",
+            "ff02::1",
+            "ff0e::1",
+            "64:ff9b:1::a00:1",
+            "100::1",
+            // IPv6 standing for a non-public IPv4
             "::ffff:10.0.0.1",
             "::ffff:127.0.0.1",
-            "224.0.0.1",
+            "::ffff:169.254.169.254",
+            "64:ff9b::127.0.0.1",
+            "64:ff9b::10.0.0.1",
+            "64:ff9b::a9fe:a9fe",
+            // special ranges inside 2000::/3
+            "2001::1",
+            "2001:0:4136:e378:8000:63bf:3fff:fdd2",
+            "2001:2::1",
+            "2001:10::1",
+            "2001:1ff::1",
+            "2001:db8::1",
+            "2002::1",
+            "2002:7f00:1::1",
+            "2002:a00:1::1",
+            "3fff::1",
+            "3fff:fff::1",
         ] {
             assert!(!is_public(ip.parse().unwrap()), "{ip}");
         }
-        for ip in ["8.8.8.8", "140.82.112.3", "2606:4700::1111"] {
+        for ip in [
+            "8.8.8.8",
+            "1.1.1.1",
+            "140.82.112.3",
+            "100.63.255.255",
+            "100.128.0.1",
+            "172.32.0.1",
+            "192.0.1.1",
+            "198.17.255.255",
+            "198.20.0.1",
+            "223.255.255.255",
+            "2606:4700::1111",
+            "2a00:1450:4001::200e",
+            "2001:200::1",
+            "2001:4860:4860::8888",
+            "3fff:1000::1",
+            "::ffff:8.8.8.8",
+            "64:ff9b::8.8.8.8",
+        ] {
             assert!(is_public(ip.parse().unwrap()), "{ip}");
         }
+    }
+
+    #[tokio::test]
+    async fn the_resolver_refuses_names_with_private_addresses() {
+        // `localhost` resolves locally (no query leaves the machine) to loopback addresses.
+        let err = match PublicOnly.resolve("localhost".parse().unwrap()).await {
+            Ok(_) => panic!("localhost must be refused"),
+            Err(e) => e,
+        };
+        assert!(err.is::<NotPublic>(), "{err}");
     }
 
     #[test]
