@@ -17,6 +17,8 @@ use crate::metrics::Metrics;
 pub struct Health {
     api_reachable: Arc<AtomicBool>,
     webhook_serving: Arc<AtomicBool>,
+    caches_synced: Arc<AtomicBool>,
+    draining: Arc<AtomicBool>,
 }
 
 impl Health {
@@ -30,9 +32,37 @@ impl Health {
         self.webhook_serving.store(ok, Ordering::Relaxed);
     }
 
-    /// Ready when the API server answers and the webhook serves.
+    /// Records that the webhook's watch caches (policies, namespaces) hold a full listing.
+    pub fn set_caches_synced(&self, ok: bool) {
+        self.caches_synced.store(ok, Ordering::Relaxed);
+    }
+
+    /// Records that shutdown began: `/readyz` fails from now on so the webhook Service stops
+    /// sending admission requests here, while the webhook still answers those on their way.
+    pub fn set_draining(&self) {
+        self.draining.store(true, Ordering::Relaxed);
+    }
+
+    /// Why this replica is not ready, or `None` when it is: the API server answers, the webhook
+    /// serves with its caches synced, and no shutdown is under way.
+    pub fn not_ready(&self) -> Option<&'static str> {
+        let up = |flag: &AtomicBool| flag.load(Ordering::Relaxed);
+        if up(&self.draining) {
+            Some("shutting down")
+        } else if !up(&self.api_reachable) {
+            Some("Kubernetes API unreachable")
+        } else if !up(&self.webhook_serving) {
+            Some("webhook certificate not loaded")
+        } else if !up(&self.caches_synced) {
+            Some("policy and namespace caches not synced")
+        } else {
+            None
+        }
+    }
+
+    /// Ready when [`Health::not_ready`] finds nothing.
     pub fn ready(&self) -> bool {
-        self.api_reachable.load(Ordering::Relaxed) && self.webhook_serving.load(Ordering::Relaxed)
+        self.not_ready().is_none()
     }
 }
 
@@ -62,13 +92,12 @@ async fn metrics_text(State(s): State<AdminState>) -> impl IntoResponse {
 }
 
 async fn readyz(State(s): State<AdminState>) -> impl IntoResponse {
-    if s.health.ready() {
-        (StatusCode::OK, "ready\n")
-    } else {
-        (
+    match s.health.not_ready() {
+        None => (StatusCode::OK, "ready\n".to_owned()),
+        Some(why) => (
             StatusCode::SERVICE_UNAVAILABLE,
-            "not ready: Kubernetes API unreachable or webhook certificate not loaded\n",
-        )
+            format!("not ready: {why}\n"),
+        ),
     }
 }
 
@@ -103,7 +132,17 @@ mod tests {
         );
         health.set_api_reachable(true);
         health.set_webhook_serving(true);
+        assert_eq!(
+            get_path(app.clone(), "/readyz").await.0,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "caches not synced"
+        );
+        health.set_caches_synced(true);
         assert_eq!(get_path(app.clone(), "/readyz").await.0, StatusCode::OK);
+        health.set_draining();
+        let (status, text) = get_path(app.clone(), "/readyz").await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(text.contains("shutting down"), "{text}");
         let (status, text) = get_path(app, "/metrics").await;
         assert_eq!(status, StatusCode::OK);
         assert!(text.contains("mcp_warden_operator_injections"));

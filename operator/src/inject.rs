@@ -67,6 +67,9 @@ pub enum Skip {
     OptedOut,
     /// The pod already has the sidecar.
     AlreadyInjected,
+    /// The namespace opted in, but neither the pod (`mcpwarden.dev/policy`) nor the namespace
+    /// (`mcpwarden.dev/default-policy`) names a policy: admitted unchanged, with a warning.
+    NoPolicy,
 }
 
 /// What the webhook does with a pod.
@@ -91,7 +94,7 @@ impl Outcome {
     /// Bounded label for the injections metric.
     pub fn metric_label(&self) -> &'static str {
         match self {
-            Outcome::Skipped(Skip::NotOptedIn | Skip::OptedOut) => "skipped",
+            Outcome::Skipped(Skip::NotOptedIn | Skip::OptedOut | Skip::NoPolicy) => "skipped",
             Outcome::Skipped(Skip::AlreadyInjected) => "already_injected",
             Outcome::Injected { .. } => "injected",
             Outcome::Denied(_) => "denied",
@@ -99,8 +102,14 @@ impl Outcome {
     }
 }
 
-/// Whether a pod wants the sidecar: `Ok(policy name)` (absent when not annotated) or why not.
-pub fn wants_injection(pod: &Pod, namespace_opted_in: bool) -> Result<Option<String>, Skip> {
+/// Whether a pod wants the sidecar: `Ok(policy name)` or why not. The policy is the pod's
+/// annotation, else the namespace's `default_policy`; without either, a pod opted in by its own
+/// label gets `Ok(None)` (and is denied), one opted in only by its namespace is skipped.
+pub fn wants_injection(
+    pod: &Pod,
+    namespace_opted_in: bool,
+    default_policy: Option<&str>,
+) -> Result<Option<String>, Skip> {
     let label = pod.labels().get(INJECT_LABEL).map(String::as_str);
     match (label, namespace_opted_in) {
         (Some("true"), _) => {}
@@ -111,7 +120,15 @@ pub fn wants_injection(pod: &Pod, namespace_opted_in: bool) -> Result<Option<Str
     if already_injected(pod) {
         return Err(Skip::AlreadyInjected);
     }
-    Ok(pod.annotations().get(POLICY_ANNOTATION).cloned())
+    let policy = pod
+        .annotations()
+        .get(POLICY_ANNOTATION)
+        .cloned()
+        .or_else(|| default_policy.map(str::to_owned));
+    if policy.is_none() && label != Some("true") {
+        return Err(Skip::NoPolicy);
+    }
+    Ok(policy)
 }
 
 fn already_injected(pod: &Pod) -> bool {
@@ -133,7 +150,7 @@ pub fn review(
     policies: &[McpAuthPolicy],
     settings: &InjectSettings,
 ) -> Outcome {
-    match wants_injection(pod, namespace_opted_in) {
+    match wants_injection(pod, namespace_opted_in, None) {
         Err(skip) => Outcome::Skipped(skip),
         Ok(name) => {
             let policy = name
@@ -189,7 +206,8 @@ fn build(
     let name = policy_name.ok_or_else(|| {
         format!(
             "the pod opted in to injection but has no {POLICY_ANNOTATION} annotation naming an \
-             McpAuthPolicy (or set the label {INJECT_LABEL}: \"false\" to opt out)"
+             McpAuthPolicy, and its namespace no {DEFAULT_POLICY_ANNOTATION} (or set the label \
+             {INJECT_LABEL}: \"false\" to opt out)"
         )
     })?;
     if !is_label_value(name) {
@@ -344,7 +362,19 @@ fn build(
             upstream.port
         ));
     }
+    if !native && owned_by_job(&pod) {
+        warnings.push(format!(
+            "mcp-warden: the sidecar runs as a regular container (no native sidecars on every \
+             node, or {NATIVE_SIDECAR_ANNOTATION}: \"false\"), so this Job's pod never \
+             completes: the sidecar keeps running after the app exits"
+        ));
+    }
     Ok((pod, warnings))
+}
+
+/// Whether a Job (directly, or a CronJob's Job) owns the pod.
+fn owned_by_job(pod: &Pod) -> bool {
+    pod.owner_references().iter().any(|o| o.kind == "Job")
 }
 
 /// The sidecar takes the name of the app's port so a Service targeting that name reaches it;

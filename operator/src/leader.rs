@@ -1,6 +1,13 @@
 //! Leader election on a `coordination.k8s.io/v1` Lease, so that of several operator replicas
 //! only one runs the controller (all of them serve the webhook).
+//!
+//! Like client-go, a replica judges another holder's lease by its own clock only: the lease
+//! counts as expired when its record (holder, renew time, …) has not changed for a whole lease
+//! duration *since this replica last saw it change*. The remote `renewTime` is never compared
+//! with the local clock, so clock skew between nodes cannot cause two leaders.
 
+use std::future::Future;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
@@ -17,6 +24,13 @@ pub struct LeaseLock {
     name: String,
     identity: String,
     duration: Duration,
+    observed: Arc<Mutex<Option<Observation>>>,
+}
+
+/// The last lease record this replica saw, and when it first saw it (local monotonic clock).
+struct Observation {
+    spec: LeaseSpec,
+    at: tokio::time::Instant,
 }
 
 impl LeaseLock {
@@ -34,6 +48,7 @@ impl LeaseLock {
             name: name.to_owned(),
             identity: identity.to_owned(),
             duration,
+            observed: Arc::default(),
         }
     }
 
@@ -75,12 +90,7 @@ impl LeaseLock {
         let spec = lease.spec.clone().unwrap_or_default();
         let holder = spec.holder_identity.clone().unwrap_or_default();
         let mine = holder == self.identity;
-        let expired = match (&spec.renew_time, spec.lease_duration_seconds) {
-            (Some(MicroTime(renewed)), Some(secs)) => {
-                now.as_second() > renewed.as_second() + i64::from(secs)
-            }
-            _ => true,
-        };
+        let expired = self.observe(&spec);
         if !mine && !holder.is_empty() && !expired {
             return Ok(false);
         }
@@ -101,6 +111,30 @@ impl LeaseLock {
             Err(kube::Error::Api(e)) if e.code == 409 => Ok(false),
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// Records the lease record as seen now; `true` when it has not changed for its whole
+    /// duration by this replica's clock.
+    fn observe(&self, spec: &LeaseSpec) -> bool {
+        let now = tokio::time::Instant::now();
+        let mut observed = self.observed.lock().expect("not poisoned");
+        let since = match observed.as_ref() {
+            Some(o) if o.spec == *spec => o.at,
+            _ => {
+                *observed = Some(Observation {
+                    spec: spec.clone(),
+                    at: now,
+                });
+                now
+            }
+        };
+        let Some(secs) = spec
+            .lease_duration_seconds
+            .and_then(|s| u64::try_from(s).ok())
+        else {
+            return true;
+        };
+        now >= since + Duration::from_secs(secs)
     }
 
     /// Gives the lease up (on shutdown) so another replica takes over at once instead of
@@ -143,7 +177,7 @@ impl LeaseLock {
             match self.try_acquire().await {
                 Ok(true) => last_ok = tokio::time::Instant::now(),
                 Ok(false) => {
-                    tracing::error!("lost the leader lease to another replica");
+                    tracing::warn!("lost the leader lease to another replica");
                     return;
                 }
                 Err(e) => {
@@ -153,6 +187,31 @@ impl LeaseLock {
                         return;
                     }
                 }
+            }
+        }
+    }
+}
+
+/// Runs `work` whenever this replica holds the lease: waits for the lease, runs `work` until the
+/// lease is lost, stops it, and becomes a candidate again. `leading` is told each change. Returns
+/// only when `work` returns. The webhook is not part of `work`: every replica serves admission,
+/// leader or not.
+pub async fn run_elected<F, Fut>(lock: &LeaseLock, mut work: F, leading: impl Fn(bool))
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = ()>,
+{
+    loop {
+        lock.acquire().await;
+        leading(true);
+        tokio::select! {
+            () = work() => {
+                leading(false);
+                return;
+            }
+            () = lock.hold() => {
+                leading(false);
+                tracing::warn!("stopped the controller after losing the lease; the webhook keeps serving");
             }
         }
     }

@@ -4,6 +4,7 @@
 //! ([`inject::inject`]) shared by the webhook and the offline `mcp-warden inject` command.
 
 pub mod admin;
+pub mod caches;
 pub mod cert_rotation;
 pub mod certs;
 pub mod conditions;
@@ -12,6 +13,7 @@ pub mod error;
 pub mod inject;
 pub mod issuer;
 pub mod keys;
+pub mod kubelets;
 pub mod leader;
 pub mod metrics;
 pub mod names;
@@ -21,6 +23,7 @@ pub mod operator_cli;
 pub mod ports;
 pub mod reconcile;
 pub mod render;
+pub mod shutdown;
 pub mod webhook;
 pub mod webhook_config;
 

@@ -9,6 +9,8 @@ pub const INJECT_LABEL: &str = "mcpwarden.dev/inject";
 pub const NAMESPACE_LABEL: &str = "mcpwarden.dev/injection";
 /// Pod annotation naming the `McpAuthPolicy` (same namespace).
 pub const POLICY_ANNOTATION: &str = "mcpwarden.dev/policy";
+/// Namespace annotation naming the `McpAuthPolicy` for pods without [`POLICY_ANNOTATION`].
+pub const DEFAULT_POLICY_ANNOTATION: &str = "mcpwarden.dev/default-policy";
 /// Pod annotation with the app's port (number or container port name) the sidecar forwards to.
 pub const UPSTREAM_PORT_ANNOTATION: &str = "mcpwarden.dev/upstream-port";
 /// Pod annotation overriding `spec.resource.url` for this workload.

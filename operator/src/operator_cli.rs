@@ -10,10 +10,13 @@ use clap::{Parser, ValueEnum};
 use kube::Client;
 
 use crate::admin::{self, Health};
+use crate::caches::Caches;
 use crate::inject::InjectSettings;
-use crate::leader::LeaseLock;
+use crate::kubelets::{Kubelets, NativeDefault};
+use crate::leader::{self, LeaseLock};
 use crate::metrics::Metrics;
 use crate::reconcile::{self, Context, Settings};
+use crate::shutdown::Shutdown;
 use crate::webhook::{self, WebhookState};
 use crate::webhook_config::{self, Endpoint};
 use crate::{Result, cert_rotation};
@@ -21,7 +24,8 @@ use crate::{Result, cert_rotation};
 /// When to inject a native sidecar (an init container with `restartPolicy: Always`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum NativeSidecar {
-    /// Native when the API server is 1.29 or newer (where the feature is on by default).
+    /// Native when every Node's kubelet is 1.29 or newer (where the feature is on by default),
+    /// from a watch on Nodes; a regular container otherwise.
     Auto,
     /// Always native (for 1.28 clusters with the SidecarContainers feature gate on).
     Always,
@@ -79,6 +83,15 @@ pub struct Args {
     /// of the Service, creating the MutatingWebhookConfiguration if missing.
     #[arg(long, env = "MCP_WARDEN_WEBHOOK_URL")]
     pub webhook_url: Option<url::Url>,
+    /// The webhook configuration's `timeoutSeconds` (1-30): the webhook answers one second
+    /// before it, denying a pod it could not decide rather than letting the API server give up.
+    #[arg(long, env = "MCP_WARDEN_WEBHOOK_TIMEOUT_SECONDS", default_value_t = webhook::DEFAULT_TIMEOUT_SECONDS,
+          value_parser = clap::value_parser!(u64).range(1..=30))]
+    pub webhook_timeout_seconds: u64,
+    /// On SIGTERM: seconds the webhook keeps answering after `/readyz` starts failing, so the
+    /// API server stops sending it reviews before it closes (the lease is released at once).
+    #[arg(long, env = "MCP_WARDEN_SHUTDOWN_DRAIN_SECONDS", default_value_t = 3)]
+    pub shutdown_drain_seconds: u64,
     /// Sidecar image to inject.
     #[arg(long, env = "MCP_WARDEN_SIDECAR_IMAGE", default_value_t = default_image())]
     pub sidecar_image: String,
@@ -179,12 +192,22 @@ fn now() -> i64 {
     jiff::Timestamp::now().as_second()
 }
 
-/// Runs the operator until SIGTERM/SIGINT.
+/// What has started so far, for the shutdown sequence.
+#[derive(Default)]
+struct Started {
+    webhook: Option<(axum_server::Handle<SocketAddr>, tokio::task::JoinHandle<()>)>,
+    lease: Option<LeaseLock>,
+}
+
+type SharedStarted = Arc<std::sync::Mutex<Started>>;
+
+/// Runs the operator until SIGTERM/SIGINT, then stops as [`stop`] describes.
 pub async fn run(args: Args) -> anyhow::Result<()> {
     crate::install_crypto_provider();
     init_tracing(&args.log_format);
     let metrics = Metrics::new();
     let health = Health::default();
+    let shutdown = Shutdown::on_signals();
     let admin_listener = tokio::net::TcpListener::bind(args.admin_listen).await?;
     tracing::info!(addr = %args.admin_listen, "admin server listening");
     tokio::spawn(
@@ -194,42 +217,57 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         )
         .into_future(),
     );
-    let held = Arc::new(std::sync::Mutex::new(None));
+    let started = SharedStarted::default();
     tokio::select! {
-        res = operate(args, metrics, health, held.clone()) => res,
-        () = shutdown_signal() => {
-            tracing::info!("shutting down");
-            let lock = held.lock().expect("not poisoned").take();
-            if let Some(lock) = lock {
-                let release = tokio::time::timeout(Duration::from_secs(3), lock.release());
-                if let Ok(Err(e)) = release.await {
-                    tracing::warn!(error = %e, "cannot release the leader lease");
-                }
-            }
-            Ok(())
-        }
+        res = operate(&args, metrics.clone(), health.clone(), started.clone()) => res?,
+        () = shutdown.requested() => {}
     }
+    stop(&args, &health, &metrics, &started).await;
+    Ok(())
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("SIGTERM handler installs");
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
+/// The shutdown sequence. Dropping `operate` has already stopped the controller (a reconcile in
+/// flight is abandoned; reconciling is idempotent). Then, at the same time: the lease is
+/// released so another replica takes over at once, and the webhook drains: `/readyz` fails
+/// while admission is still answered for `--shutdown-drain-seconds`, so the API server stops
+/// choosing this replica before it goes. Last, the webhook closes idle keep-alive connections
+/// at once and gives requests in flight until their answer deadline.
+async fn stop(args: &Args, health: &Health, metrics: &Metrics, started: &SharedStarted) {
+    tracing::info!("shutdown requested");
+    health.set_draining();
+    metrics.leader.set(0);
+    let (lease, webhook) = {
+        let mut started = started.lock().expect("not poisoned");
+        (started.lease.take(), started.webhook.take())
+    };
+    let release = async {
+        let Some(lock) = lease else { return };
+        match tokio::time::timeout(Duration::from_secs(2), lock.release()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "cannot release the leader lease"),
+            Err(_) => tracing::warn!("releasing the leader lease timed out"),
         }
+    };
+    let drain = async {
+        if webhook.is_some() {
+            tokio::time::sleep(Duration::from_secs(args.shutdown_drain_seconds)).await;
+        }
+    };
+    tokio::join!(release, drain);
+    if let Some((handle, task)) = webhook {
+        let deadline = webhook::answer_deadline(args.webhook_timeout_seconds);
+        handle.graceful_shutdown(Some(deadline));
+        let _ = tokio::time::timeout(deadline + Duration::from_secs(1), task).await;
     }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
+    tracing::info!("stopped");
 }
 
-/// The lease this replica holds, released on shutdown.
-type Held = Arc<std::sync::Mutex<Option<LeaseLock>>>;
-
-async fn operate(args: Args, metrics: Metrics, health: Health, held: Held) -> anyhow::Result<()> {
+async fn operate(
+    args: &Args,
+    metrics: Metrics,
+    health: Health,
+    started: SharedStarted,
+) -> anyhow::Result<()> {
     let client = retry(
         "loading the Kubernetes client configuration",
         &health,
@@ -241,8 +279,25 @@ async fn operate(args: Args, metrics: Metrics, health: Health, held: Held) -> an
     })
     .await;
     health.set_api_reachable(true);
-    let native = native_sidecar(args.native_sidecar, &version.major, &version.minor);
-    tracing::info!(server = %version.git_version, native_sidecar = native, "connected to Kubernetes");
+    tracing::info!(server = %version.git_version, "connected to Kubernetes");
+
+    let (caches, drive) = Caches::watch(client.clone());
+    tokio::spawn(drive);
+    let synced = caches.clone();
+    let ready = health.clone();
+    tokio::spawn(async move {
+        synced.wait_until_synced().await;
+        ready.set_caches_synced(true);
+    });
+    let native = match args.native_sidecar {
+        NativeSidecar::Always => NativeDefault::Fixed(true),
+        NativeSidecar::Never => NativeDefault::Fixed(false),
+        NativeSidecar::Auto => {
+            let (kubelets, drive) = Kubelets::watch(client.clone());
+            tokio::spawn(drive);
+            NativeDefault::Kubelets(kubelets)
+        }
+    };
 
     let endpoint = match &args.webhook_url {
         Some(url) => Endpoint::Url(url.clone()),
@@ -261,41 +316,39 @@ async fn operate(args: Args, metrics: Metrics, health: Health, held: Held) -> an
         bundle.key_pem.clone().into(),
     )
     .await?;
-    let settings = inject_settings(&args, native);
     let state = WebhookState {
         client: client.clone(),
-        settings: Arc::new(settings),
+        caches,
+        settings: Arc::new(inject_settings(args, false)),
+        native,
         metrics: metrics.clone(),
+        deadline: webhook::answer_deadline(args.webhook_timeout_seconds),
     };
+    let handle = axum_server::Handle::new();
     let server = axum_server::bind_rustls(args.webhook_listen, tls.clone())
+        .handle(handle.clone())
         .serve(webhook::router(state).into_make_service());
-    tokio::spawn(async move {
+    let task = tokio::spawn(async move {
         if let Err(e) = server.await {
             tracing::error!(error = %e, "webhook server stopped");
         }
     });
+    started.lock().expect("not poisoned").webhook = Some((handle, task));
     tracing::info!(addr = %args.webhook_listen, "webhook listening");
     health.set_webhook_serving(true);
 
-    let create_with = args.webhook_url.as_ref().map(|_| {
-        webhook_config::webhook_configuration(
-            &args.webhook_configuration,
-            &endpoint,
-            &args.namespace,
-            &bundle.ca_pem,
-        )
-    });
-    tokio::spawn(cert_rotation::certificate_loop(
-        client.clone(),
-        args.namespace.clone(),
-        args.tls_secret.clone(),
-        args.webhook_configuration.clone(),
+    let timeout = i32::try_from(args.webhook_timeout_seconds).unwrap_or(30);
+    let keeper = cert_rotation::Keeper {
+        client: client.clone(),
+        namespace: args.namespace.clone(),
+        secret: args.tls_secret.clone(),
+        configuration: args.webhook_configuration.clone(),
+        register: args.webhook_url.is_some(),
         endpoint,
-        create_with.is_some(),
-        bundle,
-        tls,
-        metrics.clone(),
-    ));
+        timeout_seconds: timeout,
+        metrics: metrics.clone(),
+    };
+    tokio::spawn(keeper.run(bundle, tls));
     tokio::spawn(cert_rotation::api_health_loop(
         client.clone(),
         health.clone(),
@@ -324,31 +377,16 @@ async fn operate(args: Args, metrics: Metrics, health: Health, held: Held) -> an
         &identity,
         Duration::from_secs(15),
     );
-    lock.acquire().await;
-    *held.lock().expect("not poisoned") = Some(lock.clone());
-    metrics.leader.set(1);
-    tokio::select! {
-        () = reconcile::run(ctx) => Ok(()),
-        () = lock.hold() => {
-            metrics.leader.set(0);
-            anyhow::bail!("lost leadership; exiting so that only one replica reconciles")
-        }
-    }
-}
-
-/// Whether to inject native sidecars: `auto` means Kubernetes 1.29 or newer, where the
-/// SidecarContainers feature is on by default. Managed clusters report minors like `29+`.
-pub fn native_sidecar(mode: NativeSidecar, major: &str, minor: &str) -> bool {
-    let number = |s: &str| {
-        s.trim_end_matches(|c: char| !c.is_ascii_digit())
-            .parse::<u32>()
-            .unwrap_or(0)
-    };
-    match mode {
-        NativeSidecar::Always => true,
-        NativeSidecar::Never => false,
-        NativeSidecar::Auto => number(major) > 1 || (number(major) == 1 && number(minor) >= 29),
-    }
+    started.lock().expect("not poisoned").lease = Some(lock.clone());
+    leader::run_elected(
+        &lock,
+        || reconcile::run(ctx.clone()),
+        |leading| {
+            metrics.leader.set(i64::from(leading));
+        },
+    )
+    .await;
+    Ok(())
 }
 
 /// A replica identity without `POD_NAME`: the host name (a pod's name in Kubernetes) plus a
@@ -411,12 +449,9 @@ mod tests {
         let s = inject_settings(&args, false);
         assert_eq!((s.public_port, s.admin_port), (8000, 9090));
         assert_eq!(s.resources.limits.unwrap()["cpu"].0, "500m");
-        assert!(native_sidecar(NativeSidecar::Auto, "1", "29+"));
-        assert!(native_sidecar(NativeSidecar::Auto, "1", "33"));
-        assert!(!native_sidecar(NativeSidecar::Auto, "1", "28"));
-        assert!(!native_sidecar(NativeSidecar::Auto, "1", "garbage"));
-        assert!(native_sidecar(NativeSidecar::Always, "1", "28"));
-        assert!(!native_sidecar(NativeSidecar::Never, "1", "33"));
+        assert_eq!(args.webhook_timeout_seconds, 10);
+        assert_eq!(args.shutdown_drain_seconds, 3);
+        assert!(Args::try_parse_from(["x", "--webhook-timeout-seconds", "31"]).is_err());
         let off = Args::parse_from([
             "x",
             "--network-policy",

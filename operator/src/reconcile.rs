@@ -485,7 +485,8 @@ async fn publish(
     }
 }
 
-/// Runs the controller until shutdown.
+/// Runs the controller until the future is dropped (on shutdown or when the lease is lost; an
+/// interrupted reconciliation is idempotent and redone by the next leader).
 pub async fn run(ctx: Arc<Context>) {
     let client = ctx.client.clone();
     let by_label = || watcher::Config::default().labels(POLICY_LABEL);
@@ -500,7 +501,6 @@ pub async fn run(ctx: Arc<Context>) {
         let name = pod.labels().get(POLICY_LABEL)?.clone();
         Some(ObjectRef::<McpAuthPolicy>::new(&name).within(&pod.namespace()?))
     })
-    .shutdown_on_signal()
     .run(reconcile, error_policy, ctx)
     .for_each(|res| async move {
         use kube::runtime::controller::Error as E;

@@ -2,7 +2,7 @@
 //! `admission.k8s.io/v1` AdmissionReview and answers with the injection patch or a denial.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::Json;
 use axum::Router;
@@ -17,22 +17,39 @@ use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview
 use kube::{Api, Client, ResourceExt};
 use mcp_warden_policy::McpAuthPolicy;
 
+use crate::caches::Caches;
 use crate::inject::{self, InjectSettings, Outcome, Skip};
+use crate::kubelets::NativeDefault;
 use crate::metrics::{Metrics, ResultLabel};
-use crate::names::{INJECT_LABEL, NAMESPACE_LABEL};
+use crate::names::{DEFAULT_POLICY_ANNOTATION, INJECT_LABEL, NAMESPACE_LABEL, POLICY_ANNOTATION};
 
-/// Longest time spent on one admission request (the webhook configuration allows 10 s).
-pub const ADMIT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(8);
+/// The API server's default webhook timeout (`timeoutSeconds`), when the operator is not told.
+pub const DEFAULT_TIMEOUT_SECONDS: u64 = 10;
+
+/// When the webhook answers at the latest, given the webhook configuration's `timeoutSeconds`:
+/// one second before the API server gives up (half the timeout when that is 1 s).
+pub fn answer_deadline(timeout_seconds: u64) -> Duration {
+    let timeout = Duration::from_secs(timeout_seconds.max(1));
+    timeout
+        .saturating_sub(Duration::from_secs(1))
+        .max(timeout / 2)
+}
 
 /// What the webhook handler needs.
 #[derive(Clone)]
 pub struct WebhookState {
-    /// Reads policies and namespaces.
+    /// Confirms cache misses (a policy or namespace label created a moment ago).
     pub client: Client,
-    /// Injection settings, with the native-sidecar default already resolved.
+    /// Policies and namespaces, from watches.
+    pub caches: Caches,
+    /// Injection settings (the native-sidecar default comes from `native`).
     pub settings: Arc<InjectSettings>,
+    /// Native sidecar or regular container, for pods that do not say.
+    pub native: NativeDefault,
     /// Metrics.
     pub metrics: Metrics,
+    /// Answer by then, even without a decision (see [`answer_deadline`]).
+    pub deadline: Duration,
 }
 
 /// The webhook routes.
@@ -50,13 +67,14 @@ async fn mutate_pods(State(state): State<WebhookState>, body: Bytes) -> Json<ser
             let req: Result<AdmissionRequest<DynamicObject>, _> = r.try_into();
             req.map_err(|e| e.to_string())
         }) {
-        Ok(req) => match tokio::time::timeout(ADMIT_TIMEOUT, admit(&state, &req)).await {
+        Ok(req) => match tokio::time::timeout(state.deadline, admit(&state, &req, start)).await {
             Ok(decision) => decision,
-            // Answer before the API server gives up (10 s), with a reason it can show.
+            // Answer before the API server gives up, with a reason it can show.
             Err(_) => (
                 AdmissionResponse::from(&req).deny(format!(
-                    "mcp-warden: no answer from the Kubernetes API within {}s",
-                    ADMIT_TIMEOUT.as_secs()
+                    "mcp-warden: no answer from the Kubernetes API within {} ms; the pod is \
+                     retried by its controller",
+                    state.deadline.as_millis()
                 )),
                 "error",
             ),
@@ -88,10 +106,30 @@ fn encode_review(review: AdmissionReview<DynamicObject>) -> serde_json::Value {
     value
 }
 
+/// What the webhook knows about the pod's namespace.
+#[derive(Default)]
+struct NamespaceInfo {
+    opted_in: bool,
+    default_policy: Option<String>,
+}
+
+impl NamespaceInfo {
+    fn of(
+        labels: &std::collections::BTreeMap<String, String>,
+        annotations: &std::collections::BTreeMap<String, String>,
+    ) -> Self {
+        Self {
+            opted_in: labels.get(NAMESPACE_LABEL).map(String::as_str) == Some("enabled"),
+            default_policy: annotations.get(DEFAULT_POLICY_ANNOTATION).cloned(),
+        }
+    }
+}
+
 /// Decides one admission request.
 async fn admit(
     state: &WebhookState,
     req: &AdmissionRequest<DynamicObject>,
+    start: Instant,
 ) -> (AdmissionResponse, &'static str) {
     let allow = AdmissionResponse::from(req);
     if req.operation != Operation::Create || req.kind.kind != "Pod" {
@@ -117,54 +155,72 @@ async fn admit(
     pod.metadata.namespace = Some(namespace.clone());
 
     let pod_label = pod.labels().get(INJECT_LABEL).cloned();
-    let namespace_opted_in = match pod_label.as_deref() {
-        Some("true") => false,
-        _ => match namespace_enabled(&state.client, &namespace).await {
-            Ok(enabled) => enabled,
-            Err(e) if pod_label.as_deref() == Some("false") => {
-                tracing::debug!(error = %e, "namespace lookup failed for an opted-out pod");
-                false
-            }
+    if pod_label.as_deref() == Some("false") {
+        return (allow, "skipped");
+    }
+    // Right after start-up the caches may still be listing: wait for them, bounded by the
+    // answer deadline, then refuse with a message saying that a retry will work.
+    let margin = Duration::from_millis(250);
+    let wait = state.deadline.saturating_sub(start.elapsed() + margin);
+    if !state.caches.wait_synced(wait).await {
+        return (
+            allow.deny(
+                "mcp-warden: the operator is starting and has not yet read the McpAuthPolicies \
+                 and Namespaces; the pod is retried by its controller (or retry it yourself)"
+                    .to_owned(),
+            ),
+            "error",
+        );
+    }
+    let ns = match namespace_info(state, &namespace, pod_label.is_none()).await {
+        Ok(ns) => ns,
+        Err(e) => {
+            return (
+                allow.deny(format!(
+                    "mcp-warden: cannot read namespace {namespace}: {e}"
+                )),
+                "error",
+            );
+        }
+    };
+    let policy_name = match inject::wants_injection(&pod, ns.opted_in, ns.default_policy.as_deref())
+    {
+        Err(Skip::AlreadyInjected) => return (allow, "already_injected"),
+        Err(Skip::NoPolicy) => {
+            // Opted in by the namespace only: Helm hooks, `kubectl run`, other operators'
+            // pods. Admitted as they are, and told so.
+            let mut res = allow;
+            res.warnings = Some(vec![format!(
+                "mcp-warden: namespace {namespace} is labelled {NAMESPACE_LABEL}=enabled, but \
+                     neither this pod ({POLICY_ANNOTATION}) nor the namespace \
+                     ({DEFAULT_POLICY_ANNOTATION}) names an McpAuthPolicy: admitted WITHOUT the \
+                     auth sidecar"
+            )]);
+            return (res, "skipped");
+        }
+        Err(_) => return (allow, "skipped"),
+        Ok(name) => name,
+    };
+    let policy = match &policy_name {
+        None => None,
+        Some(name) => match policy(state, &namespace, name).await {
+            Ok(p) => p,
             Err(e) => {
                 return (
                     allow.deny(format!(
-                        "mcp-warden: cannot read namespace {namespace}: {e}"
+                        "mcp-warden: cannot read McpAuthPolicy {namespace}/{name}: {e}"
                     )),
                     "error",
                 );
             }
         },
     };
-    let policy_name = match inject::wants_injection(&pod, namespace_opted_in) {
-        Err(Skip::AlreadyInjected) => return (allow, "already_injected"),
-        Err(_) => return (allow, "skipped"),
-        Ok(name) => name,
-    };
-    let policy = match &policy_name {
-        None => None,
-        Some(name) => {
-            match Api::<McpAuthPolicy>::namespaced(state.client.clone(), &namespace)
-                .get_opt(name)
-                .await
-            {
-                Ok(p) => p,
-                Err(e) => {
-                    return (
-                        allow.deny(format!(
-                            "mcp-warden: cannot read McpAuthPolicy {namespace}/{name}: {e}"
-                        )),
-                        "error",
-                    );
-                }
-            }
-        }
-    };
-    let outcome = inject::inject(
-        &pod,
-        policy_name.as_deref(),
-        policy.as_ref(),
-        &state.settings,
-    );
+    let mut settings = std::borrow::Cow::Borrowed(&*state.settings);
+    let native = state.native.native();
+    if settings.native_sidecar != native {
+        settings.to_mut().native_sidecar = native;
+    }
+    let outcome = inject::inject(&pod, policy_name.as_deref(), policy.as_deref(), &settings);
     let label = outcome.metric_label();
     match outcome {
         Outcome::Injected {
@@ -186,13 +242,44 @@ async fn admit(
     }
 }
 
-async fn namespace_enabled(client: &Client, namespace: &str) -> kube::Result<bool> {
-    let ns = Api::<Namespace>::all(client.clone())
-        .get_opt(namespace)
-        .await?;
+/// The namespace's opt-in label and default policy, from the cache. A pod without the inject
+/// label only reaches the webhook through the namespace entry, i.e. when the API server saw the
+/// namespace label: if the cache disagrees it is behind, and one GET settles it.
+async fn namespace_info(
+    state: &WebhookState,
+    namespace: &str,
+    via_namespace_entry: bool,
+) -> kube::Result<NamespaceInfo> {
+    let cached = state
+        .caches
+        .namespace(namespace)
+        .map(|ns| NamespaceInfo::of(ns.labels(), ns.annotations()));
+    match cached {
+        Some(info) if info.opted_in || !via_namespace_entry => Ok(info),
+        _ => {
+            let ns = Api::<Namespace>::all(state.client.clone())
+                .get_opt(namespace)
+                .await?;
+            Ok(ns
+                .map(|ns| NamespaceInfo::of(ns.labels(), ns.annotations()))
+                .unwrap_or_default())
+        }
+    }
+}
+
+/// The policy, from the cache; a miss (a policy created a moment ago) is confirmed with a GET.
+async fn policy(
+    state: &WebhookState,
+    namespace: &str,
+    name: &str,
+) -> kube::Result<Option<Arc<McpAuthPolicy>>> {
+    if let Some(p) = state.caches.policy(namespace, name) {
+        return Ok(Some(p));
+    }
     Ok(
-        ns.is_some_and(|ns| {
-            ns.labels().get(NAMESPACE_LABEL).map(String::as_str) == Some("enabled")
-        }),
+        Api::<McpAuthPolicy>::namespaced(state.client.clone(), namespace)
+            .get_opt(name)
+            .await?
+            .map(Arc::new),
     )
 }

@@ -170,6 +170,7 @@ pub fn webhook_configuration(
     endpoint: &Endpoint,
     operator_namespace: &str,
     ca: &str,
+    timeout_seconds: i32,
 ) -> MutatingWebhookConfiguration {
     let excluded = LabelSelectorRequirement {
         key: "kubernetes.io/metadata.name".into(),
@@ -211,7 +212,7 @@ pub fn webhook_configuration(
             scope: Some("Namespaced".into()),
         }]),
         side_effects: "None".into(),
-        timeout_seconds: Some(10),
+        timeout_seconds: Some(timeout_seconds),
         match_conditions: None,
     };
     MutatingWebhookConfiguration {
@@ -307,6 +308,7 @@ mod tests {
             },
             "mcp-warden",
             "CA",
+            10,
         );
         let hooks = c.webhooks.unwrap();
         assert_eq!(hooks.len(), 2);

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use k8s_openapi::api::core::v1::Pod;
-use mcp_warden_operator::inject::{InjectSettings, Outcome, review};
+use mcp_warden_operator::inject::{InjectSettings, Outcome, Skip, review};
 use mcp_warden_policy::{McpAuthPolicy, PolicyDocument};
 use serde_json::{Value, json};
 
@@ -324,15 +324,28 @@ fn pods_that_did_not_opt_in_are_never_touched() {
 }
 
 #[test]
-fn missing_or_broken_policy_is_denied_for_opted_in_pods() {
-    let input = plain();
-    let out = review(&input, false, &[], &settings(true));
-    golden("missing-policy", &out, &input);
+fn namespace_opt_in_without_a_policy_admits_the_pod_unchanged() {
     let mut no_annotation = plain();
     no_annotation.metadata.annotations = None;
     no_annotation.metadata.labels = None;
     let out = review(&no_annotation, true, &policies(), &settings(true));
+    assert_eq!(out, Outcome::Skipped(Skip::NoPolicy));
     golden("namespace-opt-in-without-policy", &out, &no_annotation);
+}
+
+#[test]
+fn missing_or_broken_policy_is_denied_for_opted_in_pods() {
+    let input = plain();
+    let out = review(&input, false, &[], &settings(true));
+    golden("missing-policy", &out, &input);
+    // Opted in by its own label but naming no policy: denied, saying what to add.
+    let mut labelled = plain();
+    labelled.metadata.annotations = None;
+    let out = review(&labelled, false, &policies(), &settings(true));
+    assert!(
+        matches!(&out, Outcome::Denied(m) if m.contains("mcpwarden.dev/default-policy")),
+        "{out:?}"
+    );
     let mut broken = policies();
     broken[0].spec.jwt = None;
     let out = review(&plain(), false, &broken, &settings(true));

@@ -31,6 +31,21 @@ pub struct Seen {
 }
 
 impl Seen {
+    /// A request taken from the mock directly (for tests that serve requests in any order).
+    pub fn new(
+        method: Method,
+        uri: String,
+        body: Value,
+        send: SendResponse<Response<Body>>,
+    ) -> Self {
+        Self {
+            method,
+            uri,
+            body,
+            send,
+        }
+    }
+
     /// Answers with a JSON body.
     pub fn reply(self, status: u16, body: Value) {
         let res = Response::builder()

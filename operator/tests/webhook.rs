@@ -1,5 +1,6 @@
-//! The webhook handler with real `admission.k8s.io/v1` AdmissionReview JSON in and out; the
-//! policy and namespace reads go to a mock API server that checks each request.
+//! The webhook handler with real `admission.k8s.io/v1` AdmissionReview JSON in and out. Policies
+//! and namespaces come from watch caches; the mock API server checks that a review makes no
+//! request at all when the caches hold the answer, and the one GET that confirms a miss.
 
 mod support;
 
@@ -8,11 +9,15 @@ use std::sync::Arc;
 use axum::body::Body;
 use base64::Engine;
 use http_body_util::BodyExt;
+use k8s_openapi::api::core::v1::Namespace;
+use mcp_warden_operator::caches::Caches;
 use mcp_warden_operator::inject::InjectSettings;
+use mcp_warden_operator::kubelets::{Kubelets, NativeDefault};
 use mcp_warden_operator::metrics::Metrics;
-use mcp_warden_operator::webhook::{WebhookState, router};
+use mcp_warden_operator::webhook::{WebhookState, answer_deadline, router};
+use mcp_warden_policy::McpAuthPolicy;
 use serde_json::{Value, json};
-use support::{ApiServer, mock_client};
+use support::{ApiServer, Seen, mock_client};
 use tower::ServiceExt;
 
 fn review(operation: &str, labels: Value, annotations: Value) -> Value {
@@ -43,16 +48,45 @@ fn review(operation: &str, labels: Value, annotations: Value) -> Value {
     })
 }
 
-fn state(client: kube::Client) -> WebhookState {
+fn namespace(labels: Value, annotations: Value) -> Namespace {
+    serde_json::from_value(json!({"apiVersion": "v1", "kind": "Namespace",
+        "metadata": {"name": "tools", "labels": labels, "annotations": annotations}}))
+    .unwrap()
+}
+
+fn plain_namespace() -> Namespace {
+    namespace(json!({}), json!({}))
+}
+
+fn policy() -> McpAuthPolicy {
+    serde_json::from_value(policy_json()).unwrap()
+}
+
+/// A webhook whose caches hold `policies` and `namespaces`.
+fn state_with(
+    client: kube::Client,
+    policies: Vec<McpAuthPolicy>,
+    namespaces: Vec<Namespace>,
+) -> WebhookState {
+    state_from(client, Caches::from_objects(policies, namespaces))
+}
+
+fn state_from(client: kube::Client, caches: Caches) -> WebhookState {
     WebhookState {
         client,
+        caches,
         settings: Arc::new(InjectSettings {
             sidecar_image: "ghcr.io/mcp-warden/mcp-warden-sidecar:test".into(),
-            native_sidecar: true,
             ..Default::default()
         }),
+        native: NativeDefault::Fixed(true),
         metrics: Metrics::new(),
+        deadline: answer_deadline(5),
     }
+}
+
+fn state(client: kube::Client) -> WebhookState {
+    state_with(client, vec![policy()], vec![plain_namespace()])
 }
 
 async fn call(state: WebhookState, body: Vec<u8>) -> Value {
@@ -86,8 +120,16 @@ fn policy_json() -> Value {
 }
 
 async fn run(body: Value, script: impl AsyncFnOnce(&mut ApiServer)) -> (Value, String) {
+    run_with(body, state, script).await
+}
+
+async fn run_with(
+    body: Value,
+    make: impl FnOnce(kube::Client) -> WebhookState,
+    script: impl AsyncFnOnce(&mut ApiServer),
+) -> (Value, String) {
     let (client, mut api) = mock_client();
-    let st = state(client);
+    let st = make(client);
     let metrics = st.metrics.clone();
     let server = async move {
         script(&mut api).await;
@@ -98,6 +140,15 @@ async fn run(body: Value, script: impl AsyncFnOnce(&mut ApiServer)) -> (Value, S
     (out["response"].clone(), metrics.encode())
 }
 
+fn decode_patch(res: &Value) -> Value {
+    serde_json::from_slice(
+        &base64::engine::general_purpose::STANDARD
+            .decode(res["patch"].as_str().unwrap())
+            .unwrap(),
+    )
+    .unwrap()
+}
+
 #[tokio::test]
 async fn opted_in_pod_gets_the_golden_patch() {
     let body = review(
@@ -105,19 +156,12 @@ async fn opted_in_pod_gets_the_golden_patch() {
         json!({"mcpwarden.dev/inject": "true"}),
         json!({"mcpwarden.dev/policy": "corp-sso"}),
     );
-    let (res, metrics) = run(body.clone(), async |api| {
-        api.expect("GET", POLICY).await.reply(200, policy_json());
-    })
-    .await;
+    // Served from the caches: the mock API sees no request at all.
+    let (res, metrics) = run(body.clone(), async |_| {}).await;
     assert_eq!(res["uid"], "705ab4f5-6393-11e8-b7cc-42010a800002");
     assert_eq!(res["allowed"], true);
     assert_eq!(res["patchType"], "JSONPatch");
-    let patch: Value = serde_json::from_slice(
-        &base64::engine::general_purpose::STANDARD
-            .decode(res["patch"].as_str().unwrap())
-            .unwrap(),
-    )
-    .unwrap();
+    let patch = decode_patch(&res);
     let golden: Value = serde_json::from_str(
         &std::fs::read_to_string(concat!(
             env!("CARGO_MANIFEST_DIR"),
@@ -141,6 +185,8 @@ async fn opted_in_pod_gets_the_golden_patch() {
 
 #[tokio::test]
 async fn pod_outside_opted_in_namespaces_is_allowed_untouched() {
+    // Only the namespace entry of the webhook configuration sends unlabelled pods, so a cache
+    // saying "not opted in" may be behind: one GET confirms it.
     let body = review("CREATE", json!({}), json!({}));
     let (res, metrics) = run(body, async |api| {
         api.expect("GET", "/api/v1/namespaces/tools").await.reply(
@@ -155,20 +201,52 @@ async fn pod_outside_opted_in_namespaces_is_allowed_untouched() {
     assert!(metrics.contains(r#"mcp_warden_operator_injections_total{result="skipped"} 1"#));
 }
 
+fn opted_in_namespace(annotations: Value) -> impl FnOnce(kube::Client) -> WebhookState {
+    move |client| {
+        state_with(
+            client,
+            vec![policy()],
+            vec![namespace(
+                json!({"mcpwarden.dev/injection": "enabled"}),
+                annotations,
+            )],
+        )
+    }
+}
+
 #[tokio::test]
-async fn namespace_opt_in_without_policy_is_denied_clearly() {
+async fn namespace_opt_in_without_policy_admits_the_pod_unchanged_with_a_warning() {
     let body = review("CREATE", json!({}), json!({}));
-    let (res, _) = run(body, async |api| {
-        api.expect("GET", "/api/v1/namespaces/tools").await.reply(
-            200,
-            json!({"apiVersion": "v1", "kind": "Namespace",
-                   "metadata": {"name": "tools", "labels": {"mcpwarden.dev/injection": "enabled"}}}),
+    let (res, metrics) = run_with(body, opted_in_namespace(json!({})), async |_| {}).await;
+    assert_eq!(res["allowed"], true);
+    assert!(res.get("patch").is_none());
+    let warning = res["warnings"][0].as_str().unwrap();
+    assert!(
+        warning.contains("mcpwarden.dev/default-policy"),
+        "{warning}"
+    );
+    assert!(warning.contains("WITHOUT the auth sidecar"), "{warning}");
+    assert!(metrics.contains(r#"mcp_warden_operator_injections_total{result="skipped"} 1"#));
+}
+
+#[tokio::test]
+async fn namespace_default_policy_applies_to_pods_without_one() {
+    let annotations = json!({"mcpwarden.dev/default-policy": "corp-sso"});
+    for labels in [json!({}), json!({"mcpwarden.dev/inject": "true"})] {
+        let body = review("CREATE", labels, json!({}));
+        let (res, _) = run_with(body, opted_in_namespace(annotations.clone()), async |_| {}).await;
+        assert_eq!(res["allowed"], true, "{res}");
+        let patch = decode_patch(&res);
+        assert!(
+            patch
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|op| op["path"] == "/metadata/labels/mcpwarden.dev~1policy"
+                    && op["value"] == "corp-sso"),
+            "{patch}"
         );
-    })
-    .await;
-    assert_eq!(res["allowed"], false);
-    let msg = res["status"]["message"].as_str().unwrap();
-    assert!(msg.contains("no mcpwarden.dev/policy annotation"), "{msg}");
+    }
 }
 
 #[tokio::test]
@@ -178,7 +256,9 @@ async fn missing_policy_is_denied() {
         json!({"mcpwarden.dev/inject": "true"}),
         json!({"mcpwarden.dev/policy": "corp-sso"}),
     );
-    let (res, metrics) = run(body, async |api| {
+    let empty = |client| state_with(client, vec![], vec![plain_namespace()]);
+    let (res, metrics) = run_with(body, empty, async |api| {
+        // A cache miss is confirmed once (the policy may have been created a moment ago).
         api.expect("GET", POLICY).await.not_found();
     })
     .await;
@@ -199,7 +279,8 @@ async fn api_failure_fails_closed_for_opted_in_pods() {
         json!({"mcpwarden.dev/inject": "true"}),
         json!({"mcpwarden.dev/policy": "corp-sso"}),
     );
-    let (res, metrics) = run(body, async |api| {
+    let empty = |client| state_with(client, vec![], vec![plain_namespace()]);
+    let (res, metrics) = run_with(body, empty, async |api| {
         api.expect("GET", POLICY).await.reply(
             500,
             json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 500,
@@ -248,14 +329,182 @@ async fn a_silent_api_server_gets_a_denial_before_the_webhook_timeout() {
         (api, seen)
     };
     let (out, (_api, _seen)) = tokio::join!(
-        call(state(client), serde_json::to_vec(&body).unwrap()),
+        call(
+            state_with(client, vec![], vec![plain_namespace()]),
+            serde_json::to_vec(&body).unwrap()
+        ),
         server
     );
     assert_eq!(out["response"]["allowed"], false);
+    // timeoutSeconds 5: the answer comes one second before the API server gives up.
+    let message = out["response"]["status"]["message"].as_str().unwrap();
+    assert!(message.contains("within 4000 ms"), "{message}");
+}
+
+/// Answers the caches' initial LISTs (policies, namespaces; in either order) and keeps their
+/// WATCHes open, returned so that they stay open.
+async fn serve_listings(api: &mut ApiServer) -> Vec<Seen> {
+    let mut open = Vec::new();
+    let mut listed = 0;
+    while listed < 2 {
+        let (req, send) = api.0.next_request().await.expect("the caches list");
+        let uri = req.uri().to_string();
+        let seen = Seen::new(req.method().clone(), uri.clone(), Value::Null, send);
+        if uri.contains("watch=true") {
+            open.push(seen);
+        } else if uri.starts_with("/apis/mcpwarden.dev/v1alpha1/mcpauthpolicies") {
+            listed += 1;
+            seen.reply(
+                200,
+                json!({"apiVersion": "mcpwarden.dev/v1alpha1", "kind": "McpAuthPolicyList",
+                       "metadata": {"resourceVersion": "10"}, "items": [policy_json()]}),
+            );
+        } else if uri.starts_with("/api/v1/namespaces") {
+            listed += 1;
+            seen.reply(
+                200,
+                json!({"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadataList",
+                       "metadata": {"resourceVersion": "10"},
+                       "items": [{"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata",
+                                  "metadata": {"name": "tools", "labels":
+                                      {"mcpwarden.dev/injection": "enabled"}}}]}),
+            );
+        } else {
+            panic!("unexpected request {uri}");
+        }
+    }
+    open
+}
+
+#[tokio::test]
+async fn reviews_are_answered_from_watch_caches_without_api_requests() {
+    let (client, mut api) = mock_client();
+    let (caches, drive) = Caches::watch(client.clone());
+    let driver = tokio::spawn(drive);
+    let _watches = serve_listings(&mut api).await;
+    caches.wait_until_synced().await;
+    assert!(caches.policy("tools", "corp-sso").is_some());
+    let st = state_from(client, caches);
+    // Namespace opt-in and the pod-label opt-in, many reviews: not one request reaches the API.
+    for labels in [json!({}), json!({"mcpwarden.dev/inject": "true"})] {
+        for _ in 0..3 {
+            let body = review(
+                "CREATE",
+                labels.clone(),
+                json!({"mcpwarden.dev/policy": "corp-sso"}),
+            );
+            let out = call(st.clone(), serde_json::to_vec(&body).unwrap()).await;
+            assert_eq!(out["response"]["patchType"], "JSONPatch", "{out}");
+        }
+    }
+    let next =
+        tokio::time::timeout(std::time::Duration::from_millis(300), api.0.next_request()).await;
+    if let Ok(Some((req, _))) = next {
+        assert!(
+            req.uri().to_string().contains("watch=true"),
+            "a review reached the API server: {}",
+            req.uri()
+        );
+    }
+    driver.abort();
+}
+
+#[tokio::test(start_paused = true)]
+async fn before_the_caches_sync_opted_in_pods_are_refused_with_a_retryable_message() {
+    let (client, mut api) = mock_client();
+    let (caches, drive) = Caches::watch(client.clone());
+    let driver = tokio::spawn(drive);
+    // The API server never answers the LISTs.
+    let held = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Some(r) = api.0.next_request().await {
+            held.push(r);
+        }
+    });
+    let body = review(
+        "CREATE",
+        json!({"mcpwarden.dev/inject": "true"}),
+        json!({"mcpwarden.dev/policy": "corp-sso"}),
+    );
+    let out = call(
+        state_from(client, caches),
+        serde_json::to_vec(&body).unwrap(),
+    )
+    .await;
+    assert_eq!(out["response"]["allowed"], false);
+    let message = out["response"]["status"]["message"].as_str().unwrap();
+    assert!(message.contains("has not yet read"), "{message}");
+    assert!(message.contains("retried"), "{message}");
+    driver.abort();
+    held.abort();
+}
+
+fn job_review() -> Value {
+    let mut body = review(
+        "CREATE",
+        json!({"mcpwarden.dev/inject": "true"}),
+        json!({"mcpwarden.dev/policy": "corp-sso"}),
+    );
+    body["request"]["object"]["metadata"]["ownerReferences"] = json!([{
+        "apiVersion": "batch/v1", "kind": "Job", "name": "nightly-28512345",
+        "uid": "0b4c6e0e-1111-2222-3333-444455556666", "controller": true}]);
+    body
+}
+
+#[tokio::test]
+async fn job_pods_get_a_warning_when_the_sidecar_is_a_regular_container() {
+    let never = |client| WebhookState {
+        native: NativeDefault::Fixed(false),
+        ..state(client)
+    };
+    let (res, _) = run_with(job_review(), never, async |_| {}).await;
+    assert_eq!(res["allowed"], true);
+    let warnings = res["warnings"].to_string();
+    assert!(warnings.contains("Job's pod never completes"), "{warnings}");
+    // A native sidecar ends with the Job: no warning about it.
+    let (res, _) = run_with(job_review(), state, async |_| {}).await;
+    assert!(!res["warnings"].to_string().contains("Job"), "{res}");
+}
+
+#[tokio::test]
+async fn auto_native_sidecar_follows_the_oldest_kubelet() {
+    use k8s_openapi::api::core::v1::Node;
+    use kube::runtime::watcher::Event;
+    let node = |name: &str, version: &str| -> Node {
+        serde_json::from_value(json!({"metadata": {"name": name},
+            "status": {"nodeInfo": {"kubeletVersion": version, "architecture": "", "bootID": "",
+                "containerRuntimeVersion": "", "kernelVersion": "", "kubeProxyVersion": "",
+                "machineID": "", "operatingSystem": "", "osImage": "", "systemUUID": ""}}}))
+        .unwrap()
+    };
+    let kubelets = Kubelets::default();
+    kubelets.apply(&Event::Init);
+    kubelets.apply(&Event::InitApply(node("new", "v1.31.2")));
+    kubelets.apply(&Event::InitApply(node("old", "v1.28.15")));
+    kubelets.apply(&Event::InitDone);
+    let body = review(
+        "CREATE",
+        json!({"mcpwarden.dev/inject": "true"}),
+        json!({"mcpwarden.dev/policy": "corp-sso"}),
+    );
+    let auto = |k: Kubelets| {
+        move |client| WebhookState {
+            native: NativeDefault::Kubelets(k),
+            ..state(client)
+        }
+    };
+    let (res, _) = run_with(body.clone(), auto(kubelets.clone()), async |_| {}).await;
+    let patch = decode_patch(&res).to_string();
     assert!(
-        out["response"]["status"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("within 8s")
+        patch.contains("/spec/containers/1"),
+        "1.28 node: regular container: {patch}"
+    );
+    assert!(!patch.contains("initContainers"), "{patch}");
+    kubelets.apply(&Event::Delete(node("old", "v1.28.15")));
+    let (res, _) = run_with(body, auto(kubelets), async |_| {}).await;
+    let patch = decode_patch(&res).to_string();
+    assert!(
+        patch.contains("initContainers"),
+        "all nodes 1.29+: native: {patch}"
     );
 }

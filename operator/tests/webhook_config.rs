@@ -82,6 +82,7 @@ async fn patches_the_ca_bundle_of_every_webhook() {
         &endpoint,
         "mcp-warden",
         "",
+        5,
     ))
     .unwrap();
     for hook in config["webhooks"].as_array_mut().unwrap() {
@@ -119,7 +120,7 @@ async fn patches_the_ca_bundle_of_every_webhook() {
 
     // Development mode registers it by URL.
     let url = Endpoint::Url("https://192.168.1.5:9443/mutate-pods".parse().unwrap());
-    let wanted = webhook_configuration("mcp-warden", &url, "default", "CA");
+    let wanted = webhook_configuration("mcp-warden", &url, "default", "CA", 10);
     let c = client.clone();
     let task =
         tokio::spawn(async move { sync_ca_bundle(&c, "mcp-warden", "CA", Some(wanted)).await });

@@ -125,7 +125,12 @@ def test_rbac_is_least_privilege():
     # operator.networkPolicy is turned off.
     assert [r["resources"] for r in deletes] == [["networkpolicies"]]
     namespace_verbs = {v for rule in rules if "namespaces" in rule["resources"] for v in rule["verbs"]}
-    assert namespace_verbs == {"get"}
+    assert namespace_verbs == {"get", "list", "watch"}, "the webhook's namespace cache"
+    node_verbs = {v for rule in rules if "nodes" in rule["resources"] for v in rule["verbs"]}
+    assert node_verbs == {"list", "watch"}, "--native-sidecar auto reads kubelet versions"
+    webhook_rules = [r for r in rules if "mutatingwebhookconfigurations" in r["resources"]]
+    assert {"list", "watch"} <= {v for r in webhook_rules for v in r["verbs"]}, "caBundle repair watches it"
+    assert all(r.get("resourceNames") == ["mcp-warden"] for r in webhook_rules)
     assert not any("leases" in r["resources"] for r in rules), "leases belong in the namespaced Role"
     assert any("leases" in r["resources"] for r in one(docs, "Role")["rules"])
     binding = one(docs, "ClusterRoleBinding")
@@ -163,6 +168,18 @@ def test_webhook_only_touches_opted_in_pods():
         if ns_opt_in:
             assert {"key": "mcpwarden.dev/inject", "operator": "DoesNotExist"} in hook["objectSelector"]["matchExpressions"]
     assert sorted(opt_ins) == ["namespace", "pod"]
+
+
+@pytest.mark.parametrize("values", [None, *CI_VALUES], ids=["defaults", *[p.stem for p in CI_VALUES]])
+def test_operator_knows_the_webhook_timeout_and_outlives_its_drain(values):
+    docs = documents(template(values))
+    dep = operator_deployment(docs)
+    args = args_of(dep)
+    timeouts = {hook["timeoutSeconds"] for hook in one(docs, "MutatingWebhookConfiguration")["webhooks"]}
+    assert timeouts == {int(args["webhook-timeout-seconds"])}, "the operator answers at timeoutSeconds - 1"
+    grace = dep["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+    # Drain, then reviews in flight get up to the timeout: all within the grace period.
+    assert grace > int(args["shutdown-drain-seconds"]) + int(args["webhook-timeout-seconds"])
 
 
 def test_extra_excluded_namespaces():
