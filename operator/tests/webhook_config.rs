@@ -151,7 +151,7 @@ fn configuration_passes_the_api_server_rules() {
         Endpoint::Url("https://127.0.0.1:9443/mutate-pods".parse().unwrap()),
     ];
     for endpoint in &endpoints {
-        let config = webhook_configuration("mcp-warden", endpoint, "mcp-warden", "CA PEM");
+        let config = webhook_configuration("mcp-warden", endpoint, "mcp-warden", "CA PEM", 10);
         k8s_rules::assert_valid(&serde_json::to_value(config).unwrap());
     }
 }
