@@ -102,6 +102,24 @@ impl ApiServer {
         }
     }
 
+    /// Waits (without a time limit of its own) for the next request, whatever it is.
+    pub async fn expect_any(&mut self) -> Seen {
+        let (req, send) = self
+            .0
+            .next_request()
+            .await
+            .expect("client gone; expected a request");
+        let (parts, body) = req.into_parts();
+        let bytes = body.collect_bytes().await.unwrap();
+        let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        Seen {
+            method: parts.method,
+            uri: parts.uri.to_string(),
+            body,
+            send,
+        }
+    }
+
     /// Asserts the client makes no further request (all its clones must be dropped).
     pub async fn done(mut self) {
         if let Some((req, _)) = self.0.next_request().await {
