@@ -2,11 +2,12 @@
 //! patch the webhook returns. The webhook and `mcp-warden inject` both call [`review`] or
 //! [`inject`]; nothing here talks to Kubernetes.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::core::v1::{
-    Capabilities, ConfigMapVolumeSource, Container, ContainerPort, HTTPGetAction, Pod, Probe,
-    ResourceRequirements, SeccompProfile, SecretVolumeSource, SecurityContext, Volume, VolumeMount,
+    Capabilities, ConfigMapVolumeSource, Container, ContainerPort, HTTPGetAction, Pod, PodSpec,
+    Probe, ResourceRequirements, SeccompProfile, SecretVolumeSource, SecurityContext, Volume,
+    VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -16,7 +17,7 @@ use mcp_warden_policy::{McpAuthPolicy, ValidatedResource};
 use serde::Serialize;
 
 use crate::names::*;
-use crate::ports::{self, Upstream};
+use crate::ports::{self, LABEL_MAX, PORT_NAME_MAX, Upstream};
 use crate::render::secret_names;
 
 /// Cluster-wide injection settings (from the operator's flags).
@@ -267,17 +268,29 @@ fn build(
     used.insert(public_port);
     let admin_port = ports::pick_port(settings.admin_port, &used);
     let public_name = take_over_port_name(spec, &upstream);
+    let mut taken_ports = ports::used_port_names(spec);
+    let public_name = public_name
+        .unwrap_or_else(|| ports::unique_name(PUBLIC_PORT_NAME, &taken_ports, PORT_NAME_MAX));
+    taken_ports.insert(public_name.clone());
+    let admin_name = ports::unique_name(ADMIN_PORT_NAME, &taken_ports, PORT_NAME_MAX);
 
     let secrets = secret_names(name, &policy.spec);
+    let volumes = spec.volumes.get_or_insert_with(Vec::new);
+    let mut taken_volumes: BTreeSet<String> = volumes.iter().map(|v| v.name.clone()).collect();
+    let mut volume_name = |base: &str| {
+        let name = ports::unique_name(base, &taken_volumes, LABEL_MAX);
+        taken_volumes.insert(name.clone());
+        name
+    };
+    let config_volume = volume_name("mcp-warden-config");
     let mut mounts = vec![VolumeMount {
-        name: "mcp-warden-config".into(),
+        name: config_volume.clone(),
         mount_path: CONFIG_DIR.into(),
         read_only: Some(true),
         ..Default::default()
     }];
-    let volumes = spec.volumes.get_or_insert_with(Vec::new);
     volumes.push(Volume {
-        name: "mcp-warden-config".into(),
+        name: config_volume,
         config_map: Some(ConfigMapVolumeSource {
             name: config_map_name(name),
             ..Default::default()
@@ -285,7 +298,7 @@ fn build(
         ..Default::default()
     });
     for (i, secret) in secrets.iter().enumerate() {
-        let volume = format!("mcp-warden-secret-{i}");
+        let volume = volume_name(&format!("mcp-warden-secret-{i}"));
         mounts.push(VolumeMount {
             name: volume.clone(),
             mount_path: format!("{SECRETS_DIR}/{secret}"),
@@ -317,7 +330,11 @@ fn build(
     if let Some(url) = resource_url {
         args.extend(["--resource-url".to_owned(), url.clone()]);
     }
-    let mut sidecar = sidecar_container(settings, args, &public_name, public_port, admin_port);
+    let names = SidecarPorts {
+        public: (&public_name, public_port),
+        admin: (&admin_name, admin_port),
+    };
+    let mut sidecar = sidecar_container(settings, args, &names);
     sidecar.volume_mounts = Some(mounts);
 
     let app_name = upstream
@@ -358,7 +375,7 @@ fn build(
     if upstream.name.is_none() {
         warnings.push(format!(
             "mcp-warden: the app's port {} has no name, so no Service port moves to the \
-             sidecar; point Services at targetPort {PUBLIC_PORT_NAME} (port {public_port})",
+             sidecar; point Services at targetPort {public_name} (port {public_port})",
             upstream.port
         ));
     }
@@ -378,10 +395,11 @@ fn owned_by_job(pod: &Pod) -> bool {
 }
 
 /// The sidecar takes the name of the app's port so a Service targeting that name reaches it;
-/// the app's port gets a new name and its probes follow it.
-fn take_over_port_name(spec: &mut k8s_openapi::api::core::v1::PodSpec, up: &Upstream) -> String {
+/// the app's port gets a new name and its probes and lifecycle hooks follow it. `None` when the
+/// upstream port has no name.
+fn take_over_port_name(spec: &mut PodSpec, up: &Upstream) -> Option<String> {
     let (Some(index), Some(name)) = (up.container, up.name.as_ref()) else {
-        return PUBLIC_PORT_NAME.into();
+        return None;
     };
     let new_name = ports::renamed(name, &ports::used_port_names(spec));
     let app = &mut spec.containers[index];
@@ -390,21 +408,25 @@ fn take_over_port_name(spec: &mut k8s_openapi::api::core::v1::PodSpec, up: &Upst
             port.name = Some(new_name.clone());
         }
     }
-    ports::rename_probe_ports(app, name, &new_name);
-    name.clone()
+    ports::rename_port_references(app, name, &new_name);
+    Some(name.clone())
+}
+
+/// The sidecar's two ports: (name, number).
+struct SidecarPorts<'a> {
+    public: (&'a str, i32),
+    admin: (&'a str, i32),
 }
 
 fn sidecar_container(
     settings: &InjectSettings,
     args: Vec<String>,
-    public_name: &str,
-    public_port: i32,
-    admin_port: i32,
+    ports: &SidecarPorts,
 ) -> Container {
     let http_probe = |path: &str, period: i32, failures: i32| Probe {
         http_get: Some(HTTPGetAction {
             path: Some(path.into()),
-            port: IntOrString::String(ADMIN_PORT_NAME.into()),
+            port: IntOrString::String(ports.admin.0.into()),
             ..Default::default()
         }),
         period_seconds: Some(period),
@@ -422,8 +444,8 @@ fn sidecar_container(
         image: Some(settings.sidecar_image.clone()),
         args: Some(args),
         ports: Some(vec![
-            port(public_name, public_port),
-            port(ADMIN_PORT_NAME, admin_port),
+            port(ports.public.0, ports.public.1),
+            port(ports.admin.0, ports.admin.1),
         ]),
         readiness_probe: Some(http_probe("/readyz", 5, 3)),
         liveness_probe: Some(http_probe("/healthz", 10, 3)),

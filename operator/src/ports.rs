@@ -99,26 +99,38 @@ pub fn resolve_upstream(spec: &PodSpec, annotation: Option<&str>) -> Result<Upst
     }
 }
 
-/// The new name of an app port whose name the sidecar takes over: `app-<name>`, cut to the
-/// 15-character limit of port names, made unique among `taken`.
-pub fn renamed(name: &str, taken: &BTreeSet<String>) -> String {
-    let base: String = format!("app-{name}").chars().take(15).collect();
-    let base = base.trim_end_matches('-').to_owned();
-    if !taken.contains(&base) {
-        return base;
+/// Longest port name the API server accepts (an IANA service name).
+pub const PORT_NAME_MAX: usize = 15;
+/// Longest container or volume name (an RFC 1123 label).
+pub const LABEL_MAX: usize = 63;
+
+/// `base` if nothing in `taken` has it, else `base-1`, `base-2`, … (the base cut so the
+/// result stays within `max` characters, never ending in `-`).
+pub fn unique_name(base: &str, taken: &BTreeSet<String>, max: usize) -> String {
+    let base: String = base.chars().take(max).collect();
+    let base = base.trim_end_matches('-');
+    if !taken.contains(base) {
+        return base.to_owned();
     }
     (1..)
         .map(|i| {
             let suffix = format!("-{i}");
-            let head: String = base.chars().take(15 - suffix.len()).collect();
+            let head: String = base.chars().take(max - suffix.len()).collect();
             format!("{}{suffix}", head.trim_end_matches('-'))
         })
         .find(|n| !taken.contains(n))
         .expect("some suffix is free")
 }
 
-/// Points probes that used the port name `from` at `to`, so they keep hitting the app.
-pub fn rename_probe_ports(container: &mut Container, from: &str, to: &str) {
+/// The new name of an app port whose name the sidecar takes over: `app-<name>`, cut to the
+/// 15-character limit of port names, made unique among `taken`.
+pub fn renamed(name: &str, taken: &BTreeSet<String>) -> String {
+    unique_name(&format!("app-{name}"), taken, PORT_NAME_MAX)
+}
+
+/// Points probes and lifecycle hooks that used the port name `from` at `to`, so they keep
+/// hitting the app.
+pub fn rename_port_references(container: &mut Container, from: &str, to: &str) {
     let probes = [
         container.liveness_probe.as_mut(),
         container.readiness_probe.as_mut(),
@@ -127,6 +139,17 @@ pub fn rename_probe_ports(container: &mut Container, from: &str, to: &str) {
     for probe in probes.into_iter().flatten() {
         rename_probe(probe, from, to);
     }
+    let hooks = container
+        .lifecycle
+        .as_mut()
+        .map(|l| [l.post_start.as_mut(), l.pre_stop.as_mut()]);
+    for hook in hooks.into_iter().flatten().flatten() {
+        let ports = [
+            hook.http_get.as_mut().map(|h| &mut h.port),
+            hook.tcp_socket.as_mut().map(|t| &mut t.port),
+        ];
+        rename_ports(ports, from, to);
+    }
 }
 
 fn rename_probe(probe: &mut Probe, from: &str, to: &str) {
@@ -134,6 +157,10 @@ fn rename_probe(probe: &mut Probe, from: &str, to: &str) {
         probe.http_get.as_mut().map(|h| &mut h.port),
         probe.tcp_socket.as_mut().map(|t| &mut t.port),
     ];
+    rename_ports(ports, from, to);
+}
+
+fn rename_ports(ports: [Option<&mut IntOrString>; 2], from: &str, to: &str) {
     for port in ports.into_iter().flatten() {
         if matches!(port, IntOrString::String(s) if s == from) {
             *port = IntOrString::String(to.to_owned());
@@ -162,6 +189,42 @@ mod tests {
             "app-very-long-n"
         );
         assert!(renamed("very-long-name1", &BTreeSet::new()).len() <= 15);
+        let taken = BTreeSet::from(["app-very-long-n".to_owned()]);
+        assert_eq!(renamed("very-long-name1", &taken), "app-very-long-1");
+    }
+
+    #[test]
+    fn unique_names_stay_within_the_limit() {
+        let taken = BTreeSet::from(["warden-admin".to_owned(), "warden-admin-1".to_owned()]);
+        assert_eq!(unique_name("warden-admin", &taken, 15), "warden-admin-2");
+        assert_eq!(unique_name("mcp-warden", &taken, 15), "mcp-warden");
+        let long = "v".repeat(63);
+        let taken = BTreeSet::from([long.clone()]);
+        let next = unique_name(&long, &taken, 63);
+        assert_eq!((next.len(), next.ends_with("-1")), (63, true));
+        // A cut that would end in '-' drops it.
+        let taken = BTreeSet::from(["abcdefghijkl-n".to_owned()]);
+        assert_eq!(unique_name("abcdefghijkl-n", &taken, 15), "abcdefghijkl-1");
+    }
+
+    #[test]
+    fn probes_and_lifecycle_hooks_follow_a_renamed_port() {
+        let mut c: Container = serde_json::from_value(serde_json::json!({
+            "name": "app",
+            "readinessProbe": {"httpGet": {"port": "http"}},
+            "livenessProbe": {"tcpSocket": {"port": "other"}},
+            "lifecycle": {
+                "preStop": {"httpGet": {"path": "/drain", "port": "http"}},
+                "postStart": {"tcpSocket": {"port": "http"}}
+            }
+        }))
+        .unwrap();
+        rename_port_references(&mut c, "http", "app-http");
+        let v = serde_json::to_value(&c).unwrap();
+        assert_eq!(v["readinessProbe"]["httpGet"]["port"], "app-http");
+        assert_eq!(v["livenessProbe"]["tcpSocket"]["port"], "other");
+        assert_eq!(v["lifecycle"]["preStop"]["httpGet"]["port"], "app-http");
+        assert_eq!(v["lifecycle"]["postStart"]["tcpSocket"]["port"], "app-http");
     }
 
     #[test]

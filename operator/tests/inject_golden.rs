@@ -450,3 +450,81 @@ fn host_network_pods_are_denied() {
         other => panic!("expected a denial, got {other:?}"),
     }
 }
+
+#[test]
+fn sidecar_names_never_collide_with_the_pods_own() {
+    // The pod already uses the sidecar's port names (on another container), its volume names,
+    // and a preStop hook on the port the sidecar takes over.
+    let mut input = pod(
+        json!({"mcpwarden.dev/inject": "true"}),
+        json!({"mcpwarden.dev/policy": "github", "mcpwarden.dev/upstream-port": "http"}),
+        json!([
+            {"name": "app", "image": "mcp:1",
+             "ports": [{"name": "http", "containerPort": 8080}, {"name": "app-http", "containerPort": 8081}],
+             "lifecycle": {"preStop": {"httpGet": {"path": "/drain", "port": "http"}}},
+             "volumeMounts": [{"name": "mcp-warden-config", "mountPath": "/config"}]},
+            {"name": "helper", "image": "helper:1",
+             "ports": [{"name": "mcp-warden", "containerPort": 7000},
+                       {"name": "warden-admin", "containerPort": 7001}]}
+        ]),
+    );
+    input.spec.as_mut().unwrap().volumes = Some(
+        serde_json::from_value(json!([
+            {"name": "mcp-warden-config", "emptyDir": {}},
+            {"name": "mcp-warden-secret-0", "emptyDir": {}}
+        ]))
+        .unwrap(),
+    );
+    let out = review(&input, false, &policies(), &settings(true));
+    golden("name-collisions", &out, &input);
+    let pod = serde_json::to_value(injected(&out)).unwrap();
+    let spec = &pod["spec"];
+    let sidecar = &spec["initContainers"][0];
+    assert_eq!(sidecar["ports"][0]["name"], "http");
+    assert_eq!(sidecar["ports"][1]["name"], "warden-admin-1");
+    assert_eq!(spec["containers"][0]["ports"][0]["name"], "app-http-1");
+    assert_eq!(
+        spec["containers"][0]["lifecycle"]["preStop"]["httpGet"]["port"],
+        "app-http-1"
+    );
+    let volumes: Vec<&str> = spec["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        volumes,
+        [
+            "mcp-warden-config",
+            "mcp-warden-secret-0",
+            "mcp-warden-config-1",
+            "mcp-warden-secret-0-1",
+            "mcp-warden-secret-1",
+            "mcp-warden-secret-2"
+        ]
+    );
+
+    // Without a named upstream the public port avoids the taken `mcp-warden` too.
+    let mut unnamed = input.clone();
+    unnamed
+        .metadata
+        .annotations
+        .as_mut()
+        .unwrap()
+        .insert("mcpwarden.dev/upstream-port".into(), "7002".into());
+    let out = review(&unnamed, false, &policies(), &settings(false));
+    let pod = serde_json::to_value(injected(&out)).unwrap();
+    k8s_rules::assert_valid(&pod);
+    assert_eq!(
+        pod["spec"]["containers"][2]["ports"][0]["name"],
+        "mcp-warden-1"
+    );
+    let Outcome::Injected { warnings, .. } = &out else {
+        unreachable!()
+    };
+    assert!(
+        warnings[0].contains("targetPort mcp-warden-1"),
+        "{warnings:?}"
+    );
+}
