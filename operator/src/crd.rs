@@ -69,11 +69,27 @@ fn add_rules(root: &mut Value) {
     jwt["clockSkewSeconds"]["maximum"] = json!(300);
     jwt["algorithms"]["minItems"] = json!(1);
     let proxy = &mut props["oauthProxy"];
-    proxy["x-kubernetes-validations"] = json!([rule(
-        "self.provider != 'oidc' || has(self.issuer)",
-        "spec.oauthProxy.issuer is required for provider oidc"
-    )]);
+    proxy["x-kubernetes-validations"] = json!([
+        rule(
+            "self.provider != 'oidc' || has(self.issuer)",
+            "spec.oauthProxy.issuer is required for provider oidc"
+        ),
+        rule(
+            "has(self.access)",
+            "spec.oauthProxy.access is required: say who may sign in, or set \
+             anyAuthenticatedUser: true to admit every user of the identity provider"
+        ),
+    ]);
     let proxy = &mut proxy["properties"];
+    let names_somebody = identity_rule();
+    proxy["access"]["x-kubernetes-validations"] = json!([rule(
+        &names_somebody,
+        "spec.oauthProxy.access names nobody: list who may sign in, or set anyAuthenticatedUser: true"
+    )]);
+    proxy["scopeGrants"]["additionalProperties"]["x-kubernetes-validations"] = json!([rule(
+        &names_somebody,
+        "a scopeGrants entry names nobody: list who may get the scope, or set anyAuthenticatedUser: true"
+    )]);
     bound_url(&mut proxy["issuer"]);
     proxy["clientId"]["minLength"] = json!(1);
     proxy["accessTokenTtlSeconds"]["minimum"] = json!(1);
@@ -88,6 +104,28 @@ fn add_rules(root: &mut Value) {
     let rules = &mut props["rules"]["items"]["properties"];
     rules["method"]["minLength"] = json!(1);
     rules["scopes"]["minItems"] = json!(1);
+}
+
+/// CEL: an identity entry (`access`, a `scopeGrants` value) that names somebody.
+fn identity_rule() -> String {
+    let lists = [
+        "subjects",
+        "emails",
+        "emailDomains",
+        "groups",
+        "orgs",
+        "teams",
+        "hostedDomains",
+        "tenants",
+    ];
+    let mut terms =
+        vec!["(has(self.anyAuthenticatedUser) && self.anyAuthenticatedUser)".to_owned()];
+    terms.extend(
+        lists
+            .iter()
+            .map(|l| format!("(has(self.{l}) && size(self.{l}) > 0)")),
+    );
+    terms.join(" || ")
 }
 
 /// URLs: bounded length (keeps CEL cost estimates small) and an http(s) scheme. The loopback

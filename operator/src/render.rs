@@ -142,6 +142,7 @@ spec:
     provider: github
     clientId: abc
     clientSecretRef: {name: github-oauth, key: client-secret}
+    access: {anyAuthenticatedUser: true}
   storage:
     redis: {url: "redis://r:6379", passwordSecretRef: {name: redis-auth, key: password}}
 "#,

@@ -317,7 +317,8 @@ async fn oauth_proxy_creates_the_keys_secret() {
             "resource": {"url": "https://mcp.example.com/mcp"},
             "mode": "oauthProxy",
             "oauthProxy": {"provider": "github", "clientId": "abc",
-                           "clientSecretRef": {"name": "gh", "key": "secret"}}
+                           "clientSecretRef": {"name": "gh", "key": "secret"},
+                           "access": {"anyAuthenticatedUser": true}}
         }
     }))
     .unwrap();

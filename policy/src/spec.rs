@@ -191,8 +191,8 @@ pub struct OAuthProxySpec {
     /// `cursor://` must be listed to be allowed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allowed_redirect_uris: Vec<String>,
-    /// `always` asks the user on every authorization; `remember` keeps an approval per user,
-    /// client and redirect URI.
+    /// `always` asks the user on every authorization; `remember` keeps an approval per signed-in
+    /// user, client, redirect URI and scope set.
     #[serde(default)]
     pub consent: ConsentMode,
     /// Lifetime of the access tokens the proxy issues.
@@ -211,6 +211,113 @@ pub struct OAuthProxySpec {
     /// Opens an SSRF path into the cluster network: test environments only.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub allow_private_client_metadata: bool,
+    /// Who may sign in. Required: a user the upstream provider authenticates gets a token only
+    /// when one entry matches, or when it says `anyAuthenticatedUser: true`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access: Option<AccessSpec>,
+    /// Scope → the signed-in users who may be granted it. A scope is granted only when it is in
+    /// `resource.scopesSupported`, the client asks for it (or asks for none) and the user matches
+    /// its entry here; a scope without an entry is never granted.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub scope_grants: BTreeMap<String, IdentityMatch>,
+}
+
+/// The identity entries shared by `access` and `scopeGrants`, with `extra` fields first.
+macro_rules! identity_match {
+    ($(#[$meta:meta])* pub struct $name:ident { $($extra:tt)* }) => {
+        $(#[$meta])*
+        #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+        #[serde(rename_all = "camelCase", deny_unknown_fields)]
+        pub struct $name {
+            $($extra)*
+            /// Every user the upstream provider authenticates. Must be the only entry.
+            #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+            pub any_authenticated_user: bool,
+            /// Upstream subjects (`sub`; the numeric user id for GitHub), exactly.
+            #[serde(default, skip_serializing_if = "Vec::is_empty")]
+            pub subjects: Vec<String>,
+            /// Verified email addresses (case-insensitive). An email counts only when the
+            /// provider marks it verified (`email_verified: true`; GitHub: the primary verified
+            /// address, which needs the `user:email` scope).
+            #[serde(default, skip_serializing_if = "Vec::is_empty")]
+            pub emails: Vec<String>,
+            /// Domains of verified email addresses, e.g. `example.com` (exact domain, no
+            /// subdomains).
+            #[serde(default, skip_serializing_if = "Vec::is_empty")]
+            pub email_domains: Vec<String>,
+            /// Groups or roles, read from the `access.groupsClaim` claim of the ID token or
+            /// userinfo (OIDC providers).
+            #[serde(default, skip_serializing_if = "Vec::is_empty")]
+            pub groups: Vec<String>,
+            /// GitHub organisation logins (case-insensitive) the user is a member of. Needs the
+            /// `read:org` scope upstream.
+            #[serde(default, skip_serializing_if = "Vec::is_empty")]
+            pub orgs: Vec<String>,
+            /// GitHub teams as `org/team-slug` (case-insensitive). Needs `read:org` upstream.
+            #[serde(default, skip_serializing_if = "Vec::is_empty")]
+            pub teams: Vec<String>,
+            /// Google Workspace domains (the ID token's `hd` claim), exactly.
+            #[serde(default, skip_serializing_if = "Vec::is_empty")]
+            pub hosted_domains: Vec<String>,
+            /// Entra ID tenant ids (the ID token's `tid` claim), exactly.
+            #[serde(default, skip_serializing_if = "Vec::is_empty")]
+            pub tenants: Vec<String>,
+        }
+    };
+}
+
+identity_match! {
+    /// Who may sign in: a user matching any one entry. Without a match the flow ends with
+    /// `access_denied`.
+    pub struct AccessSpec {
+        /// The ID-token or userinfo claim holding the user's groups or roles (a string or a
+        /// list of strings). Default `groups`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub groups_claim: Option<String>,
+    }
+}
+
+identity_match! {
+    /// Signed-in users who may be granted one scope: a user matching any one entry.
+    pub struct IdentityMatch {}
+}
+
+impl AccessSpec {
+    /// The identity entries, without `groupsClaim`.
+    pub fn identities(&self) -> IdentityMatch {
+        IdentityMatch {
+            any_authenticated_user: self.any_authenticated_user,
+            subjects: self.subjects.clone(),
+            emails: self.emails.clone(),
+            email_domains: self.email_domains.clone(),
+            groups: self.groups.clone(),
+            orgs: self.orgs.clone(),
+            teams: self.teams.clone(),
+            hosted_domains: self.hosted_domains.clone(),
+            tenants: self.tenants.clone(),
+        }
+    }
+}
+
+impl IdentityMatch {
+    /// True when no entry is set: nobody matches.
+    pub fn is_empty(&self) -> bool {
+        !self.any_authenticated_user && self.lists().iter().all(|(_, l)| l.is_empty())
+    }
+
+    /// Each list with its field name.
+    pub fn lists(&self) -> [(&'static str, &[String]); 8] {
+        [
+            ("subjects", &self.subjects),
+            ("emails", &self.emails),
+            ("emailDomains", &self.email_domains),
+            ("groups", &self.groups),
+            ("orgs", &self.orgs),
+            ("teams", &self.teams),
+            ("hostedDomains", &self.hosted_domains),
+            ("tenants", &self.tenants),
+        ]
+    }
 }
 
 fn default_access_ttl() -> u32 {
@@ -242,7 +349,7 @@ pub enum ConsentMode {
     /// Ask on every authorization.
     #[default]
     Always,
-    /// Remember an approval per user, client and redirect URI.
+    /// Remember an approval per signed-in user, client, redirect URI and scope set.
     Remember,
 }
 

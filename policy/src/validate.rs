@@ -5,7 +5,9 @@ use std::net::IpAddr;
 
 use url::Url;
 
-use crate::spec::{AuthMode, McpAuthPolicySpec, OAuthProxySpec, Provider, RedisMode};
+use crate::spec::{
+    AuthMode, IdentityMatch, McpAuthPolicySpec, OAuthProxySpec, Provider, RedisMode,
+};
 
 /// Why a policy cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -199,6 +201,7 @@ impl McpAuthPolicySpec {
         }
         if let (AuthMode::OauthProxy, Some(proxy)) = (self.mode, &self.oauth_proxy) {
             validate_proxy(&mut r, proxy);
+            validate_access(&mut r, proxy, &self.resource.scopes_supported);
         }
         for (i, rule) in self.rules.iter().enumerate() {
             if rule.method.is_empty() {
@@ -311,6 +314,119 @@ fn validate_proxy(r: &mut Report, proxy: &OAuthProxySpec) {
     }
 }
 
+/// `access` and `scopeGrants`: fail closed, and only entries the provider can supply.
+fn validate_access(r: &mut Report, proxy: &OAuthProxySpec, scopes_supported: &[String]) {
+    let Some(access) = &proxy.access else {
+        r.check(
+            "spec.oauthProxy.access",
+            Err(
+                "required: say who may sign in (e.g. emailDomains, orgs, tenants), or set \
+                 anyAuthenticatedUser: true to admit every user of the identity provider"
+                    .into(),
+            ),
+        );
+        return;
+    };
+    check_identities(r, "spec.oauthProxy.access", &access.identities(), proxy);
+    if access.groups_claim.as_deref() == Some("") {
+        r.check(
+            "spec.oauthProxy.access.groupsClaim",
+            Err("must not be empty".into()),
+        );
+    }
+    for (scope, who) in &proxy.scope_grants {
+        let field = format!("spec.oauthProxy.scopeGrants.{scope}");
+        if !scopes_supported.contains(scope) {
+            r.check(
+                &field,
+                Err("is not in spec.resource.scopesSupported, so it is never granted".into()),
+            );
+        }
+        check_identities(r, &field, who, proxy);
+    }
+}
+
+fn check_identities(r: &mut Report, field: &str, who: &IdentityMatch, proxy: &OAuthProxySpec) {
+    if who.is_empty() {
+        r.check(
+            field,
+            Err("names nobody: list who qualifies, or set anyAuthenticatedUser: true".into()),
+        );
+        return;
+    }
+    if who.any_authenticated_user && who.lists().iter().any(|(_, l)| !l.is_empty()) {
+        r.check(
+            field,
+            Err("anyAuthenticatedUser admits everyone; it must be the only entry".into()),
+        );
+    }
+    let provider = proxy.provider;
+    let only = |name: &str, allowed: bool, which: &str| -> Option<(String, String)> {
+        (!allowed).then(|| {
+            (
+                format!("{field}.{name}"),
+                format!("only for provider {which}"),
+            )
+        })
+    };
+    for (name, list) in who.lists() {
+        if list.is_empty() {
+            continue;
+        }
+        let problem = match name {
+            "orgs" | "teams" => only(name, provider == Provider::Github, "github"),
+            "hostedDomains" => only(name, provider == Provider::Google, "google"),
+            "tenants" => only(name, provider == Provider::Entra, "entra"),
+            "groups" => only(
+                name,
+                provider != Provider::Github,
+                "google, entra or oidc (GitHub: use teams)",
+            ),
+            _ => None,
+        };
+        if let Some((f, why)) = problem {
+            r.check(&f, Err(why));
+        }
+        for (i, entry) in list.iter().enumerate() {
+            let bad = match name {
+                _ if entry.trim().is_empty() || entry.trim() != entry => {
+                    Some("must be non-empty without surrounding spaces")
+                }
+                "emailDomains" if entry.contains('@') => Some("a domain, without @"),
+                "emails" if !entry.contains('@') => Some("not an email address"),
+                "teams" if entry.split('/').filter(|p| !p.is_empty()).count() != 2 => {
+                    Some("must be org/team-slug")
+                }
+                _ => None,
+            };
+            if let Some(why) = bad {
+                r.check(&format!("{field}.{name}[{i}]"), Err(why.into()));
+            }
+        }
+    }
+    if provider == Provider::Github && !proxy.scopes.is_empty() {
+        let has = |wanted: &[&str]| proxy.scopes.iter().any(|s| wanted.contains(&s.as_str()));
+        let reads_orgs = !who.orgs.is_empty() || !who.teams.is_empty();
+        if reads_orgs && !has(&["read:org", "write:org", "admin:org"]) {
+            r.check(
+                "spec.oauthProxy.scopes",
+                Err(format!(
+                    "must include read:org: {field} names GitHub orgs or teams"
+                )),
+            );
+        }
+        let reads_email = !who.emails.is_empty() || !who.email_domains.is_empty();
+        if reads_email && !has(&["user:email", "user"]) {
+            r.check(
+                "spec.oauthProxy.scopes",
+                Err(format!(
+                    "must include user:email: {field} names emails or email domains"
+                )),
+            );
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use crate::PolicyDocument;
@@ -386,6 +502,74 @@ spec:
                 "allowInsecureHttp: true\n    requiredScopes:",
             );
         assert!(PolicyDocument::from_yaml(&insecure).is_ok());
+    }
+
+    const PROXY: &str = r#"
+apiVersion: mcpwarden.dev/v1alpha1
+kind: McpAuthPolicy
+metadata: {name: gh}
+spec:
+  resource: {url: "https://mcp.example.com/mcp", scopesSupported: [mcp:tools, mcp:admin]}
+  mode: oauthProxy
+  oauthProxy:
+    provider: github
+    clientId: Iv1.x
+"#;
+
+    #[test]
+    fn a_proxy_policy_must_say_who_may_sign_in() {
+        let msg = invalid(PROXY);
+        assert!(
+            msg.contains("spec.oauthProxy.access: required: say who may sign in"),
+            "{msg}"
+        );
+        let with = |extra: &str| format!("{PROXY}{extra}");
+        assert!(
+            PolicyDocument::from_yaml(&with("    access: {anyAuthenticatedUser: true}\n")).is_ok()
+        );
+        assert!(PolicyDocument::from_yaml(&with("    access: {orgs: [acme]}\n")).is_ok());
+        for (extra, expect) in [
+            ("    access: {}\n", "spec.oauthProxy.access: names nobody"),
+            (
+                "    access: {anyAuthenticatedUser: true, orgs: [acme]}\n",
+                "must be the only entry",
+            ),
+            (
+                "    access: {tenants: [t]}\n",
+                "spec.oauthProxy.access.tenants: only for provider entra",
+            ),
+            (
+                "    access: {hostedDomains: [x.test]}\n",
+                "spec.oauthProxy.access.hostedDomains: only for provider google",
+            ),
+            (
+                "    access: {groups: [g]}\n",
+                "spec.oauthProxy.access.groups: only for provider",
+            ),
+            (
+                "    access: {teams: [acme]}\n",
+                "spec.oauthProxy.access.teams[0]: must be org/team-slug",
+            ),
+            (
+                "    access: {emailDomains: [\"@x.test\"]}\n",
+                "spec.oauthProxy.access.emailDomains[0]: a domain, without @",
+            ),
+            (
+                "    scopes: [read:user]\n    access: {orgs: [acme]}\n",
+                "spec.oauthProxy.scopes: must include read:org",
+            ),
+            (
+                "    access: {orgs: [acme]}\n    scopeGrants: {mcp:write: {orgs: [acme]}}\n",
+                "spec.oauthProxy.scopeGrants.mcp:write: is not in spec.resource.scopesSupported",
+            ),
+            (
+                "    access: {orgs: [acme]}\n    scopeGrants: {mcp:admin: {}}\n",
+                "spec.oauthProxy.scopeGrants.mcp:admin: names nobody",
+            ),
+        ] {
+            let msg = invalid(&with(extra));
+            assert!(msg.contains(expect), "{extra}: {msg}");
+        }
     }
 
     #[test]

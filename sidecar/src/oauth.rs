@@ -1,18 +1,22 @@
 //! OAuth proxy mode: the sidecar as the OAuth 2.1 authorization server MCP clients see, in front
 //! of an upstream identity provider that has no dynamic client registration.
 //!
-//! Clients register (`/register`, or a client ID metadata document), send the user to
-//! `/authorize`, where the user approves the client on our consent page before we forward them
-//! to the upstream provider with our own client id and PKCE pair. The provider returns to
-//! `/callback`; we keep its tokens encrypted and give the client a code for our own tokens:
-//! short-lived ES256 access tokens with `aud` = the resource, and rotating refresh tokens.
+//! Clients register (`/register`, or a client ID metadata document) and send the user to
+//! `/authorize`, which forwards them to the upstream provider with our own client id and PKCE
+//! pair. The provider returns to `/callback`, where `access` decides whether the signed-in user
+//! may sign in and `scopeGrants` which scopes they get; the user approves the client on our
+//! consent page, and we keep the provider's tokens encrypted and give the client a code for our
+//! own tokens: short-lived ES256 access tokens with `aud` = the resource, and rotating refresh
+//! tokens.
 //! Every piece of flow state lives in the [`Store`], so any replica can serve any step.
 
+pub mod access;
 mod authorize;
 mod cimd;
 mod clients;
 pub mod crypto;
 mod errors;
+mod facts;
 pub mod keys;
 pub mod metadata;
 pub mod metrics;
@@ -95,6 +99,8 @@ pub struct OAuthProxy {
     client_secret: Option<String>,
     upstream: tokio::sync::OnceCell<Upstream>,
     cookies: page::Cookies,
+    access: access::AccessPolicy,
+    needs: access::Needs,
 }
 
 fn now() -> u64 {
@@ -198,7 +204,20 @@ impl OAuthProxy {
             let _ = upstream.set(preset);
         }
         let issuer = resource.origin.clone();
+        let policy = doc.metadata.name.clone();
+        for reason in [
+            metrics::DenyReason::NotAllowed,
+            metrics::DenyReason::OtherBrowser,
+        ] {
+            // Zero samples, so alerts on the rate see the series before the first refusal.
+            let _ = metrics.access_denied.get_or_create(&metrics::DenyLabels {
+                policy: policy.clone(),
+                reason,
+            });
+        }
         Ok(OAuthProxy {
+            access: access::AccessPolicy::new(&spec, &doc.spec.resource.scopes_supported),
+            needs: access::Needs::of(&spec),
             cookies: page::Cookies::new(issuer.starts_with("https://")),
             issuer,
             resource: resource.url.clone(),
@@ -214,7 +233,7 @@ impl OAuthProxy {
                 .namespace
                 .clone()
                 .unwrap_or_else(|| "default".into()),
-            policy: doc.metadata.name.clone(),
+            policy,
             spec,
             store,
             signing,

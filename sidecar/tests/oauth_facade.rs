@@ -32,6 +32,9 @@ spec:
     provider: github
     clientId: Iv1.test
     allowedRedirectUris: [http://127.0.0.1, "https://app.example/cb"]
+    access: {{anyAuthenticatedUser: true}}
+    scopeGrants:
+      mcp:tools: {{anyAuthenticatedUser: true}}
 {extra}"#
     ))
     .unwrap()
@@ -151,7 +154,7 @@ async fn registration_validates_and_echoes() {
 }
 
 #[tokio::test]
-async fn consent_requires_the_flow_cookie_and_csrf_token() {
+async fn callback_completes_only_in_the_browser_that_started_the_flow() {
     let r = router();
     let (_, client) = register(&r, json!({"redirect_uris": ["http://127.0.0.1:7000/cb"], "token_endpoint_auth_method": "none"})).await;
     let id = client["client_id"].as_str().unwrap();
@@ -159,63 +162,56 @@ async fn consent_requires_the_flow_cookie_and_csrf_token() {
         "/authorize?response_type=code&client_id={id}&redirect_uri=http%3A%2F%2F127.0.0.1%3A7000%2Fcb&state=s1&code_challenge={}&code_challenge_method=S256",
         challenge()
     );
-    let (status, headers, body) = send(&r, Request::get(&url).body(Body::empty()).unwrap()).await;
-    assert_eq!(status, StatusCode::OK);
-    assert_eq!(headers[header::X_FRAME_OPTIONS], "DENY");
-    let cookie = headers[header::SET_COOKIE].to_str().unwrap().to_owned();
-    assert!(
-        cookie.starts_with("__Host-mcpw-tx=")
-            && cookie.contains("; Secure")
-            && cookie.contains("HttpOnly"),
-        "{cookie}"
-    );
-    let html = String::from_utf8(body).unwrap();
-    let field = |name: &str| {
-        let start = html.find(&format!("name=\"{name}\" value=\"")).unwrap() + name.len() + 15;
-        html[start..start + html[start..].find('"').unwrap()].to_owned()
-    };
-    let (tx, csrf) = (field("tx"), field("csrf"));
-    let form = |decision: &str, csrf: &str| format!("tx={tx}&csrf={csrf}&decision={decision}");
-    let post = |body: String, cookie: Option<&str>| {
-        let mut req = Request::post("/consent")
-            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
-        if let Some(c) = cookie {
-            req = req.header(header::COOKIE, c);
-        }
-        req.body(Body::from(body)).unwrap()
-    };
-    let cookie_pair = cookie.split(';').next().unwrap().to_owned();
-    assert_eq!(
-        send(&r, post(form("approve", &csrf), None)).await.0,
-        StatusCode::FORBIDDEN,
-        "no cookie"
-    );
-    assert_eq!(
-        send(&r, post(form("approve", "forged.AAAA"), Some(&cookie_pair)))
-            .await
-            .0,
-        StatusCode::FORBIDDEN,
-        "forged CSRF"
-    );
-    // Genuine: deny goes back to the client with error, state and our issuer.
-    let (status, headers, _) = send(&r, post(form("deny", &csrf), Some(&cookie_pair))).await;
+    // Sign-in first (consent follows it, naming the signed-in user).
+    let (status, headers, _) = send(&r, Request::get(&url).body(Body::empty()).unwrap()).await;
     assert_eq!(status, StatusCode::SEE_OTHER);
     let location = headers[header::LOCATION].to_str().unwrap();
     assert!(
-        location.starts_with("http://127.0.0.1:7000/cb?error=access_denied"),
+        location.starts_with("https://github.com/login/oauth/authorize?"),
         "{location}"
     );
+    let state = url::Url::parse(location)
+        .unwrap()
+        .query_pairs()
+        .find(|(k, _)| k == "state")
+        .unwrap()
+        .1
+        .into_owned();
+    let cookie = headers[header::SET_COOKIE].to_str().unwrap().to_owned();
     assert!(
-        location.contains("state=s1") && location.contains("iss=https%3A%2F%2Fmcp.example.com"),
-        "{location}"
+        cookie.starts_with("__Host-mcpw-flow-")
+            && cookie.contains("; Secure")
+            && cookie.contains("HttpOnly")
+            && cookie.contains("SameSite=Lax"),
+        "{cookie}"
     );
-    // The flow is single use.
-    assert_eq!(
-        send(&r, post(form("approve", &csrf), Some(&cookie_pair)))
-            .await
-            .0,
-        StatusCode::BAD_REQUEST
+    let pair = cookie.split(';').next().unwrap().to_owned();
+    let callback = |cookie: Option<&str>| {
+        let mut req = Request::get(format!("/callback?code=c&state={state}"));
+        if let Some(c) = cookie {
+            req = req.header(header::COOKIE, c);
+        }
+        req.body(Body::empty()).unwrap()
+    };
+    // Another browser (no cookie, or another flow's value) cannot complete it, and the
+    // attempt ends the flow.
+    let forged = format!("{}=AAAA", pair.split('=').next().unwrap());
+    let (status, headers, body) = send(&r, callback(Some(&forged))).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert!(!headers.contains_key(header::LOCATION));
+    assert!(
+        String::from_utf8(body)
+            .unwrap()
+            .contains("different browser")
     );
+    let (status, _, _) = send(&r, callback(Some(&pair))).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "the flow is single use");
+    // A consent decision without the consent page's cookie and CSRF token is refused.
+    let req = Request::post("/consent")
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .body(Body::from("tx=t&csrf=forged.AAAA&decision=approve"))
+        .unwrap();
+    assert_eq!(send(&r, req).await.0, StatusCode::FORBIDDEN);
 }
 
 #[tokio::test]

@@ -39,6 +39,7 @@ spec:
     issuer: http://127.0.0.1:{port}
     clientId: metrics-probe
     allowedRedirectUris: [http://127.0.0.1]
+    access: {{anyAuthenticatedUser: true}}
 """
 
 

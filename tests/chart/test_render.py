@@ -81,12 +81,23 @@ def test_crd_cel_rules_are_evaluated():
     policy = {
         "apiVersion": "mcpwarden.dev/v1alpha1", "kind": "McpAuthPolicy", "metadata": {"name": "cel"},
         "spec": {"resource": {"url": "https://x.example/mcp"}, "mode": "oauthProxy",
-                 "oauthProxy": {"provider": "oidc", "clientId": "c"}},
+                 "oauthProxy": {"provider": "oidc", "clientId": "c",
+                                "access": {"anyAuthenticatedUser": True}}},
     }
     errors = validate_policy(policy, crd_schema())
     assert errors == ["/spec/oauthProxy: spec.oauthProxy.issuer is required for provider oidc"], errors
     policy["spec"]["oauthProxy"]["issuer"] = "https://idp.example"
     assert validate_policy(policy, crd_schema()) == []
+    # Fail closed: a proxy policy must say who may sign in, and an entry must name somebody.
+    access = policy["spec"]["oauthProxy"].pop("access")
+    errors = validate_policy(policy, crd_schema())
+    assert errors == ["/spec/oauthProxy: spec.oauthProxy.access is required: say who may sign in, "
+                      "or set anyAuthenticatedUser: true to admit every user of the identity provider"], errors
+    policy["spec"]["oauthProxy"]["access"] = {"anyAuthenticatedUser": False, "emails": []}
+    assert any("access names nobody" in e for e in validate_policy(policy, crd_schema()))
+    policy["spec"]["oauthProxy"]["access"] = access
+    policy["spec"]["oauthProxy"]["scopeGrants"] = {"mcp:admin": {}}
+    assert any("scopeGrants entry names nobody" in e for e in validate_policy(policy, crd_schema()))
     policy["spec"]["mode"] = "jwt"
     assert any("spec.jwt is required when mode is jwt" in e for e in validate_policy(policy, crd_schema()))
 

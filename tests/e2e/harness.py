@@ -197,7 +197,7 @@ class Idp:
 
     def __init__(self, procs: Processes, work: Path, clients: list[dict] | None = None,
                  keys: list[SigningKey] | None = None, access_token_alg: str = "ES256",
-                 port: int | None = None):
+                 port: int | None = None, accounts: dict[str, dict] | None = None):
         self.procs = procs
         self.work = work
         self.port = port or free_port()
@@ -205,6 +205,7 @@ class Idp:
         self.keys = keys or [SigningKey("e2e-ec-1", "ES256"), SigningKey("e2e-rsa-1", "RS256")]
         self.clients = [self.SERVICE_CLIENT, *(clients or [])]
         self.access_token_alg = access_token_alg
+        self.accounts = accounts or {}
         self.proc: Proc | None = None
         self.start()
 
@@ -223,6 +224,7 @@ class Idp:
             "accessTokenTtl": 300,
             "resourceScopes": "mcp:tools mcp:admin mcp:read",
             "clients": self.clients,
+            "accounts": self.accounts,
         }))
         self.proc = self.procs.start("idp", ["node", PEERS / "idp.mjs", config], cwd=PEERS)
         wait_until(lambda: "ready http://" in self.proc.log_text(), START_TIMEOUT, "idp", self.proc)

@@ -1,4 +1,4 @@
-"""`consent: remember` (an approval is kept per user, client and redirect URI) and client ID
+"""`consent: remember` (an approval is kept per user, client, redirect URI and scopes) and client ID
 metadata documents (a URL `client_id` fetched from a real HTTP server, allowed to be loopback
 here only because the policy sets allowPrivateClientMetadata)."""
 
@@ -16,7 +16,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "peers"))
 
 import browser  # noqa: E402
-from oauth_support import Client, ProxyDeployment, pkce  # noqa: E402
+from oauth_support import Client, ProxyDeployment, consent_page, pkce  # noqa: E402
 
 REDIRECT = "http://127.0.0.1:9/cimd/callback"
 
@@ -54,17 +54,18 @@ def test_remembered_consent_skips_the_page_for_the_same_user_client_and_redirect
         assert not any("/consent" in s for s in steps), f"remembered: no consent page {steps}"
         assert consents(dep, "remembered") == remembered + 1
         assert consents(dep, "approved") == approved
-    # Another browser (no user cookie) is asked again.
-    _, challenge = pkce()
-    r = httpx.get(c.authorize_url(challenge))
-    assert r.status_code == 200 and "Approve" in r.text
+    # The approval belongs to the user, not the browser: signed in elsewhere, not asked again.
+    steps.clear()
+    verifier, challenge = pkce()
+    final = browser.run(c.authorize_url(challenge, state="st-3"), stop_at=c.redirect_uri, log=steps.append)
+    code, _ = browser.code_of(final)
+    assert c.exchange(code, verifier).status_code == 200
+    assert not any("/consent" in s for s in steps), steps
     # Another client of the same user is asked again.
     other = Client(base)
     with httpx.Client(timeout=15) as user_agent:
-        _, challenge = pkce()
-        browser.run(c.authorize_url(challenge), stop_at=c.redirect_uri, client=user_agent)
-        r = user_agent.get(other.authorize_url(challenge))
-        assert r.status_code == 200 and "Approve" in r.text
+        r = consent_page(other, user_agent)
+        assert "Approve" in r.text
 
 
 class _Documents(BaseHTTPRequestHandler):
@@ -102,8 +103,9 @@ def test_client_id_metadata_document_flow(dep, documents):
     url = httpx.URL(f"{base}/authorize", params={
         "response_type": "code", "client_id": client_id, "redirect_uri": REDIRECT, "state": "c1",
         "code_challenge": challenge, "code_challenge_method": "S256", "resource": f"{base}/mcp"})
-    page = httpx.get(url)
-    assert page.status_code == 200 and "CIMD e2e client" in page.text and client_id in page.text
+    with httpx.Client(timeout=15) as user_agent:
+        page = browser.until_page(str(url), browser.is_consent_page, client=user_agent)
+    assert "CIMD e2e client" in page.text and client_id in page.text
     final = browser.run(str(url), stop_at=REDIRECT)
     code, params = browser.code_of(final)
     assert code and params["iss"] == base

@@ -17,7 +17,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "peers"))
 
 import browser  # noqa: E402
-from oauth_support import MCP_HEADERS, MCP_INIT, Client, ProxyDeployment, pkce  # noqa: E402
+from oauth_support import MCP_HEADERS, MCP_INIT, Client, ProxyDeployment, consent_page, pkce  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -160,15 +160,15 @@ def test_plain_pkce_and_missing_pkce_are_refused(base):
         assert q["error"] == "invalid_request" and q["iss"] == base and q["state"] == "st-1"
 
 
-def test_foreign_resource_is_invalid_target(base):
+def test_foreign_resource_is_invalid_target(deployment, base):
     c = Client(base)
     _, challenge = pkce()
     r = httpx.get(c.authorize_url(challenge, resource="https://other.example/mcp"))
     q = query(r.headers["location"])
     assert q["error"] == "invalid_target" and q["iss"] == base
-    # Trailing slash variant of our own resource is accepted.
+    # Trailing slash variant of our own resource is accepted: on to the sign-in.
     r = httpx.get(c.authorize_url(challenge, resource=f"{base}/mcp/"))
-    assert r.status_code == 200 and "Approve" in r.text
+    assert r.status_code == 303 and r.headers["location"].startswith(deployment.idp.issuer)
 
 
 def test_stale_client_id_gets_401_invalid_client(base):
@@ -183,8 +183,8 @@ def test_stale_client_id_gets_401_invalid_client(base):
 
 def test_consent_page_is_protected(base):
     c = Client(base, name="<b>Evil</b> Corp")
-    _, challenge = pkce()
-    r = httpx.get(c.authorize_url(challenge))
+    with httpx.Client(timeout=15) as user_agent:
+        r = consent_page(c, user_agent)
     assert r.status_code == 200
     assert r.headers["x-frame-options"] == "DENY"
     assert "frame-ancestors 'none'" in r.headers["content-security-policy"]
@@ -192,17 +192,18 @@ def test_consent_page_is_protected(base):
     assert "&lt;b&gt;Evil&lt;/b&gt; Corp" in r.text and "<b>Evil</b>" not in r.text
     assert "<strong>127.0.0.1</strong>" in r.text, "the redirect host is shown"
     assert "mcp:tools" in r.text
-    cookie = r.headers["set-cookie"]
+    assert "<dt>Signed in as</dt><dd>alice</dd>" in r.text, "the signed-in user is named"
+    cookie = next(c for c in r.headers.get_list("set-cookie") if c.startswith("mcpw-tx="))
     assert "HttpOnly" in cookie and "SameSite=Lax" in cookie and "Path=/" in cookie
 
 
 def test_consent_csrf(base):
     c = Client(base)
-    _, challenge = pkce()
-    page = httpx.get(c.authorize_url(challenge))
+    with httpx.Client(timeout=15) as user_agent:
+        page = consent_page(c, user_agent)
+        cookie_name, cookie_value = "mcpw-tx", user_agent.cookies["mcpw-tx"]
     form = browser.forms(page.text)[0]
     fields = {n: v for n, v, _ in form["inputs"]}
-    cookie_name, cookie_value = page.headers["set-cookie"].split(";")[0].split("=", 1)
     # A cross-site POST carries no cookie (SameSite=Lax): refused.
     r = httpx.post(f"{base}/consent", data={**fields, "decision": "approve"})
     assert r.status_code == 403
@@ -211,8 +212,9 @@ def test_consent_csrf(base):
                    cookies={cookie_name: cookie_value})
     assert r.status_code == 403
     # Another flow's cookie with this flow's form: refused.
-    other = httpx.get(c.authorize_url(challenge))
-    other_cookie = other.headers["set-cookie"].split(";")[0].split("=", 1)[1]
+    with httpx.Client(timeout=15) as user_agent:
+        consent_page(c, user_agent)
+        other_cookie = user_agent.cookies["mcpw-tx"]
     r = httpx.post(f"{base}/consent", data={**fields, "decision": "approve"}, cookies={cookie_name: other_cookie})
     assert r.status_code == 403
     # The genuine pair works, once.

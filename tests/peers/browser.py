@@ -74,6 +74,27 @@ def run(url: str, decision: str = "approve", stop_at: str | None = None, user: s
         client: httpx.Client | None = None, log=None) -> str:
     """Drives the flow from `url`; returns the URL where it stopped (`stop_at` prefix, or the
     last page). `log` gets one line per step."""
+    return walk(url, decision, stop_at, user, client, log)[0]
+
+
+def until_page(url: str, is_it, user: str = "alice", client: httpx.Client | None = None,
+               log=None) -> httpx.Response:
+    """Drives the flow from `url` until a page for which `is_it(response)` is true (e.g.
+    mcp-warden's consent page after the sign-in); returns that response."""
+    _, page = walk(url, "approve", None, user, client, log, until=is_it)
+    if page is None:
+        raise AssertionError("the flow ended without reaching the page")
+    return page
+
+
+def is_consent_page(r: httpx.Response) -> bool:
+    """mcp-warden's consent page (its form posts to /consent)."""
+    return r.status_code == 200 and any(f["action"] == "/consent" for f in forms(r.text))
+
+
+def walk(url: str, decision: str = "approve", stop_at: str | None = None, user: str = "alice",
+         client: httpx.Client | None = None, log=None, until=None) -> tuple[str, httpx.Response | None]:
+    """The loop behind `run` and `until_page`: (URL where it stopped, the `until` page if any)."""
     own = client is None
     client = client or httpx.Client(timeout=15)
     say = log or (lambda _msg: None)
@@ -81,12 +102,14 @@ def run(url: str, decision: str = "approve", stop_at: str | None = None, user: s
     try:
         for _ in range(MAX_STEPS):
             if stop_at and target.startswith(stop_at):
-                return target
+                return target, None
             say(f"{method} {target}")
             r = client.request(method, target, data=data)
             if r.is_redirect:
                 method, target, data = "GET", urljoin(target, r.headers["location"]), None
                 continue
+            if until is not None and until(r):
+                return target, r
             page_forms = forms(r.text) if "html" in r.headers.get("content-type", "") else []
             if r.status_code == 200 and page_forms:
                 form = page_forms[0]
@@ -97,7 +120,7 @@ def run(url: str, decision: str = "approve", stop_at: str | None = None, user: s
                     data = None
                 continue
             say(f"stopped at {r.status_code} {target}")
-            return target
+            return target, None
         raise RuntimeError("too many steps")
     finally:
         if own:

@@ -8,8 +8,11 @@
 //     "accessTokenAlg": "ES256",         // alg of JWT access tokens (default ES256)
 //     "accessTokenTtl": 300,             // seconds (default 300)
 //     "resourceScopes": "mcp:tools mcp:admin",  // scopes any resource server accepts
-//     "clients": [ {oidc-provider client metadata: client_id, client_secret, grant_types, ...} ]
-//   }
+//     "clients": [ {oidc-provider client metadata: client_id, client_secret, grant_types, ...} ],
+//     "accounts": {"ann": {"email": "ann@corp.test", "groups": ["admins"]}}  // optional claims per
+//   }                                  // account id, over the defaults below
+// Any account id signs in (devInteractions login); its claims default to
+// {sub, email: <id>@example.test, email_verified: true, name: <id>}. `groups` is a `profile` claim.
 // Every `resource` parameter is accepted as a resource server; access tokens for it are JWTs
 // with `aud` = the resource. Prints one line `ready <issuer>` on stdout when listening.
 
@@ -33,6 +36,7 @@ const jwks = JSON.parse(readFileSync(config.jwksFile, 'utf8'));
 const accessTokenAlg = config.accessTokenAlg ?? 'ES256';
 const accessTokenTtl = config.accessTokenTtl ?? 300;
 const resourceScopes = config.resourceScopes ?? 'mcp:tools mcp:admin';
+const accounts = config.accounts ?? {};
 const scopes = new Set(['openid', 'offline_access', 'profile', 'email', ...resourceScopes.split(' ')]);
 
 const provider = new Provider(issuer, {
@@ -47,10 +51,12 @@ const provider = new Provider(issuer, {
   },
   cookies: { keys: [randomBytes(32).toString('base64url')] },
   scopes: [...scopes],
-  claims: { openid: ['sub'], email: ['email', 'email_verified'], profile: ['name'] },
+  claims: { openid: ['sub'], email: ['email', 'email_verified'], profile: ['name', 'groups'] },
   findAccount: async (_ctx, sub) => ({
     accountId: sub,
-    claims: async () => ({ sub, email: `${sub}@example.test`, email_verified: true, name: sub }),
+    claims: async () => ({
+      sub, email: `${sub}@example.test`, email_verified: true, name: sub, ...(accounts[sub] ?? {}),
+    }),
   }),
   ttl: { ClientCredentials: accessTokenTtl, AccessToken: accessTokenTtl },
   features: {

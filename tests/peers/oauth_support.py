@@ -70,6 +70,8 @@ def proxy_policy(name: str, base: str, idp_issuer: str, redis_url: str | None = 
         "signingKeySecretRef": {"name": "keys", "key": "signing.pem"},
         "encryptionKeySecretRef": {"name": "keys", "key": "encryption.keys"},
         "allowPrivateClientMetadata": False,
+        "access": {"anyAuthenticatedUser": True},
+        "scopeGrants": {"mcp:tools": {"anyAuthenticatedUser": True}},
     }
     proxy.update(proxy_overrides)
     spec = {
@@ -94,7 +96,8 @@ class ProxyDeployment:
 
     def __init__(self, start_sidecar, start_idp, work: Path, upstream: str, name: str,
                  replicas: int = 1, redis_url: str | None = None,
-                 redis_auth: tuple[str, str] | None = None, **proxy_overrides):
+                 redis_auth: tuple[str, str] | None = None, accounts: dict[str, dict] | None = None,
+                 spec_overrides: dict | None = None, **proxy_overrides):
         from harness import free_port  # tests/e2e is on sys.path via conftest
 
         redis_user, redis_password = redis_auth or (None, None)
@@ -109,8 +112,14 @@ class ProxyDeployment:
             port = int(base.rsplit(":", 1)[1])
             self.keys.write(work / f"sidecar-{port}" / "secrets")
             self.public = self.public or base
-            return proxy_policy(name, self.public, self.idp_issuer, redis_url, redis_user,
-                                **proxy_overrides)
+            doc = proxy_policy(name, self.public, self.idp_issuer, redis_url, redis_user,
+                               **proxy_overrides)
+            for key, value in (spec_overrides or {}).items():
+                if isinstance(value, dict) and isinstance(doc["spec"].get(key), dict):
+                    doc["spec"][key].update(value)
+                else:
+                    doc["spec"][key] = value
+            return doc
 
         self.sidecars = [start_sidecar(upstream, policy) for _ in range(replicas)]
         client = {
@@ -121,7 +130,7 @@ class ProxyDeployment:
             "redirect_uris": [f"{self.public}/callback"],
             "token_endpoint_auth_method": "client_secret_basic",
         }
-        self.idp = start_idp(clients=[client], port=self.idp_port)
+        self.idp = start_idp(clients=[client], port=self.idp_port, accounts=accounts)
 
     @property
     def sidecar(self):
@@ -184,6 +193,14 @@ class Client:
         r = self.exchange(code, verifier, base)
         assert r.status_code == 200, r.text
         return r.json()
+
+
+def consent_page(c: Client, user_agent: httpx.Client, user: str = "alice", **extra) -> httpx.Response:
+    """A new flow of `c` in the browser `user_agent`, signed in as `user` at the IdP, up to
+    mcp-warden's consent page (which comes after the sign-in); returns that page."""
+    _, challenge = pkce()
+    return browser.until_page(c.authorize_url(challenge, **extra), browser.is_consent_page,
+                              user=user, client=user_agent)
 
 
 class _Alternating(httpx.HTTPTransport):

@@ -1,5 +1,10 @@
-//! The browser leg: `/authorize` → consent page → `/consent` → upstream provider → `/callback`
+//! The browser leg: `/authorize` → upstream provider → `/callback` → consent page → `/consent`
 //! → back to the client with our code.
+//!
+//! Consent comes after the upstream sign-in, so the page names the signed-in user and shows the
+//! scopes that user is actually granted, and a remembered approval is matched against the user
+//! who really signed in. `/callback` only completes in the browser that opened `/authorize`: a
+//! random per-flow cookie, whose hash is in the flow record, must come with it.
 //!
 //! Until the redirect URI is known to belong to the client, errors are shown as a page (never a
 //! redirect: that would make us an open redirector). After that, errors go back to the client
@@ -16,8 +21,8 @@ use http::{HeaderMap, StatusCode, header};
 use serde::Deserialize;
 use url::Url;
 
-use super::crypto::{random_token, sha256_b64};
-use super::metrics::{Decision, OpResult};
+use super::crypto::{constant_time_eq, random_token, sha256_b64};
+use super::metrics::{Decision, DenyReason, OpResult};
 use super::page::{self, ConsentView};
 use super::provider::{Identity, UpstreamTokens, send};
 use super::records::{AuthRequest, CodeGrant, Pending};
@@ -25,7 +30,7 @@ use super::{AUTHORIZE_LIMIT, CODE_TTL, ClientAddr, FLOW_TTL, OAuthProxy, Reject,
 use mcp_warden_policy::ConsentMode;
 
 const TX_COOKIE: &str = "mcpw-tx";
-const USER_COOKIE: &str = "mcpw-user";
+const FLOW_COOKIE: &str = "mcpw-flow";
 
 /// Query of `GET /authorize`.
 #[derive(Debug, Deserialize)]
@@ -48,6 +53,24 @@ fn redirect_error(
     error: &str,
     description: &str,
 ) -> Response {
+    Redirect::to(&redirect_url(
+        issuer,
+        redirect_uri,
+        state,
+        error,
+        description,
+    ))
+    .into_response()
+}
+
+/// The client's redirect URI carrying an RFC 6749 §4.1.2.1 error, its `state` and our `iss`.
+fn redirect_url(
+    issuer: &str,
+    redirect_uri: &str,
+    state: Option<&str>,
+    error: &str,
+    description: &str,
+) -> String {
     let mut url = Url::parse(redirect_uri).expect("registered redirect URIs parse");
     {
         let mut q = url.query_pairs_mut();
@@ -58,7 +81,7 @@ fn redirect_error(
         }
         q.append_pair("iss", issuer);
     }
-    Redirect::to(url.as_str()).into_response()
+    url.into()
 }
 
 fn host_of(uri: &str) -> String {
@@ -75,10 +98,9 @@ fn host_of(uri: &str) -> String {
 pub async fn authorize(
     State(proxy): State<Arc<OAuthProxy>>,
     addr: ClientAddr,
-    headers: HeaderMap,
     Query(q): Query<AuthorizeQuery>,
 ) -> Response {
-    match authorize_inner(&proxy, &addr, &headers, q).await {
+    match authorize_inner(&proxy, &addr, q).await {
         Ok(r) => r,
         Err(e) => {
             proxy.metrics.authorization(e.result());
@@ -90,7 +112,6 @@ pub async fn authorize(
 async fn authorize_inner(
     proxy: &OAuthProxy,
     addr: &ClientAddr,
-    headers: &HeaderMap,
     q: AuthorizeQuery,
 ) -> Result<Response, Reject> {
     proxy.limit("authorize", &addr.0, AUTHORIZE_LIMIT).await?;
@@ -170,13 +191,17 @@ async fn authorize_inner(
         if !proxy.scopes_supported.is_empty() && !proxy.scopes_supported.iter().any(|x| x == s) {
             return fail("invalid_scope", "a requested scope is not supported");
         }
-        scopes.push(s.to_owned());
+        // A scope no `scopeGrants` entry names is never granted (RFC 6749 §3.3 lets the
+        // server grant less than asked; the token response says what was granted).
+        if proxy.access.grantable(s) {
+            scopes.push(s.to_owned());
+        }
     }
-    if scopes.is_empty() {
+    if q.scope.as_deref().is_none_or(|s| s.trim().is_empty()) {
         scopes = proxy
             .scopes_supported
             .iter()
-            .filter(|s| *s != "offline_access")
+            .filter(|s| proxy.access.grantable(s))
             .cloned()
             .collect();
     }
@@ -189,52 +214,29 @@ async fn authorize_inner(
         scopes,
         resource: proxy.resource.clone(),
     };
-    let remembered_user = (proxy.spec.consent == ConsentMode::Remember)
-        .then(|| proxy.cookies.get(headers, USER_COOKIE))
-        .flatten()
-        .and_then(|c| proxy.enc.verify(c));
-    if let Some(subject) = remembered_user
-        && proxy
-            .store
-            .get(&proxy.key("consent", &approval_id(subject, &request)))
-            .await?
-            .is_some()
-    {
-        proxy.metrics.consent(Decision::Remembered);
-        return proxy.start_upstream(request).await;
-    }
-    let tx = random_token(24);
-    proxy.put_json("tx", &tx, &request, FLOW_TTL).await?;
-    let csrf = proxy.enc.sign(&format!("csrf:{tx}"));
-    let html = page::consent_page(&ConsentView {
-        server: &proxy.server_name,
-        client_name: client.client_name.as_deref(),
-        client_id: &client.client_id,
-        redirect_host: &host_of(&redirect_uri),
-        scopes: &request.scopes,
-        tx: &tx,
-        csrf: &csrf,
-    });
-    let mut resp = Html(html).into_response();
-    page::protect(resp.headers_mut());
-    resp.headers_mut().append(
-        header::SET_COOKIE,
-        proxy
-            .cookies
-            .set(TX_COOKIE, &proxy.enc.sign(&tx), FLOW_TTL.as_secs()),
-    );
-    Ok(resp)
+    proxy.start_upstream(request).await
 }
 
-/// Approvals are remembered per user, client and redirect URI.
-fn approval_id(subject_b64: &str, request: &AuthRequest) -> String {
+/// Approvals are remembered per signed-in user, client, redirect URI and granted scope set.
+fn approval_id(subject: &str, request: &AuthRequest) -> String {
+    let mut scopes = request.scopes.clone();
+    scopes.sort();
     sha256_b64(
         format!(
-            "{subject_b64}\n{}\n{}",
-            request.client_id, request.redirect_uri
+            "{}\n{}\n{}\n{}",
+            URL_SAFE_NO_PAD.encode(subject.as_bytes()),
+            request.client_id,
+            request.redirect_uri,
+            scopes.join(" ")
         )
         .as_bytes(),
     )
+}
+
+/// The cookie binding one flow to the browser that started it, named after the upstream
+/// `state` so that parallel flows in one browser do not overwrite each other's.
+fn flow_cookie(state: &str) -> String {
+    format!("{FLOW_COOKIE}-{}", &sha256_b64(state.as_bytes())[..16])
 }
 
 /// Form of `POST /consent`.
@@ -245,8 +247,9 @@ pub struct ConsentForm {
     decision: String,
 }
 
-/// `POST /consent`: the user's decision. The form must come with the flow's signed cookie and a
-/// CSRF token bound to the same flow, so another site cannot approve on the user's behalf.
+/// `POST /consent`: the signed-in user's decision. The form must come with the flow's signed
+/// cookie and a CSRF token bound to the same flow, so another site cannot approve on the user's
+/// behalf.
 pub async fn consent(
     State(proxy): State<Arc<OAuthProxy>>,
     headers: HeaderMap,
@@ -261,7 +264,7 @@ pub async fn consent(
         proxy.metrics.consent(Decision::CsrfFailed);
         return Reject::page(StatusCode::FORBIDDEN, "This approval did not come from the consent page of this browser session. Start the sign-in again from your application.").into_response();
     }
-    let request: AuthRequest =
+    let waiting: CodeGrant =
         match proxy.take_json("tx", &form.tx).await {
             Ok(Some(r)) => r,
             Ok(None) => return Reject::page(
@@ -273,17 +276,27 @@ pub async fn consent(
         };
     let mut resp = if form.decision == "approve" {
         proxy.metrics.consent(Decision::Approved);
-        proxy
-            .start_upstream(request)
-            .await
-            .unwrap_or_else(IntoResponse::into_response)
+        let upstream = proxy
+            .enc
+            .open(&format!("tx:{}", form.tx), &waiting.upstream);
+        match upstream {
+            Some(tokens) => proxy
+                .issue_code(waiting.request, waiting.identity, &tokens, true)
+                .await
+                .unwrap_or_else(IntoResponse::into_response),
+            None => Reject::page(
+                StatusCode::BAD_REQUEST,
+                "This sign-in cannot be read any more. Start again from your application.",
+            )
+            .into_response(),
+        }
     } else {
         proxy.metrics.consent(Decision::Denied);
         proxy.metrics.authorization(OpResult::AccessDenied);
         redirect_error(
             &proxy.issuer,
-            &request.redirect_uri,
-            request.state.as_deref(),
+            &waiting.request.redirect_uri,
+            waiting.request.state.as_deref(),
             "access_denied",
             "the user denied the request",
         )
@@ -294,7 +307,8 @@ pub async fn consent(
 }
 
 impl OAuthProxy {
-    /// Stores the flow under a fresh upstream `state` and sends the browser to the provider.
+    /// Stores the flow under a fresh upstream `state`, binds it to this browser with a random
+    /// cookie (its hash is in the flow record) and sends the browser to the provider.
     async fn start_upstream(&self, request: AuthRequest) -> Result<Response, Reject> {
         let upstream = match self.upstream().await {
             Ok(u) => u,
@@ -317,6 +331,7 @@ impl OAuthProxy {
         ));
         let nonce = random_token(16);
         let state = random_token(24);
+        let browser = random_token(32);
         let url = upstream.authorize_url(
             &self.callback_url(),
             &state,
@@ -328,9 +343,68 @@ impl OAuthProxy {
             request,
             upstream_verifier: verifier,
             nonce,
+            browser: sha256_b64(browser.as_bytes()),
         };
         self.put_json("state", &state, &pending, FLOW_TTL).await?;
-        Ok(Redirect::to(&url).into_response())
+        let mut resp = Redirect::to(&url).into_response();
+        resp.headers_mut().append(
+            header::SET_COOKIE,
+            self.cookies
+                .set(&flow_cookie(&state), &browser, FLOW_TTL.as_secs()),
+        );
+        Ok(resp)
+    }
+
+    /// Stores our code for a consented, signed-in flow and sends the browser back to the
+    /// client with it. `remember` records the approval (`consent: remember`).
+    async fn issue_code(
+        &self,
+        request: AuthRequest,
+        identity: Identity,
+        upstream_tokens: &[u8],
+        remember: bool,
+    ) -> Result<Response, Reject> {
+        let our_code = random_token(32);
+        let code_id = sha256_b64(our_code.as_bytes());
+        let sealed = self.enc.seal(&format!("code:{code_id}"), upstream_tokens);
+        if remember && self.spec.consent == ConsentMode::Remember {
+            let ttl = std::time::Duration::from_secs(self.spec.refresh_token_ttl_seconds.into());
+            let key = self.key("consent", &approval_id(&identity.subject, &request));
+            if let Err(e) = self.store.put(&key, b"1", ttl).await {
+                tracing::warn!(error = %e, "could not remember the consent");
+            }
+        }
+        let mut url = Url::parse(&request.redirect_uri).expect("registered redirect URIs parse");
+        {
+            let mut qp = url.query_pairs_mut();
+            qp.append_pair("code", &our_code);
+            if let Some(s) = &request.state {
+                qp.append_pair("state", s);
+            }
+            qp.append_pair("iss", &self.issuer);
+        }
+        let grant = CodeGrant {
+            request,
+            identity,
+            upstream: sealed,
+        };
+        self.put_json("code", &code_id, &grant, CODE_TTL).await?;
+        self.metrics.authorization(OpResult::Success);
+        Ok(Redirect::to(url.as_str()).into_response())
+    }
+
+    /// Counts and logs (audit) a refused sign-in.
+    pub(super) fn refuse(&self, reason: DenyReason, client_id: &str, subject: Option<&str>) {
+        self.metrics.access_denied(&self.policy, reason);
+        tracing::warn!(
+            audit = "oauth_access_denied",
+            policy = %self.policy,
+            namespace = %self.namespace,
+            reason = reason.as_str(),
+            client_id,
+            subject,
+            "sign-in refused"
+        );
     }
 }
 
@@ -342,10 +416,14 @@ pub struct CallbackQuery {
     error: Option<String>,
 }
 
-/// `GET /callback`: the upstream `state` is taken exactly once; the code is exchanged with our
-/// PKCE verifier; the user's identity is read; the client gets our own code.
+/// `GET /callback`: the upstream `state` is taken exactly once and must come with the cookie
+/// of the browser that started the flow; the code is exchanged with our PKCE verifier; the
+/// user's identity decides whether they may sign in and which scopes they get; then the
+/// consent page (or a remembered approval of exactly this user, client, redirect URI and
+/// scopes) leads to our code.
 pub async fn callback(
     State(proxy): State<Arc<OAuthProxy>>,
+    headers: HeaderMap,
     Query(q): Query<CallbackQuery>,
 ) -> Response {
     let Some(state) = q
@@ -368,94 +446,168 @@ pub async fn callback(
         }
         Err(e) => return Reject::from(e).into_response(),
     };
-    let req = &pending.request;
-    let back = |error: &str, description: &str, result: OpResult| {
-        proxy.metrics.authorization(result);
-        redirect_error(
-            &proxy.issuer,
-            &req.redirect_uri,
-            req.state.as_deref(),
-            error,
-            description,
+    let cookie = flow_cookie(state);
+    let same_browser = proxy.cookies.get(&headers, &cookie).is_some_and(|v| {
+        constant_time_eq(
+            sha256_b64(v.as_bytes()).as_bytes(),
+            pending.browser.as_bytes(),
         )
+    });
+    let mut resp = if same_browser {
+        proxy
+            .finish_sign_in(&pending, &q)
+            .await
+            .unwrap_or_else(IntoResponse::into_response)
+    } else {
+        proxy.refuse(DenyReason::OtherBrowser, &pending.request.client_id, None);
+        proxy.metrics.authorization(OpResult::AccessDenied);
+        Reject::page(
+            StatusCode::FORBIDDEN,
+            "This sign-in was started in a different browser (or this browser did not keep its \
+             cookie). For your safety it cannot be completed here. Start the sign-in again from \
+             your application, in this browser.",
+        )
+        .into_response()
     };
-    if let Some(error) = q.error.as_deref() {
-        let code = if error == "access_denied" {
-            "access_denied"
-        } else {
-            "server_error"
+    resp.headers_mut()
+        .append(header::SET_COOKIE, proxy.cookies.set(&cookie, "", 0));
+    resp
+}
+
+impl OAuthProxy {
+    async fn finish_sign_in(
+        &self,
+        pending: &Pending,
+        q: &CallbackQuery,
+    ) -> Result<Response, Reject> {
+        let req = &pending.request;
+        let back = |error: &str, description: &str, result: OpResult| {
+            self.metrics.authorization(result);
+            Ok(redirect_error(
+                &self.issuer,
+                &req.redirect_uri,
+                req.state.as_deref(),
+                error,
+                description,
+            ))
         };
-        return back(
-            code,
-            "the identity provider did not authorize the request",
-            OpResult::AccessDenied,
-        );
-    }
-    let Some(code) = q.code.as_deref() else {
-        return back(
-            "server_error",
-            "the identity provider sent no code",
-            OpResult::UpstreamError,
-        );
-    };
-    let (tokens, identity) = match proxy.exchange_upstream(code, &pending).await {
-        Ok(v) => v,
-        Err(e) => {
-            tracing::warn!(error = %e, "upstream code exchange failed");
+        if let Some(error) = q.error.as_deref() {
+            let code = if error == "access_denied" {
+                "access_denied"
+            } else {
+                "server_error"
+            };
             return back(
-                "server_error",
-                "signing in with the identity provider failed",
-                OpResult::UpstreamError,
+                code,
+                "the identity provider did not authorize the request",
+                OpResult::AccessDenied,
             );
         }
-    };
-    let our_code = random_token(32);
-    let code_id = sha256_b64(our_code.as_bytes());
-    let sealed = proxy.enc.seal(
-        &format!("code:{code_id}"),
-        &serde_json::to_vec(&tokens).expect("tokens serialise"),
-    );
-    let grant = CodeGrant {
-        request: req.clone(),
-        identity: identity.clone(),
-        upstream: sealed,
-    };
-    if let Err(e) = proxy.put_json("code", &code_id, &grant, CODE_TTL).await {
-        return Reject::from(e).into_response();
-    }
-    let mut url = Url::parse(&req.redirect_uri).expect("registered redirect URIs parse");
-    {
-        let mut qp = url.query_pairs_mut();
-        qp.append_pair("code", &our_code);
-        if let Some(s) = &req.state {
-            qp.append_pair("state", s);
+        let Some(code) = q.code.as_deref() else {
+            return back(
+                "server_error",
+                "the identity provider sent no code",
+                OpResult::UpstreamError,
+            );
+        };
+        let (tokens, identity) = match self.exchange_upstream(code, pending).await {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::warn!(error = %e, "upstream sign-in failed");
+                return back(
+                    "server_error",
+                    "signing in with the identity provider failed",
+                    OpResult::UpstreamError,
+                );
+            }
+        };
+        if !self.access.allows(&identity) {
+            self.refuse(
+                DenyReason::NotAllowed,
+                &req.client_id,
+                Some(&identity.subject),
+            );
+            self.metrics.authorization(OpResult::AccessDenied);
+            let back = redirect_url(
+                &self.issuer,
+                &req.redirect_uri,
+                req.state.as_deref(),
+                "access_denied",
+                "this account is not allowed to use this server",
+            );
+            let html = page::denied_page(
+                &self.server_name,
+                &display_name(&identity),
+                &back,
+                &host_of(&req.redirect_uri),
+            );
+            let mut resp = (StatusCode::FORBIDDEN, Html(html)).into_response();
+            page::protect(resp.headers_mut());
+            return Ok(resp);
         }
-        qp.append_pair("iss", &proxy.issuer);
-    }
-    let mut resp = Redirect::to(url.as_str()).into_response();
-    if proxy.spec.consent == ConsentMode::Remember {
-        let subject = URL_SAFE_NO_PAD.encode(identity.subject.as_bytes());
-        let ttl = std::time::Duration::from_secs(proxy.spec.refresh_token_ttl_seconds.into());
-        if let Err(e) = proxy
-            .store
-            .put(
-                &proxy.key("consent", &approval_id(&subject, req)),
-                b"1",
-                ttl,
-            )
-            .await
-        {
-            tracing::warn!(error = %e, "could not remember the consent");
+        let mut request = req.clone();
+        request.scopes = self.access.grant(&req.scopes, &identity);
+        if request.scopes.len() < req.scopes.len() {
+            let withheld: Vec<&str> = req
+                .scopes
+                .iter()
+                .filter(|s| !request.scopes.contains(s))
+                .map(String::as_str)
+                .collect();
+            tracing::info!(
+                audit = "oauth_scopes_withheld",
+                policy = %self.policy,
+                client_id = %req.client_id,
+                subject = %identity.subject,
+                withheld = %withheld.join(" "),
+                "requested scopes not granted to this user"
+            );
         }
+        let upstream = serde_json::to_vec(&tokens).expect("tokens serialise");
+        if self.spec.consent == ConsentMode::Remember {
+            let key = self.key("consent", &approval_id(&identity.subject, &request));
+            if self.store.get(&key).await?.is_some() {
+                self.metrics.consent(Decision::Remembered);
+                return self.issue_code(request, identity, &upstream, false).await;
+            }
+        }
+        let client = self.client(&request.client_id).await?;
+        let tx = random_token(24);
+        let waiting = CodeGrant {
+            upstream: self.enc.seal(&format!("tx:{tx}"), &upstream),
+            request,
+            identity,
+        };
+        self.put_json("tx", &tx, &waiting, FLOW_TTL).await?;
+        let csrf = self.enc.sign(&format!("csrf:{tx}"));
+        let html = page::consent_page(&ConsentView {
+            server: &self.server_name,
+            client_name: client.client_name.as_deref(),
+            client_id: &client.client_id,
+            redirect_host: &host_of(&waiting.request.redirect_uri),
+            signed_in_as: &display_name(&waiting.identity),
+            scopes: &waiting.request.scopes,
+            tx: &tx,
+            csrf: &csrf,
+        });
+        let mut resp = Html(html).into_response();
+        page::protect(resp.headers_mut());
         resp.headers_mut().append(
             header::SET_COOKIE,
-            proxy
-                .cookies
-                .set(USER_COOKIE, &proxy.enc.sign(&subject), ttl.as_secs()),
+            self.cookies
+                .set(TX_COOKIE, &self.enc.sign(&tx), FLOW_TTL.as_secs()),
         );
+        Ok(resp)
     }
-    proxy.metrics.authorization(OpResult::Success);
-    resp
+}
+
+/// How the signed-in user is named on pages: verified email, login, or subject.
+fn display_name(id: &Identity) -> String {
+    id.email
+        .clone()
+        .filter(|_| id.email_verified)
+        .or_else(|| id.preferred_username.clone())
+        .unwrap_or_else(|| id.subject.clone())
 }
 
 impl OAuthProxy {
@@ -475,23 +627,16 @@ impl OAuthProxy {
         let tokens = upstream.parse_tokens(status, &body)?;
         let identity = match &tokens.id_token {
             Some(id_token) => upstream.identity_from_id_token(id_token, &pending.nonce)?,
-            None => {
-                let call = upstream
-                    .identity_request(&tokens.access_token)
-                    .ok_or_else(|| {
-                        super::UpstreamError::Malformed(
-                            "no ID token and no userinfo endpoint".into(),
-                        )
-                    })?;
-                let (status, body) = send(&self.http, &call).await?;
-                if status != 200 {
-                    return Err(super::UpstreamError::Malformed(format!(
-                        "identity endpoint status {status}"
-                    )));
-                }
-                upstream.parse_identity(&body)?
-            }
+            None => self.userinfo(upstream, &tokens.access_token).await?,
         };
+        let identity = self
+            .complete_identity(
+                upstream,
+                &tokens.access_token,
+                identity,
+                tokens.id_token.is_some(),
+            )
+            .await?;
         Ok((tokens, identity))
     }
 }

@@ -58,6 +58,14 @@ snake_labels! {
 }
 
 snake_labels! {
+    /// Why a sign-in was refused.
+    DenyReason {
+        NotAllowed => "not_allowed",
+        OtherBrowser => "other_browser",
+    }
+}
+
+snake_labels! {
     /// Grant types of the token endpoint.
     GrantType {
         AuthorizationCode => "authorization_code",
@@ -78,6 +86,15 @@ pub struct ResultLabels {
 pub struct DecisionLabels {
     /// What the user (or the remembered approval) decided.
     pub decision: Decision,
+}
+
+/// `{policy,reason}` labels.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DenyLabels {
+    /// The policy's name.
+    pub policy: String,
+    /// Why.
+    pub reason: DenyReason,
 }
 
 /// `{grant_type,result}` labels.
@@ -102,6 +119,9 @@ pub struct OAuthMetrics {
     pub grants: Family<GrantLabels, Counter>,
     /// Refresh-token reuse detections (each revokes a family).
     pub refresh_reuse: Counter,
+    /// Sign-ins refused by `access` or the browser binding, and refreshes of users no longer
+    /// allowed.
+    pub access_denied: Family<DenyLabels, Counter>,
     /// `/revoke` calls.
     pub revocations: Family<ResultLabels, Counter>,
 }
@@ -131,6 +151,11 @@ impl OAuthMetrics {
             "refresh_reuse",
             "Refresh-token reuse detections (family revoked)",
             m.refresh_reuse.clone(),
+        );
+        r.register(
+            "access_denied",
+            "Sign-ins refused by the access rules or the browser binding",
+            m.access_denied.clone(),
         );
         r.register(
             "revocations",
@@ -185,6 +210,16 @@ impl OAuthMetrics {
     pub fn grant(&self, grant_type: GrantType, result: OpResult) {
         self.grants
             .get_or_create(&GrantLabels { grant_type, result })
+            .inc();
+    }
+
+    /// Counts a refused sign-in.
+    pub fn access_denied(&self, policy: &str, reason: DenyReason) {
+        self.access_denied
+            .get_or_create(&DenyLabels {
+                policy: policy.to_owned(),
+                reason,
+            })
             .inc();
     }
 

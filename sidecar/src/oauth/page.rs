@@ -47,7 +47,9 @@ pub struct ConsentView<'a> {
     pub client_id: &'a str,
     /// Host (or scheme) the answer will be sent to.
     pub redirect_host: &'a str,
-    /// Requested scopes.
+    /// The signed-in user (verified email, login or subject).
+    pub signed_in_as: &'a str,
+    /// The scopes this user is granted.
     pub scopes: &'a [String],
     /// Flow id (hidden field).
     pub tx: &'a str,
@@ -73,20 +75,38 @@ pub fn consent_page(v: &ConsentView<'_>) -> String {
 <dl><dt>Application</dt><dd>{name} <span class=\"note\">(name chosen by the application)</span></dd>\
 <dt>Client ID</dt><dd><code>{client_id}</code></dd>\
 <dt>Returns to</dt><dd><strong>{host}</strong></dd>\
+<dt>Signed in as</dt><dd>{user}</dd>\
 <dt>Access</dt>{scopes}</dl>\
 <form method=\"post\" action=\"/consent\">\
 <input type=\"hidden\" name=\"tx\" value=\"{tx}\"><input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
 <div class=\"actions\"><button type=\"submit\" name=\"decision\" value=\"approve\">Approve</button>\
 <button type=\"submit\" name=\"decision\" value=\"deny\">Deny</button></div></form>\
-<p class=\"note\">Next you sign in with your identity provider.</p>",
+<p class=\"note\">Not you? Deny, sign out at your identity provider and start again.</p>",
         name = escape(name),
         server = escape(v.server),
         client_id = escape(v.client_id),
         host = escape(v.redirect_host),
+        user = escape(v.signed_in_as),
         tx = escape(v.tx),
         csrf = escape(v.csrf),
     );
     layout("Authorize access", &body)
+}
+
+/// The refusal shown when the signed-in user may not use the server; the link hands the client
+/// its `access_denied` answer.
+pub fn denied_page(server: &str, user: &str, back_url: &str, back_host: &str) -> String {
+    let body = format!(
+        "<h1>Access denied</h1>\
+<p>You are signed in as <strong>{user}</strong>, and this account is not allowed to use <strong>{server}</strong>. \
+If you think it should be, ask the server's administrators; or sign out at your identity provider and sign in with another account.</p>\
+<p><a href=\"{back}\">Return to the application</a> <span class=\"note\">({host})</span></p>",
+        user = escape(user),
+        server = escape(server),
+        back = escape(back_url),
+        host = escape(back_host),
+    );
+    layout("Access denied", &body)
 }
 
 /// A plain error page.
@@ -172,6 +192,7 @@ mod tests {
             client_name: Some("<script>alert(1)</script>"),
             client_id: "https://x.example/\"><img>",
             redirect_host: "localhost",
+            signed_in_as: "<i>ann</i>",
             scopes: &scopes,
             tx: "t1",
             csrf: "c1",
@@ -183,6 +204,7 @@ mod tests {
         assert!(html.contains("<strong>localhost</strong>"));
         assert!(html.contains("<html lang=\"en\">"));
         assert!(html.contains("<code>mcp:tools</code>"));
+        assert!(html.contains("&lt;i&gt;ann&lt;/i&gt;"));
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 use mcp_warden_policy::{OAuthProxySpec, Provider};
 
+use super::access::{DEFAULT_GROUPS_CLAIM, Needs};
 use super::provider::{ClientAuth, IdentitySource, IssuerCheck, Upstream, UpstreamError};
 
 impl Upstream {
@@ -36,6 +37,7 @@ impl Upstream {
                 .collect(),
             client_id: spec.client_id.clone(),
             client_secret: client_secret.clone(),
+            groups_claim: String::new(),
         };
         let up = match spec.provider {
             Provider::Github => base(
@@ -65,9 +67,7 @@ impl Upstream {
                 let tenant = spec.tenant.as_deref().unwrap_or("organizations");
                 let root = format!("https://login.microsoftonline.com/{tenant}/oauth2/v2.0");
                 let issuer = match tenant {
-                    "organizations" | "common" | "consumers" => {
-                        IssuerCheck::Prefix("https://login.microsoftonline.com/".into())
-                    }
+                    "organizations" | "common" | "consumers" => IssuerCheck::EntraTenant,
                     t => IssuerCheck::Exact(format!("https://login.microsoftonline.com/{t}/v2.0")),
                 };
                 base(
@@ -147,6 +147,7 @@ impl Upstream {
                 .collect(),
             client_id: spec.client_id.clone(),
             client_secret,
+            groups_claim: String::new(),
         };
         Ok(up.with_policy(spec))
     }
@@ -154,7 +155,22 @@ impl Upstream {
     fn with_policy(mut self, spec: &OAuthProxySpec) -> Self {
         if !spec.scopes.is_empty() {
             self.scopes = spec.scopes.clone();
+        } else if self.provider == Provider::Github {
+            // The preset asks for what the access entries read (validation checks explicit
+            // scope lists for the same).
+            let needs = Needs::of(spec);
+            if needs.orgs || needs.teams {
+                self.scopes.push("read:org".into());
+            }
+            if needs.email {
+                self.scopes.push("user:email".into());
+            }
         }
+        self.groups_claim = spec
+            .access
+            .as_ref()
+            .and_then(|a| a.groups_claim.clone())
+            .unwrap_or_else(|| DEFAULT_GROUPS_CLAIM.into());
         if let Some(send) = spec.send_resource_upstream {
             self.send_resource = send;
         }

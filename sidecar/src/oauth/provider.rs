@@ -44,8 +44,10 @@ pub enum IdentitySource {
 pub enum IssuerCheck {
     /// Exactly this issuer.
     Exact(String),
-    /// Any issuer under this prefix (multi-tenant Entra: the tenant is in the issuer).
-    Prefix(String),
+    /// Multi-tenant Entra (`organizations`, `common`, `consumers`): exactly
+    /// `https://login.microsoftonline.com/{tid}/v2.0` for the token's own `tid`. Which tenants
+    /// may sign in is `access.tenants`' decision.
+    EntraTenant,
     /// Not applicable (no ID tokens).
     None,
 }
@@ -79,6 +81,8 @@ pub struct Upstream {
     pub client_id: String,
     /// Our client secret at the provider.
     pub client_secret: Option<String>,
+    /// The ID-token / userinfo claim holding groups or roles.
+    pub groups_claim: String,
 }
 
 /// An HTTP request ready to send.
@@ -124,6 +128,42 @@ pub struct Identity {
     /// Login / username.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub preferred_username: Option<String>,
+    /// Whether the provider verified `email` (`email_verified: true`; GitHub: the primary
+    /// verified address from `/user/emails`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub email_verified: bool,
+    /// Groups or roles from the configured claim.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<String>,
+    /// GitHub organisation logins.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub orgs: Vec<String>,
+    /// GitHub teams as `org/team-slug`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub teams: Vec<String>,
+    /// Google Workspace domain (`hd`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hosted_domain: Option<String>,
+    /// Entra tenant id (`tid`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
+}
+
+impl Identity {
+    /// Fills facts this identity lacks from `other` (the userinfo answer for the same subject).
+    pub fn fill_from(&mut self, other: Identity) {
+        if self.email.is_none() || (!self.email_verified && other.email_verified) {
+            self.email = other.email;
+            self.email_verified = other.email_verified;
+        }
+        self.name = self.name.take().or(other.name);
+        self.preferred_username = self.preferred_username.take().or(other.preferred_username);
+        if self.groups.is_empty() {
+            self.groups = other.groups;
+        }
+        self.hosted_domain = self.hosted_domain.take().or(other.hosted_domain);
+        self.tenant = self.tenant.take().or(other.tenant);
+    }
 }
 
 /// Why an upstream call failed. Logged, never shown to clients verbatim.
@@ -277,6 +317,15 @@ impl Upstream {
         })
     }
 
+    /// A GitHub REST call (`/user/emails`, `/user/orgs?…`, `/user/teams?…`) next to the user
+    /// API, with the upstream access token.
+    pub fn github_request(&self, path_and_query: &str, access_token: &str) -> Option<Prepared> {
+        let user = self.userinfo_endpoint.as_deref()?;
+        let mut call = self.identity_request(access_token)?;
+        call.url = format!("{user}{path_and_query}");
+        Some(call)
+    }
+
     /// Parses a token endpoint answer. GitHub reports errors with status 200 and an `error`
     /// field, so the body decides, not only the status.
     pub fn parse_tokens(&self, status: u16, body: &[u8]) -> Result<UpstreamTokens, UpstreamError> {
@@ -332,7 +381,15 @@ impl Upstream {
             .unwrap_or_default();
         let iss_ok = match &self.issuer {
             IssuerCheck::Exact(expected) => iss == expected,
-            IssuerCheck::Prefix(prefix) => iss.starts_with(prefix.as_str()),
+            IssuerCheck::EntraTenant => {
+                claims
+                    .get("tid")
+                    .and_then(|v| v.as_str())
+                    .is_some_and(|tid| {
+                        !tid.is_empty()
+                            && iss == format!("https://login.microsoftonline.com/{tid}/v2.0")
+                    })
+            }
             IssuerCheck::None => true,
         };
         if !iss_ok {
@@ -377,27 +434,96 @@ impl Upstream {
                     .get("id")
                     .and_then(|v| v.as_u64())
                     .ok_or_else(|| UpstreamError::Malformed("GitHub user has no id".into()))?;
+                // The profile email is not proof of ownership: verified only via /user/emails.
                 Identity {
                     subject: id.to_string(),
                     name: text("name"),
                     email: text("email"),
                     preferred_username: text("login"),
+                    ..Identity::default()
                 }
             }
             IdentitySource::OpenIdConnect => {
                 // Entra's `sub` is pairwise per app; `oid` would be tenant-wide. Keep `sub`.
                 let subject =
                     text("sub").ok_or_else(|| UpstreamError::Malformed("no sub".into()))?;
+                let verified = match json.get("email_verified") {
+                    Some(serde_json::Value::Bool(b)) => *b,
+                    Some(serde_json::Value::String(s)) => s == "true",
+                    _ => false,
+                };
+                let groups = match json.get(&self.groups_claim) {
+                    Some(serde_json::Value::String(g)) => vec![g.clone()],
+                    Some(serde_json::Value::Array(a)) => a
+                        .iter()
+                        .filter_map(|v| v.as_str().map(str::to_owned))
+                        .collect(),
+                    _ => Vec::new(),
+                };
                 Identity {
                     subject,
                     name: text("name"),
                     email: text("email"),
                     preferred_username: text("preferred_username"),
+                    email_verified: verified,
+                    groups,
+                    orgs: Vec::new(),
+                    teams: Vec::new(),
+                    hosted_domain: text("hd"),
+                    tenant: text("tid"),
                 }
             }
         };
         Ok(identity)
     }
+}
+
+/// The primary verified address of a GitHub `/user/emails` answer.
+pub fn github_primary_email(body: &[u8]) -> Result<Option<String>, UpstreamError> {
+    #[derive(Deserialize)]
+    struct Email {
+        email: String,
+        #[serde(default)]
+        primary: bool,
+        #[serde(default)]
+        verified: bool,
+    }
+    let emails: Vec<Email> = serde_json::from_slice(body)
+        .map_err(|_| UpstreamError::Malformed("GitHub emails are not a list".into()))?;
+    Ok(emails
+        .into_iter()
+        .find(|e| e.primary && e.verified)
+        .map(|e| e.email))
+}
+
+/// Organisation logins of a GitHub `/user/orgs` page.
+pub fn github_orgs(body: &[u8]) -> Result<Vec<String>, UpstreamError> {
+    #[derive(Deserialize)]
+    struct Org {
+        login: String,
+    }
+    let orgs: Vec<Org> = serde_json::from_slice(body)
+        .map_err(|_| UpstreamError::Malformed("GitHub orgs are not a list".into()))?;
+    Ok(orgs.into_iter().map(|o| o.login).collect())
+}
+
+/// `org/team-slug` of a GitHub `/user/teams` page.
+pub fn github_teams(body: &[u8]) -> Result<Vec<String>, UpstreamError> {
+    #[derive(Deserialize)]
+    struct Org {
+        login: String,
+    }
+    #[derive(Deserialize)]
+    struct Team {
+        slug: String,
+        organization: Org,
+    }
+    let teams: Vec<Team> = serde_json::from_slice(body)
+        .map_err(|_| UpstreamError::Malformed("GitHub teams are not a list".into()))?;
+    Ok(teams
+        .into_iter()
+        .map(|t| format!("{}/{}", t.organization.login, t.slug))
+        .collect())
 }
 
 /// Sends a prepared request: no redirects, bounded time and size.

@@ -4,6 +4,12 @@ use super::*;
 use mcp_warden_policy::{OAuthProxySpec, PolicyDocument};
 
 fn spec(provider: &str, extra: &str) -> OAuthProxySpec {
+    let access = "    access: {anyAuthenticatedUser: true}\n";
+    let extra = if extra.contains("access:") {
+        extra.to_owned()
+    } else {
+        format!("{extra}{access}")
+    };
     let yaml = format!(
         "apiVersion: mcpwarden.dev/v1alpha1\nkind: McpAuthPolicy\nmetadata: {{name: p}}\nspec:\n  resource: {{url: 'https://mcp.example.com/mcp'}}\n  mode: oauthProxy\n  oauthProxy:\n    provider: {provider}\n    clientId: cid\n{extra}"
     );
@@ -110,7 +116,8 @@ fn github_errors_arrive_with_status_200() {
             subject: "583231".into(),
             name: Some("The Octocat".into()),
             email: None,
-            preferred_username: Some("octocat".into())
+            preferred_username: Some("octocat".into()),
+            ..Identity::default()
         }
     );
     assert!(up.parse_identity(br#"{"login":"x"}"#).is_err());
@@ -242,4 +249,108 @@ fn discovery_picks_basic_auth_and_checks_issuer() {
         .unwrap();
     assert_eq!(t.refresh_token.as_deref(), Some("r"));
     assert!(t.expires_at.unwrap() >= now() + 3590);
+}
+
+#[test]
+fn multi_tenant_entra_accepts_only_the_issuer_of_the_tokens_own_tenant() {
+    let up = Upstream::preset(&spec("entra", ""), None).unwrap();
+    let tid = "9188040d-6c67-4c5b-b112-36a304b66dad";
+    let claims = |iss: &str, tid: Option<&str>| {
+        let mut c = serde_json::json!({"iss": iss, "aud": "cid", "nonce": "n", "exp": now() + 300, "sub": "s1"});
+        if let Some(t) = tid {
+            c["tid"] = t.into();
+        }
+        id_token(c)
+    };
+    let good = format!("https://login.microsoftonline.com/{tid}/v2.0");
+    let id = up
+        .identity_from_id_token(&claims(&good, Some(tid)), "n")
+        .unwrap();
+    assert_eq!(id.tenant.as_deref(), Some(tid));
+    for (iss, t) in [
+        // Another tenant's issuer with this tid, and the reverse.
+        ("https://login.microsoftonline.com/other/v2.0", Some(tid)),
+        (good.as_str(), Some("other")),
+        // Anything else under the old accepted prefix.
+        ("https://login.microsoftonline.com/evil", Some("evil")),
+        (good.as_str(), None),
+    ] {
+        assert!(
+            up.identity_from_id_token(&claims(iss, t), "n").is_err(),
+            "{iss} {t:?}"
+        );
+    }
+}
+
+#[test]
+fn oidc_identity_reads_verified_email_groups_hd_and_tid() {
+    let s = spec(
+        "oidc",
+        "    issuer: https://idp.example\n    access: {groups: [ops]}\n    scopeGrants: {}\n",
+    );
+    let doc = serde_json::json!({"issuer": "https://idp.example", "authorization_endpoint": "https://idp.example/a", "token_endpoint": "https://idp.example/t"});
+    let up = Upstream::from_discovery(&s, "https://idp.example", &doc, None).unwrap();
+    let id = up
+        .parse_identity(br#"{"sub":"u","email":"a@x.test","email_verified":"true","groups":["ops","dev"],"hd":"x.test","tid":"t"}"#)
+        .unwrap();
+    assert!(id.email_verified);
+    assert_eq!(id.groups, ["ops", "dev"]);
+    assert_eq!(
+        (id.hosted_domain.as_deref(), id.tenant.as_deref()),
+        (Some("x.test"), Some("t"))
+    );
+    let id = up
+        .parse_identity(br#"{"sub":"u","email":"a@x.test","groups":"ops"}"#)
+        .unwrap();
+    assert!(!id.email_verified, "absent email_verified is not verified");
+    assert_eq!(id.groups, ["ops"]);
+    let roles = spec(
+        "oidc",
+        "    issuer: https://idp.example\n    access: {groups: [ops], groupsClaim: roles}\n",
+    );
+    let up = Upstream::from_discovery(&roles, "https://idp.example", &doc, None).unwrap();
+    let id = up
+        .parse_identity(br#"{"sub":"u","groups":["x"],"roles":["ops"]}"#)
+        .unwrap();
+    assert_eq!(id.groups, ["ops"]);
+}
+
+#[test]
+fn github_facts_parse_and_the_preset_asks_for_the_scopes_they_need() {
+    let emails = br#"[{"email":"old@x.test","primary":false,"verified":true},{"email":"me@x.test","primary":true,"verified":true}]"#;
+    assert_eq!(
+        github_primary_email(emails).unwrap().as_deref(),
+        Some("me@x.test")
+    );
+    let unverified = br#"[{"email":"me@x.test","primary":true,"verified":false}]"#;
+    assert_eq!(github_primary_email(unverified).unwrap(), None);
+    assert_eq!(
+        github_orgs(br#"[{"login":"acme","id":1}]"#).unwrap(),
+        ["acme"]
+    );
+    assert_eq!(
+        github_teams(br#"[{"slug":"platform","name":"Platform","organization":{"login":"acme"}}]"#)
+            .unwrap(),
+        ["acme/platform"]
+    );
+    let up = Upstream::preset(
+        &spec(
+            "github",
+            "    access: {orgs: [acme], emailDomains: [x.test]}\n",
+        ),
+        None,
+    )
+    .unwrap();
+    assert_eq!(up.scopes, ["read:user", "read:org", "user:email"]);
+    let call = up
+        .github_request("/orgs?per_page=100&page=2", "gho")
+        .unwrap();
+    assert_eq!(
+        call.url,
+        "https://api.github.com/user/orgs?per_page=100&page=2"
+    );
+    assert!(
+        call.headers
+            .contains(&("authorization", "Bearer gho".into()))
+    );
 }

@@ -53,12 +53,16 @@ pub struct Pending {
     pub upstream_verifier: String,
     /// OIDC nonce.
     pub nonce: String,
+    /// SHA-256 of the per-flow cookie set in the browser that started the flow.
+    #[serde(default)]
+    pub browser: String,
 }
 
-/// An authorization code, stored under its hash and taken exactly once.
+/// An authorization code, stored under its hash and taken exactly once. Also a signed-in flow
+/// waiting for the consent decision (stored under its `tx` id, upstream sealed with `tx:<id>`).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct CodeGrant {
-    /// The request it answers.
+    /// The request it answers, with the scopes granted to this user.
     pub request: AuthRequest,
     /// The signed-in user.
     pub identity: Identity,

@@ -53,7 +53,21 @@ impl OAuthProxy {
                 ));
             }
             if constant_time_eq(hash.as_bytes(), family.current.as_bytes()) {
+                // The current policy decides, with the facts from sign-in: a user no longer
+                // allowed loses the session, a scope no longer granted is dropped.
+                if !self.access.allows(&family.identity) {
+                    self.refuse(
+                        super::metrics::DenyReason::NotAllowed,
+                        &family.client_id,
+                        Some(&family.identity.subject),
+                    );
+                    self.revoke_family(family_id, &family).await?;
+                    return Err(invalid_grant(
+                        "this account is no longer allowed to use the server",
+                    ));
+                }
                 let mut next = family.clone();
+                next.scopes = self.access.grant(&family.scopes, &family.identity);
                 // An expired upstream token is renewed before rotating, by one replica at a
                 // time (providers that rotate refresh tokens would revoke a racing loser's),
                 // so a failed upstream call leaves the client's token valid for a retry.
