@@ -50,6 +50,9 @@ struct AccessClaims<'a> {
     name: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     email: Option<&'a str>,
+    /// Whether the provider verified `email` (forwarding reads it).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    email_verified: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     preferred_username: Option<&'a str>,
 }
@@ -279,6 +282,7 @@ impl OAuthProxy {
             sid: family_id,
             name: family.identity.name.as_deref(),
             email: family.identity.email.as_deref(),
+            email_verified: family.identity.email_verified,
             preferred_username: family.identity.preferred_username.as_deref(),
         };
         let mut out = serde_json::json!({
