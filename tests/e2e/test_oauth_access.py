@@ -8,7 +8,9 @@ answered 200."""
 
 from __future__ import annotations
 
+import json
 import sys
+import time
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
@@ -152,3 +154,41 @@ def test_without_scopes_supported_no_scope_is_granted(start_sidecar, start_idp, 
     assert claims.get("scope", "") == ""
     assert call_tool(base, tokens["access_token"], "get-env", {}).status_code == 403
 
+
+
+def test_a_refresh_follows_the_current_policy(start_sidecar, start_idp, work, everything):
+    """Tightening the policy takes effect at the next refresh: a scope no longer granted is
+    dropped, and a user no longer admitted loses the session."""
+    dep = ProxyDeployment(
+        start_sidecar, start_idp, work, everything.base, "oauth-tighten", accounts=ACCOUNTS,
+        access={"emailDomains": ["corp.test"]},
+        scopeGrants={"mcp:tools": {"anyAuthenticatedUser": True}, "mcp:admin": {"groups": ["admins"]}},
+        spec_overrides={"resource": {"scopesSupported": ["mcp:tools", "mcp:admin"]}})
+    c = Client(dep.sidecar.base)
+    ann = token_for(c, "ann", "mcp:tools")
+    root = token_for(c, "root", "mcp:admin mcp:tools")
+    assert root["scope"] == "mcp:admin mcp:tools"
+
+    def reloads() -> float:
+        return dep.sidecar.metrics().get(("mcp_warden_policy_reloads_total",
+                                          frozenset({("result", "success")})), 0)
+
+    before = reloads()
+    doc = json.loads(dep.sidecar.policy_path.read_text())
+    doc["spec"]["oauthProxy"]["access"] = {"emails": ["root@corp.test"]}
+    doc["spec"]["oauthProxy"]["scopeGrants"]["mcp:admin"] = {"subjects": ["nobody"]}
+    dep.sidecar.write_policy(doc)
+    deadline = time.monotonic() + 15
+    while reloads() <= before:
+        assert time.monotonic() < deadline, "the policy was not reloaded"
+        time.sleep(0.2)
+
+    denied_before = dep.sidecar.metrics().get(("mcp_warden_oauth_access_denied_total", frozenset(
+        {("policy", "oauth-tighten"), ("reason", "not_allowed")})), 0)
+    r = c.refresh(ann["refresh_token"])
+    assert r.status_code == 400 and r.json()["error"] == "invalid_grant", r.text
+    assert dep.sidecar.metrics()[("mcp_warden_oauth_access_denied_total", frozenset(
+        {("policy", "oauth-tighten"), ("reason", "not_allowed")}))] == denied_before + 1
+    r = c.refresh(root["refresh_token"])
+    assert r.status_code == 200, r.text
+    assert r.json()["scope"] == "mcp:tools"

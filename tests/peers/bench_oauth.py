@@ -1,5 +1,5 @@
 """Measures the OAuth proxy on loopback with real peers: the latency of a complete interactive
-flow (authorize → consent → oidc-provider login → callback → code exchange) and the token
+flow (authorize → oidc-provider login → callback → consent → code exchange) and the token
 endpoint's refresh-grant throughput against a real Redis.
 
 Usage: .venv/bin/python tests/peers/bench_oauth.py [--flows 20] [--clients 40] [--seconds 10]
