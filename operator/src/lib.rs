@@ -21,6 +21,7 @@ pub mod netpol;
 pub mod offline;
 pub mod operator_cli;
 pub mod ports;
+pub mod quantity;
 pub mod reconcile;
 pub mod render;
 pub mod shutdown;

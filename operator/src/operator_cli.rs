@@ -112,10 +112,12 @@ pub struct Args {
     #[arg(long, env = "MCP_WARDEN_SIDECAR_CPU_LIMIT")]
     pub sidecar_cpu_limit: Option<String>,
     /// Preferred public port of the sidecar (moved up when the pod already uses it).
-    #[arg(long, env = "MCP_WARDEN_SIDECAR_PORT", default_value_t = crate::names::DEFAULT_PUBLIC_PORT)]
+    #[arg(long, env = "MCP_WARDEN_SIDECAR_PORT", default_value_t = crate::names::DEFAULT_PUBLIC_PORT,
+          value_parser = clap::value_parser!(i32).range(1..=65535))]
     pub sidecar_port: i32,
     /// Preferred admin port of the sidecar.
-    #[arg(long, env = "MCP_WARDEN_SIDECAR_ADMIN_PORT", default_value_t = crate::names::DEFAULT_ADMIN_PORT)]
+    #[arg(long, env = "MCP_WARDEN_SIDECAR_ADMIN_PORT", default_value_t = crate::names::DEFAULT_ADMIN_PORT,
+          value_parser = clap::value_parser!(i32).range(1..=65535))]
     pub sidecar_admin_port: i32,
     /// Native sidecar or regular container.
     #[arg(
@@ -205,6 +207,7 @@ type SharedStarted = Arc<std::sync::Mutex<Started>>;
 pub async fn run(args: Args) -> anyhow::Result<()> {
     crate::install_crypto_provider();
     init_tracing(&args.log_format);
+    check_sidecar_resources(&args)?;
     let metrics = Metrics::new();
     let health = Health::default();
     let shutdown = Shutdown::on_signals();
@@ -405,6 +408,46 @@ fn fallback_identity() -> String {
     format!("{host}-{suffix}")
 }
 
+/// Refuses sidecar resources the API server would refuse in every injected pod: a quantity it
+/// cannot parse, or a request above its limit.
+pub fn check_sidecar_resources(args: &Args) -> crate::Result<()> {
+    let flags = [
+        ("--sidecar-cpu-request", Some(&args.sidecar_cpu_request)),
+        ("--sidecar-cpu-limit", args.sidecar_cpu_limit.as_ref()),
+        (
+            "--sidecar-memory-request",
+            Some(&args.sidecar_memory_request),
+        ),
+        ("--sidecar-memory-limit", Some(&args.sidecar_memory_limit)),
+    ];
+    let mut values = [None; 4];
+    for (slot, (flag, value)) in flags.iter().enumerate() {
+        let Some(value) = value else { continue };
+        let parsed = crate::quantity::parse(value)
+            .filter(|v| *v >= 0.0)
+            .ok_or_else(|| {
+                crate::Error::Invalid(format!(
+                    "{flag} {value:?} is not a Kubernetes quantity (e.g. 50m, 128Mi)"
+                ))
+            })?;
+        values[slot] = Some(parsed);
+    }
+    for (request, limit) in [(0, 1), (2, 3)] {
+        if let (Some(r), Some(l)) = (values[request], values[limit])
+            && r > l
+        {
+            return Err(crate::Error::Invalid(format!(
+                "{} {} is above {} {}: the API server would refuse every injected pod",
+                flags[request].0,
+                flags[request].1.map(String::as_str).unwrap_or_default(),
+                flags[limit].0,
+                flags[limit].1.map(String::as_str).unwrap_or_default(),
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Injection settings from the flags.
 pub fn inject_settings(args: &Args, native: bool) -> InjectSettings {
     use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -446,6 +489,7 @@ mod tests {
         assert_eq!(args.tls_secret, "mcp-warden-webhook-tls");
         assert_eq!(args.native_sidecar, NativeSidecar::Auto);
         assert!(args.network_policy && args.leader_election);
+        check_sidecar_resources(&args).unwrap();
         let s = inject_settings(&args, false);
         assert_eq!((s.public_port, s.admin_port), (8000, 9090));
         assert_eq!(s.resources.limits.unwrap()["cpu"].0, "500m");
@@ -461,5 +505,35 @@ mod tests {
         ]);
         assert!(!off.network_policy);
         assert_eq!(off.native_sidecar, NativeSidecar::Never);
+    }
+
+    #[test]
+    fn sidecar_resources_the_api_server_would_refuse_stop_the_operator() {
+        let check = |flags: &[&str]| {
+            let mut argv = vec!["x"];
+            argv.extend_from_slice(flags);
+            check_sidecar_resources(&Args::parse_from(argv)).map_err(|e| e.to_string())
+        };
+        check(&[]).unwrap();
+        check(&[
+            "--sidecar-cpu-limit",
+            "50m",
+            "--sidecar-memory-request",
+            "128Mi",
+        ])
+        .unwrap();
+        let over = check(&["--sidecar-memory-request", "256Mi"]).unwrap_err();
+        assert!(
+            over.contains("--sidecar-memory-request 256Mi is above --sidecar-memory-limit 128Mi"),
+            "{over}"
+        );
+        let cpu =
+            check(&["--sidecar-cpu-request", "1", "--sidecar-cpu-limit", "500m"]).unwrap_err();
+        assert!(
+            cpu.contains("--sidecar-cpu-request 1 is above --sidecar-cpu-limit 500m"),
+            "{cpu}"
+        );
+        let bad = check(&["--sidecar-memory-limit", "128MB"]).unwrap_err();
+        assert!(bad.contains("not a Kubernetes quantity"), "{bad}");
     }
 }

@@ -81,3 +81,40 @@ async fn admin_server_stays_up_without_kubernetes() {
     }
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+/// Sidecar resources the API server would refuse in every injected pod stop the operator at
+/// start-up, before it admits anything.
+#[test]
+fn refuses_sidecar_requests_above_their_limits() {
+    let mut child = Kill(
+        Command::new(env!("CARGO_BIN_EXE_mcp-warden-operator"))
+            .args(["--admin-listen", &format!("127.0.0.1:{}", free_port())])
+            .args(["--webhook-listen", &format!("127.0.0.1:{}", free_port())])
+            .args(["--sidecar-memory-request", "256Mi", "--log-format", "text"])
+            .env("KUBECONFIG", "/nonexistent")
+            .env_remove("KUBERNETES_SERVICE_HOST")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the operator kept running with a sidecar request above its limit"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(!status.success());
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.0.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(
+        stderr.contains("--sidecar-memory-request 256Mi is above --sidecar-memory-limit 128Mi"),
+        "{stderr}"
+    );
+}
