@@ -45,6 +45,7 @@ spec:
     provider: github
     clientId: Iv1.0123
     clientSecretRef: {name: github-oauth, key: client-secret}
+    access: {anyAuthenticatedUser: true}
   storage:
     redis: {url: "redis://redis:6379", passwordSecretRef: {name: redis-auth, key: password}}
 "#,
