@@ -2,6 +2,7 @@
 //! users who do not run the webhook.
 
 use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use mcp_warden_policy::{KIND, McpAuthPolicy};
 use serde::Deserialize;
 use serde_json::Value;
@@ -74,6 +75,19 @@ pub fn inject_documents(
                 .map(|(meta, spec)| pod_from_template(meta, spec, namespace.clone()))
         }
         .map_err(|e| Error::Serialization(format!("{kind} {name}: {e}")))?;
+        let mut pod = pod;
+        if matches!(kind.as_str(), "Job" | "CronJob") && pod.metadata.owner_references.is_none() {
+            // The pods of this template will belong to a Job: the injector then warns when a
+            // regular-container sidecar would keep them from completing. Present before and
+            // after injection, the reference is not part of the patch.
+            pod.metadata.owner_references = Some(vec![OwnerReference {
+                api_version: "batch/v1".into(),
+                kind: "Job".into(),
+                name: name.clone(),
+                uid: String::new(),
+                ..Default::default()
+            }]);
+        }
         let ns = namespace.clone().unwrap_or_else(|| "default".into());
         let candidates: Vec<McpAuthPolicy> = policies
             .iter()

@@ -88,6 +88,37 @@ fn inject_from_stdin_with_the_policy_in_the_stream() {
 }
 
 #[test]
+fn jobs_are_warned_about_a_regular_container_sidecar() {
+    let cron_job = r#"
+apiVersion: batch/v1
+kind: CronJob
+metadata: {name: nightly, namespace: tools}
+spec:
+  schedule: "0 3 * * *"
+  jobTemplate:
+    spec:
+      template:
+        metadata:
+          annotations: {mcpwarden.dev/policy: corp-sso}
+        spec:
+          restartPolicy: OnFailure
+          containers:
+            - {name: app, image: "mcp:1", ports: [{containerPort: 8080}]}
+"#;
+    let input = format!("{POLICY}---\n{cron_job}");
+    let (ok, out, err) = cli(&["inject", "-f", "-", "--native-sidecar", "false"], &input);
+    assert!(ok, "{err}");
+    assert!(
+        err.contains("CronJob nightly: mcp-warden: the sidecar runs as a regular container"),
+        "{err}"
+    );
+    assert!(!out.contains("ownerReferences"), "{out}");
+    // Native sidecars end with the Job: no warning.
+    let (ok, _, err) = cli(&["inject", "-f", "-", "--native-sidecar", "true"], &input);
+    assert!(ok && !err.contains("never completes"), "{err}");
+}
+
+#[test]
 fn inject_fails_clearly_without_the_policy() {
     let (ok, out, err) = cli(&["inject", "-f", "-"], DEPLOYMENT);
     assert!(!ok);
