@@ -49,6 +49,12 @@ pub struct Args {
     /// How often the policy file is checked for changes, in seconds.
     #[arg(long, env = "MCP_WARDEN_RELOAD_INTERVAL", default_value_t = 2)]
     pub reload_interval: u64,
+    /// Byte budget of the in-memory OAuth state store (oauthProxy mode without Redis). Once it
+    /// is three quarters full, new registrations are refused (503); flows already under way
+    /// keep the rest.
+    #[arg(long, env = "MCP_WARDEN_MEMORY_STORE_BYTES", default_value_t = crate::store::DEFAULT_MAX_BYTES,
+          value_parser = clap::value_parser!(usize))]
+    pub memory_store_bytes: usize,
     /// Log format.
     #[arg(
         long,

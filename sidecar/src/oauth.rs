@@ -48,8 +48,16 @@ use provider::{Upstream, UpstreamError};
 
 /// Largest request body the OAuth endpoints read.
 pub const MAX_BODY: usize = 64 * 1024;
-/// Lifetime of a registered client that is not used.
+/// Lifetime of a registered client after its last authorization request.
 pub const CLIENT_TTL: Duration = Duration::from_secs(90 * 24 * 3600);
+/// Lifetime of a registration never used in an authorization request.
+pub const UNUSED_CLIENT_TTL: Duration = Duration::from_secs(15 * 60);
+/// Longest `state` accepted at `/authorize`, in bytes (it is stored with the flow and echoed).
+pub const MAX_STATE: usize = 1024;
+/// Longest `scope` parameter accepted at `/authorize`, in bytes.
+pub const MAX_SCOPE_PARAM: usize = 1024;
+/// How long a failed client metadata document fetch is remembered (not retried).
+pub const FAILED_METADATA_TTL: Duration = Duration::from_secs(60);
 /// Lifetime of an authorization flow (consent + upstream login).
 pub const FLOW_TTL: Duration = Duration::from_secs(600);
 /// Lifetime of an authorization code.
@@ -62,7 +70,8 @@ pub const RATE_WINDOW: Duration = Duration::from_secs(60);
 pub const REGISTER_LIMIT: u64 = 60;
 /// Authorization requests per client address per window.
 pub const AUTHORIZE_LIMIT: u64 = 120;
-/// Token and revocation requests per client id and address per window.
+/// Token and revocation requests per client address per window, counted before the client is
+/// looked up (so before any client metadata document is fetched).
 pub const TOKEN_LIMIT: u64 = 600;
 
 /// Why the proxy cannot start.
@@ -298,6 +307,18 @@ impl OAuthProxy {
         self.store.put(&self.key(kind, id), &bytes, ttl).await
     }
 
+    /// Like `put_json`, for records that start something new ([`Store::put_new`]).
+    async fn put_new_json<T: Serialize>(
+        &self,
+        kind: &str,
+        id: &str,
+        value: &T,
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
+        let bytes = serde_json::to_vec(value).expect("records serialise");
+        self.store.put_new(&self.key(kind, id), &bytes, ttl).await
+    }
+
     async fn get_json<T: DeserializeOwned>(
         &self,
         kind: &str,
@@ -405,6 +426,7 @@ pub struct Shared {
     store_metrics: crate::store::StoreMetrics,
     store: Arc<tokio::sync::Mutex<Option<OpenStore>>>,
     local_keys: Arc<LocalKeys>,
+    memory_bytes: usize,
 }
 
 /// Keys generated when the policy names no key secret: made once per process, so a policy
@@ -423,7 +445,14 @@ impl Shared {
             store_metrics: crate::store::StoreMetrics::register(registry),
             store: Arc::default(),
             local_keys: Arc::default(),
+            memory_bytes: crate::store::DEFAULT_MAX_BYTES,
         }
+    }
+
+    /// Sets the in-memory store's byte budget (used when the policy names no Redis).
+    pub fn with_memory_budget(mut self, bytes: usize) -> Self {
+        self.memory_bytes = bytes;
+        self
     }
 
     /// The store for `spec`: the one already open when neither the Redis settings nor the
@@ -444,7 +473,8 @@ impl Shared {
         {
             return Ok(store.clone());
         }
-        let store = crate::store::open(spec, secrets_dir, &self.store_metrics).await?;
+        let store =
+            crate::store::open(spec, secrets_dir, &self.store_metrics, self.memory_bytes).await?;
         *slot = Some((key, store.clone()));
         Ok(store)
     }
@@ -505,8 +535,23 @@ pub fn handles(path: &str) -> bool {
         || path.starts_with("/.well-known/openid-configuration/")
 }
 
-/// The caller's address for rate limits (the peer address; `unknown` in in-process tests).
+/// The caller's address for rate limits: the peer's IPv4 address, or its IPv6 /64 (one host
+/// commonly holds a whole /64, so single IPv6 addresses cost an attacker nothing); `unknown` in
+/// in-process tests.
 pub struct ClientAddr(pub String);
+
+impl ClientAddr {
+    /// The rate-limit identity of `ip`.
+    pub fn of(ip: std::net::IpAddr) -> Self {
+        match ip.to_canonical() {
+            std::net::IpAddr::V6(v6) => {
+                let s = v6.segments();
+                ClientAddr(format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3]))
+            }
+            v4 => ClientAddr(v4.to_string()),
+        }
+    }
+}
 
 impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
     type Rejection = std::convert::Infallible;
@@ -515,7 +560,22 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
         let addr = parts
             .extensions
             .get::<ConnectInfo<crate::workers::Peer>>()
-            .map(|c| c.0.0.ip().to_string());
-        Ok(ClientAddr(addr.unwrap_or_else(|| "unknown".into())))
+            .map(|c| ClientAddr::of(c.0.0.ip()));
+        Ok(addr.unwrap_or_else(|| ClientAddr("unknown".into())))
+    }
+}
+
+#[cfg(test)]
+mod client_addr_tests {
+    use super::ClientAddr;
+
+    #[test]
+    fn ipv6_clients_are_counted_per_64() {
+        let of = |ip: &str| ClientAddr::of(ip.parse().unwrap()).0;
+        assert_eq!(of("2001:db8:1:2:3:4:5:6"), "2001:db8:1:2::/64");
+        assert_eq!(of("2001:db8:1:2:ffff::1"), of("2001:db8:1:2::9"));
+        assert_ne!(of("2001:db8:1:2::1"), of("2001:db8:1:3::1"));
+        assert_eq!(of("192.0.2.7"), "192.0.2.7");
+        assert_eq!(of("::ffff:192.0.2.7"), "192.0.2.7");
     }
 }

@@ -33,7 +33,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         secrets_dir: args.secrets_dir.clone(),
         http,
         metrics: metrics.clone(),
-        oauth: crate::oauth::Shared::register(&mut registry),
+        oauth: crate::oauth::Shared::register(&mut registry)
+            .with_memory_budget(args.memory_store_bytes),
     };
     // Checked before anything starts; each serving thread then opens its own pool.
     Upstream::new(&args.upstream)?;

@@ -17,7 +17,7 @@ use std::time::Duration;
 use mcp_warden_policy::RedisSpec;
 use prometheus_client::registry::Registry;
 
-pub use memory::{DEFAULT_MAX_ENTRIES, MemoryStore};
+pub use memory::{DEFAULT_MAX_BYTES, DEFAULT_MAX_ENTRIES, MemoryStore};
 pub use metered::{Metered, Op, OpLabels, StoreMetrics};
 pub use rate_limit::{Decision, RateLimiter};
 pub use redis::RedisStore;
@@ -39,8 +39,8 @@ pub enum StoreError {
     /// The caller asked for something the store cannot do (a zero TTL).
     #[error("invalid store request: {0}")]
     Invalid(String),
-    /// The store refused the write because it is full (in-memory size bound).
-    #[error("state store is full ({0} entries)")]
+    /// The store refused the write because it is full (the in-memory store's bound, bytes).
+    #[error("state store is full (budget {0} bytes)")]
     Full(usize),
 }
 
@@ -68,6 +68,13 @@ pub trait Store: Send + Sync + 'static {
         value: &[u8],
         ttl: Duration,
     ) -> Result<bool, StoreError>;
+
+    /// Like [`Store::put`], for writes that start something new (a client registration, a
+    /// cached client document). A bounded store refuses these with [`StoreError::Full`] before
+    /// it is full, keeping room for flows already under way.
+    async fn put_new(&self, key: &str, value: &[u8], ttl: Duration) -> Result<(), StoreError> {
+        self.put(key, value, ttl).await
+    }
 
     /// The value under `key`, if present and not expired.
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
@@ -130,15 +137,16 @@ pub async fn connect(
     registry: &mut Registry,
 ) -> Result<Arc<dyn Store>, StoreError> {
     let metrics = StoreMetrics::register(registry);
-    open(spec, secrets_dir, &metrics).await
+    open(spec, secrets_dir, &metrics, DEFAULT_MAX_BYTES).await
 }
 
 /// Like [`connect`], with metric families registered earlier (a policy reload opens a new store
-/// but must not register the families twice).
+/// but must not register the families twice) and the in-memory store's byte budget.
 pub async fn open(
     spec: Option<&RedisSpec>,
     secrets_dir: &Path,
     metrics: &StoreMetrics,
+    memory_bytes: usize,
 ) -> Result<Arc<dyn Store>, StoreError> {
     let inner: Arc<dyn Store> = match spec {
         None => {
@@ -146,7 +154,7 @@ pub async fn open(
                 "no spec.storage.redis: OAuth state is kept in memory, lost on restart and not \
                  shared between replicas; run a single replica or configure Redis"
             );
-            MemoryStore::new(DEFAULT_MAX_ENTRIES)
+            MemoryStore::with_budget(DEFAULT_MAX_ENTRIES, memory_bytes)
         }
         Some(spec) => {
             let target = RedisTarget::from_spec(spec, secrets_dir)?;

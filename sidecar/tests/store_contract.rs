@@ -74,6 +74,7 @@ contract_tests!(
     memory,
     [
         values_round_trip,
+        put_new_stores_like_put,
         entries_expire,
         rejects_zero_ttl,
         put_if_absent_first_writer_wins,
@@ -87,6 +88,7 @@ contract_tests!(
     redis,
     [
         values_round_trip,
+        put_new_stores_like_put,
         entries_expire,
         rejects_zero_ttl,
         put_if_absent_first_writer_wins,

@@ -97,7 +97,8 @@ class ProxyDeployment:
     def __init__(self, start_sidecar, start_idp, work: Path, upstream: str, name: str,
                  replicas: int = 1, redis_url: str | None = None,
                  redis_auth: tuple[str, str] | None = None, accounts: dict[str, dict] | None = None,
-                 spec_overrides: dict | None = None, **proxy_overrides):
+                 spec_overrides: dict | None = None, sidecar_args: list[str] | None = None,
+                 **proxy_overrides):
         from harness import free_port  # tests/e2e is on sys.path via conftest
 
         redis_user, redis_password = redis_auth or (None, None)
@@ -121,7 +122,8 @@ class ProxyDeployment:
                     doc["spec"][key] = value
             return doc
 
-        self.sidecars = [start_sidecar(upstream, policy) for _ in range(replicas)]
+        self.sidecars = [start_sidecar(upstream, policy, extra_args=sidecar_args)
+                         for _ in range(replicas)]
         client = {
             "client_id": UPSTREAM_CLIENT_ID,
             "client_secret": UPSTREAM_CLIENT_SECRET,

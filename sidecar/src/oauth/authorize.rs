@@ -26,7 +26,10 @@ use super::metrics::{Decision, DenyReason, OpResult};
 use super::page::{self, ConsentView};
 use super::provider::{Identity, UpstreamTokens, send};
 use super::records::{AuthRequest, CodeGrant, Pending};
-use super::{AUTHORIZE_LIMIT, CODE_TTL, ClientAddr, FLOW_TTL, OAuthProxy, Reject, redirect};
+use super::{
+    AUTHORIZE_LIMIT, CODE_TTL, ClientAddr, FLOW_TTL, MAX_SCOPE_PARAM, MAX_STATE, OAuthProxy,
+    Reject, redirect,
+};
 use mcp_warden_policy::ConsentMode;
 
 const TX_COOKIE: &str = "mcpw-tx";
@@ -115,6 +118,16 @@ async fn authorize_inner(
     q: AuthorizeQuery,
 ) -> Result<Response, Reject> {
     proxy.limit("authorize", &addr.0, AUTHORIZE_LIMIT).await?;
+    // Stored with the flow and echoed: bounded before anything is looked up (a page, not a
+    // redirect: the redirect URI is not checked yet).
+    if q.state.as_ref().is_some_and(|s| s.len() > MAX_STATE)
+        || q.scope.as_ref().is_some_and(|s| s.len() > MAX_SCOPE_PARAM)
+    {
+        return Err(Reject::page(
+            StatusCode::BAD_REQUEST,
+            "The request's state or scope is too long.",
+        ));
+    }
     let client_id = q
         .client_id
         .as_deref()
@@ -136,6 +149,7 @@ async fn authorize_inner(
             ));
         }
     };
+    proxy.keep_client(&client).await?;
     let state = q.state.as_deref();
     let fail = |error: &str, description: &str| {
         proxy.metrics.authorization(match error {

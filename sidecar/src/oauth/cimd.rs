@@ -17,7 +17,7 @@ use url::{Host, Url};
 use super::crypto::sha256_b64;
 use super::metrics::OpResult;
 use super::records::ClientRecord;
-use super::{OAuthProxy, Reject, provider, redirect};
+use super::{FAILED_METADATA_TTL, OAuthProxy, Reject, provider, redirect};
 
 /// Largest metadata document read.
 const MAX_DOCUMENT: usize = 16 * 1024;
@@ -121,6 +121,10 @@ fn refuse(why: impl Into<String>) -> Reject {
     Reject::invalid_client(format!("client metadata document refused: {}", why.into()))
 }
 
+fn why(text: impl Into<String>) -> String {
+    text.into()
+}
+
 /// `max-age` from a `Cache-Control` header, clamped; 0 for `no-store`.
 pub fn cache_seconds(cache_control: Option<&str>) -> u64 {
     let Some(cc) = cache_control else {
@@ -145,33 +149,47 @@ impl OAuthProxy {
         if let Some(record) = self.get_json::<ClientRecord>("cimd", &cache_id).await? {
             return Ok(record);
         }
+        // A failure is remembered for a while, so a bad or hostile URL costs one fetch, not one
+        // per request.
+        if let Some(why) = self.get_json::<String>("cimd-failed", &cache_id).await? {
+            return Err(refuse(why));
+        }
         let result = self.fetch_metadata(client_id).await;
         self.metrics.registration(match &result {
             Ok(_) => OpResult::Success,
             Err(_) => OpResult::InvalidClientMetadata,
         });
-        let (record, ttl) = result?;
+        let (record, ttl) = match result {
+            Ok(found) => found,
+            Err(why) => {
+                self.put_new_json("cimd-failed", &cache_id, &why, FAILED_METADATA_TTL)
+                    .await?;
+                return Err(refuse(why));
+            }
+        };
         if ttl > 0 {
-            self.put_json("cimd", &cache_id, &record, Duration::from_secs(ttl))
+            self.put_new_json("cimd", &cache_id, &record, Duration::from_secs(ttl))
                 .await?;
         }
         Ok(record)
     }
 
-    async fn fetch_metadata(&self, client_id: &str) -> Result<(ClientRecord, u64), Reject> {
+    /// Fetches and checks a document; the error is why it cannot be used (safe to show: it never
+    /// carries the target's answer).
+    async fn fetch_metadata(&self, client_id: &str) -> Result<(ClientRecord, u64), String> {
         let allow_private = self.spec.allow_private_client_metadata;
-        let url = Url::parse(client_id).map_err(|_| refuse("not a URL"))?;
+        let url = Url::parse(client_id).map_err(|_| why("not a URL"))?;
         match url.scheme() {
             "https" => {}
             "http" if allow_private && mcp_warden_policy::is_loopback_host(&url) => {}
-            _ => return Err(refuse("client_id URL must use https")),
+            _ => return Err(why("client_id URL must use https")),
         }
         if url.fragment().is_some()
             || !url.username().is_empty()
             || url.password().is_some()
             || url.path() == "/"
         {
-            return Err(refuse(
+            return Err(why(
                 "client_id URL must have a path and no fragment or user info",
             ));
         }
@@ -183,17 +201,17 @@ impl OAuthProxy {
         if !allow_private {
             match url.host() {
                 Some(Host::Ipv4(ip)) if !is_public(ip.into()) => {
-                    return Err(refuse("the host is not a public address"));
+                    return Err(why("the host is not a public address"));
                 }
                 Some(Host::Ipv6(ip)) if !is_public(ip.into()) => {
-                    return Err(refuse("the host is not a public address"));
+                    return Err(why("the host is not a public address"));
                 }
                 Some(_) => {}
-                None => return Err(refuse("no host")),
+                None => return Err(why("no host")),
             }
             builder = builder.dns_resolver(Arc::new(PublicOnly));
         }
-        let client = builder.build().map_err(|_| refuse("cannot build client"))?;
+        let client = builder.build().map_err(|_| why("cannot build client"))?;
         let resp = client
             .get(url.as_str())
             .header("accept", "application/json")
@@ -203,14 +221,14 @@ impl OAuthProxy {
                 let mut cause = e.source();
                 while let Some(c) = cause {
                     if c.is::<NotPublic>() {
-                        return refuse("host resolves to a private or loopback address");
+                        return why("host resolves to a private or loopback address");
                     }
                     cause = c.source();
                 }
-                refuse("fetch failed")
+                why("fetch failed")
             })?;
         if resp.status() != reqwest::StatusCode::OK {
-            return Err(refuse(format!("fetch answered {}", resp.status().as_u16())));
+            return Err(why("the document could not be fetched"));
         }
         let ttl = cache_seconds(
             resp.headers()
@@ -219,31 +237,34 @@ impl OAuthProxy {
         );
         let body = provider::read_capped(resp, MAX_DOCUMENT)
             .await
-            .map_err(|_| refuse("document too large"))?;
+            .map_err(|_| why("document too large"))?;
         let doc: Document = serde_json::from_slice(&body)
-            .map_err(|_| refuse("not a client metadata JSON document"))?;
+            .map_err(|_| why("not a client metadata JSON document"))?;
         if doc.client_id != client_id {
-            return Err(refuse("client_id in the document differs from its URL"));
+            return Err(why("client_id in the document differs from its URL"));
         }
         let method = doc
             .token_endpoint_auth_method
             .unwrap_or_else(|| "none".into());
         if method != "none" {
-            return Err(refuse(format!(
+            return Err(why(format!(
                 "token_endpoint_auth_method {method:?} is not supported for metadata documents"
             )));
         }
+        if doc.redirect_uris.len() > redirect::MAX_REDIRECT_URIS {
+            return Err(why("too many redirect_uris"));
+        }
         for uri in &doc.redirect_uris {
-            let parsed = redirect::check_shape(uri).map_err(refuse)?;
+            let parsed = redirect::check_shape(uri)?;
             // The policy's redirect list applies exactly as for registration.
             if !redirect::allowed_by_policy(&self.spec.allowed_redirect_uris, &parsed) {
-                return Err(refuse(format!(
+                return Err(why(format!(
                     "redirect URI {uri:?} is not allowed by this server"
                 )));
             }
         }
         if doc.redirect_uris.is_empty() {
-            return Err(refuse("no redirect_uris"));
+            return Err(why("no redirect_uris"));
         }
         let record = ClientRecord {
             client_id: client_id.to_owned(),

@@ -14,7 +14,9 @@ use serde::Deserialize;
 use super::crypto::{constant_time_eq, random_token, sha256_b64};
 use super::metrics::OpResult;
 use super::records::ClientRecord;
-use super::{CLIENT_TTL, ClientAddr, OAuthProxy, REGISTER_LIMIT, Reject, now, redirect};
+use super::{
+    CLIENT_TTL, ClientAddr, OAuthProxy, REGISTER_LIMIT, Reject, UNUSED_CLIENT_TTL, now, redirect,
+};
 
 /// A registration request. Unknown members are ignored (RFC 7591 §2).
 #[derive(Debug, Deserialize)]
@@ -43,6 +45,51 @@ pub struct RegisterRequest {
 
 fn metadata_error(description: impl Into<String>) -> Reject {
     Reject::bad("invalid_client_metadata", description)
+}
+
+/// Longest `client_name` accepted, in bytes (it is shown on the consent page).
+pub const MAX_CLIENT_NAME: usize = 200;
+/// Longest other free-text member echoed in the registration answer, in bytes.
+const MAX_TEXT: usize = 1000;
+
+/// Bounds the members a registration stores or echoes (redirect URIs are bounded with their
+/// other rules in [`redirect::validate_registration`]).
+fn check_lengths(req: &RegisterRequest) -> Result<(), Reject> {
+    if req
+        .client_name
+        .as_ref()
+        .is_some_and(|n| n.len() > MAX_CLIENT_NAME)
+    {
+        return Err(metadata_error(format!(
+            "client_name is longer than {MAX_CLIENT_NAME} bytes"
+        )));
+    }
+    if req
+        .client_uri
+        .as_ref()
+        .is_some_and(|u| u.len() > redirect::MAX_URI_LENGTH)
+    {
+        return Err(metadata_error(format!(
+            "client_uri is longer than {} bytes",
+            redirect::MAX_URI_LENGTH
+        )));
+    }
+    for (name, value) in [
+        ("scope", &req.scope),
+        ("software_id", &req.software_id),
+        ("software_version", &req.software_version),
+    ] {
+        if value.as_ref().is_some_and(|v| v.len() > MAX_TEXT) {
+            return Err(metadata_error(format!(
+                "{name} is longer than {MAX_TEXT} bytes"
+            )));
+        }
+    }
+    let listed = |v: &Option<Vec<String>>| v.as_ref().map_or(0, Vec::len);
+    if listed(&req.grant_types) > 8 || listed(&req.response_types) > 8 {
+        return Err(metadata_error("too many grant or response types"));
+    }
+    Ok(())
 }
 
 const AUTH_METHODS: [&str; 3] = ["none", "client_secret_basic", "client_secret_post"];
@@ -111,9 +158,7 @@ async fn register_inner(
             "application_type {t:?} is not web or native"
         )));
     }
-    if req.client_name.as_ref().is_some_and(|n| n.len() > 200) {
-        return Err(metadata_error("client_name is longer than 200 characters"));
-    }
+    check_lengths(&req)?;
     let client_id = random_token(18);
     let secret = (method != "none").then(|| random_token(32));
     let record = ClientRecord {
@@ -124,8 +169,10 @@ async fn register_inner(
         secret_hash: secret.as_deref().map(|s| sha256_b64(s.as_bytes())),
         metadata_document: false,
     };
+    // New: refused first when the store is filling up, and short-lived until the client is used
+    // in an authorization request (which extends it to CLIENT_TTL).
     proxy
-        .put_json("client", &client_id, &record, CLIENT_TTL)
+        .put_new_json("client", &client_id, &record, UNUSED_CLIENT_TTL)
         .await?;
     let mut out = serde_json::json!({
         "client_id": client_id,
@@ -173,6 +220,17 @@ impl OAuthProxy {
         self.get_json("client", client_id)
             .await?
             .ok_or_else(|| Reject::invalid_client("unknown or expired client_id; register again"))
+    }
+
+    /// Keeps a registered client for [`CLIENT_TTL`] from now: called when it is used in an
+    /// authorization request. Until then a registration lives [`UNUSED_CLIENT_TTL`] only, so
+    /// registrations made to fill the store go away soon.
+    pub(super) async fn keep_client(&self, client: &ClientRecord) -> Result<(), Reject> {
+        if !client.metadata_document {
+            self.put_json("client", &client.client_id, client, CLIENT_TTL)
+                .await?;
+        }
+        Ok(())
     }
 
     /// Authenticates the client of a token or revocation request (Basic header or form fields).

@@ -13,6 +13,11 @@ use url::Url;
 /// Why a redirect URI is refused (the text goes to the client).
 pub type Refusal = String;
 
+/// Most redirect URIs one client may register (real clients register one to three).
+pub const MAX_REDIRECT_URIS: usize = 10;
+/// Longest redirect URI (or other URI in client metadata) accepted, in bytes.
+pub const MAX_URI_LENGTH: usize = 2000;
+
 fn has_dot_segments(raw: &str) -> bool {
     let path_start = raw.find("://").map_or(0, |i| i + 3);
     let rest = &raw[path_start..];
@@ -29,6 +34,11 @@ fn has_dot_segments(raw: &str) -> bool {
 /// Checks the shape of one redirect URI: absolute, no fragment, no userinfo, no dot segments,
 /// and https, loopback http, or a non-web scheme.
 pub fn check_shape(raw: &str) -> Result<Url, Refusal> {
+    if raw.len() > MAX_URI_LENGTH {
+        return Err(format!(
+            "a redirect URI is longer than {MAX_URI_LENGTH} bytes"
+        ));
+    }
     let url = Url::parse(raw).map_err(|_| format!("{raw:?} is not an absolute URI"))?;
     if raw.contains('#') {
         return Err(format!("{raw:?} must not contain a fragment"));
@@ -79,6 +89,11 @@ pub fn allowed_by_policy(allowed: &[String], url: &Url) -> bool {
 pub fn validate_registration(allowed: &[String], uris: &[String]) -> Result<(), Refusal> {
     if uris.is_empty() {
         return Err("redirect_uris must list at least one URI".into());
+    }
+    if uris.len() > MAX_REDIRECT_URIS {
+        return Err(format!(
+            "redirect_uris lists more than {MAX_REDIRECT_URIS} URIs"
+        ));
     }
     for raw in uris {
         let url = check_shape(raw)?;
@@ -168,6 +183,18 @@ mod tests {
             );
         }
         assert!(validate_registration(&policy(), &[]).is_err());
+    }
+
+    #[test]
+    fn bounds_count_and_length() {
+        let long = format!("http://127.0.0.1:5/{}", "a".repeat(MAX_URI_LENGTH));
+        assert!(validate_registration(&policy(), std::slice::from_ref(&long)).is_err());
+        assert!(!matches_registered(&["http://127.0.0.1:5/".into()], &long));
+        let many: Vec<String> = (0..=MAX_REDIRECT_URIS)
+            .map(|i| format!("http://127.0.0.1:5/cb{i}"))
+            .collect();
+        assert!(validate_registration(&policy(), &many).is_err());
+        assert!(validate_registration(&policy(), &many[..MAX_REDIRECT_URIS]).is_ok());
     }
 
     #[test]

@@ -140,6 +140,9 @@ async fn token_inner(
     headers: &HeaderMap,
     form: &TokenForm,
 ) -> Result<serde_json::Value, Reject> {
+    // By address, before the client is looked up: looking up a URL-shaped client id fetches its
+    // metadata document, which an unlimited caller could turn into a flood of fetches.
+    proxy.limit("token", &addr.0, TOKEN_LIMIT).await?;
     let client = proxy
         .authenticate_client(
             headers,
@@ -147,9 +150,6 @@ async fn token_inner(
             form.client_secret.as_deref(),
         )
         .await?;
-    // Per client and address: a metadata-document client id is shared by all its users.
-    let who = format!("{}\n{}", client.client_id, addr.0);
-    proxy.limit("token", &who, TOKEN_LIMIT).await?;
     if form
         .resource
         .as_deref()
@@ -335,12 +335,11 @@ async fn revoke_inner(
             _ => {}
         }
     }
+    // By address, before the client is looked up (see `token_inner`).
+    proxy.limit("token", &addr.0, TOKEN_LIMIT).await?;
     let client = proxy
         .authenticate_client(headers, client_id.as_deref(), client_secret.as_deref())
         .await?;
-    // Per client and address: a metadata-document client id is shared by all its users.
-    let who = format!("{}\n{}", client.client_id, addr.0);
-    proxy.limit("token", &who, TOKEN_LIMIT).await?;
     let token = token.ok_or_else(|| Reject::bad("invalid_request", "token is required"))?;
     let family_id = if token.matches('.').count() == 2 {
         proxy.session_of_access_token(&token)

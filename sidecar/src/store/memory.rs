@@ -1,5 +1,10 @@
 //! In-memory [`Store`] for local runs and a single replica: a mutex-guarded map with expiring
-//! entries (checked on every access and swept periodically) and a bound on the number of entries.
+//! entries (checked on every access and swept periodically), bounded in entries and in bytes.
+//!
+//! The byte budget keeps a flood of registrations from growing the process past its memory
+//! limit. Writes that start something new ([`Store::put_new`]: registrations, cached client
+//! documents) are refused once the store is three quarters full, so the rest stays for flows
+//! already under way (authorization requests of registered clients, codes, sessions).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
@@ -11,6 +16,11 @@ use super::{Store, StoreError, check_ttl};
 
 /// Default bound on live entries; beyond it writes of new keys fail with [`StoreError::Full`].
 pub const DEFAULT_MAX_ENTRIES: usize = 100_000;
+/// Default byte budget (keys, values and bookkeeping): well inside a 128 MiB container.
+pub const DEFAULT_MAX_BYTES: usize = 32 * 1024 * 1024;
+/// Bytes counted per entry besides its key and value: the map slot, the key and value headers,
+/// the expiry and allocator rounding.
+const ENTRY_OVERHEAD: usize = 96;
 
 /// How often the background sweep drops expired entries.
 const SWEEP_EVERY: Duration = Duration::from_secs(30);
@@ -20,20 +30,93 @@ struct Entry {
     expires: Instant,
 }
 
+fn cost(key: &str, value: &[u8]) -> usize {
+    key.len() + value.len() + ENTRY_OVERHEAD
+}
+
+/// The map and the bytes it holds (kept in step under one lock).
+#[derive(Default)]
+struct Map {
+    entries: HashMap<String, Entry>,
+    bytes: usize,
+}
+
+impl Map {
+    fn remove(&mut self, key: &str) -> Option<Entry> {
+        let entry = self.entries.remove(key)?;
+        self.bytes -= cost(key, &entry.value);
+        Some(entry)
+    }
+
+    fn drop_all_expired(&mut self, now: Instant) {
+        let mut freed = 0;
+        self.entries.retain(|k, e| {
+            let keep = e.expires > now;
+            if !keep {
+                freed += cost(k, &e.value);
+            }
+            keep
+        });
+        self.bytes -= freed;
+    }
+
+    /// Removes the entry under `key` if it has expired.
+    fn drop_expired(&mut self, key: &str) {
+        if self
+            .entries
+            .get(key)
+            .is_some_and(|e| e.expires <= Instant::now())
+        {
+            self.remove(key);
+        }
+    }
+
+    /// The live entry under `key`, removing it when expired.
+    fn live(&mut self, key: &str) -> Option<&mut Entry> {
+        self.drop_expired(key);
+        self.entries.get_mut(key)
+    }
+
+    /// Replaces the value of an existing entry, keeping the byte count right.
+    fn set_value(&mut self, key: &str, value: Vec<u8>) {
+        if let Some(entry) = self.entries.get_mut(key) {
+            self.bytes = self.bytes - entry.value.len() + value.len();
+            entry.value = value;
+        }
+    }
+}
+
+/// How full a write may leave the store.
+#[derive(Clone, Copy)]
+enum Room {
+    /// The whole budget.
+    All,
+    /// Three quarters of it (writes that start something new).
+    New,
+}
+
 /// The in-memory store. State lives in this process only: it is lost on restart and not shared
 /// between replicas, so it suits local runs and single-replica deployments.
 pub struct MemoryStore {
-    map: Mutex<HashMap<String, Entry>>,
+    map: Mutex<Map>,
     max_entries: usize,
+    max_bytes: usize,
 }
 
 impl MemoryStore {
-    /// A store holding at most `max_entries` live keys. Inside a Tokio runtime it also starts a
-    /// sweep task that ends when the store is dropped.
+    /// A store holding at most `max_entries` live keys and [`DEFAULT_MAX_BYTES`]. Inside a Tokio
+    /// runtime it also starts a sweep task that ends when the store is dropped.
     pub fn new(max_entries: usize) -> Arc<Self> {
+        Self::with_budget(max_entries, DEFAULT_MAX_BYTES)
+    }
+
+    /// A store holding at most `max_entries` live keys and `max_bytes` (keys, values and
+    /// bookkeeping).
+    pub fn with_budget(max_entries: usize, max_bytes: usize) -> Arc<Self> {
         let store = Arc::new(MemoryStore {
-            map: Mutex::new(HashMap::new()),
+            map: Mutex::new(Map::default()),
             max_entries,
+            max_bytes,
         });
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             runtime.spawn(sweep_loop(Arc::downgrade(&store)));
@@ -43,7 +126,7 @@ impl MemoryStore {
 
     /// Number of entries held, expired ones not yet swept included.
     pub fn len(&self) -> usize {
-        self.lock().len()
+        self.lock().entries.len()
     }
 
     /// Whether no entries are held.
@@ -51,13 +134,18 @@ impl MemoryStore {
         self.len() == 0
     }
 
-    /// Drops every expired entry.
-    pub fn sweep(&self) {
-        let now = Instant::now();
-        self.lock().retain(|_, e| e.expires > now);
+    /// Bytes held (keys, values and per-entry bookkeeping), expired entries not yet swept
+    /// included.
+    pub fn bytes(&self) -> usize {
+        self.lock().bytes
     }
 
-    fn lock(&self) -> MutexGuard<'_, HashMap<String, Entry>> {
+    /// Drops every expired entry.
+    pub fn sweep(&self) {
+        self.lock().drop_all_expired(Instant::now());
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Map> {
         // A panic while holding the lock cannot leave an entry half-written (every update is a
         // single insert or remove), so a poisoned map is still consistent.
         self.map
@@ -65,22 +153,38 @@ impl MemoryStore {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Inserts or replaces `key`, enforcing the size bound for new keys.
+    /// Whether `map` has room for `added` more bytes (and one more entry when `new_key`).
+    fn fits(&self, map: &Map, added: usize, new_key: bool, room: Room) -> bool {
+        let (max_entries, max_bytes) = match room {
+            Room::All => (self.max_entries, self.max_bytes),
+            Room::New => (self.max_entries / 4 * 3, self.max_bytes / 4 * 3),
+        };
+        (!new_key || map.entries.len() < max_entries) && map.bytes + added <= max_bytes
+    }
+
+    /// Inserts or replaces `key`, enforcing the bounds.
     fn insert(
         &self,
-        map: &mut HashMap<String, Entry>,
+        map: &mut Map,
         key: &str,
         value: Vec<u8>,
         ttl: Duration,
+        room: Room,
     ) -> Result<(), StoreError> {
         let now = Instant::now();
-        if !map.contains_key(key) && map.len() >= self.max_entries {
-            map.retain(|_, e| e.expires > now);
-            if map.len() >= self.max_entries {
-                return Err(StoreError::Full(self.max_entries));
+        let old = map.entries.get(key).map(|e| cost(key, &e.value));
+        let added = cost(key, &value).saturating_sub(old.unwrap_or(0));
+        if !self.fits(map, added, old.is_none(), room) {
+            map.drop_all_expired(now);
+            let old = map.entries.get(key).map(|e| cost(key, &e.value));
+            let added = cost(key, &value).saturating_sub(old.unwrap_or(0));
+            if !self.fits(map, added, old.is_none(), room) {
+                return Err(StoreError::Full(self.max_bytes));
             }
         }
-        map.insert(
+        map.remove(key);
+        map.bytes += cost(key, &value);
+        map.entries.insert(
             key.to_owned(),
             Entry {
                 value,
@@ -89,19 +193,6 @@ impl MemoryStore {
         );
         Ok(())
     }
-}
-
-/// Removes the entry under `key` if it has expired.
-fn drop_expired(map: &mut HashMap<String, Entry>, key: &str) {
-    if map.get(key).is_some_and(|e| e.expires <= Instant::now()) {
-        map.remove(key);
-    }
-}
-
-/// The live entry under `key`, removing it when expired.
-fn live<'a>(map: &'a mut HashMap<String, Entry>, key: &str) -> Option<&'a mut Entry> {
-    drop_expired(map, key);
-    map.get_mut(key)
 }
 
 async fn sweep_loop(store: Weak<MemoryStore>) {
@@ -121,7 +212,13 @@ impl Store for MemoryStore {
     async fn put(&self, key: &str, value: &[u8], ttl: Duration) -> Result<(), StoreError> {
         check_ttl(ttl)?;
         let mut map = self.lock();
-        self.insert(&mut map, key, value.to_vec(), ttl)
+        self.insert(&mut map, key, value.to_vec(), ttl, Room::All)
+    }
+
+    async fn put_new(&self, key: &str, value: &[u8], ttl: Duration) -> Result<(), StoreError> {
+        check_ttl(ttl)?;
+        let mut map = self.lock();
+        self.insert(&mut map, key, value.to_vec(), ttl, Room::New)
     }
 
     async fn put_if_absent(
@@ -132,20 +229,20 @@ impl Store for MemoryStore {
     ) -> Result<bool, StoreError> {
         check_ttl(ttl)?;
         let mut map = self.lock();
-        if live(&mut map, key).is_some() {
+        if map.live(key).is_some() {
             return Ok(false);
         }
-        self.insert(&mut map, key, value.to_vec(), ttl)?;
+        self.insert(&mut map, key, value.to_vec(), ttl, Room::All)?;
         Ok(true)
     }
 
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(live(&mut self.lock(), key).map(|e| e.value.clone()))
+        Ok(self.lock().live(key).map(|e| e.value.clone()))
     }
 
     async fn take(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         let mut map = self.lock();
-        drop_expired(&mut map, key);
+        map.drop_expired(key);
         Ok(map.remove(key).map(|e| e.value))
     }
 
@@ -163,10 +260,16 @@ impl Store for MemoryStore {
     ) -> Result<bool, StoreError> {
         check_ttl(ttl)?;
         let mut map = self.lock();
-        match live(&mut map, key) {
+        match map.live(key) {
             Some(entry) if entry.value == expected => {
-                entry.value = new.to_vec();
-                entry.expires = Instant::now() + ttl;
+                let grows = new.len().saturating_sub(expected.len());
+                if grows > 0 && !self.fits(&map, grows, false, Room::All) {
+                    return Err(StoreError::Full(self.max_bytes));
+                }
+                map.set_value(key, new.to_vec());
+                if let Some(entry) = map.entries.get_mut(key) {
+                    entry.expires = Instant::now() + ttl;
+                }
                 Ok(true)
             }
             _ => Ok(false),
@@ -176,17 +279,17 @@ impl Store for MemoryStore {
     async fn incr(&self, key: &str, window: Duration) -> Result<u64, StoreError> {
         check_ttl(window)?;
         let mut map = self.lock();
-        if let Some(entry) = live(&mut map, key) {
+        if let Some(entry) = map.live(key) {
             // Stored as decimal text, as Redis does, so `get` reads the same on both backends.
             let count = std::str::from_utf8(&entry.value)
                 .ok()
                 .and_then(|s| s.parse::<u64>().ok())
                 .ok_or_else(|| StoreError::Corrupt(format!("counter {key} is not an integer")))?;
             let next = count + 1;
-            entry.value = next.to_string().into_bytes();
+            map.set_value(key, next.to_string().into_bytes());
             return Ok(next);
         }
-        self.insert(&mut map, key, b"1".to_vec(), window)?;
+        self.insert(&mut map, key, b"1".to_vec(), window, Room::All)?;
         Ok(1)
     }
 
@@ -222,16 +325,92 @@ mod tests {
         store.put("b", b"1", Duration::from_secs(60)).await.unwrap();
         assert!(matches!(
             store.put("c", b"1", Duration::from_secs(60)).await,
-            Err(StoreError::Full(2))
+            Err(StoreError::Full(_))
         ));
         assert!(matches!(
             store.incr("n", Duration::from_secs(60)).await,
-            Err(StoreError::Full(2))
+            Err(StoreError::Full(_))
         ));
         store.put("b", b"2", Duration::from_secs(60)).await.unwrap();
         tokio::time::advance(Duration::from_secs(2)).await;
         store.put("c", b"1", Duration::from_secs(60)).await.unwrap();
         assert_eq!(store.get("c").await.unwrap().as_deref(), Some(&b"1"[..]));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn bytes_are_bounded_and_new_things_stop_first() {
+        let value = vec![7u8; 1000];
+        let each = cost("k000", &value);
+        let store = MemoryStore::with_budget(1_000_000, 8 * each);
+        // New things fill three quarters of the budget …
+        for i in 0..6 {
+            store
+                .put_new(&format!("k{i:03}"), &value, Duration::from_secs(60))
+                .await
+                .unwrap();
+        }
+        assert!(matches!(
+            store.put_new("k006", &value, Duration::from_secs(60)).await,
+            Err(StoreError::Full(_))
+        ));
+        // … the rest stays for work under way.
+        store
+            .put("k006", &value, Duration::from_secs(60))
+            .await
+            .unwrap();
+        store
+            .put("k007", &value, Duration::from_secs(60))
+            .await
+            .unwrap();
+        assert!(matches!(
+            store.put("k008", &value, Duration::from_secs(60)).await,
+            Err(StoreError::Full(_))
+        ));
+        assert_eq!(store.bytes(), 8 * each);
+        // Taking, deleting and replacing give the bytes back.
+        store.take("k000").await.unwrap();
+        store.delete("k001").await.unwrap();
+        store
+            .put("k002", b"small", Duration::from_secs(60))
+            .await
+            .unwrap();
+        assert_eq!(store.bytes(), 5 * each + cost("k002", b"small"));
+        store.take("k003").await.unwrap();
+        store
+            .put_new("k100", &value, Duration::from_secs(60))
+            .await
+            .unwrap();
+        store
+            .put("k201", &value, Duration::from_secs(60))
+            .await
+            .unwrap();
+        store
+            .put("k202", &value, Duration::from_secs(60))
+            .await
+            .unwrap();
+        // Expired entries make room.
+        store
+            .put("k007", &value, Duration::from_secs(1))
+            .await
+            .unwrap();
+        tokio::time::advance(Duration::from_secs(2)).await;
+        store
+            .put("k203", &value, Duration::from_secs(60))
+            .await
+            .unwrap();
+        let small = cost("k002", b"small");
+        assert_eq!(store.bytes(), 7 * each + small);
+        assert_eq!(store.incr("n", Duration::from_secs(60)).await.unwrap(), 1);
+        assert_eq!(store.incr("n", Duration::from_secs(60)).await.unwrap(), 2);
+        assert_eq!(store.bytes(), 7 * each + small + cost("n", b"2"));
+        // A swap that would outgrow the budget is refused.
+        let big = vec![1u8; 2000];
+        assert!(matches!(
+            store
+                .compare_and_swap("k002", b"small", &big, Duration::from_secs(60))
+                .await,
+            Err(StoreError::Full(_))
+        ));
     }
 
     #[tokio::test]

@@ -143,6 +143,13 @@ impl Store for Metered {
         r
     }
 
+    async fn put_new(&self, key: &str, value: &[u8], ttl: Duration) -> Result<(), StoreError> {
+        let t = Instant::now();
+        let r = self.inner.put_new(key, value, ttl).await;
+        self.metrics.record(Op::Put, t, &r);
+        r
+    }
+
     async fn put_if_absent(
         &self,
         key: &str,

@@ -44,6 +44,26 @@ pub async fn values_round_trip(store: Arc<dyn Store>) {
     store.ping().await.unwrap();
 }
 
+/// `put_new` stores like `put` while the store has room (a bounded store refuses it earlier).
+pub async fn put_new_stores_like_put(store: Arc<dyn Store>) {
+    let key = k("new", "a");
+    store.put_new(&key, b"first", MINUTE).await.unwrap();
+    assert_eq!(
+        store.get(&key).await.unwrap().as_deref(),
+        Some(&b"first"[..])
+    );
+    store.put_new(&key, b"second", MINUTE).await.unwrap();
+    assert_eq!(
+        store.get(&key).await.unwrap().as_deref(),
+        Some(&b"second"[..]),
+        "put_new replaces"
+    );
+    assert!(matches!(
+        store.put_new(&key, b"x", Duration::ZERO).await,
+        Err(StoreError::Invalid(_))
+    ));
+}
+
 pub async fn entries_expire(store: Arc<dyn Store>) {
     let short = Duration::from_millis(300);
     let (a, b, c) = (k("ttl", "a"), k("ttl", "b"), k("ttl", "c"));
