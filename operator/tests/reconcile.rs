@@ -419,7 +419,8 @@ fn github_policy() -> McpAuthPolicy {
             "resource": {"url": "https://mcp.example.com/mcp"},
             "mode": "oauthProxy",
             "oauthProxy": {"provider": "github", "clientId": "abc",
-                           "clientSecretRef": {"name": "gh", "key": "secret"}}
+                           "clientSecretRef": {"name": "gh", "key": "secret"},
+                           "access": {"anyAuthenticatedUser": true}}
         }
     }))
     .unwrap()
