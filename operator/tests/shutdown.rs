@@ -148,7 +148,7 @@ async fn sigterm_releases_the_lease_drains_the_webhook_and_exits() {
     mcp_warden_operator::install_crypto_provider();
     let mut op = start_leader(
         FakeApi::hanging_reconciles(),
-        &["--shutdown-drain-seconds", "1"],
+        &["--shutdown-drain-seconds", "2"],
     )
     .await;
     let plain = reqwest::Client::new();
