@@ -7,7 +7,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use mcp_warden_operator::inject::{InjectSettings, Outcome, review};
+use mcp_warden_operator::netpol;
 use mcp_warden_policy::{McpAuthPolicy, PolicyDocument};
 use proptest::prelude::*;
 use proptest::test_runner::Config;
@@ -335,6 +337,26 @@ proptest! {
                 .iter()
                 .find(|p| p["name"] == name);
             prop_assert!(public.is_some_and(|p| p["containerPort"] == listen), "{annotation}");
+        }
+
+        // The NetworkPolicy built from the pod is valid, opens the sidecar's ports and never an
+        // app port.
+        let allowed = netpol::allowed_ports(std::slice::from_ref(injected.as_ref()));
+        let policy_name = input["metadata"]["annotations"]["mcpwarden.dev/policy"].as_str().unwrap();
+        let owner = OwnerReference {
+            api_version: "mcpwarden.dev/v1alpha1".into(),
+            kind: "McpAuthPolicy".into(),
+            name: policy_name.into(),
+            uid: "1234".into(),
+            ..Default::default()
+        };
+        let np = netpol::network_policy(policy_name, "tools", owner, &allowed.names);
+        k8s_rules::assert_valid(&serde_json::to_value(np).unwrap());
+        for p in sidecar["ports"].as_array().unwrap() {
+            prop_assert!(allowed.names.contains(p["name"].as_str().unwrap()), "{p}");
+        }
+        for p in app_ports.iter().filter_map(|p| p["name"].as_str()) {
+            prop_assert!(!allowed.names.contains(p), "app port {p} is open");
         }
     }
 }
