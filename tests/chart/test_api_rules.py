@@ -5,10 +5,12 @@ which schema validators do not check, such as the 15-character limit on port nam
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 
 from chart_tools import CI_VALUES, REPO, template
 
@@ -39,6 +41,24 @@ def test_cli_injection_of_examples_passes_api_server_rules(workload, native):
         [str(CLI_BIN), "inject", "-f", str(workload), *policies, "--native-sidecar", native],
         capture_output=True, text=True, timeout=60)
     assert injected.returncode == 0, injected.stderr
+    result = check(injected.stdout)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_readme_manifests_and_their_injection_pass_api_server_rules(tmp_path):
+    """The README's YAML snippets as written, and its Deployment injected by `mcp-warden inject`."""
+    readme = (REPO / "README.md").read_text()
+    docs = [d for block in re.findall(r"```yaml\n(.*?)```", readme, re.S)
+            for d in yaml.safe_load_all(block) if isinstance(d, dict) and d.get("kind")]
+    assert any(d["kind"] == "Deployment" for d in docs)
+    manifests = yaml.safe_dump_all(docs)
+    result = check(manifests)
+    assert result.returncode == 0, result.stdout + result.stderr
+    path = tmp_path / "readme.yaml"
+    path.write_text(manifests)
+    injected = subprocess.run([str(CLI_BIN), "inject", "-f", str(path)], capture_output=True, text=True, timeout=60)
+    assert injected.returncode == 0, injected.stderr
+    assert "mcp-warden" in injected.stdout
     result = check(injected.stdout)
     assert result.returncode == 0, result.stdout + result.stderr
 
