@@ -229,7 +229,10 @@ fn container(
     security_context(&c["securityContext"], &path.child("securityContext"), errs);
 }
 
-/// Checks `ports`; returns this container's port names.
+/// Checks `ports`; returns this container's port names. Names must be unique across the whole
+/// pod: stricter than the API server (which checks each container's list), because a Service's
+/// named `targetPort` and a NetworkPolicy's named port resolve against every container of the
+/// pod, and a name used twice makes them ambiguous.
 fn ports(
     list: &Value,
     path: &Path,
