@@ -379,7 +379,7 @@ impl OAuthProxy {
         remember: bool,
     ) -> Result<Response, Reject> {
         let our_code = random_token(32);
-        let code_id = sha256_b64(our_code.as_bytes());
+        let code_id = super::token::code_id(&request.client_id, &our_code);
         let sealed = self.enc.seal(&format!("code:{code_id}"), upstream_tokens);
         if remember && self.spec.consent == ConsentMode::Remember {
             let ttl = std::time::Duration::from_secs(self.spec.refresh_token_ttl_seconds.into());

@@ -178,6 +178,12 @@ fn valid_verifier(v: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'))
 }
 
+/// The store id of an authorization code: bound to the client it was issued to, so looking a
+/// code up is also the check that the right client presents it.
+pub(super) fn code_id(client_id: &str, code: &str) -> String {
+    sha256_b64(format!("{client_id}\n{code}").as_bytes())
+}
+
 pub(super) fn invalid_grant(description: &str) -> Reject {
     Reject::bad("invalid_grant", description)
 }
@@ -196,23 +202,16 @@ impl OAuthProxy {
             .code_verifier
             .as_deref()
             .ok_or_else(|| Reject::bad("invalid_request", "code_verifier is required"))?;
-        let code_id = sha256_b64(code.as_bytes());
-        let unusable = || invalid_grant("the code is invalid, expired or already used");
-        // A code presented by another client is refused without being used up, so a client that
-        // learnt someone else's code cannot burn it. Checking before taking is race-free: a code
-        // record is written once and never replaced, only taken or expired.
-        let issued: CodeGrant = self
-            .get_json("code", &code_id)
-            .await?
-            .ok_or_else(unusable)?;
-        if issued.request.client_id != client.client_id {
-            return Err(invalid_grant("the code was issued to another client"));
-        }
-        // Atomic: a replayed or raced code finds nothing.
+        // Atomic: a replayed or raced code finds nothing, and so does a code presented by
+        // another client (the store key includes the client), which leaves it for its owner.
+        let code_id = code_id(&client.client_id, code);
         let grant: CodeGrant = self
             .take_json("code", &code_id)
             .await?
-            .ok_or_else(unusable)?;
+            .ok_or_else(|| invalid_grant("the code is invalid, expired or already used"))?;
+        if grant.request.client_id != client.client_id {
+            return Err(invalid_grant("the code was issued to another client"));
+        }
         let req = &grant.request;
         match (&form.redirect_uri, req.redirect_uri_given) {
             (Some(uri), _) if *uri == req.redirect_uri => {}
