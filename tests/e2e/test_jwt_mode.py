@@ -423,6 +423,15 @@ def test_ambiguous_json_in_a_batch_is_refused(guard, idp, http):
     assert r.json()["error"]["code"] == -32600 and r.json()["id"] is None
 
 
+def test_requests_without_a_body_are_not_inspected(guard, idp, http):
+    tools_only = idp.token(guard.url, "mcp:tools")
+    session = open_session(http, guard.url, tools_only)
+    r = http.delete(guard.url, headers={
+        "Authorization": f"Bearer {tools_only}", "Mcp-Session-Id": session,
+        "MCP-Protocol-Version": PROTOCOL_VERSION})
+    assert r.status_code in (200, 204), (r.status_code, r.text)
+
+
 @pytest.mark.parametrize("method", ["PUT", "PATCH", "DELETE", "GET"])
 def test_rules_read_bodies_on_every_method(guard, idp, http, method):
     tools_only = idp.token(guard.url, "mcp:tools")
