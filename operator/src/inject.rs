@@ -229,6 +229,7 @@ fn build(
         ValidatedResource::parse(url)
             .map_err(|e| format!("{RESOURCE_URL_ANNOTATION} {url:?}: {e}"))?;
     }
+    let resources = crate::resources::for_pod(&settings.resources, annotations)?;
     let native = match annotations
         .get(NATIVE_SIDECAR_ANNOTATION)
         .map(String::as_str)
@@ -335,6 +336,7 @@ fn build(
         admin: (&admin_name, admin_port),
     };
     let mut sidecar = sidecar_container(settings, args, &names);
+    sidecar.resources = Some(resources);
     sidecar.volume_mounts = Some(mounts);
 
     let app_name = upstream

@@ -24,6 +24,7 @@ pub mod ports;
 pub mod quantity;
 pub mod reconcile;
 pub mod render;
+pub mod resources;
 pub mod shutdown;
 pub mod webhook;
 pub mod webhook_config;

@@ -111,6 +111,12 @@ pub struct Args {
     /// CPU limit of the injected sidecar (none by default: throttling adds latency).
     #[arg(long, env = "MCP_WARDEN_SIDECAR_CPU_LIMIT")]
     pub sidecar_cpu_limit: Option<String>,
+    /// Ephemeral-storage request of the injected sidecar (none by default).
+    #[arg(long, env = "MCP_WARDEN_SIDECAR_EPHEMERAL_STORAGE_REQUEST")]
+    pub sidecar_ephemeral_storage_request: Option<String>,
+    /// Ephemeral-storage limit of the injected sidecar (none by default).
+    #[arg(long, env = "MCP_WARDEN_SIDECAR_EPHEMERAL_STORAGE_LIMIT")]
+    pub sidecar_ephemeral_storage_limit: Option<String>,
     /// Preferred public port of the sidecar (moved up when the pod already uses it).
     #[arg(long, env = "MCP_WARDEN_SIDECAR_PORT", default_value_t = crate::names::DEFAULT_PUBLIC_PORT,
           value_parser = clap::value_parser!(i32).range(1..=65535))]
@@ -419,8 +425,16 @@ pub fn check_sidecar_resources(args: &Args) -> crate::Result<()> {
             Some(&args.sidecar_memory_request),
         ),
         ("--sidecar-memory-limit", Some(&args.sidecar_memory_limit)),
+        (
+            "--sidecar-ephemeral-storage-request",
+            args.sidecar_ephemeral_storage_request.as_ref(),
+        ),
+        (
+            "--sidecar-ephemeral-storage-limit",
+            args.sidecar_ephemeral_storage_limit.as_ref(),
+        ),
     ];
-    let mut values = [None; 4];
+    let mut values = [None; 6];
     for (slot, (flag, value)) in flags.iter().enumerate() {
         let Some(value) = value else { continue };
         let parsed = crate::quantity::parse(value)
@@ -432,7 +446,7 @@ pub fn check_sidecar_resources(args: &Args) -> crate::Result<()> {
             })?;
         values[slot] = Some(parsed);
     }
-    for (request, limit) in [(0, 1), (2, 3)] {
+    for (request, limit) in [(0, 1), (2, 3), (4, 5)] {
         if let (Some(r), Some(l)) = (values[request], values[limit])
             && r > l
         {
@@ -457,19 +471,23 @@ pub fn inject_settings(args: &Args, native: bool) -> InjectSettings {
     if let Some(cpu) = &args.sidecar_cpu_limit {
         limits.insert("cpu".to_owned(), q(cpu));
     }
+    if let Some(storage) = &args.sidecar_ephemeral_storage_limit {
+        limits.insert("ephemeral-storage".to_owned(), q(storage));
+    }
+    let mut requests = std::collections::BTreeMap::from([
+        ("cpu".to_owned(), q(&args.sidecar_cpu_request)),
+        ("memory".to_owned(), q(&args.sidecar_memory_request)),
+    ]);
+    if let Some(storage) = &args.sidecar_ephemeral_storage_request {
+        requests.insert("ephemeral-storage".to_owned(), q(storage));
+    }
     InjectSettings {
         sidecar_image: args.sidecar_image.clone(),
         native_sidecar: native,
         public_port: args.sidecar_port,
         admin_port: args.sidecar_admin_port,
         resources: k8s_openapi::api::core::v1::ResourceRequirements {
-            requests: Some(
-                [
-                    ("cpu".to_owned(), q(&args.sidecar_cpu_request)),
-                    ("memory".to_owned(), q(&args.sidecar_memory_request)),
-                ]
-                .into(),
-            ),
+            requests: Some(requests),
             limits: Some(limits),
             ..Default::default()
         },
@@ -496,6 +514,24 @@ mod tests {
         assert_eq!(args.webhook_timeout_seconds, 10);
         assert_eq!(args.shutdown_drain_seconds, 3);
         assert!(Args::try_parse_from(["x", "--webhook-timeout-seconds", "31"]).is_err());
+        let storage = Args::parse_from([
+            "x",
+            "--sidecar-ephemeral-storage-request",
+            "16Mi",
+            "--sidecar-ephemeral-storage-limit",
+            "64Mi",
+        ]);
+        let r = inject_settings(&storage, false).resources;
+        assert_eq!(r.requests.unwrap()["ephemeral-storage"].0, "16Mi");
+        assert_eq!(r.limits.unwrap()["ephemeral-storage"].0, "64Mi");
+        let inverted = Args::parse_from([
+            "x",
+            "--sidecar-ephemeral-storage-request",
+            "1Gi",
+            "--sidecar-ephemeral-storage-limit",
+            "64Mi",
+        ]);
+        assert!(check_sidecar_resources(&inverted).is_err());
         let off = Args::parse_from([
             "x",
             "--network-policy",

@@ -529,3 +529,43 @@ fn sidecar_names_never_collide_with_the_pods_own() {
         "{warnings:?}"
     );
 }
+
+#[test]
+fn resource_annotations_set_the_sidecar_resources() {
+    // A namespace whose ResourceQuota covers limits.cpu refuses a pod without a CPU limit on
+    // every container: the pod sets the sidecar's.
+    let mut input = plain();
+    let annotations = input.metadata.annotations.as_mut().unwrap();
+    annotations.insert("mcpwarden.dev/sidecar-cpu-limit".into(), "250m".into());
+    annotations.insert(
+        "mcpwarden.dev/sidecar-ephemeral-storage-limit".into(),
+        "64Mi".into(),
+    );
+    let pod = injected(&review(&input, false, &policies(), &settings(true)));
+    let sidecar = &pod.spec.as_ref().unwrap().init_containers.as_ref().unwrap()[0];
+    let limits = sidecar.resources.as_ref().unwrap().limits.as_ref().unwrap();
+    assert_eq!(limits["cpu"].0, "250m");
+    assert_eq!(limits["ephemeral-storage"].0, "64Mi");
+    assert_eq!(limits["memory"].0, "128Mi", "defaults stay");
+    k8s_rules::assert_valid(&serde_json::to_value(&pod).unwrap());
+
+    let annotations = input.metadata.annotations.as_mut().unwrap();
+    annotations.insert("mcpwarden.dev/sidecar-memory-request".into(), "1Gi".into());
+    match review(&input, false, &policies(), &settings(true)) {
+        Outcome::Denied(why) => assert!(
+            why.contains("memory request 1Gi is above its limit 128Mi"),
+            "{why}"
+        ),
+        other => panic!("expected a denial, got {other:?}"),
+    }
+    input
+        .metadata
+        .annotations
+        .as_mut()
+        .unwrap()
+        .insert("mcpwarden.dev/sidecar-memory-request".into(), "1 GB".into());
+    match review(&input, false, &policies(), &settings(true)) {
+        Outcome::Denied(why) => assert!(why.contains("sidecar-memory-request"), "{why}"),
+        other => panic!("expected a denial, got {other:?}"),
+    }
+}

@@ -285,3 +285,15 @@ def test_notes_tell_the_next_two_steps():
     assert f"url: redis://mcp-warden-redis.{NAMESPACE}.svc:6379" in trial_notes
     policy = yaml.safe_load(trial_notes.split("<<'POLICY'\n")[1].split("POLICY\n")[0])
     assert policy["spec"]["storage"]["redis"]["url"] == f"redis://mcp-warden-redis.{NAMESPACE}.svc:6379"
+
+
+def test_sidecar_resources_include_cpu_limit_and_ephemeral_storage():
+    """A ResourceQuota on limits.cpu or ephemeral storage needs them on the sidecar too."""
+    args = args_of(operator_deployment(documents(template(extra=(
+        "--set", "sidecar.resources.limits.cpu=200m",
+        "--set", "sidecar.resources.requests.ephemeral-storage=16Mi",
+        "--set", "sidecar.resources.limits.ephemeral-storage=64Mi")))))
+    assert args["sidecar-cpu-limit"] == "200m"
+    assert args["sidecar-ephemeral-storage-request"] == "16Mi"
+    assert args["sidecar-ephemeral-storage-limit"] == "64Mi"
+    assert "sidecar-ephemeral-storage-limit" not in args_of(operator_deployment(documents(template())))

@@ -54,7 +54,9 @@ def test_schema_rejects_misspelt_top_level_key():
 def test_schema_and_defaults_describe_the_same_keys():
     """Every default in values.yaml is in the schema (else the chart would not install), and every
     schema key has a default, except the optional ones listed here."""
-    optional = {"global", "sidecar.resources.limits.cpu"}
+    optional = {"global", "sidecar.resources.limits.cpu",
+                "sidecar.resources.requests.ephemeral-storage",
+                "sidecar.resources.limits.ephemeral-storage"}
     schema = json.loads((CHART / "values.schema.json").read_text())
     values = yaml.safe_load((CHART / "values.yaml").read_text())
 
