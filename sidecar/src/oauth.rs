@@ -14,6 +14,7 @@ pub mod access;
 mod authorize;
 mod cimd;
 mod clients;
+mod consent;
 pub mod crypto;
 mod errors;
 mod facts;
@@ -283,8 +284,8 @@ impl OAuthProxy {
             .route("/jwks", get(jwks))
             .route("/register", post(clients::register))
             .route("/authorize", get(authorize::authorize))
-            .route("/consent", post(authorize::consent))
-            .route("/callback", get(authorize::callback))
+            .route("/consent", post(consent::consent))
+            .route("/callback", get(consent::callback))
             .route("/token", post(token::token))
             .route("/revoke", post(token::revoke))
             .layer(axum::middleware::from_fn(cors))
