@@ -387,3 +387,57 @@ impl OAuthProxy {
         Ok((tokens, identity))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(scopes: &[&str]) -> AuthRequest {
+        AuthRequest {
+            client_id: "c1".into(),
+            redirect_uri: "http://127.0.0.1:5/cb".into(),
+            redirect_uri_given: true,
+            state: None,
+            code_challenge: "x".into(),
+            scopes: scopes.iter().map(|s| s.to_string()).collect(),
+            resource: "https://mcp.example.com/mcp".into(),
+        }
+    }
+
+    #[test]
+    fn approvals_are_per_user_client_redirect_and_scope_set() {
+        let base = approval_id("alice", &request(&["a", "b"]));
+        assert_eq!(base, approval_id("alice", &request(&["b", "a"])), "order");
+        assert_ne!(base, approval_id("bob", &request(&["a", "b"])));
+        assert_ne!(base, approval_id("alice", &request(&["a"])));
+        assert_ne!(base, approval_id("alice", &request(&["a", "b", "c"])));
+        let mut other = request(&["a", "b"]);
+        other.redirect_uri = "http://127.0.0.1:6/cb".into();
+        assert_ne!(base, approval_id("alice", &other));
+        other = request(&["a", "b"]);
+        other.client_id = "c2".into();
+        assert_ne!(base, approval_id("alice", &other));
+        // A subject containing the separator cannot pose as another user's approval.
+        assert_ne!(
+            approval_id("alice\nc1", &request(&[])),
+            approval_id("alice", &request(&[]))
+        );
+    }
+
+    #[test]
+    fn pages_name_the_verified_email_else_the_login() {
+        let mut id = Identity {
+            subject: "42".into(),
+            preferred_username: Some("octocat".into()),
+            email: Some("o@x.test".into()),
+            ..Identity::default()
+        };
+        assert_eq!(
+            display_name(&id),
+            "octocat",
+            "unverified email is not shown"
+        );
+        id.email_verified = true;
+        assert_eq!(display_name(&id), "o@x.test");
+    }
+}

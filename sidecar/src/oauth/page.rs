@@ -208,6 +208,20 @@ mod tests {
     }
 
     #[test]
+    fn denied_page_escapes_and_links_back() {
+        let html = denied_page(
+            "Tools",
+            "<b>eve</b>",
+            "http://127.0.0.1:5/cb?error=access_denied&state=\"x",
+            "127.0.0.1",
+        );
+        assert!(html.contains("&lt;b&gt;eve&lt;/b&gt;") && !html.contains("<b>eve"));
+        assert!(
+            html.contains("href=\"http://127.0.0.1:5/cb?error=access_denied&amp;state=&quot;x\"")
+        );
+    }
+
+    #[test]
     fn cookies_use_host_prefix_only_on_https() {
         let https = Cookies::new(true);
         let v = https.set("mcpw-tx", "abc", 600);
