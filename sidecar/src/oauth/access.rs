@@ -122,13 +122,34 @@ pub struct AccessPolicy {
     sign_in: Option<Matcher>,
     /// Scope → who may get it, only for scopes in `resource.scopesSupported`.
     grants: Vec<(String, Matcher)>,
+    /// Every group, org and team some entry names (orgs and teams lower-cased).
+    named: Named,
+}
+
+#[derive(Clone, Debug, Default)]
+struct Named {
+    groups: HashSet<String>,
+    orgs: HashSet<String>,
+    teams: HashSet<String>,
 }
 
 impl AccessPolicy {
     /// Compiles `access` and `scopeGrants`; grants of scopes the resource does not list are
     /// dropped (validation refuses them anyway).
     pub fn new(spec: &OAuthProxySpec, scopes_supported: &[String]) -> Self {
+        let mut named = Named::default();
+        for m in spec
+            .access
+            .iter()
+            .map(|a| a.identities())
+            .chain(spec.scope_grants.values().cloned())
+        {
+            named.groups.extend(exact(&m.groups));
+            named.orgs.extend(folded(&m.orgs));
+            named.teams.extend(folded(&m.teams));
+        }
         AccessPolicy {
+            named,
             sign_in: spec.access.as_ref().map(|a| Matcher::new(&a.identities())),
             grants: spec
                 .scope_grants
@@ -142,6 +163,16 @@ impl AccessPolicy {
     /// Whether the user may sign in at all.
     pub fn allows(&self, id: &Identity) -> bool {
         self.sign_in.as_ref().is_some_and(|m| m.matches(id))
+    }
+
+    /// Drops the groups, orgs and teams no entry names, so a session keeps only the facts the
+    /// policy decides on (the lists can be long, and are personal data).
+    pub fn keep_named_facts(&self, id: &mut Identity) {
+        id.groups.retain(|g| self.named.groups.contains(g));
+        id.orgs
+            .retain(|o| self.named.orgs.contains(&o.to_lowercase()));
+        id.teams
+            .retain(|t| self.named.teams.contains(&t.to_lowercase()));
     }
 
     /// Whether some user could be granted `scope`.
@@ -247,6 +278,9 @@ mod tests {
         id.groups = vec!["admins".into()];
         assert_eq!(p.grant(&requested, &id), ["mcp:admin", "mcp:tools"]);
         assert!(p.grantable("mcp:admin") && !p.grantable("x"));
+        id.groups = vec!["dev".into(), "admins".into(), "x".into()];
+        p.keep_named_facts(&mut id);
+        assert_eq!(id.groups, ["admins"]);
         // No access entry at all: nobody.
         assert!(!AccessPolicy::default().allows(&id));
     }

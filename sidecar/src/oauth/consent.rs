@@ -257,7 +257,7 @@ impl OAuthProxy {
                 OpResult::UpstreamError,
             );
         };
-        let (tokens, identity) = match self.exchange_upstream(code, pending).await {
+        let (tokens, mut identity) = match self.exchange_upstream(code, pending).await {
             Ok(v) => v,
             Err(e) => {
                 tracing::warn!(error = %e, "upstream sign-in failed");
@@ -268,6 +268,7 @@ impl OAuthProxy {
                 );
             }
         };
+        self.access.keep_named_facts(&mut identity);
         if !self.access.allows(&identity) {
             self.refuse(
                 DenyReason::NotAllowed,
