@@ -10,7 +10,7 @@ use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::api::{Api, ApiResource, DynamicObject, ListParams, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
@@ -18,6 +18,7 @@ use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
 use mcp_warden_policy::{
     API_VERSION, AuthMode, KIND, McpAuthPolicy, McpAuthPolicySpec, McpAuthPolicyStatus,
+    from_value_with_unknown,
 };
 use serde_json::json;
 
@@ -135,6 +136,63 @@ pub async fn reconcile(policy: Arc<McpAuthPolicy>, ctx: Arc<Context>) -> Result<
     result.map(|(action, _)| action)
 }
 
+/// Reconciles one policy as the API server stores it. The object is read leniently: fields this
+/// operator does not know (a CRD newer than the operator) are ignored and reported, and an
+/// object that cannot be read at all only fails itself, never the watch of every other policy.
+///
+/// Unknown `spec` fields fail closed: the policy turns `Ready=False` (`UnknownFields`) and its
+/// ConfigMap keeps the last configuration rendered, since a configuration without a field the
+/// user set (an access restriction, say) could admit more than they meant.
+pub async fn reconcile_object(object: Arc<DynamicObject>, ctx: Arc<Context>) -> Result<Action> {
+    let value = serde_json::to_value(&*object)?;
+    let (problem, policy) = match from_value_with_unknown::<McpAuthPolicy>(value) {
+        Ok((policy, unknown)) => {
+            let unknown: Vec<_> = unknown
+                .into_iter()
+                .filter(|p| p.starts_with("spec."))
+                .collect();
+            if unknown.is_empty() {
+                return reconcile(Arc::new(policy), ctx).await;
+            }
+            let message = format!(
+                "this operator ({}) does not know {}: the policy was written for a newer \
+                 mcp-warden; the sidecars keep the last configuration rendered without it \
+                 (upgrade the operator, or remove the fields)",
+                env!("CARGO_PKG_VERSION"),
+                unknown.join(", ")
+            );
+            (("UnknownFields", message), policy)
+        }
+        Err(e) => {
+            let message = format!("this operator cannot read the policy: {e}");
+            (("Unreadable", message), shell(&object))
+        }
+    };
+    let ((reason, message), policy) = (problem, policy);
+    tracing::warn!(policy = %key(&policy), %message, "policy not reconciled");
+    let observed = [
+        Observed::no(types::READY, reason, message.clone()),
+        Observed::no(types::CONFIG_RENDERED, reason, message),
+    ];
+    write_status(&policy, &ctx, &observed, None, None).await?;
+    ctx.metrics
+        .reconcile
+        .get_or_create(&ResultLabel { result: "invalid" })
+        .inc();
+    Ok(Action::await_change())
+}
+
+/// A policy with `object`'s metadata and status and an empty spec, to report on an object
+/// whose spec cannot be read.
+fn shell(object: &DynamicObject) -> McpAuthPolicy {
+    let spec = serde_json::from_value(json!({"resource": {"url": ""}, "mode": "jwt"}))
+        .expect("the minimal spec parses");
+    let mut policy = McpAuthPolicy::new(&object.name_any(), spec);
+    policy.metadata = object.metadata.clone();
+    policy.status = serde_json::from_value(object.data["status"].clone()).ok();
+    policy
+}
+
 fn key(policy: &McpAuthPolicy) -> String {
     format!(
         "{}/{}",
@@ -151,6 +209,11 @@ pub fn error_policy(policy: Arc<McpAuthPolicy>, error: &Error, ctx: Arc<Context>
     let delay = Duration::from_secs(5u64.saturating_mul(1 << (*n - 1).min(6)).min(300));
     tracing::warn!(policy = %key(&policy), %error, retry_in = ?delay, "reconcile failed");
     Action::requeue(delay)
+}
+
+/// [`error_policy`] for the untyped objects the controller watches.
+pub fn error_policy_object(object: Arc<DynamicObject>, error: &Error, ctx: Arc<Context>) -> Action {
+    error_policy(Arc::new(shell(&object)), error, ctx)
 }
 
 async fn reconcile_policy(policy: &McpAuthPolicy, ctx: &Context) -> Result<(Action, &'static str)> {
@@ -490,18 +553,25 @@ async fn publish(
 pub async fn run(ctx: Arc<Context>) {
     let client = ctx.client.clone();
     let by_label = || watcher::Config::default().labels(POLICY_LABEL);
-    Controller::new(
-        Api::<McpAuthPolicy>::all(client.clone()),
+    // Policies are watched untyped so that one object this version cannot read fails alone.
+    let resource = ApiResource::erase::<McpAuthPolicy>(&());
+    let policy_ref = {
+        let resource = resource.clone();
+        move |name: &str, ns: &str| ObjectRef::new_with(name, resource.clone()).within(ns)
+    };
+    Controller::new_with(
+        Api::<DynamicObject>::all_with(client.clone(), &resource),
         watcher::Config::default(),
+        resource.clone(),
     )
     .owns(Api::<ConfigMap>::all(client.clone()), by_label())
     .owns(Api::<Secret>::all(client.clone()), by_label())
     .owns(Api::<NetworkPolicy>::all(client.clone()), by_label())
-    .watches(Api::<Pod>::all(client), by_label(), |pod| {
-        let name = pod.labels().get(POLICY_LABEL)?.clone();
-        Some(ObjectRef::<McpAuthPolicy>::new(&name).within(&pod.namespace()?))
+    .watches(Api::<Pod>::all(client), by_label(), move |pod| {
+        let name = pod.labels().get(POLICY_LABEL)?;
+        Some(policy_ref(name, &pod.namespace()?))
     })
-    .run(reconcile, error_policy, ctx)
+    .run(reconcile_object, error_policy_object, ctx)
     .for_each(|res| async move {
         use kube::runtime::controller::Error as E;
         match res {

@@ -543,3 +543,68 @@ async fn api_errors_are_retried_with_growing_backoff() {
     drop(ctx);
     api.done().await;
 }
+
+fn dynamic(spec: Value) -> Arc<kube::api::DynamicObject> {
+    Arc::new(
+        serde_json::from_value(json!({
+            "apiVersion": "mcpwarden.dev/v1alpha1",
+            "kind": "McpAuthPolicy",
+            "metadata": {"name": "corp-sso", "namespace": NS, "uid": "1234-5678", "generation": 3},
+            "spec": spec
+        }))
+        .unwrap(),
+    )
+}
+
+#[tokio::test]
+async fn fields_of_a_newer_version_are_reported_and_nothing_is_rendered() {
+    use mcp_warden_operator::reconcile::reconcile_object;
+    let (client, mut api) = mock_client();
+    let ctx = context(client);
+    let object = dynamic(json!({
+        "resource": {"url": "https://mcp.example.com/mcp"},
+        "mode": "jwt",
+        "jwt": {"issuer": "https://login.example.com", "futureRestriction": {"x": 1}}
+    }));
+    let run = tokio::spawn(reconcile_object(object, ctx.clone()));
+    // No ConfigMap: the status is the first and only write.
+    let policy = jwt_policy("https://login.example.com", None);
+    let status = expect_status(&mut api, &policy).await;
+    let ready = condition(&status, "Ready");
+    assert_eq!(
+        (&ready["status"], &ready["reason"]),
+        (&json!("False"), &json!("UnknownFields"))
+    );
+    assert!(
+        ready["message"]
+            .as_str()
+            .unwrap()
+            .contains("spec.jwt.futureRestriction"),
+        "{ready}"
+    );
+    assert_eq!(status["observedGeneration"], 3);
+    expect_events(&mut api, 1).await;
+    assert_eq!(run.await.unwrap().unwrap(), Action::await_change());
+    drop(ctx);
+    api.done().await;
+}
+
+#[tokio::test]
+async fn an_unreadable_policy_fails_alone_with_a_condition() {
+    use mcp_warden_operator::reconcile::reconcile_object;
+    let (client, mut api) = mock_client();
+    let ctx = context(client);
+    let object = dynamic(json!({"resource": {"url": 42}, "mode": "jwt"}));
+    let run = tokio::spawn(reconcile_object(object, ctx.clone()));
+    let policy = jwt_policy("https://login.example.com", None);
+    let status = expect_status(&mut api, &policy).await;
+    let ready = condition(&status, "Ready");
+    assert_eq!(
+        (&ready["status"], &ready["reason"]),
+        (&json!("False"), &json!("Unreadable"))
+    );
+    expect_events(&mut api, 1).await;
+    assert_eq!(run.await.unwrap().unwrap(), Action::await_change());
+    drop(ctx);
+    api.done().await;
+}

@@ -10,7 +10,9 @@ mod spec;
 mod status;
 mod validate;
 
-pub use document::{API_VERSION, GROUP, KIND, PolicyDocument, PolicyMetadata, VERSION};
+pub use document::{
+    API_VERSION, GROUP, KIND, PolicyDocument, PolicyMetadata, VERSION, from_value_with_unknown,
+};
 pub use secret::{SecretError, SecretRef};
 pub use spec::*;
 pub use status::{McpAuthPolicyStatus, PolicyCondition};

@@ -9,7 +9,6 @@ use serde::{Deserialize, Serialize};
 /// A key of a Secret in the policy's namespace. The sidecar reads it from
 /// `<secrets-dir>/<name>/<key>`, the layout a Secret volume mounted at `<secrets-dir>/<name>` has.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
 pub struct SecretRef {
     /// Name of the Secret.
     pub name: String,

@@ -28,7 +28,7 @@ use crate::secret::SecretRef;
         printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
     )
 )]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct McpAuthPolicySpec {
     /// The protected MCP endpoint as clients see it.
     pub resource: ResourceSpec,
@@ -74,7 +74,7 @@ impl McpAuthPolicySpec {
 
 /// The protected resource (RFC 9728).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct ResourceSpec {
     /// The canonical URL clients use for the MCP endpoint, e.g. `https://mcp.example.com/mcp`.
     /// It is the `resource` of the protected-resource metadata and the audience of tokens the
@@ -100,7 +100,7 @@ pub enum AuthMode {
 
 /// Verification of JWT access tokens issued by an external authorization server.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct JwtSpec {
     /// The issuer, exactly as in the tokens' `iss` claim and the server's metadata.
     pub issuer: String,
@@ -161,7 +161,7 @@ pub enum JwtAlgorithm {
 
 /// The OAuth 2.1 authorization-server facade in front of an upstream identity provider.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct OAuthProxySpec {
     /// The upstream identity provider; presets fill its endpoints and quirks.
     pub provider: Provider,
@@ -227,7 +227,7 @@ macro_rules! identity_match {
     ($(#[$meta:meta])* pub struct $name:ident { $($extra:tt)* }) => {
         $(#[$meta])*
         #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-        #[serde(rename_all = "camelCase", deny_unknown_fields)]
+        #[serde(rename_all = "camelCase")]
         pub struct $name {
             $($extra)*
             /// Every user the upstream provider authenticates. Must be the only entry.
@@ -355,7 +355,7 @@ pub enum ConsentMode {
 
 /// A scope requirement for matching MCP requests, on top of `jwt.requiredScopes`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct ScopeRule {
     /// JSON-RPC method, e.g. `tools/call`, or `*` for every method.
     pub method: String,
@@ -369,7 +369,7 @@ pub struct ScopeRule {
 
 /// Where shared OAuth state is kept.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct StorageSpec {
     /// A Redis deployment shared by all replicas.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -378,7 +378,7 @@ pub struct StorageSpec {
 
 /// Connection to Redis.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct RedisSpec {
     /// `redis://host:port[/db]`, or `rediss://` for TLS. For sentinel, a sentinel address;
     /// for cluster, one seed node.
@@ -422,7 +422,7 @@ pub enum RedisMode {
 
 /// Identity passed to the MCP server. The caller's bearer token is never forwarded.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct ForwardSpec {
     /// Token claim → request header, e.g. `sub: X-Auth-Subject`. Headers of these names sent
     /// by the client are removed first, so the app can trust them.
@@ -432,7 +432,7 @@ pub struct ForwardSpec {
 
 /// Browser access.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct CorsSpec {
     /// Origins (`scheme://host[:port]`) allowed besides the resource's own. A request with any
     /// other `Origin` header is refused with 403.
