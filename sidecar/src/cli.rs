@@ -55,6 +55,31 @@ pub struct Args {
     #[arg(long, env = "MCP_WARDEN_MEMORY_STORE_BYTES", default_value_t = crate::store::DEFAULT_MAX_BYTES,
           value_parser = clap::value_parser!(usize))]
     pub memory_store_bytes: usize,
+    /// Seconds a client has to send a request's headers, counted from when the connection opens
+    /// and, on a keep-alive HTTP/1.1 connection, from the first byte of each later request.
+    #[arg(long, env = "MCP_WARDEN_HEADER_READ_TIMEOUT", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub header_read_timeout: u64,
+    /// Seconds a client connection may stay open with no request in flight (an open SSE stream
+    /// counts as in flight). Longer than the 60 s upstream keep-alive of common proxies, so the
+    /// proxy in front closes first.
+    #[arg(long, env = "MCP_WARDEN_IDLE_TIMEOUT", default_value_t = 90,
+          value_parser = clap::value_parser!(u64).range(1..=86400))]
+    pub idle_timeout: u64,
+    /// Client connections open at once on the public port; further connections are closed as
+    /// soon as they are accepted.
+    #[arg(long, env = "MCP_WARDEN_MAX_CONNECTIONS", default_value_t = 2048,
+          value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub max_connections: u64,
+    /// Requests in flight at once on one HTTP/2 connection (HTTP/1.1 carries one at a time).
+    #[arg(long, env = "MCP_WARDEN_MAX_STREAMS_PER_CONNECTION", default_value_t = 100,
+          value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub max_streams_per_connection: u32,
+    /// Largest request head accepted, in bytes: the request line and headers on HTTP/1.1, the
+    /// header list on HTTP/2. Larger requests get 431.
+    #[arg(long, env = "MCP_WARDEN_MAX_HEADER_BYTES", default_value_t = 32 * 1024,
+          value_parser = clap::value_parser!(u64).range(8192..=1024 * 1024))]
+    pub max_header_bytes: u64,
     /// Log format.
     #[arg(
         long,
@@ -63,4 +88,18 @@ pub struct Args {
         default_value = "json"
     )]
     pub log_format: LogFormat,
+}
+
+impl Args {
+    /// The limits on client connections these flags set.
+    pub fn limits(&self) -> crate::connection::Limits {
+        use std::time::Duration;
+        crate::connection::Limits {
+            header_read_timeout: Duration::from_secs(self.header_read_timeout),
+            idle_timeout: Duration::from_secs(self.idle_timeout),
+            max_connections: usize::try_from(self.max_connections).unwrap_or(usize::MAX),
+            max_streams: self.max_streams_per_connection,
+            max_header_bytes: usize::try_from(self.max_header_bytes).unwrap_or(usize::MAX),
+        }
+    }
 }

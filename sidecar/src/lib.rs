@@ -9,6 +9,7 @@ pub mod admin;
 pub mod app;
 pub mod challenge;
 pub mod cli;
+pub mod connection;
 pub mod forward;
 pub mod jwks;
 pub mod keys;

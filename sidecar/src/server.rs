@@ -91,7 +91,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             }))
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let serving = Workers::start(public, states, || stopped(stop_rx.clone()))?;
+    let serving = Workers::start(public, states, args.limits(), stop_rx.clone())?;
     // Long-lived SSE streams never finish by themselves: drain for a bounded time only.
     let deadline = async {
         stopped(stop_rx).await;

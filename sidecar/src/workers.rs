@@ -4,57 +4,25 @@
 //! authorisation and the upstream connection wake each other without crossing threads, which
 //! costs markedly less CPU per request than a work-stealing pool.
 
-use std::future::{Future, IntoFuture};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch};
 
 use crate::app::{self, AppState};
+use crate::connection::{self, Limits};
 
 /// Connections waiting for a busy thread before the acceptor waits too.
 const BACKLOG: usize = 256;
 
-/// A serving thread's share of the public port, as an `axum` listener.
-pub struct Handed {
-    incoming: mpsc::Receiver<(std::net::TcpStream, SocketAddr)>,
-    local: SocketAddr,
-}
-
-impl axum::serve::Listener for Handed {
-    type Io = TcpStream;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (TcpStream, SocketAddr) {
-        loop {
-            let Some((stream, peer)) = self.incoming.recv().await else {
-                // The acceptor stopped (shutdown): nothing more will arrive.
-                return std::future::pending().await;
-            };
-            // Registers the socket with this thread's reactor.
-            match TcpStream::from_std(stream) {
-                Ok(stream) => return (stream, peer),
-                Err(e) => tracing::warn!(error = %e, "cannot adopt an accepted connection"),
-            }
-        }
-    }
-
-    fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        Ok(self.local)
-    }
-}
+/// An accepted connection on its way to a serving thread, with its place under the cap.
+type Accepted = (std::net::TcpStream, SocketAddr, OwnedSemaphorePermit);
 
 /// The client's address, for handlers (`ConnectInfo<Peer>`).
 #[derive(Clone, Copy, Debug)]
 pub struct Peer(pub SocketAddr);
-
-impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, Handed>> for Peer {
-    fn connect_info(stream: axum::serve::IncomingStream<'_, Handed>) -> Self {
-        Peer(*stream.remote_addr())
-    }
-}
 
 /// The running serving threads.
 pub struct Workers {
@@ -62,17 +30,14 @@ pub struct Workers {
 }
 
 impl Workers {
-    /// Starts one thread per entry of `states` (each with its own upstream pool), serving until
-    /// `stop` resolves, and an acceptor task on the calling runtime.
-    pub fn start<F>(
+    /// Starts one thread per entry of `states` (each with its own upstream pool), serving under
+    /// `limits` until `stop` turns true, and an acceptor task on the calling runtime.
+    pub fn start(
         listener: TcpListener,
         states: Vec<Arc<AppState>>,
-        stop: impl Fn() -> F,
-    ) -> std::io::Result<Workers>
-    where
-        F: Future<Output = ()> + Send + 'static,
-    {
-        let local = listener.local_addr()?;
+        limits: Limits,
+        stop: watch::Receiver<bool>,
+    ) -> std::io::Result<Workers> {
         let mut senders = Vec::with_capacity(states.len());
         let mut finished = Vec::with_capacity(states.len());
         for (index, state) in states.into_iter().enumerate() {
@@ -81,25 +46,18 @@ impl Workers {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
-            let handed = Handed {
-                incoming: rx,
-                local,
-            };
-            let stopped = stop();
+            let stop = stop.clone();
             std::thread::Builder::new()
                 .name(format!("serve-{index}"))
                 .spawn(move || {
-                    let service = app::router(state).into_make_service_with_connect_info::<Peer>();
-                    let server = axum::serve(handed, service).with_graceful_shutdown(stopped);
-                    if let Err(e) = runtime.block_on(server.into_future()) {
-                        tracing::error!(error = %e, "serving thread failed");
-                    }
+                    runtime.block_on(serve_thread(rx, app::router(state), limits, stop));
                     let _ = done_tx.send(());
                 })?;
             senders.push(tx);
             finished.push(done_rx);
         }
-        tokio::spawn(accept_loop(listener, senders, stop()));
+        let cap = Arc::new(Semaphore::new(limits.max_connections));
+        tokio::spawn(accept_loop(listener, senders, cap, stopped(stop)));
         Ok(Workers { finished })
     }
 
@@ -111,13 +69,65 @@ impl Workers {
     }
 }
 
+async fn stopped(mut stop: watch::Receiver<bool>) {
+    let _ = stop.wait_for(|stop| *stop).await;
+}
+
+/// One serving thread: serves the connections handed to it until `stop`, then waits for them
+/// to finish.
+async fn serve_thread(
+    mut incoming: mpsc::Receiver<Accepted>,
+    router: axum::Router,
+    limits: Limits,
+    stop: watch::Receiver<bool>,
+) {
+    // Each connection holds a sender; the receiver sees the end once all are gone.
+    let (open_tx, mut open_rx) = mpsc::channel::<()>(1);
+    let until_stopped = stopped(stop.clone());
+    tokio::pin!(until_stopped);
+    loop {
+        let (stream, peer, permit) = tokio::select! {
+            () = &mut until_stopped => break,
+            next = incoming.recv() => match next {
+                Some(accepted) => accepted,
+                None => break,
+            },
+        };
+        // Registers the socket with this thread's reactor.
+        let stream = match TcpStream::from_std(stream) {
+            Ok(stream) => stream,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot adopt an accepted connection");
+                continue;
+            }
+        };
+        let open = open_tx.clone();
+        tokio::spawn(connection::serve(
+            stream,
+            peer,
+            router.clone(),
+            limits,
+            stopped(stop.clone()),
+            permit,
+            open,
+        ));
+    }
+    drop(open_tx);
+    let _ = open_rx.recv().await;
+}
+
+/// How often a refused connection is logged at most.
+const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
 async fn accept_loop(
     listener: TcpListener,
-    threads: Vec<mpsc::Sender<(std::net::TcpStream, SocketAddr)>>,
+    threads: Vec<mpsc::Sender<Accepted>>,
+    cap: Arc<Semaphore>,
     stop: impl Future<Output = ()>,
 ) {
     tokio::pin!(stop);
     let mut next = 0;
+    let mut logged: Option<Instant> = None;
     loop {
         let (stream, peer) = tokio::select! {
             () = &mut stop => return,
@@ -131,6 +141,15 @@ async fn accept_loop(
                 }
             },
         };
+        // Over the cap: closed at once, so the kernel's queue does not fill with clients that
+        // would only be served after they gave up.
+        let Ok(permit) = cap.clone().try_acquire_owned() else {
+            if logged.is_none_or(|at| at.elapsed() >= REFUSAL_LOG_INTERVAL) {
+                tracing::warn!(%peer, "connection limit reached (--max-connections); closing new connections");
+                logged = Some(Instant::now());
+            }
+            continue;
+        };
         // Small MCP messages and SSE events go out as soon as they are written.
         let _ = stream.set_nodelay(true);
         let Ok(stream) = stream.into_std() else {
@@ -138,7 +157,7 @@ async fn accept_loop(
         };
         let thread = &threads[next];
         next = (next + 1) % threads.len();
-        if thread.send((stream, peer)).await.is_err() {
+        if thread.send((stream, peer, permit)).await.is_err() {
             return;
         }
     }
