@@ -38,6 +38,12 @@ fn add_rules(root: &mut Value) {
         "An McpAuthPolicy says how the mcp-warden sidecar authenticates requests to the MCP \
          servers of the pods that name it (annotation mcpwarden.dev/policy)."
     );
+    // The name becomes the value of the mcpwarden.dev/policy label on every bound pod.
+    root["x-kubernetes-validations"] = json!([rule(
+        "self.metadata.name.size() <= 63",
+        "metadata.name must be at most 63 characters: it becomes the value of the \
+         mcpwarden.dev/policy label"
+    )]);
     // Conditions are keyed by type, so server-side apply merges them per type.
     let conditions = &mut root["properties"]["status"]["properties"]["conditions"];
     conditions["x-kubernetes-list-type"] = json!("map");

@@ -34,6 +34,9 @@ pub struct InjectSettings {
     pub admin_port: i32,
     /// Resources of the sidecar container.
     pub resources: ResourceRequirements,
+    /// Set `runAsUser`/`runAsGroup` 65532 on the sidecar; off where the platform assigns the
+    /// IDs (OpenShift's `restricted` SCC refuses a fixed one outside the namespace's range).
+    pub fixed_uid: bool,
 }
 
 impl Default for InjectSettings {
@@ -47,6 +50,7 @@ impl Default for InjectSettings {
             native_sidecar: true,
             public_port: DEFAULT_PUBLIC_PORT,
             admin_port: DEFAULT_ADMIN_PORT,
+            fixed_uid: true,
             resources: ResourceRequirements {
                 requests: Some(BTreeMap::from([
                     ("cpu".to_owned(), q("50m")),
@@ -455,8 +459,8 @@ fn sidecar_container(
         resources: Some(settings.resources.clone()),
         security_context: Some(SecurityContext {
             run_as_non_root: Some(true),
-            run_as_user: Some(65532),
-            run_as_group: Some(65532),
+            run_as_user: settings.fixed_uid.then_some(65532),
+            run_as_group: settings.fixed_uid.then_some(65532),
             read_only_root_filesystem: Some(true),
             allow_privilege_escalation: Some(false),
             privileged: Some(false),

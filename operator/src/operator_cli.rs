@@ -117,6 +117,9 @@ pub struct Args {
     /// Ephemeral-storage limit of the injected sidecar (none by default).
     #[arg(long, env = "MCP_WARDEN_SIDECAR_EPHEMERAL_STORAGE_LIMIT")]
     pub sidecar_ephemeral_storage_limit: Option<String>,
+    /// Run the sidecar as uid/gid 65532; `false` leaves the IDs to the platform (OpenShift).
+    #[arg(long, env = "MCP_WARDEN_SIDECAR_FIXED_UID", default_value_t = true, action = clap::ArgAction::Set)]
+    pub sidecar_fixed_uid: bool,
     /// Preferred public port of the sidecar (moved up when the pod already uses it).
     #[arg(long, env = "MCP_WARDEN_SIDECAR_PORT", default_value_t = crate::names::DEFAULT_PUBLIC_PORT,
           value_parser = clap::value_parser!(i32).range(1..=65535))]
@@ -486,6 +489,7 @@ pub fn inject_settings(args: &Args, native: bool) -> InjectSettings {
         native_sidecar: native,
         public_port: args.sidecar_port,
         admin_port: args.sidecar_admin_port,
+        fixed_uid: args.sidecar_fixed_uid,
         resources: k8s_openapi::api::core::v1::ResourceRequirements {
             requests: Some(requests),
             limits: Some(limits),

@@ -109,6 +109,11 @@ fn crd_has_status_printer_columns_and_cel_rules() {
     // `kubectl explain` text comes from the doc comments.
     let mode = spec["properties"]["mode"]["description"].as_str().unwrap();
     assert!(mode.contains("oauthProxy"), "{mode}");
+    let root_rules = schema()["x-kubernetes-validations"].to_string();
+    assert!(
+        root_rules.contains("self.metadata.name.size() <= 63"),
+        "{root_rules}"
+    );
     let conditions = &schema()["properties"]["status"]["properties"]["conditions"];
     assert_eq!(conditions["x-kubernetes-list-type"], "map");
 }

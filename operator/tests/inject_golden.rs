@@ -569,3 +569,18 @@ fn resource_annotations_set_the_sidecar_resources() {
         other => panic!("expected a denial, got {other:?}"),
     }
 }
+
+#[test]
+fn the_fixed_uid_can_be_left_to_the_platform() {
+    // OpenShift's restricted SCC assigns the UID and refuses one outside the namespace's range.
+    let settings = InjectSettings {
+        fixed_uid: false,
+        ..settings(true)
+    };
+    let pod = injected(&review(&plain(), false, &policies(), &settings));
+    let sidecar = &pod.spec.as_ref().unwrap().init_containers.as_ref().unwrap()[0];
+    let sc = sidecar.security_context.as_ref().unwrap();
+    assert_eq!((sc.run_as_user, sc.run_as_group), (None, None));
+    assert_eq!(sc.run_as_non_root, Some(true));
+    k8s_rules::assert_valid(&serde_json::to_value(&pod).unwrap());
+}

@@ -69,6 +69,13 @@ impl PolicyDocument {
         if doc.metadata.name.is_empty() {
             return Err(PolicyError::Parse("metadata.name is empty".into()));
         }
+        if doc.metadata.name.len() > 63 {
+            return Err(PolicyError::Parse(
+                "metadata.name must be at most 63 characters: it becomes the value of the \
+                 mcpwarden.dev/policy label"
+                    .into(),
+            ));
+        }
         doc.spec.validate()?;
         Ok(doc)
     }

@@ -64,7 +64,8 @@ def test_operator_defaults():
     assert args["sidecar-image"] == f"ghcr.io/mcp-warden/mcp-warden-sidecar:{APP_VERSION}"
     assert {k: v for k, v in args.items() if k.startswith("sidecar-") and k != "sidecar-image"} == {
         "sidecar-cpu-request": "50m", "sidecar-memory-request": "32Mi", "sidecar-memory-limit": "128Mi",
-        "sidecar-port": "8000", "sidecar-admin-port": "9090"}, "no CPU limit by default"
+        "sidecar-port": "8000", "sidecar-admin-port": "9090", "sidecar-fixed-uid": "true"}, \
+        "no CPU limit by default"
     env = {e["name"]: e for e in container["env"]}
     assert env["POD_NAMESPACE"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace"
     probes = {k: container[k]["httpGet"]["path"] for k in ("livenessProbe", "readinessProbe")}
@@ -284,7 +285,11 @@ def test_notes_tell_the_next_two_steps():
     assert "NOT" in trial_notes.upper() and "bundled Redis" in trial_notes
     assert f"url: redis://mcp-warden-redis.{NAMESPACE}.svc:6379" in trial_notes
     policy = yaml.safe_load(trial_notes.split("<<'POLICY'\n")[1].split("POLICY\n")[0])
-    assert policy["spec"]["storage"]["redis"]["url"] == f"redis://mcp-warden-redis.{NAMESPACE}.svc:6379"
+    # The example is a jwt policy, which keeps no state: Redis is offered for oauthProxy only.
+    assert policy["spec"]["mode"] == "jwt" and "storage" not in policy["spec"]
+    assert "oauthProxy policy" in trial_notes
+    for text in (notes, trial_notes):
+        assert "target the port BY NAME" in text
 
 
 def test_sidecar_resources_include_cpu_limit_and_ephemeral_storage():
@@ -297,3 +302,12 @@ def test_sidecar_resources_include_cpu_limit_and_ephemeral_storage():
     assert args["sidecar-ephemeral-storage-request"] == "16Mi"
     assert args["sidecar-ephemeral-storage-limit"] == "64Mi"
     assert "sidecar-ephemeral-storage-limit" not in args_of(operator_deployment(documents(template())))
+
+
+def test_fixed_uids_can_be_left_to_the_platform():
+    """OpenShift's restricted SCC assigns UIDs: fixedUid=false renders none, for the sidecar too."""
+    rendered = template(extra=("--set", "fixedUid=false", "--set", "redis.bundled.enabled=true"))
+    assert "runAsUser" not in rendered and "runAsGroup" not in rendered and "fsGroup" not in rendered
+    assert args_of(operator_deployment(documents(rendered)))["sidecar-fixed-uid"] == "false"
+    assert "runAsNonRoot: true" in rendered
+    assert args_of(operator_deployment(documents(template())))["sidecar-fixed-uid"] == "true"
