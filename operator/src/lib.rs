@@ -9,6 +9,7 @@ pub mod cert_rotation;
 pub mod certs;
 pub mod conditions;
 pub mod crd;
+pub mod doctor;
 pub mod error;
 pub mod inject;
 pub mod issuer;

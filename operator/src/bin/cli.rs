@@ -47,10 +47,49 @@ enum Command {
         #[arg(short = 'f', long = "filename")]
         file: String,
     },
+    /// Probe a deployed MCP endpoint the way a client does (401 challenge, protected-resource
+    /// and authorization server metadata, JWKS, CORS; with `--token` the token's claims and an
+    /// `initialize` call) and explain each finding. Exits 0 only when no check fails.
+    Doctor {
+        /// The MCP endpoint URL, exactly as clients are configured with it.
+        url: String,
+        /// An access token to check (decoded, not trusted) and to call `initialize` with.
+        #[arg(long, env = "MCP_WARDEN_DOCTOR_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+        /// Report format.
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+        /// Browser origin for the CORS checks (default: the MCP Inspector's).
+        #[arg(long, default_value = "http://localhost:6274")]
+        origin: String,
+        /// Timeout of each request, in seconds.
+        #[arg(long, default_value_t = 10)]
+        timeout: u64,
+    },
+}
+
+/// `doctor` report formats.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Output {
+    /// One line per check.
+    Text,
+    /// The same checks as a JSON object.
+    Json,
 }
 
 fn main() -> ExitCode {
-    match run(Cli::parse()) {
+    let cli = Cli::parse();
+    if let Command::Doctor {
+        url,
+        token,
+        output,
+        origin,
+        timeout,
+    } = cli.command
+    {
+        return doctor(url, token, output, origin, timeout);
+    }
+    match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("mcp-warden: {e}");
@@ -76,6 +115,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             print!("{}", offline::to_yaml_stream(&out)?);
         }
+        Command::Doctor { .. } => unreachable!("handled in main"),
         Command::Inject {
             file,
             policies,
@@ -105,6 +145,45 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+fn doctor(
+    url: String,
+    token: Option<String>,
+    output: Output,
+    origin: String,
+    timeout: u64,
+) -> ExitCode {
+    mcp_warden_operator::install_crypto_provider();
+    let options = mcp_warden_operator::doctor::Options {
+        url,
+        token,
+        origin,
+        timeout: std::time::Duration::from_secs(timeout),
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("mcp-warden: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let report = runtime.block_on(mcp_warden_operator::doctor::run(&options));
+    match output {
+        Output::Text => print!("{}", report.text()),
+        Output::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&report).expect("the report serialises")
+        ),
+    }
+    if report.ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }
 
 fn read_input(file: &str) -> anyhow::Result<String> {
