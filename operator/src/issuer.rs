@@ -9,7 +9,7 @@ use serde_json::Value;
 use crate::conditions::{Observed, types::ISSUER_REACHABLE};
 
 /// What to check for a policy.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Target {
     /// Discover `issuer` (unless `jwks_uri` is given) and fetch the JWKS. With `exact`, the
     /// metadata's `issuer` must equal the configured one.
@@ -174,6 +174,55 @@ async fn discover(
     match jwks["keys"].as_array() {
         Some(keys) if !keys.is_empty() => Ok(keys.len()),
         _ => Err(("JwksEmpty", format!("{jwks_uri} has no keys"))),
+    }
+}
+
+/// Issuer check results shared by every policy naming the same issuer, so a burst of
+/// reconciliations (a 100-pod rollout touches the policy 100 times) costs the IdP one discovery
+/// and one JWKS request per `ok_ttl`. A failure is kept for `error_ttl` only, shorter than the
+/// 30 s retry of a policy whose issuer is down.
+pub struct Cache {
+    ok_ttl: Duration,
+    error_ttl: Duration,
+    entries: std::sync::Mutex<std::collections::HashMap<Target, (std::time::Instant, Observed)>>,
+}
+
+impl Cache {
+    /// A cache keeping answers for `ok_ttl` and failures for `error_ttl`.
+    pub fn new(ok_ttl: Duration, error_ttl: Duration) -> Self {
+        Self {
+            ok_ttl,
+            error_ttl,
+            entries: Default::default(),
+        }
+    }
+
+    /// [`check`], answered from the cache while the last result for `target` is fresh.
+    pub async fn check(&self, client: &reqwest::Client, target: &Target) -> Observed {
+        let fresh = |(at, seen): &(std::time::Instant, Observed)| {
+            let ttl = if seen.status == "False" {
+                self.error_ttl
+            } else {
+                self.ok_ttl
+            };
+            (at.elapsed() < ttl).then(|| seen.clone())
+        };
+        if let Some(seen) = self.entries().get(target).and_then(fresh) {
+            return seen;
+        }
+        let seen = check(client, target).await;
+        let mut entries = self.entries();
+        // Forget stale entries of issuers no policy names any more.
+        entries.retain(|_, entry| fresh(entry).is_some());
+        entries.insert(target.clone(), (std::time::Instant::now(), seen.clone()));
+        seen
+    }
+
+    fn entries(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<Target, (std::time::Instant, Observed)>>
+    {
+        self.entries.lock().expect("not poisoned")
     }
 }
 

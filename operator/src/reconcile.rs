@@ -11,7 +11,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, ApiResource, DynamicObject, ListParams, Patch, PatchParams};
-use kube::runtime::controller::{Action, Controller};
+use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
@@ -51,6 +51,11 @@ pub struct Settings {
     pub key_activation_delay: Duration,
     /// Requeue interval when all is well (issuer re-check, key rotation, pod count).
     pub resync: Duration,
+    /// How long an issuer's good answer is reused for every policy naming it.
+    pub issuer_cache: Duration,
+    /// Reconcile requests for one policy arriving within this window are merged into one (a
+    /// rollout's pod events).
+    pub debounce: Duration,
 }
 
 impl Default for Settings {
@@ -61,6 +66,8 @@ impl Default for Settings {
             key_rotation: Duration::from_secs(30 * 86_400),
             key_activation_delay: Duration::from_secs(DEFAULT_KEY_ACTIVATION_DELAY),
             resync: Duration::from_secs(300),
+            issuer_cache: Duration::from_secs(300),
+            debounce: Duration::from_secs(1),
         }
     }
 }
@@ -73,6 +80,8 @@ pub struct Context {
     pub recorder: Recorder,
     /// Client for issuer checks.
     pub http: reqwest::Client,
+    /// Issuer check results by issuer.
+    pub issuers: issuer::Cache,
     /// Metrics.
     pub metrics: Metrics,
     /// Settings.
@@ -90,6 +99,7 @@ impl Context {
         Self {
             recorder: Recorder::new(client.clone(), reporter),
             http: issuer::client(settings.issuer_timeout),
+            issuers: issuer::Cache::new(settings.issuer_cache, Duration::from_secs(25)),
             client,
             metrics,
             settings,
@@ -127,13 +137,51 @@ pub async fn reconcile(policy: Arc<McpAuthPolicy>, ctx: Arc<Context>) -> Result<
         .reconcile
         .get_or_create(&ResultLabel { result: label })
         .inc();
-    if result.is_ok() {
-        ctx.failures
-            .lock()
-            .expect("not poisoned")
-            .remove(&key(&policy));
+    match &result {
+        Ok(_) => {
+            ctx.failures
+                .lock()
+                .expect("not poisoned")
+                .remove(&key(&policy));
+        }
+        Err(Error::Kube(e)) => report_api_error(&policy, &ctx, e).await,
+        Err(_) => {}
     }
     result.map(|(action, _)| action)
+}
+
+/// Says in the policy's status that a Kubernetes API request failed (RBAC, quota, admission
+/// policies, an API server in trouble), besides the retry with backoff. Best effort: when the
+/// status cannot be written either, the log has it.
+async fn report_api_error(policy: &McpAuthPolicy, ctx: &Context, error: &kube::Error) {
+    let ready = Observed::no(
+        types::READY,
+        "ApiError",
+        format!("a Kubernetes API request failed; retrying with backoff: {error}"),
+    );
+    let old = policy
+        .status
+        .as_ref()
+        .map(|s| s.conditions.as_slice())
+        .unwrap_or_default();
+    let carried = old.iter().filter_map(|c| {
+        let type_ = [types::CONFIG_RENDERED, types::ISSUER_REACHABLE]
+            .into_iter()
+            .find(|t| *t == c.type_)?;
+        let status = ["True", "False", "Unknown"]
+            .into_iter()
+            .find(|s| *s == c.status)?;
+        Some(Observed {
+            type_,
+            status,
+            reason: c.reason.clone(),
+            message: c.message.clone(),
+        })
+    });
+    let observed: Vec<Observed> = std::iter::once(ready).chain(carried).collect();
+    if let Err(e) = write_status(policy, ctx, &observed, None, None).await {
+        tracing::debug!(policy = %key(policy), error = %e, "cannot report the API error in status");
+    }
 }
 
 /// Reconciles one policy as the API server stores it. The object is read leniently: fields this
@@ -271,7 +319,10 @@ async fn reconcile_policy(policy: &McpAuthPolicy, ctx: &Context) -> Result<(Acti
 
     sync_network_policy(policy, ctx, &ns, &owner, &bound).await?;
 
-    let issuer_condition = issuer::check(&ctx.http, &issuer::target(&policy.spec)).await;
+    let issuer_condition = ctx
+        .issuers
+        .check(&ctx.http, &issuer::target(&policy.spec))
+        .await;
     let issuer_down = issuer_condition.status == "False";
     let ready = if let Some(problem) = keys_problem {
         Observed::no(types::READY, "KeysUnreadable", problem)
@@ -571,6 +622,7 @@ pub async fn run(ctx: Arc<Context>) {
         let name = pod.labels().get(POLICY_LABEL)?;
         Some(policy_ref(name, &pod.namespace()?))
     })
+    .with_config(controller::Config::default().debounce(ctx.settings.debounce))
     .run(reconcile_object, error_policy_object, ctx)
     .for_each(|res| async move {
         use kube::runtime::controller::Error as E;

@@ -527,6 +527,18 @@ async fn api_errors_are_retried_with_growing_backoff() {
             json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 500,
                        "reason": "InternalError", "message": "etcd timeout"}),
         );
+        // The failure is in the status too, not only in the operator's log.
+        let status = expect_status(&mut api, &policy).await;
+        let ready = condition(&status, "Ready");
+        assert_eq!(
+            (&ready["status"], &ready["reason"]),
+            (&json!("False"), &json!("ApiError"))
+        );
+        assert!(ready["message"].as_str().unwrap().contains("etcd timeout"));
+        // A Warning Event (the recorder folds the repeats into the first one).
+        let event = api.expect_any().await;
+        assert!(event.uri.contains("/events"), "{}", event.uri);
+        event.echo();
         let err = run.await.unwrap().unwrap_err();
         assert!(err.to_string().contains("etcd timeout"), "{err}");
         delays.push(error_policy(policy.clone(), &err, ctx.clone()));
@@ -607,4 +619,43 @@ async fn an_unreadable_policy_fails_alone_with_a_condition() {
     assert_eq!(run.await.unwrap().unwrap(), Action::await_change());
     drop(ctx);
     api.done().await;
+}
+
+#[tokio::test]
+async fn a_rollout_does_not_flood_the_issuer() {
+    // A 100-pod rollout reconciles the policy about 100 times (pod events); the issuer sees
+    // one discovery and one JWKS request, not 200.
+    let idp = issuer().await;
+    let (client, mut api) = mock_client();
+    let ctx = context(client);
+    let policy = jwt_policy(&idp.url, None);
+    let whole = serde_json::to_value(&policy).unwrap();
+    let server = tokio::spawn(async move {
+        loop {
+            let seen = api.expect_any().await;
+            if seen.method == "GET" && seen.uri.contains("/pods") {
+                seen.reply(
+                    200,
+                    json!({"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": []}),
+                );
+            } else if seen.uri.contains("/status") {
+                let mut reply = whole.clone();
+                reply["status"] = seen.body["status"].clone();
+                seen.reply(200, reply);
+            } else {
+                seen.echo();
+            }
+        }
+    });
+    for _ in 0..100 {
+        reconcile(Arc::new(policy.clone()), ctx.clone())
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        idp.requests.load(std::sync::atomic::Ordering::SeqCst),
+        2,
+        "one discovery and one JWKS request"
+    );
+    server.abort();
 }

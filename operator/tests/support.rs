@@ -132,6 +132,8 @@ impl ApiServer {
 pub struct Issuer {
     /// `http://127.0.0.1:<port>`.
     pub url: String,
+    /// Requests served so far.
+    pub requests: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -168,10 +170,22 @@ pub async fn issuer() -> Issuer {
                     "y": "x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"}]}))
             }),
         );
+    let requests = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = requests.clone();
+    let app = app.layer(axum::middleware::from_fn(
+        move |req: axum::extract::Request, next: axum::middleware::Next| {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            next.run(req)
+        },
+    ));
     let task = tokio::spawn(async move {
         axum::serve(listener, app).await.unwrap();
     });
-    Issuer { url, task }
+    Issuer {
+        url,
+        requests,
+        task,
+    }
 }
 
 /// A loopback URL where nothing listens.
