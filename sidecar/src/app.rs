@@ -15,6 +15,7 @@ use tower::ServiceExt;
 
 use crate::challenge::error_body;
 use crate::metrics::{Metrics, Outcome, Reason};
+use crate::oauth::revocation::Status;
 use crate::origin::{OriginCheck, Origins, is_preflight};
 use crate::proxy::Upstream;
 use crate::rpc;
@@ -203,6 +204,35 @@ async fn authorize_and_forward(state: &AppState, rt: &Runtime, request: Request)
             return refuse(request, answer).await;
         }
     };
+    if let Some(revocations) = &rt.revocations {
+        let sid = principal.claims.get("sid").and_then(|v| v.as_str());
+        match sid.map_or(Status::Revoked, |sid| revocations.status(sid)) {
+            Status::Valid => {}
+            Status::Revoked => {
+                let answer = (
+                    rt.challenge.unauthorized(Some(TokenError::Revoked)),
+                    Outcome::Unauthorized,
+                    Reason::Revoked,
+                );
+                return refuse(request, answer).await;
+            }
+            Status::Unknown => {
+                let mut response = error_body(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "temporarily_unavailable",
+                    "revocations cannot be checked right now",
+                );
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+                return refuse(
+                    request,
+                    (response, Outcome::Unauthorized, Reason::RevocationUnknown),
+                )
+                .await;
+            }
+        }
+    }
 
     let (request, needed) = if rt.rules.is_empty() || !carries_body(&request) {
         (request, Cow::Borrowed(&rt.required_scopes[..]))

@@ -66,6 +66,8 @@ label_enum! {
         InvalidRequest => "invalid_request",
         UpstreamUnavailable => "upstream_unavailable",
         UnforwardableClaim => "unforwardable_claim",
+        Revoked => "revoked",
+        RevocationUnknown => "revocation_unknown",
     }
 }
 
@@ -234,6 +236,8 @@ const EXPECTED: &[(Outcome, Reason)] = &[
     (Outcome::Unauthorized, Reason::DisallowedAlg),
     (Outcome::Unauthorized, Reason::WrongType),
     (Outcome::Unauthorized, Reason::KeysUnavailable),
+    (Outcome::Unauthorized, Reason::Revoked),
+    (Outcome::Unauthorized, Reason::RevocationUnknown),
     (Outcome::Forbidden, Reason::InsufficientScope),
     (Outcome::Forbidden, Reason::Origin),
     (Outcome::Forbidden, Reason::UnforwardableClaim),

@@ -27,6 +27,7 @@ pub mod provider;
 pub mod records;
 pub mod redirect;
 mod refresh;
+pub mod revocation;
 mod token;
 
 use std::path::Path;
@@ -111,6 +112,8 @@ pub struct OAuthProxy {
     cookies: page::Cookies,
     access: access::AccessPolicy,
     needs: access::Needs,
+    revocations: Arc<revocation::Revocations>,
+    _revocation_sync: revocation::SyncTask,
 }
 
 fn now() -> u64 {
@@ -148,6 +151,7 @@ impl OAuthProxy {
             store,
             shared.metrics.clone(),
             &shared.local_keys,
+            shared.revocations.clone(),
         )
     }
 
@@ -159,6 +163,7 @@ impl OAuthProxy {
         store: Arc<dyn Store>,
         metrics: metrics::OAuthMetrics,
     ) -> Result<Self, OAuthError> {
+        let revocations = Arc::new(revocation::Revocations::new(metrics.clone()));
         Self::assemble(
             doc,
             resource,
@@ -166,6 +171,7 @@ impl OAuthProxy {
             store,
             metrics,
             &LocalKeys::default(),
+            revocations,
         )
     }
 
@@ -176,6 +182,7 @@ impl OAuthProxy {
         store: Arc<dyn Store>,
         metrics: metrics::OAuthMetrics,
         local: &LocalKeys,
+        revocations: Arc<revocation::Revocations>,
     ) -> Result<Self, OAuthError> {
         let spec = doc.spec.oauth_proxy.clone().ok_or_else(|| {
             OAuthError::Config("spec.oauthProxy is required in oauthProxy mode".into())
@@ -225,7 +232,16 @@ impl OAuthProxy {
                 reason,
             });
         }
+        let namespace = doc
+            .metadata
+            .namespace
+            .clone()
+            .unwrap_or_else(|| "default".into());
+        let log = crate::store::key(&namespace, &policy, "revoked", "log");
+        let revocation_sync = revocations.follow(store.clone(), log);
         Ok(OAuthProxy {
+            revocations,
+            _revocation_sync: revocation_sync,
             access: access::AccessPolicy::new(&spec, &doc.spec.resource.scopes_supported),
             needs: access::Needs::of(&spec),
             cookies: page::Cookies::new(issuer.starts_with("https://")),
@@ -238,11 +254,7 @@ impl OAuthProxy {
                 .clone()
                 .unwrap_or_else(|| resource.url.clone()),
             scopes_supported: doc.spec.resource.scopes_supported.clone(),
-            namespace: doc
-                .metadata
-                .namespace
-                .clone()
-                .unwrap_or_else(|| "default".into()),
+            namespace,
             policy,
             spec,
             store,
@@ -263,6 +275,11 @@ impl OAuthProxy {
     /// Public keys of the tokens this proxy issues (also served at `/jwks`).
     pub fn verification_keys(&self) -> jsonwebtoken::jwk::JwkSet {
         self.signing.jwks()
+    }
+
+    /// Revoked sessions, for the request path (shared by every reload).
+    pub fn revocations(&self) -> Arc<revocation::Revocations> {
+        self.revocations.clone()
     }
 
     /// All authorization-server endpoints, with the state applied and bodies bounded.
@@ -428,6 +445,7 @@ pub struct Shared {
     store: Arc<tokio::sync::Mutex<Option<OpenStore>>>,
     local_keys: Arc<LocalKeys>,
     memory_bytes: usize,
+    revocations: Arc<revocation::Revocations>,
 }
 
 /// Keys generated when the policy names no key secret: made once per process, so a policy
@@ -441,8 +459,10 @@ struct LocalKeys {
 impl Shared {
     /// Registers the OAuth and store metric families.
     pub fn register(registry: &mut prometheus_client::registry::Registry) -> Self {
+        let metrics = metrics::OAuthMetrics::register(registry);
         Shared {
-            metrics: metrics::OAuthMetrics::register(registry),
+            revocations: Arc::new(revocation::Revocations::new(metrics.clone())),
+            metrics,
             store_metrics: crate::store::StoreMetrics::register(registry),
             store: Arc::default(),
             local_keys: Arc::default(),

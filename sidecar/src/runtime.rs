@@ -87,6 +87,8 @@ pub struct Runtime {
     pub endpoints: Option<Endpoints>,
     /// This policy's request counters.
     pub meters: PolicyMeters,
+    /// Revoked sessions of proxy-issued tokens (`oauthProxy` mode).
+    pub revocations: Option<Arc<crate::oauth::revocation::Revocations>>,
 }
 
 fn algorithm(a: JwtAlgorithm) -> Algorithm {
@@ -118,6 +120,7 @@ impl Runtime {
         let policy = doc.metadata.name.clone();
         let spec = &doc.spec;
 
+        let mut revocations = None;
         let (issuer, verifier, required_scopes, endpoints) = match spec.mode {
             AuthMode::Jwt => {
                 let jwt = spec
@@ -168,6 +171,7 @@ impl Runtime {
                 };
                 let keys = crate::keys::KeySet::from_jwks(&proxy.verification_keys());
                 let verifier = Verifier::new(expect, Keys::Local(Arc::new(keys)));
+                revocations = Some(proxy.revocations());
                 let endpoints = Endpoints {
                     router: proxy.clone().router(),
                     handles: crate::oauth::handles,
@@ -225,6 +229,7 @@ impl Runtime {
             ),
             resource,
             endpoints,
+            revocations,
         })
     }
 }

@@ -103,6 +103,29 @@ pub trait Store: Send + Sync + 'static {
 
     /// Checks that the store answers.
     async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Appends `entry` to the log under `key` (a Redis stream), keeping entries for `keep`:
+    /// older ones are dropped (approximately, so readers check their own expiry), and the whole
+    /// log expires `keep` after its last append.
+    async fn append(&self, key: &str, entry: &[u8], keep: Duration) -> Result<(), StoreError>;
+
+    /// At most `max` entries of the log under `key` appended after `after` (`None`: from the
+    /// oldest kept), oldest first, with the cursor of the last one returned (`after` when none).
+    async fn read_log(
+        &self,
+        key: &str,
+        after: Option<&str>,
+        max: usize,
+    ) -> Result<LogBatch, StoreError>;
+}
+
+/// Entries read from a log ([`Store::read_log`]).
+#[derive(Debug, Default)]
+pub struct LogBatch {
+    /// The entries, oldest first.
+    pub entries: Vec<Vec<u8>>,
+    /// Where the next read continues.
+    pub cursor: Option<String>,
 }
 
 /// A store key for one policy: `mcpw:{<namespace>/<policy>}:<kind>:<id>`.

@@ -67,6 +67,9 @@ pub enum TokenError {
     /// No keys could be fetched from the issuer yet.
     #[error("the token cannot be verified right now")]
     KeysUnavailable,
+    /// The token's session was revoked (`oauthProxy` mode).
+    #[error("the token has been revoked")]
+    Revoked,
 }
 
 impl TokenError {
@@ -83,6 +86,7 @@ impl TokenError {
             TokenError::DisallowedAlg => Reason::DisallowedAlg,
             TokenError::WrongType => Reason::WrongType,
             TokenError::KeysUnavailable => Reason::KeysUnavailable,
+            TokenError::Revoked => Reason::Revoked,
         }
     }
 }

@@ -280,6 +280,10 @@ def test_revocation_ends_the_family(base):
     r = httpx.post(f"{base}/revoke", data={"token": tokens["refresh_token"], "client_id": c.client_id})
     assert r.status_code == 200
     assert c.refresh(tokens["refresh_token"]).json()["error"] == "invalid_grant"
+    # The session's access token is refused at once (in-memory store: one process).
+    r = httpx.post(f"{base}/mcp", json=MCP_INIT,
+                   headers={**MCP_HEADERS, "authorization": f"Bearer {tokens['access_token']}"})
+    assert r.status_code == 401 and 'error="invalid_token"' in r.headers["www-authenticate"]
     # Unknown tokens are fine (RFC 7009).
     r = httpx.post(f"{base}/revoke", data={"token": "nothing", "client_id": c.client_id})
     assert r.status_code == 200

@@ -90,6 +90,59 @@ def test_reuse_detected_on_the_other_replica(pair):
     assert c.refresh(second["refresh_token"], base=a).json()["error"] == "invalid_grant"
 
 
+def mcp_status(base: str, access_token: str) -> httpx.Response:
+    return httpx.post(f"{base}/mcp", json=MCP_INIT, timeout=10,
+                      headers={**MCP_HEADERS, "authorization": f"Bearer {access_token}"})
+
+
+def refused_within(base: str, access_token: str, bound: float) -> float:
+    """Seconds until `base` refuses the token with 401 invalid_token, polling; fails after `bound`."""
+    started = time.monotonic()
+    while True:
+        r = mcp_status(base, access_token)
+        took = time.monotonic() - started
+        if r.status_code == 401:
+            assert 'error="invalid_token"' in r.headers["www-authenticate"], r.headers
+            return took
+        assert r.status_code == 200, r.text
+        assert took < bound, f"{base} still accepts a revoked token after {took:.2f} s"
+        time.sleep(0.01)
+
+
+def revoke(c: Client, base: str, token: str) -> None:
+    r = httpx.post(f"{base}/revoke", data={"token": token, "client_id": c.client_id}, timeout=10)
+    assert r.status_code == 200, r.text
+
+
+@pytest.mark.parametrize("which", ["access_token", "refresh_token"])
+def test_revocation_reaches_the_other_replica_at_once(pair, which):
+    a, b = bases(pair)
+    c = Client(a)
+    tokens = c.full_login()
+    other = c.refresh(tokens["refresh_token"], base=b).json()  # a second token of the session
+    for base in (a, b):
+        assert mcp_status(base, tokens["access_token"]).status_code == 200
+    revoke(c, a, tokens[which] if which == "access_token" else other["refresh_token"])
+    assert mcp_status(a, other["access_token"]).status_code == 401, "at once where revoked"
+    took = refused_within(b, tokens["access_token"], bound=5)
+    print(f"\nrevocation of the {which} on replica A refused on replica B after {took * 1000:.0f} ms")
+    assert mcp_status(b, other["access_token"]).status_code == 401, "every token of the session"
+    assert c.refresh(other["refresh_token"], base=b).json()["error"] == "invalid_grant"
+    # Other sessions are untouched.
+    assert mcp_status(b, Client(a).full_login()["access_token"]).status_code == 200
+
+
+def test_refresh_reuse_revokes_the_access_tokens_everywhere(pair):
+    a, b = bases(pair)
+    c = Client(a)
+    first = c.full_login()
+    second = c.refresh(first["refresh_token"], base=a).json()
+    time.sleep(11)  # past the grace window for a duplicate refresh
+    assert c.refresh(first["refresh_token"], base=a).json()["error"] == "invalid_grant"
+    for base in (b, a):
+        refused_within(base, second["access_token"], bound=5)
+
+
 def test_redis_stopped_mid_test_then_restarted(pair, redis_for_replicas):
     a, b = bases(pair)
     c = Client(a)
@@ -103,10 +156,16 @@ def test_redis_stopped_mid_test_then_restarted(pair, redis_for_replicas):
         r = c.refresh(tokens["refresh_token"], base=b)
         assert r.status_code == 503 and "retry-after" in r.headers
         assert time.monotonic() - started < 6, "answers promptly instead of hanging"
-        # The resource-server path does not need Redis: the access token still works.
-        r = httpx.post(f"{b}/mcp", json=MCP_INIT,
-                       headers={**MCP_HEADERS, "authorization": f"Bearer {tokens['access_token']}"})
-        assert r.status_code == 200
+        # The resource-server path needs no Redis round trip, but a replica that cannot read the
+        # revocation log for longer than its bound (5 s) fails closed: 503, not a stale answer.
+        deadline = time.monotonic() + 20
+        while True:
+            r = mcp_status(b, tokens["access_token"])
+            if r.status_code != 200 or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert r.status_code == 503 and r.headers["retry-after"] == "5", r.text
+        assert r.json()["error"] == "temporarily_unavailable"
     finally:
         redis_for_replicas.start()
     # An empty Redis after the restart (no persistence): the old client is gone and says so,
@@ -122,6 +181,11 @@ def test_redis_stopped_mid_test_then_restarted(pair, redis_for_replicas):
         assert r.status_code == 201, f"{base} did not recover: {r.text}"
     r = c.refresh(tokens["refresh_token"], base=a)
     assert r.status_code == 401 and r.json()["error"] == "invalid_client"
+    # The revocation log is readable again: the access token is accepted again.
+    wait_until_ok = time.monotonic() + 10
+    while mcp_status(b, tokens["access_token"]).status_code != 200:
+        assert time.monotonic() < wait_until_ok, "the replica did not resume after Redis came back"
+        time.sleep(0.2)
     c2 = Client(a)
     assert c2.full_login(base=b)["access_token"]
 

@@ -3,6 +3,8 @@
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 /// Label enums exported in snake_case (`invalid_grant`, `authorization_code`).
@@ -66,6 +68,16 @@ snake_labels! {
 }
 
 snake_labels! {
+    /// Why a session (refresh-token family) was revoked.
+    RevokeReason {
+        Revoke => "revoke",
+        RefreshReuse => "refresh_reuse",
+        NotAllowed => "not_allowed",
+        UpstreamEnded => "upstream_ended",
+    }
+}
+
+snake_labels! {
     /// Grant types of the token endpoint.
     GrantType {
         AuthorizationCode => "authorization_code",
@@ -97,6 +109,24 @@ pub struct DenyLabels {
     pub reason: DenyReason,
 }
 
+/// `{reason}` labels of revoked sessions.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RevokeLabels {
+    /// Why.
+    pub reason: RevokeReason,
+}
+
+/// Seconds from a revocation on one replica to its arrival in another replica's deny set.
+#[derive(Clone)]
+pub struct Propagation(pub Histogram);
+
+impl Default for Propagation {
+    fn default() -> Self {
+        // 5 ms .. ~40 s.
+        Propagation(Histogram::new(exponential_buckets(0.005, 2.0, 14)))
+    }
+}
+
 /// `{grant_type,result}` labels.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct GrantLabels {
@@ -124,6 +154,12 @@ pub struct OAuthMetrics {
     pub access_denied: Family<DenyLabels, Counter>,
     /// `/revoke` calls.
     pub revocations: Family<ResultLabels, Counter>,
+    /// Sessions revoked, by reason (their access tokens refused on every replica).
+    pub sessions_revoked: Family<RevokeLabels, Counter>,
+    /// Revocation propagation delay to this replica.
+    pub revocation_propagation: Propagation,
+    /// 1 while this replica cannot read the revocation log and refuses proxy-issued tokens.
+    pub revocation_sync_stale: Gauge,
 }
 
 impl OAuthMetrics {
@@ -162,6 +198,29 @@ impl OAuthMetrics {
             "Revocation requests by result",
             m.revocations.clone(),
         );
+        r.register(
+            "sessions_revoked",
+            "Sessions revoked by reason; their access tokens are refused on every replica",
+            m.sessions_revoked.clone(),
+        );
+        r.register(
+            "revocation_propagation_seconds",
+            "Delay from a revocation on another replica to this replica refusing its tokens",
+            m.revocation_propagation.0.clone(),
+        );
+        r.register(
+            "revocation_sync_stale",
+            "1 while the revocation log has been unreadable too long and proxy-issued tokens get 503",
+            m.revocation_sync_stale.clone(),
+        );
+        for reason in [
+            RevokeReason::Revoke,
+            RevokeReason::RefreshReuse,
+            RevokeReason::NotAllowed,
+            RevokeReason::UpstreamEnded,
+        ] {
+            let _ = m.sessions_revoked.get_or_create(&RevokeLabels { reason });
+        }
         // Zero samples for the common outcomes, so dashboards and alerts see the series before
         // the first event.
         let _ = m.registrations.get_or_create(&ResultLabels {
@@ -220,6 +279,13 @@ impl OAuthMetrics {
                 policy: policy.to_owned(),
                 reason,
             })
+            .inc();
+    }
+
+    /// Counts a revoked session.
+    pub fn session_revoked(&self, reason: RevokeReason) {
+        self.sessions_revoked
+            .get_or_create(&RevokeLabels { reason })
             .inc();
     }
 

@@ -9,8 +9,10 @@
 use std::time::Duration;
 
 use super::crypto::{constant_time_eq, random_token, sha256_b64};
+use super::metrics::RevokeReason;
 use super::provider::{UpstreamTokens, send};
 use super::records::{ClientRecord, Family};
+use super::revocation::TOKEN_LEEWAY_SECONDS;
 use super::token::{TokenForm, invalid_grant};
 use super::{OAuthProxy, REFRESH_GRACE_SECONDS, Reject, now};
 
@@ -61,7 +63,8 @@ impl OAuthProxy {
                         &family.client_id,
                         Some(&family.identity.subject),
                     );
-                    self.revoke_family(family_id, &family).await?;
+                    self.revoke_family(family_id, &family, RevokeReason::NotAllowed)
+                        .await?;
                     return Err(invalid_grant(
                         "this account is no longer allowed to use the server",
                     ));
@@ -128,7 +131,8 @@ impl OAuthProxy {
             {
                 tracing::warn!(client_id = %family.client_id, "refresh token reuse detected; revoking the token family");
                 self.metrics.refresh_reuse.inc();
-                self.revoke_family(family_id, &family).await?;
+                self.revoke_family(family_id, &family, RevokeReason::RefreshReuse)
+                    .await?;
                 return Err(invalid_grant(
                     "the refresh token was already used; the session is revoked",
                 ));
@@ -173,7 +177,8 @@ impl OAuthProxy {
         {
             Ok(t) => t,
             Err(e) if e.is_invalid_grant() => {
-                self.store.delete(&self.key("family", family_id)).await?;
+                self.end_session(family_id, RevokeReason::UpstreamEnded)
+                    .await?;
                 return Err(invalid_grant(
                     "the identity provider ended the session; sign in again",
                 ));
@@ -193,14 +198,38 @@ impl OAuthProxy {
         ))
     }
 
-    /// Deletes a family and revokes its upstream refresh token (never our own token) when the
-    /// provider has a revocation endpoint.
+    /// Ends a session: its access tokens are refused on every replica (see `revocation.rs`),
+    /// then its family is deleted.
+    pub(super) async fn end_session(
+        &self,
+        family_id: &str,
+        reason: RevokeReason,
+    ) -> Result<(), Reject> {
+        let lifetime = Duration::from_secs(
+            u64::from(self.spec.access_token_ttl_seconds) + TOKEN_LEEWAY_SECONDS,
+        );
+        self.revocations
+            .revoke(
+                &*self.store,
+                &self.key("revoked", "log"),
+                family_id,
+                lifetime,
+                reason,
+            )
+            .await?;
+        self.store.delete(&self.key("family", family_id)).await?;
+        Ok(())
+    }
+
+    /// Ends a session ([`OAuthProxy::end_session`]) and revokes its upstream refresh token
+    /// (never our own token) when the provider has a revocation endpoint.
     pub(super) async fn revoke_family(
         &self,
         family_id: &str,
         family: &Family,
+        reason: RevokeReason,
     ) -> Result<(), Reject> {
-        self.store.delete(&self.key("family", family_id)).await?;
+        self.end_session(family_id, reason).await?;
         let tokens: Option<UpstreamTokens> = self
             .enc
             .open(&format!("family:{family_id}"), &family.upstream)

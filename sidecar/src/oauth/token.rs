@@ -297,9 +297,9 @@ impl OAuthProxy {
     }
 }
 
-/// `POST /revoke` (RFC 7009): refresh tokens end their family; access tokens we issued end the
-/// family they belong to (the access token itself lives until its short expiry). Unknown tokens
-/// are not an error.
+/// `POST /revoke` (RFC 7009): a refresh token or an access token we issued ends its session:
+/// the family is deleted and every access token of it is refused on every replica within
+/// [`super::revocation::SYNC_INTERVAL`]. Unknown tokens are not an error.
 pub async fn revoke(
     State(proxy): State<Arc<OAuthProxy>>,
     addr: ClientAddr,
@@ -356,7 +356,9 @@ async fn revoke_inner(
     if let Some(family) = proxy.get_json::<Family>("family", &family_id).await? {
         let known = hash.is_none_or(|h| family.current == h || family.previous.contains(&h));
         if family.client_id == client.client_id && known {
-            proxy.revoke_family(&family_id, &family).await?;
+            proxy
+                .revoke_family(&family_id, &family, super::metrics::RevokeReason::Revoke)
+                .await?;
         }
     }
     Ok(())

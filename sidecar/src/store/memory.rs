@@ -6,13 +6,13 @@
 //! documents) are refused once the store is three quarters full, so the rest stays for flows
 //! already under way (authorization requests of registered clients, codes, sessions).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::{Store, StoreError, check_ttl};
+use super::{LogBatch, Store, StoreError, check_ttl};
 
 /// Default bound on live entries; beyond it writes of new keys fail with [`StoreError::Full`].
 pub const DEFAULT_MAX_ENTRIES: usize = 100_000;
@@ -34,11 +34,30 @@ fn cost(key: &str, value: &[u8]) -> usize {
     key.len() + value.len() + ENTRY_OVERHEAD
 }
 
-/// The map and the bytes it holds (kept in step under one lock).
+/// The map and the bytes it holds (kept in step under one lock), and the logs.
 #[derive(Default)]
 struct Map {
     entries: HashMap<String, Entry>,
     bytes: usize,
+    /// Logs ([`Store::append`]): bounded by their keep time rather than the byte budget, so a
+    /// full store still records revocations.
+    logs: HashMap<String, Log>,
+    /// Sequence number of the last log entry appended (the cursor), over all logs.
+    log_seq: u64,
+}
+
+/// One log: entries with their sequence number and expiry, oldest first.
+#[derive(Default)]
+struct Log {
+    entries: VecDeque<(u64, Instant, Vec<u8>)>,
+}
+
+impl Log {
+    fn drop_expired(&mut self, now: Instant) {
+        while self.entries.front().is_some_and(|(_, exp, _)| *exp <= now) {
+            self.entries.pop_front();
+        }
+    }
 }
 
 impl Map {
@@ -49,6 +68,10 @@ impl Map {
     }
 
     fn drop_all_expired(&mut self, now: Instant) {
+        self.logs.retain(|_, log| {
+            log.drop_expired(now);
+            !log.entries.is_empty()
+        });
         let mut freed = 0;
         self.entries.retain(|k, e| {
             let keep = e.expires > now;
@@ -295,6 +318,51 @@ impl Store for MemoryStore {
 
     async fn ping(&self) -> Result<(), StoreError> {
         Ok(())
+    }
+
+    async fn append(&self, key: &str, entry: &[u8], keep: Duration) -> Result<(), StoreError> {
+        check_ttl(keep)?;
+        let now = Instant::now();
+        let mut map = self.lock();
+        map.log_seq += 1;
+        let seq = map.log_seq;
+        let log = map.logs.entry(key.to_owned()).or_default();
+        log.drop_expired(now);
+        log.entries.push_back((seq, now + keep, entry.to_vec()));
+        Ok(())
+    }
+
+    async fn read_log(
+        &self,
+        key: &str,
+        after: Option<&str>,
+        max: usize,
+    ) -> Result<LogBatch, StoreError> {
+        let after = match after {
+            None => 0,
+            Some(c) => c
+                .parse::<u64>()
+                .map_err(|_| StoreError::Invalid(format!("log cursor {c:?}")))?,
+        };
+        let now = Instant::now();
+        let map = self.lock();
+        let entries: Vec<(u64, Vec<u8>)> = map
+            .logs
+            .get(key)
+            .map(|log| {
+                log.entries
+                    .iter()
+                    .filter(|(seq, exp, _)| *seq > after && *exp > now)
+                    .take(max)
+                    .map(|(seq, _, e)| (*seq, e.clone()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let cursor = entries.last().map_or(after, |(seq, _)| *seq);
+        Ok(LogBatch {
+            entries: entries.into_iter().map(|(_, e)| e).collect(),
+            cursor: (cursor > 0).then(|| cursor.to_string()),
+        })
     }
 }
 

@@ -12,7 +12,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-use super::{Store, StoreError};
+use super::{LogBatch, Store, StoreError};
 
 /// A store operation, the `op` label.
 #[allow(missing_docs)]
@@ -26,11 +26,13 @@ pub enum Op {
     CompareAndSwap,
     Incr,
     Ping,
+    Append,
+    ReadLog,
 }
 
 impl Op {
     /// Every operation, to pre-create label sets so dashboards see zeros before traffic.
-    pub const ALL: [Op; 8] = [
+    pub const ALL: [Op; 10] = [
         Op::Put,
         Op::PutIfAbsent,
         Op::Get,
@@ -39,6 +41,8 @@ impl Op {
         Op::CompareAndSwap,
         Op::Incr,
         Op::Ping,
+        Op::Append,
+        Op::ReadLog,
     ];
 
     /// The label value (snake case, like the method names).
@@ -52,6 +56,8 @@ impl Op {
             Op::CompareAndSwap => "compare_and_swap",
             Op::Incr => "incr",
             Op::Ping => "ping",
+            Op::Append => "append",
+            Op::ReadLog => "read_log",
         }
     }
 }
@@ -207,6 +213,25 @@ impl Store for Metered {
         let t = Instant::now();
         let r = self.inner.ping().await;
         self.metrics.record(Op::Ping, t, &r);
+        r
+    }
+
+    async fn append(&self, key: &str, entry: &[u8], keep: Duration) -> Result<(), StoreError> {
+        let t = Instant::now();
+        let r = self.inner.append(key, entry, keep).await;
+        self.metrics.record(Op::Append, t, &r);
+        r
+    }
+
+    async fn read_log(
+        &self,
+        key: &str,
+        after: Option<&str>,
+        max: usize,
+    ) -> Result<LogBatch, StoreError> {
+        let t = Instant::now();
+        let r = self.inner.read_log(key, after, max).await;
+        self.metrics.record(Op::ReadLog, t, &r);
         r
     }
 }

@@ -16,7 +16,7 @@ use redis::{
     Value,
 };
 
-use super::{RedisTarget, Store, StoreError, check_ttl};
+use super::{LogBatch, RedisTarget, Store, StoreError, check_ttl};
 use mcp_warden_policy::RedisMode;
 
 /// Replace the value only when it still equals the expected one (refresh-token rotation).
@@ -36,6 +36,15 @@ if redis.call('PTTL', KEYS[1]) < 0 then
 end
 return n";
 
+/// Append to a stream, dropping entries older than the keep time (by the server's clock) and
+/// making the stream expire after it.
+const APPEND_SCRIPT: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('XADD', KEYS[1], 'MINID', '~', tostring(now - tonumber(ARGV[2])), '*', 'e', ARGV[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return 1";
+
 /// The Redis store. Cheap to share: commands are multiplexed over one connection per node.
 pub struct RedisStore {
     conn: Connection,
@@ -43,6 +52,7 @@ pub struct RedisStore {
     deadline: Duration,
     cas: Script,
     incr: Script,
+    append: Script,
 }
 
 enum Connection {
@@ -193,6 +203,7 @@ impl RedisStore {
             deadline: t * 2,
             cas: Script::new(CAS_SCRIPT),
             incr: Script::new(INCR_SCRIPT),
+            append: Script::new(APPEND_SCRIPT),
         })
     }
 
@@ -318,6 +329,43 @@ impl Store for RedisStore {
     async fn ping(&self) -> Result<(), StoreError> {
         let cmd = redis::cmd("PING");
         self.run(async |c| cmd.query_async::<()>(c).await).await
+    }
+
+    async fn append(&self, key: &str, entry: &[u8], keep: Duration) -> Result<(), StoreError> {
+        check_ttl(keep)?;
+        let mut call = self.append.key(key);
+        call.arg(entry).arg(millis(keep));
+        self.run(async |c| call.invoke_async::<i64>(c).await)
+            .await
+            .map(drop)
+    }
+
+    async fn read_log(
+        &self,
+        key: &str,
+        after: Option<&str>,
+        max: usize,
+    ) -> Result<LogBatch, StoreError> {
+        // `(id` starts after `id` (exclusive range, Redis 6.2+).
+        let start = after.map_or_else(|| "-".to_owned(), |id| format!("({id}"));
+        let cmd = redis::cmd("XRANGE")
+            .arg(key)
+            .arg(start)
+            .arg("+")
+            .arg("COUNT")
+            .arg(max)
+            .to_owned();
+        let rows: Vec<(String, Vec<Vec<u8>>)> =
+            self.run(async |c| cmd.query_async(c).await).await?;
+        let cursor = rows
+            .last()
+            .map(|(id, _)| id.clone())
+            .or_else(|| after.map(str::to_owned));
+        let entries = rows
+            .into_iter()
+            .filter_map(|(_, mut fields)| (fields.len() == 2).then(|| fields.swap_remove(1)))
+            .collect();
+        Ok(LogBatch { entries, cursor })
     }
 }
 

@@ -320,7 +320,8 @@ pub async fn all(store: Arc<dyn Store>) {
     put_if_absent_first_writer_wins(store.clone()).await;
     take_is_single_use(store.clone()).await;
     compare_and_swap_is_atomic(store.clone()).await;
-    incr_counts_per_window(store).await;
+    incr_counts_per_window(store.clone()).await;
+    log_reads_each_entry_once_in_order(store).await;
 }
 
 /// Runs `f` in [`TASKS`] tasks released at once; returns each task's index and result.
@@ -346,4 +347,55 @@ where
         out.push(task.await.expect("contract task panicked"));
     }
     out
+}
+
+/// An append-only log read by cursor: every entry once, in order, across appends; expired
+/// entries are not read.
+pub async fn log_reads_each_entry_once_in_order(store: Arc<dyn Store>) {
+    let key = k("log", "revoked");
+    let empty = store.read_log(&key, None, 10).await.unwrap();
+    assert!(
+        empty.entries.is_empty() && empty.cursor.is_none(),
+        "fresh log is empty"
+    );
+    for i in 0..5u8 {
+        store.append(&key, &[b'a', i], MINUTE).await.unwrap();
+    }
+    let first = store.read_log(&key, None, 3).await.unwrap();
+    assert_eq!(
+        first.entries,
+        vec![vec![b'a', 0], vec![b'a', 1], vec![b'a', 2]]
+    );
+    let rest = store
+        .read_log(&key, first.cursor.as_deref(), 10)
+        .await
+        .unwrap();
+    assert_eq!(rest.entries, vec![vec![b'a', 3], vec![b'a', 4]]);
+    let none = store
+        .read_log(&key, rest.cursor.as_deref(), 10)
+        .await
+        .unwrap();
+    assert!(none.entries.is_empty());
+    assert_eq!(none.cursor, rest.cursor, "an empty read keeps the cursor");
+    store.append(&key, b"late", MINUTE).await.unwrap();
+    let late = store
+        .read_log(&key, none.cursor.as_deref(), 10)
+        .await
+        .unwrap();
+    assert_eq!(late.entries, vec![b"late".to_vec()]);
+    // A short-lived log expires as a whole.
+    let short = k("log", "short");
+    store
+        .append(&short, b"x", Duration::from_millis(300))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert!(
+        store
+            .read_log(&short, None, 10)
+            .await
+            .unwrap()
+            .entries
+            .is_empty()
+    );
 }
