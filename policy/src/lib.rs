@@ -16,7 +16,7 @@ pub use document::{
 pub use secret::{SecretError, SecretRef};
 pub use spec::*;
 pub use status::{McpAuthPolicyStatus, PolicyCondition};
-pub use validate::{PolicyError, ValidatedResource, is_loopback_host};
+pub use validate::{MAX_TOOL_METRICS, PolicyError, ValidatedResource, is_loopback_host};
 
 #[cfg(feature = "kube")]
 pub use spec::McpAuthPolicy;

@@ -53,6 +53,10 @@ pub struct McpAuthPolicySpec {
     /// Browser origins allowed to call the endpoint (DNS-rebinding defence and CORS).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cors: Option<CorsSpec>,
+    /// The audit trail: one JSON line per MCP request. Absent means on, to stderr, without
+    /// tool arguments.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audit: Option<AuditSpec>,
 }
 
 impl McpAuthPolicySpec {
@@ -438,4 +442,78 @@ pub struct CorsSpec {
     /// other `Origin` header is refused with 403.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allowed_origins: Vec<String>,
+}
+
+/// The audit trail: one JSON line per MCP request (per call of a JSON-RPC batch) with the
+/// caller, the method, the tool, resource or prompt, and what the sidecar decided. Bearer
+/// tokens are never written.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AuditSpec {
+    /// Whether audit lines are written.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Where the lines go: `stderr` (the container log), or an absolute file path, rotated by
+    /// size (`maxFileBytes`, `maxFiles`).
+    #[serde(default = "default_audit_destination")]
+    pub destination: String,
+    /// Size at which the audit file is rotated (`<path>.1`, `<path>.2`, ...), in bytes.
+    #[serde(default = "default_audit_file_bytes")]
+    pub max_file_bytes: u64,
+    /// Rotated files kept besides the current one.
+    #[serde(default = "default_audit_files")]
+    pub max_files: u32,
+    /// Writes the `arguments` of `tools/call` (and `prompts/get`). Off by default: arguments
+    /// can carry personal data or secrets.
+    #[serde(default)]
+    pub include_arguments: bool,
+    /// Largest argument object written, in bytes of JSON; larger ones are replaced by a note
+    /// with their size.
+    #[serde(default = "default_argument_bytes")]
+    pub max_argument_bytes: u32,
+    /// Argument fields whose values are written as `"[redacted]"`, at any depth (exact names).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub redact_fields: Vec<String>,
+    /// Tool names counted one by one in `mcp_warden_tool_calls_total`; every other tool is
+    /// counted as `other`. Empty: tool calls are not counted. At most 50 names.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tool_metrics: Vec<String>,
+}
+
+impl Default for AuditSpec {
+    fn default() -> Self {
+        AuditSpec {
+            enabled: true,
+            destination: default_audit_destination(),
+            max_file_bytes: default_audit_file_bytes(),
+            max_files: default_audit_files(),
+            include_arguments: false,
+            max_argument_bytes: default_argument_bytes(),
+            redact_fields: Vec::new(),
+            tool_metrics: Vec::new(),
+        }
+    }
+}
+
+/// The `destination` that writes audit lines to the sidecar's standard error.
+pub const AUDIT_TO_STDERR: &str = "stderr";
+
+fn default_true() -> bool {
+    true
+}
+
+fn default_audit_destination() -> String {
+    AUDIT_TO_STDERR.to_owned()
+}
+
+fn default_audit_file_bytes() -> u64 {
+    100 * 1024 * 1024
+}
+
+fn default_audit_files() -> u32 {
+    3
+}
+
+fn default_argument_bytes() -> u32 {
+    4096
 }

@@ -6,7 +6,8 @@ use std::net::IpAddr;
 use url::Url;
 
 use crate::spec::{
-    AuthMode, IdentityMatch, McpAuthPolicySpec, OAuthProxySpec, Provider, RedisMode,
+    AUDIT_TO_STDERR, AuditSpec, AuthMode, IdentityMatch, McpAuthPolicySpec, OAuthProxySpec,
+    Provider, RedisMode,
 };
 
 /// Why a policy cannot be used.
@@ -250,6 +251,9 @@ impl McpAuthPolicySpec {
                 );
             }
         }
+        if let Some(audit) = &self.audit {
+            validate_audit(&mut r, audit);
+        }
         if let Some(redis) = self.storage.as_ref().and_then(|s| s.redis.as_ref()) {
             let scheme_ok =
                 Url::parse(&redis.url).is_ok_and(|u| matches!(u.scheme(), "redis" | "rediss"));
@@ -270,6 +274,45 @@ impl McpAuthPolicySpec {
             Ok(())
         } else {
             Err(crate::PolicyError::Invalid(r.0))
+        }
+    }
+}
+
+/// Most tool names `spec.audit.toolMetrics` may list (each is a metric series per outcome).
+pub const MAX_TOOL_METRICS: usize = 50;
+
+fn validate_audit(r: &mut Report, audit: &AuditSpec) {
+    let dest = &audit.destination;
+    if dest != AUDIT_TO_STDERR && !(dest.starts_with('/') && dest.len() > 1 && !dest.ends_with('/'))
+    {
+        r.check(
+            "spec.audit.destination",
+            Err(format!(
+                "{dest:?} is neither stderr nor an absolute file path"
+            )),
+        );
+    }
+    if audit.max_file_bytes < 4096 {
+        r.check(
+            "spec.audit.maxFileBytes",
+            Err("must be at least 4096".into()),
+        );
+    }
+    if audit.max_files > 100 {
+        r.check("spec.audit.maxFiles", Err("must be at most 100".into()));
+    }
+    if audit.tool_metrics.len() > MAX_TOOL_METRICS {
+        r.check(
+            "spec.audit.toolMetrics",
+            Err(format!("must list at most {MAX_TOOL_METRICS} tools")),
+        );
+    }
+    for (i, tool) in audit.tool_metrics.iter().enumerate() {
+        if tool.is_empty() || tool == "other" || tool.chars().any(char::is_control) {
+            r.check(
+                &format!("spec.audit.toolMetrics[{i}]"),
+                Err(format!("{tool:?} is not a usable tool name")),
+            );
         }
     }
 }

@@ -13,6 +13,7 @@ use http::{HeaderValue, Method, StatusCode, header};
 use http_body_util::BodyExt;
 use tower::ServiceExt;
 
+use crate::audit::{Caller, Done, Record, X_REQUEST_ID};
 use crate::challenge::error_body;
 use crate::metrics::{Metrics, Outcome, Reason};
 use crate::oauth::revocation::Status;
@@ -48,14 +49,29 @@ type Answer = (Response, Outcome, Reason);
 async fn handle(State(state): State<Arc<AppState>>, request: Request) -> Response {
     let started = Instant::now();
     let runtime = state.runtime.load_full();
-    let (response, outcome, reason) = serve(&state, &runtime, request).await;
+    let mut record = Record::new(request.method(), request.uri().path(), request.headers());
+    let (mut response, outcome, reason) = serve(&state, &runtime, request, &mut record).await;
+    let latency = started.elapsed();
     runtime
         .meters
-        .observe(outcome, reason, started.elapsed().as_secs_f64());
+        .observe(outcome, reason, latency.as_secs_f64());
+    if !matches!(outcome, Outcome::Metadata | Outcome::Preflight) {
+        let done = Done {
+            outcome,
+            reason,
+            status: response.status().as_u16(),
+            latency,
+        };
+        runtime.audit.finish(&record, &done);
+        response
+            .headers_mut()
+            .entry(X_REQUEST_ID)
+            .or_insert(record.request_id);
+    }
     response
 }
 
-async fn serve(state: &AppState, rt: &Runtime, request: Request) -> Answer {
+async fn serve(state: &AppState, rt: &Runtime, request: Request, record: &mut Record) -> Answer {
     let path = request.uri().path();
     if path == rt.metadata_root || path == rt.metadata_suffixed {
         return (
@@ -89,7 +105,7 @@ async fn serve(state: &AppState, rt: &Runtime, request: Request) -> Answer {
         Some(origin) if is_preflight(request.method(), request.headers()) => {
             (Origins::preflight(origin), Outcome::Preflight, Reason::None)
         }
-        _ => authorize_and_forward(state, rt, request).await,
+        _ => authorize_and_forward(state, rt, request, record).await,
     };
     if let Some(origin) = &origin {
         Origins::decorate(origin, &mut response);
@@ -149,7 +165,12 @@ fn credentials(request: &Request) -> Credentials<'_> {
     }
 }
 
-async fn authorize_and_forward(state: &AppState, rt: &Runtime, request: Request) -> Answer {
+async fn authorize_and_forward(
+    state: &AppState,
+    rt: &Runtime,
+    request: Request,
+    record: &mut Record,
+) -> Answer {
     let token = match credentials(&request) {
         Credentials::Bearer(token) => token,
         Credentials::None => {
@@ -234,13 +255,29 @@ async fn authorize_and_forward(state: &AppState, rt: &Runtime, request: Request)
         }
     }
 
-    let (request, needed) = if rt.rules.is_empty() || !carries_body(&request) {
-        (request, Cow::Borrowed(&rt.required_scopes[..]))
-    } else {
-        match rule_scopes(rt, request).await {
-            Ok((request, needed)) => (request, Cow::Owned(needed)),
+    if rt.audit.reads_bodies() {
+        record.caller = Some(Caller::of(&principal));
+    }
+
+    let reads_body = !rt.rules.is_empty() || rt.audit.reads_bodies();
+    let request = if reads_body && carries_body(&request) {
+        match read_messages(rt, request, record).await {
+            Ok(request) => request,
             Err(answer) => return answer,
         }
+    } else {
+        request
+    };
+    let needed = if rt.rules.is_empty() {
+        Cow::Borrowed(&rt.required_scopes[..])
+    } else {
+        let mut needed = rt.required_scopes.clone();
+        for scope in rt.rules.required_by(&record.messages) {
+            if !needed.contains(&scope) {
+                needed.push(scope);
+            }
+        }
+        Cow::Owned(needed)
     };
     if !principal.scopes.covers_all(needed.iter()) {
         let response = rt
@@ -267,6 +304,9 @@ async fn authorize_and_forward(state: &AppState, rt: &Runtime, request: Request)
         )
         .await;
     }
+    parts
+        .headers
+        .insert(X_REQUEST_ID, record.request_id.clone());
     match state
         .upstream
         .forward(Request::from_parts(parts, body))
@@ -323,16 +363,21 @@ fn carries_body(request: &Request) -> bool {
     request.method() == Method::POST || !axum::body::HttpBody::is_end_stream(request.body())
 }
 
-/// Reads a request body (bounded) to find the scopes the policy's rules ask for, and rebuilds the
-/// request around the buffered bytes. Refusals are JSON-RPC error answers (400).
-async fn rule_scopes(rt: &Runtime, request: Request) -> Result<(Request, Vec<String>), Answer> {
+/// Reads a request body (bounded) and scans its JSON-RPC messages into `record`, then rebuilds
+/// the request around the buffered bytes. With scope rules, a body that is too large or not
+/// unambiguous JSON-RPC is refused (a JSON-RPC error answer, 400); without rules (the body is
+/// read for the audit trail only) such bodies go to the app unchanged.
+async fn read_messages(
+    rt: &Runtime,
+    request: Request,
+    record: &mut Record,
+) -> Result<Request, Answer> {
     let (parts, body) = request.into_parts();
-    let bytes = match http_body_util::Limited::new(body, MAX_RPC_BODY)
-        .collect()
-        .await
-    {
-        Ok(collected) => collected.to_bytes(),
-        Err(_) => {
+    let strict = !rt.rules.is_empty();
+    let bytes = match buffer(body, MAX_RPC_BODY).await {
+        Ok(Buffered::Whole(bytes)) => bytes,
+        Ok(Buffered::TooLarge(body)) if !strict => return Ok(Request::from_parts(parts, body)),
+        Ok(Buffered::TooLarge(_)) | Err(_) => {
             let mut response = error_body(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "invalid_request",
@@ -345,25 +390,59 @@ async fn rule_scopes(rt: &Runtime, request: Request) -> Result<(Request, Vec<Str
             return Err((response, Outcome::BadRequest, Reason::InvalidRequest));
         }
     };
-    let extra = rt.rules.required_for(&bytes).map_err(|e| {
-        let body = serde_json::json!({
-            "jsonrpc": "2.0",
-            "id": rpc::id_of(&bytes),
-            "error": {"code": e.code(), "message": e.to_string()},
-        });
-        let response = (
-            StatusCode::BAD_REQUEST,
-            [(header::CACHE_CONTROL, "no-store")],
-            axum::Json(body),
-        )
-            .into_response();
-        (response, Outcome::BadRequest, Reason::InvalidRequest)
-    })?;
-    let mut needed = rt.required_scopes.clone();
-    for scope in extra {
-        if !needed.contains(&scope) {
-            needed.push(scope);
+    let scanned = if rt.audit.wants_arguments() {
+        rpc::scan_with_arguments(&bytes)
+    } else {
+        rpc::scan(&bytes)
+    };
+    match scanned {
+        Ok(messages) => record.messages = messages,
+        Err(e) if strict => {
+            let body = serde_json::json!({
+                "jsonrpc": "2.0",
+                "id": rpc::id_of(&bytes),
+                "error": {"code": e.code(), "message": e.to_string()},
+            });
+            let response = (
+                StatusCode::BAD_REQUEST,
+                [(header::CACHE_CONTROL, "no-store")],
+                axum::Json(body),
+            )
+                .into_response();
+            return Err((response, Outcome::BadRequest, Reason::InvalidRequest));
+        }
+        Err(_) => {}
+    }
+    Ok(Request::from_parts(parts, Body::from(bytes)))
+}
+
+/// A request body read up to a limit.
+enum Buffered {
+    /// All of it.
+    Whole(bytes::Bytes),
+    /// More than the limit: what was read, followed by the rest still on the wire.
+    TooLarge(Body),
+}
+
+async fn buffer(mut body: Body, limit: usize) -> Result<Buffered, axum::Error> {
+    let mut chunks: Vec<bytes::Bytes> = Vec::new();
+    let mut total = 0;
+    while let Some(frame) = body.frame().await {
+        // Trailers are not forwarded (hyper's client would not send them over HTTP/1.1 anyway).
+        let Ok(data) = frame?.into_data() else {
+            continue;
+        };
+        total += data.len();
+        chunks.push(data);
+        if total > limit {
+            let read = futures_util::stream::iter(chunks.into_iter().map(Ok::<_, axum::Error>));
+            let rest = futures_util::StreamExt::chain(read, body.into_data_stream());
+            return Ok(Buffered::TooLarge(Body::from_stream(rest)));
         }
     }
-    Ok((Request::from_parts(parts, Body::from(bytes)), needed))
+    Ok(Buffered::Whole(match chunks.len() {
+        0 => bytes::Bytes::new(),
+        1 => chunks.remove(0),
+        _ => chunks.concat().into(),
+    }))
 }

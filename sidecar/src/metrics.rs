@@ -115,6 +115,17 @@ pub struct ReloadLabels {
     pub result: FetchResult,
 }
 
+/// Labels of `mcp_warden_tool_calls_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ToolLabels {
+    /// Policy name.
+    pub policy: String,
+    /// A tool named in `spec.audit.toolMetrics`, or `other`.
+    pub tool: String,
+    /// What happened to the request carrying the call.
+    pub outcome: Outcome,
+}
+
 /// The resource-server metric families.
 #[derive(Clone)]
 pub struct Metrics {
@@ -128,6 +139,10 @@ pub struct Metrics {
     pub token_cache_hits: Counter,
     /// Policy file reloads.
     pub reloads: Family<ReloadLabels, Counter>,
+    /// Audit lines dropped because the writer fell behind.
+    pub audit_dropped: Counter,
+    /// `tools/call` messages by tool, for the tools a policy names.
+    pub tool_calls: Family<ToolLabels, Counter>,
 }
 
 impl Metrics {
@@ -141,6 +156,8 @@ impl Metrics {
             jwks_refresh: Family::default(),
             token_cache_hits: Counter::default(),
             reloads: Family::default(),
+            audit_dropped: Counter::default(),
+            tool_calls: Family::default(),
         };
         // Both results exist from the start so dashboards and alerts see zeros, not gaps.
         for &result in FetchResult::ALL {
@@ -172,7 +189,39 @@ impl Metrics {
             "Policy file reloads by result",
             m.reloads.clone(),
         );
+        r.register(
+            "audit_dropped",
+            "Audit lines dropped because the audit queue was full",
+            m.audit_dropped.clone(),
+        );
+        r.register(
+            "tool_calls",
+            "tools/call messages by tool (spec.audit.toolMetrics, others as \"other\") and outcome",
+            m.tool_calls.clone(),
+        );
         m
+    }
+
+    /// The tool-call series of one policy, for the tools it names.
+    pub fn tools_for(&self, policy: &str, tools: &[String]) -> ToolMeters {
+        let series = |tool: &str| {
+            Outcome::ALL
+                .iter()
+                .map(|&outcome| {
+                    self.tool_calls
+                        .get_or_create(&ToolLabels {
+                            policy: policy.to_owned(),
+                            tool: tool.to_owned(),
+                            outcome,
+                        })
+                        .clone()
+                })
+                .collect::<Vec<_>>()
+        };
+        ToolMeters {
+            named: tools.iter().map(|t| (t.clone(), series(t))).collect(),
+            other: series("other"),
+        }
     }
 
     /// The request series of one policy, created now (so every family is exported before the
@@ -279,6 +328,24 @@ impl PolicyMeters {
             }
         }
         self.duration[outcome as usize].observe(seconds);
+    }
+}
+
+/// One policy's tool-call counters, resolved ahead of time.
+pub struct ToolMeters {
+    named: Vec<(String, Vec<Counter>)>,
+    other: Vec<Counter>,
+}
+
+impl ToolMeters {
+    /// Counts one call of `tool`.
+    pub fn observe(&self, tool: &str, outcome: Outcome) {
+        let series = self
+            .named
+            .iter()
+            .find(|(name, _)| name == tool)
+            .map_or(&self.other, |(_, s)| s);
+        series[outcome as usize].inc();
     }
 }
 

@@ -1,5 +1,6 @@
-//! The parts of a JSON-RPC body that the scope rules read (`method`, and `params.name` of a
-//! `tools/call`), found in one pass without building a JSON tree.
+//! The parts of a JSON-RPC body that the scope rules and the audit trail read (`method`,
+//! `params.name` of a `tools/call` or `prompts/get`, `params.uri` of a `resources/read`, and on
+//! request `params.arguments`), found in one pass without building a JSON tree.
 //!
 //! The scan refuses bodies that different JSON parsers could read differently, because the
 //! sidecar and the app must agree on which tool is called: a key given twice (`"name"` twice),
@@ -14,13 +15,17 @@ use serde::Deserializer as _;
 use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
 
-/// What the rules need from one message.
+/// What the rules and the audit trail need from one message.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Message {
     /// `method`; `None` for responses.
     pub method: Option<String>,
     /// `params.name`, for `tools/call` only.
     pub tool: Option<String>,
+    /// `params.name` of a `prompts/get`, or `params.uri` of a `resources/read`, when a string.
+    pub target: Option<String>,
+    /// `params.arguments`, when asked for ([`scan_with_arguments`]).
+    pub arguments: Option<Value>,
 }
 
 /// Why a body was refused. The text is safe to send to the client.
@@ -50,8 +55,17 @@ const PARAMS_KEYS: [&str; 1] = ["name"];
 
 /// Scans `body`: a message object or a non-empty batch of them.
 pub fn scan(body: &[u8]) -> Result<Vec<Message>, BodyError> {
+    scan_body(body, false)
+}
+
+/// Like [`scan`], and keeps `params.arguments` of each message.
+pub fn scan_with_arguments(body: &[u8]) -> Result<Vec<Message>, BodyError> {
+    scan_body(body, true)
+}
+
+fn scan_body(body: &[u8], arguments: bool) -> Result<Vec<Message>, BodyError> {
     let mut de = serde_json::Deserializer::from_slice(body);
-    let messages = de.deserialize_any(BodyVisitor).and_then(|m| {
+    let messages = de.deserialize_any(BodyVisitor { arguments }).and_then(|m| {
         de.end()?;
         Ok(m)
     });
@@ -129,7 +143,11 @@ impl<const N: usize> Keys<N> {
     }
 }
 
-struct BodyVisitor;
+/// `arguments`: whether `params.arguments` is kept.
+#[derive(Clone, Copy)]
+struct BodyVisitor {
+    arguments: bool,
+}
 
 impl<'de> Visitor<'de> for BodyVisitor {
     type Value = Vec<Message>;
@@ -139,12 +157,12 @@ impl<'de> Visitor<'de> for BodyVisitor {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
-        Ok(vec![MessageVisitor.visit_map(map)?])
+        Ok(vec![MessageVisitor(self).visit_map(map)?])
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
         let mut messages = Vec::with_capacity(seq.size_hint().unwrap_or(1));
-        while let Some(message) = seq.next_element_seed(MessageSeed)? {
+        while let Some(message) = seq.next_element_seed(MessageSeed(self))? {
             messages.push(message);
         }
         if messages.is_empty() {
@@ -154,17 +172,17 @@ impl<'de> Visitor<'de> for BodyVisitor {
     }
 }
 
-struct MessageSeed;
+struct MessageSeed(BodyVisitor);
 
 impl<'de> DeserializeSeed<'de> for MessageSeed {
     type Value = Message;
 
     fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Message, D::Error> {
-        d.deserialize_any(MessageVisitor)
+        d.deserialize_any(MessageVisitor(self.0))
     }
 }
 
-struct MessageVisitor;
+struct MessageVisitor(BodyVisitor);
 
 impl<'de> Visitor<'de> for MessageVisitor {
     type Value = Message;
@@ -176,27 +194,34 @@ impl<'de> Visitor<'de> for MessageVisitor {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Message, A::Error> {
         let mut keys = Keys::new(MESSAGE_KEYS);
         let mut method = None;
-        let mut tool = None;
+        let mut params = Params::default();
         while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
             match keys.check(&key)? {
                 Some(0) => match map.next_value::<Value>()? {
                     Value::String(m) => method = Some(m),
                     _ => return Err(invalid("method must be a string")),
                 },
-                Some(_) => tool = map.next_value_seed(ParamsSeed)?,
+                Some(_) => params = map.next_value_seed(ParamsSeed(self.0))?,
                 None => {
                     map.next_value::<IgnoredAny>()?;
                 }
             }
         }
-        let tool = match (method.as_deref(), tool) {
-            (Some("tools/call"), Some(Name::Text(name))) => Some(name),
+        let (tool, target) = match (method.as_deref(), params.name) {
+            (Some("tools/call"), Some(Name::Text(name))) => (Some(name), None),
             (Some("tools/call"), Some(Name::Other)) => {
                 return Err(invalid("params.name must be a string"));
             }
-            _ => None,
+            (Some("prompts/get"), Some(Name::Text(name))) => (None, Some(name)),
+            (Some("resources/read"), _) => (None, params.uri),
+            _ => (None, None),
         };
-        Ok(Message { method, tool })
+        Ok(Message {
+            method,
+            tool,
+            target,
+            arguments: params.arguments,
+        })
     }
 
     // Anything but an object in a batch.
@@ -211,20 +236,29 @@ enum Name {
     Other,
 }
 
-struct ParamsSeed;
+/// What `params` holds for the rules and the audit trail.
+#[derive(Default)]
+struct Params {
+    name: Option<Name>,
+    /// `uri`, when a string (audit only: no rule reads it, so its case variants are not refused).
+    uri: Option<String>,
+    arguments: Option<Value>,
+}
+
+struct ParamsSeed(BodyVisitor);
 
 impl<'de> DeserializeSeed<'de> for ParamsSeed {
-    type Value = Option<Name>;
+    type Value = Params;
 
-    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Option<Name>, D::Error> {
-        d.deserialize_any(ParamsVisitor)
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Params, D::Error> {
+        d.deserialize_any(ParamsVisitor(self.0))
     }
 }
 
-struct ParamsVisitor;
+struct ParamsVisitor(BodyVisitor);
 
 impl<'de> Visitor<'de> for ParamsVisitor {
-    type Value = Option<Name>;
+    type Value = Params;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("JSON-RPC params")
@@ -232,47 +266,53 @@ impl<'de> Visitor<'de> for ParamsVisitor {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         let mut keys = Keys::new(PARAMS_KEYS);
-        let mut name = None;
+        let mut params = Params::default();
         while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
             if keys.check(&key)?.is_some() {
-                name = Some(match map.next_value::<Value>()? {
+                params.name = Some(match map.next_value::<Value>()? {
                     Value::String(s) => Name::Text(s),
                     _ => Name::Other,
                 });
+            } else if key == "uri" {
+                if let Value::String(uri) = map.next_value::<Value>()? {
+                    params.uri = Some(uri);
+                }
+            } else if key == "arguments" && self.0.arguments {
+                params.arguments = Some(map.next_value::<Value>()?);
             } else {
                 map.next_value::<IgnoredAny>()?;
             }
         }
-        Ok(name)
+        Ok(params)
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
         while seq.next_element::<IgnoredAny>()?.is_some() {}
-        Ok(None)
+        Ok(Params::default())
     }
 
     fn visit_unit<E>(self) -> Result<Self::Value, E> {
-        Ok(None)
+        Ok(Params::default())
     }
 
     fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
-        Ok(None)
+        Ok(Params::default())
     }
 
     fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
-        Ok(None)
+        Ok(Params::default())
     }
 
     fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
-        Ok(None)
+        Ok(Params::default())
     }
 
     fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
-        Ok(None)
+        Ok(Params::default())
     }
 
     fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
-        Ok(None)
+        Ok(Params::default())
     }
 }
 
@@ -349,6 +389,19 @@ mod tests {
                 "{body}"
             );
         }
+    }
+
+    #[test]
+    fn reads_audit_targets_and_arguments_on_request() {
+        let m = one(r#"{"method":"resources/read","params":{"uri":"file:///a"}}"#).unwrap();
+        assert_eq!(m.target.as_deref(), Some("file:///a"));
+        let m =
+            one(r#"{"method":"prompts/get","params":{"name":"p","arguments":{"a":1}}}"#).unwrap();
+        assert_eq!((m.target.as_deref(), m.arguments), (Some("p"), None));
+        let body = br#"{"method":"tools/call","params":{"name":"t","arguments":{"a":1}}}"#;
+        let m = scan_with_arguments(body).unwrap().remove(0);
+        assert_eq!(m.arguments, Some(serde_json::json!({"a": 1})));
+        assert_eq!(m.target, None);
     }
 
     #[test]

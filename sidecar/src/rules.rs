@@ -59,8 +59,13 @@ impl Rules {
     /// The scopes the messages in `body` need, in rule order, without duplicates. Bodies that
     /// are not JSON-RPC, or that parsers could read differently, are refused (see [`rpc`]).
     pub fn required_for(&self, body: &[u8]) -> Result<Vec<String>, BodyError> {
+        Ok(self.required_by(&rpc::scan(body)?))
+    }
+
+    /// The scopes `messages` (one scanned body) need, in rule order, without duplicates.
+    pub fn required_by(&self, messages: &[rpc::Message]) -> Vec<String> {
         let mut needed: Vec<String> = Vec::new();
-        for message in rpc::scan(body)? {
+        for message in messages {
             // Responses and notifications without a method need nothing extra.
             let Some(method) = message.method.as_deref() else {
                 continue;
@@ -74,7 +79,7 @@ impl Rules {
                 }
             }
         }
-        Ok(needed)
+        needed
     }
 }
 

@@ -8,6 +8,7 @@ use bytes::Bytes;
 use jsonwebtoken::Algorithm;
 use mcp_warden_policy::{AuthMode, JwtAlgorithm, PolicyDocument, PolicyError, ValidatedResource};
 
+use crate::audit::Auditor;
 use crate::challenge::Challenge;
 use crate::forward::Forwarding;
 use crate::jwks::JwksSource;
@@ -33,6 +34,9 @@ pub enum RuntimeError {
     /// The OAuth proxy cannot start (keys, secrets, store configuration).
     #[error(transparent)]
     OAuth(#[from] crate::oauth::OAuthError),
+    /// The audit destination cannot be opened.
+    #[error("spec.audit.destination: {0}")]
+    Audit(std::io::Error),
 }
 
 /// Process-wide inputs to building a runtime.
@@ -48,6 +52,8 @@ pub struct BuildContext {
     pub metrics: Metrics,
     /// OAuth proxy metric families and store, kept across reloads.
     pub oauth: crate::oauth::Shared,
+    /// The audit writer, kept across reloads.
+    pub audit: crate::audit::Writers,
 }
 
 /// Extra endpoints served on the public port before authentication (the OAuth facade).
@@ -89,6 +95,8 @@ pub struct Runtime {
     pub meters: PolicyMeters,
     /// Revoked sessions of proxy-issued tokens (`oauthProxy` mode).
     pub revocations: Option<Arc<crate::oauth::revocation::Revocations>>,
+    /// This policy's audit trail.
+    pub audit: Auditor,
 }
 
 fn algorithm(a: JwtAlgorithm) -> Algorithm {
@@ -206,7 +214,10 @@ impl Runtime {
             spec.resource.name.as_deref(),
         );
         let suffix = resource.path.trim_end_matches('/');
+        let audit = Auditor::new(&policy, spec.audit.as_ref(), &ctx.audit, &ctx.metrics)
+            .map_err(RuntimeError::Audit)?;
         Ok(Runtime {
+            audit,
             meters: ctx.metrics.for_policy(&policy),
             policy,
             metadata_root: metadata::WELL_KNOWN.to_owned(),

@@ -33,6 +33,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         secrets_dir: args.secrets_dir.clone(),
         http,
         metrics: metrics.clone(),
+        audit: crate::audit::Writers::new(&metrics),
         oauth: crate::oauth::Shared::register(&mut registry)
             .with_memory_budget(args.memory_store_bytes),
     };

@@ -206,6 +206,7 @@ impl Sidecar {
             secrets_dir: std::env::temp_dir(),
             http: reqwest::Client::new(),
             metrics: metrics.clone(),
+            audit: mcp_warden_sidecar::audit::Writers::new(&metrics),
             oauth: mcp_warden_sidecar::oauth::Shared::register(&mut registry),
         };
         let runtime = Runtime::build(doc, &ctx).await.expect("runtime builds");
