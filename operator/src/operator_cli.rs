@@ -155,6 +155,10 @@ pub struct Args {
     /// Timeout of each issuer discovery/JWKS request, in seconds.
     #[arg(long, env = "MCP_WARDEN_ISSUER_TIMEOUT", default_value_t = 5)]
     pub issuer_timeout: u64,
+    /// Reconcile only the policies of these namespaces (comma-separated), so that RBAC can be
+    /// namespaced Roles there; default: every namespace.
+    #[arg(long, env = "MCP_WARDEN_WATCH_NAMESPACES", value_delimiter = ',')]
+    pub watch_namespaces: Vec<String>,
     /// Seconds a new signing/encryption key is only published (tokens and sessions it would
     /// produce verify everywhere) before it signs and encrypts: longer than a Secret update
     /// takes to reach every pod (kubelet sync period plus cache TTL, plus the sidecar's poll).
@@ -373,6 +377,7 @@ async fn operate(
             network_policy: args.network_policy,
             issuer_timeout: Duration::from_secs(args.issuer_timeout),
             key_activation_delay: Duration::from_secs(args.key_activation_delay),
+            namespaces: args.watch_namespaces.clone(),
             ..Default::default()
         },
     ));
@@ -536,6 +541,12 @@ mod tests {
             "64Mi",
         ]);
         assert!(check_sidecar_resources(&inverted).is_err());
+        let scoped = Args::parse_from(["x", "--watch-namespaces", "tools,agents"]);
+        assert_eq!(scoped.watch_namespaces, ["tools", "agents"]);
+        assert!(
+            args.watch_namespaces.is_empty(),
+            "every namespace by default"
+        );
         let off = Args::parse_from([
             "x",
             "--network-policy",

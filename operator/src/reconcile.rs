@@ -56,6 +56,8 @@ pub struct Settings {
     /// Reconcile requests for one policy arriving within this window are merged into one (a
     /// rollout's pod events).
     pub debounce: Duration,
+    /// Namespaces whose policies are reconciled; empty: every namespace.
+    pub namespaces: Vec<String>,
 }
 
 impl Default for Settings {
@@ -68,6 +70,7 @@ impl Default for Settings {
             resync: Duration::from_secs(300),
             issuer_cache: Duration::from_secs(300),
             debounce: Duration::from_secs(1),
+            namespaces: Vec::new(),
         }
     }
 }
@@ -602,36 +605,60 @@ async fn publish(
 /// Runs the controller until the future is dropped (on shutdown or when the lease is lost; an
 /// interrupted reconciliation is idempotent and redone by the next leader).
 pub async fn run(ctx: Arc<Context>) {
+    if ctx.settings.namespaces.is_empty() {
+        run_in(ctx, None).await;
+    } else {
+        let namespaces = ctx.settings.namespaces.clone();
+        futures_util::future::join_all(
+            namespaces
+                .iter()
+                .map(|ns| run_in(ctx.clone(), Some(ns.as_str()))),
+        )
+        .await;
+    }
+}
+
+/// One controller over `namespace`, or over the whole cluster. The keys Secrets are not watched
+/// (that would need list/watch on every Secret): the periodic resync repairs them.
+async fn run_in(ctx: Arc<Context>, namespace: Option<&str>) {
     let client = ctx.client.clone();
+    fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+    where
+        K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>,
+    {
+        match namespace {
+            Some(ns) => Api::namespaced(client.clone(), ns),
+            None => Api::all(client.clone()),
+        }
+    }
     let by_label = || watcher::Config::default().labels(POLICY_LABEL);
     // Policies are watched untyped so that one object this version cannot read fails alone.
     let resource = ApiResource::erase::<McpAuthPolicy>(&());
+    let policies = match namespace {
+        Some(ns) => Api::<DynamicObject>::namespaced_with(client.clone(), ns, &resource),
+        None => Api::<DynamicObject>::all_with(client.clone(), &resource),
+    };
     let policy_ref = {
         let resource = resource.clone();
         move |name: &str, ns: &str| ObjectRef::new_with(name, resource.clone()).within(ns)
     };
-    Controller::new_with(
-        Api::<DynamicObject>::all_with(client.clone(), &resource),
-        watcher::Config::default(),
-        resource.clone(),
-    )
-    .owns(Api::<ConfigMap>::all(client.clone()), by_label())
-    .owns(Api::<Secret>::all(client.clone()), by_label())
-    .owns(Api::<NetworkPolicy>::all(client.clone()), by_label())
-    .watches(Api::<Pod>::all(client), by_label(), move |pod| {
-        let name = pod.labels().get(POLICY_LABEL)?;
-        Some(policy_ref(name, &pod.namespace()?))
-    })
-    .with_config(controller::Config::default().debounce(ctx.settings.debounce))
-    .run(reconcile_object, error_policy_object, ctx)
-    .for_each(|res| async move {
-        use kube::runtime::controller::Error as E;
-        match res {
-            // Logged by error_policy, or harmless (a policy deleted meanwhile).
-            Ok(_) | Err(E::ReconcilerFailed(..) | E::ObjectNotFound(_)) => {}
-            // Watch failures: a missing CRD, missing RBAC, an unreachable API server.
-            Err(e) => tracing::warn!(error = %e, "controller watch"),
-        }
-    })
-    .await;
+    Controller::new_with(policies, watcher::Config::default(), resource.clone())
+        .owns(api::<ConfigMap>(&client, namespace), by_label())
+        .owns(api::<NetworkPolicy>(&client, namespace), by_label())
+        .watches(api::<Pod>(&client, namespace), by_label(), move |pod| {
+            let name = pod.labels().get(POLICY_LABEL)?;
+            Some(policy_ref(name, &pod.namespace()?))
+        })
+        .with_config(controller::Config::default().debounce(ctx.settings.debounce))
+        .run(reconcile_object, error_policy_object, ctx)
+        .for_each(|res| async move {
+            use kube::runtime::controller::Error as E;
+            match res {
+                // Logged by error_policy, or harmless (a policy deleted meanwhile).
+                Ok(_) | Err(E::ReconcilerFailed(..) | E::ObjectNotFound(_)) => {}
+                // Watch failures: a missing CRD, missing RBAC, an unreachable API server.
+                Err(e) => tracing::warn!(error = %e, "controller watch"),
+            }
+        })
+        .await;
 }

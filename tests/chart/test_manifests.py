@@ -99,7 +99,7 @@ def test_operator_flags_exist_in_the_operator_binary():
                                    "`cargo build -p mcp-warden-operator` (or set MCP_WARDEN_OPERATOR_BIN)")
     help_text = subprocess.run([str(OPERATOR_BIN), "--help"], capture_output=True, text=True, timeout=30).stdout
     known = set(re.findall(r"--([a-z][a-z0-9-]+)", help_text))
-    for values in (None, FULL, TRIAL):
+    for values in (None, FULL, TRIAL, CHART / "ci" / "least-privilege-values.yaml"):
         used = set(args_of(operator_deployment(documents(template(values)))))
         assert used <= known, f"flags the operator does not know: {sorted(used - known)}"
 
@@ -311,3 +311,61 @@ def test_fixed_uids_can_be_left_to_the_platform():
     assert args_of(operator_deployment(documents(rendered)))["sidecar-fixed-uid"] == "false"
     assert "runAsNonRoot: true" in rendered
     assert args_of(operator_deployment(documents(template())))["sidecar-fixed-uid"] == "true"
+
+
+LEAST = CHART / "ci" / "least-privilege-values.yaml"
+
+
+def rules_for(rules, resource):
+    return [r for r in rules if resource in r["resources"]]
+
+
+def test_secrets_are_not_watched_and_the_tls_secret_is_updated_by_name():
+    """Watching keys Secrets by label still needs list/watch on every Secret; the operator does
+    without (the resync repairs them), and may replace only its own TLS Secret."""
+    docs = documents(template())
+    cluster = one(docs, "ClusterRole")["rules"]
+    assert {v for r in rules_for(cluster, "secrets") for v in r["verbs"]} == {"get", "create", "patch"}
+    role = one(docs, "Role")
+    assert role["metadata"]["namespace"] == NAMESPACE
+    updates = [r for r in rules_for(role["rules"], "secrets") if "update" in r["verbs"]]
+    assert updates and all(r.get("resourceNames") == ["mcp-warden-webhook-tls"] for r in updates)
+    for doc in of_kind(docs, "Role") + of_kind(docs, "ClusterRole"):
+        for r in rules_for(doc["rules"], "secrets"):
+            assert not {"list", "watch"} & set(r["verbs"]), r
+
+
+def test_watch_namespaces_grants_writes_through_namespaced_roles_only():
+    docs = documents(template(LEAST))
+    cluster = one(docs, "ClusterRole")["rules"]
+    cluster_resources = {res for r in cluster for res in r["resources"]}
+    assert not cluster_resources & {"secrets", "configmaps", "networkpolicies", "pods",
+                                    "mcpauthpolicies/status", "events"}, cluster_resources
+    roles = {r["metadata"]["namespace"]: r for r in of_kind(docs, "Role")}
+    assert {"tools", "agents", NAMESPACE} <= set(roles)
+    for ns in ("tools", "agents"):
+        resources = {res for r in roles[ns]["rules"] for res in r["resources"]}
+        assert {"secrets", "configmaps", "networkpolicies", "pods"} <= resources
+        binding = next(b for b in of_kind(docs, "RoleBinding") if b["metadata"]["namespace"] == ns)
+        assert binding["roleRef"]["name"] == roles[ns]["metadata"]["name"]
+    assert args_of(operator_deployment(docs))["watch-namespaces"] == "tools,agents"
+    for hook in one(docs, "MutatingWebhookConfiguration")["webhooks"]:
+        exprs = hook["namespaceSelector"]["matchExpressions"]
+        assert {"key": "kubernetes.io/metadata.name", "operator": "In",
+                "values": ["tools", "agents"]} in exprs
+
+
+def test_admission_endpoint_network_policy():
+    docs = documents(template(LEAST))
+    (np,) = of_kind(docs, "NetworkPolicy")
+    assert np["metadata"]["namespace"] == NAMESPACE
+    dep = operator_deployment(docs)
+    labels = dep["spec"]["template"]["metadata"]["labels"]
+    assert all(labels[k] == v for k, v in np["spec"]["podSelector"]["matchLabels"].items())
+    webhook_rule, admin_rule = np["spec"]["ingress"]
+    assert webhook_rule["from"] == [{"ipBlock": {"cidr": "10.0.0.0/24"}}]
+    assert webhook_rule["ports"] == [{"port": "webhook", "protocol": "TCP"}]
+    assert "from" not in admin_rule and admin_rule["ports"][0]["port"] == "admin"
+    assert not of_kind(documents(template()), "NetworkPolicy"), "off by default"
+    failed = helm("template", "x", str(CHART), "--set", "webhook.networkPolicy.enabled=true", check=False)
+    assert failed.returncode != 0 and "webhook.networkPolicy.from" in failed.stderr
