@@ -57,6 +57,7 @@ def test_operator_defaults():
     assert args["leader-election"] == "true"
     assert args["native-sidecar"] == "auto"
     assert args["network-policy"] == "true"
+    assert args["key-activation-delay"] == "300"
     assert args["admin-listen"] == "0.0.0.0:9090"
     assert args["webhook-listen"] == "0.0.0.0:9443"
     container = dep["spec"]["template"]["spec"]["containers"][0]
