@@ -23,6 +23,7 @@ use crate::rpc;
 use crate::rules::MAX_RPC_BODY;
 use crate::runtime::Runtime;
 use crate::scopes;
+use crate::telemetry;
 use crate::verify::TokenError;
 use crate::workers::Peer;
 
@@ -50,23 +51,30 @@ async fn handle(State(state): State<Arc<AppState>>, request: Request) -> Respons
     let started = Instant::now();
     let runtime = state.runtime.load_full();
     let mut record = Record::new(request.method(), request.uri().path(), request.headers());
-    let (mut response, outcome, reason) = serve(&state, &runtime, request, &mut record).await;
+    let trace = telemetry::tracer()
+        .map(|tracer| telemetry::server_span(tracer, request.headers(), request.method()));
+    record.trace_id = trace.as_ref().map(telemetry::trace_id);
+    let served = serve(&state, &runtime, request, &mut record);
+    let (mut response, outcome, reason) = telemetry::within(trace.clone(), served).await;
     let latency = started.elapsed();
     runtime
         .meters
         .observe(outcome, reason, latency.as_secs_f64());
+    let done = Done {
+        outcome,
+        reason,
+        status: response.status().as_u16(),
+        latency,
+    };
     if !matches!(outcome, Outcome::Metadata | Outcome::Preflight) {
-        let done = Done {
-            outcome,
-            reason,
-            status: response.status().as_u16(),
-            latency,
-        };
         runtime.audit.finish(&record, &done);
         response
             .headers_mut()
             .entry(X_REQUEST_ID)
-            .or_insert(record.request_id);
+            .or_insert(record.request_id.clone());
+    }
+    if let Some(cx) = &trace {
+        telemetry::finish_server(cx, &runtime.policy, &record, &done);
     }
     response
 }
@@ -307,11 +315,31 @@ async fn authorize_and_forward(
     parts
         .headers
         .insert(X_REQUEST_ID, record.request_id.clone());
-    match state
+    let span = telemetry::start_client("upstream", Vec::new);
+    if let Some(cx) = &span {
+        telemetry::inject(cx, &mut parts.headers);
+    }
+    let forwarded = state
         .upstream
         .forward(Request::from_parts(parts, body))
-        .await
-    {
+        .await;
+    if let Some(cx) = &span {
+        let failed = forwarded
+            .as_ref()
+            .err()
+            .map(|_| "upstream unavailable".to_owned());
+        if let Ok(response) = &forwarded {
+            telemetry::set(
+                cx,
+                opentelemetry::KeyValue::new(
+                    "http.response.status_code",
+                    i64::from(response.status().as_u16()),
+                ),
+            );
+        }
+        telemetry::end(cx, failed);
+    }
+    match forwarded {
         Ok(response) => (response, Outcome::Allowed, Reason::None),
         Err(response) => (
             response,

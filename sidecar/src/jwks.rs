@@ -234,23 +234,27 @@ impl JwksSource {
             url: url.to_owned(),
             message,
         };
-        let mut response = self
-            .client
-            .get(url)
-            .send()
-            .await
-            .map_err(|e| fail(e.to_string()))?;
-        if !response.status().is_success() {
-            return Err(fail(format!("status {}", response.status())));
-        }
-        let mut body = Vec::new();
-        while let Some(chunk) = response.chunk().await.map_err(|e| fail(e.to_string()))? {
-            if body.len() + chunk.len() > MAX_DOCUMENT {
-                return Err(fail(format!("document larger than {MAX_DOCUMENT} bytes")));
+        let fetch = async {
+            let mut response = self
+                .client
+                .get(url)
+                .send()
+                .await
+                .map_err(|e| fail(e.to_string()))?;
+            if !response.status().is_success() {
+                return Err(fail(format!("status {}", response.status())));
             }
-            body.extend_from_slice(&chunk);
-        }
-        Ok(body)
+            let mut body = Vec::new();
+            while let Some(chunk) = response.chunk().await.map_err(|e| fail(e.to_string()))? {
+                if body.len() + chunk.len() > MAX_DOCUMENT {
+                    return Err(fail(format!("document larger than {MAX_DOCUMENT} bytes")));
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(body)
+        };
+        let attributes = || vec![opentelemetry::KeyValue::new("url.full", url.to_owned())];
+        crate::telemetry::client("jwks fetch", attributes, fetch).await
     }
 
     /// Keeps the keys fresh: every [`REFRESH_PERIOD`] while healthy, backing off from 1 s up to

@@ -26,5 +26,6 @@ pub mod runtime;
 pub mod scopes;
 pub mod server;
 pub mod store;
+pub mod telemetry;
 pub mod verify;
 pub mod workers;

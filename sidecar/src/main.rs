@@ -14,6 +14,14 @@ fn main() -> std::process::ExitCode {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),
     }
+    // Before any async runtime: the OTLP exporter's blocking HTTP client runs its own.
+    let _traces = match mcp_warden_sidecar::telemetry::init() {
+        Ok(guard) => guard,
+        Err(e) => {
+            eprintln!("mcp-warden-sidecar: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
     // Housekeeping (policy reloads, key refreshes, the admin port, accepting connections) runs
     // here; requests are served on the threads `workers` starts.
     let runtime = match tokio::runtime::Builder::new_current_thread()

@@ -351,7 +351,7 @@ class Sidecar:
 
     def __init__(self, procs: Processes, work: Path, upstream: str,
                  policy: Callable[[str], dict | str], extra_args: list[str] | None = None,
-                 wait_ready: bool = True):
+                 wait_ready: bool = True, env: dict[str, str] | None = None):
         if not SIDECAR_BIN.exists():
             raise RuntimeError(
                 f"{SIDECAR_BIN} is missing: build it with `cargo build -p mcp-warden-sidecar`"
@@ -370,7 +370,7 @@ class Sidecar:
                 "--listen", f"127.0.0.1:{self.port}", "--admin", f"127.0.0.1:{self.admin_port}",
                 "--secrets-dir", self.dir / "secrets", "--reload-interval", "1",
                 *(extra_args or [])]
-        self.proc = procs.start("sidecar", argv, env={"MCP_WARDEN_LOG": "debug"})
+        self.proc = procs.start("sidecar", argv, env={"MCP_WARDEN_LOG": "debug", **(env or {})})
         if wait_ready:
             self.wait_ready()
 

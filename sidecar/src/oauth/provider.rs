@@ -545,14 +545,24 @@ pub async fn send(
     for (name, value) in &call.headers {
         req = req.header(*name, value);
     }
-    let resp = req
-        .timeout(Duration::from_secs(10))
-        .send()
-        .await
-        .map_err(|e| UpstreamError::Transport(e.to_string()))?;
-    let status = resp.status().as_u16();
-    let body = read_capped(resp, MAX_UPSTREAM_BODY).await?;
-    Ok((status, body))
+    let exchange = async {
+        let resp = req
+            .timeout(Duration::from_secs(10))
+            .send()
+            .await
+            .map_err(|e| UpstreamError::Transport(e.to_string()))?;
+        let status = resp.status().as_u16();
+        let body = read_capped(resp, MAX_UPSTREAM_BODY).await?;
+        Ok((status, body))
+    };
+    let attributes = || {
+        let url = call.url.split('?').next().unwrap_or_default();
+        vec![
+            opentelemetry::KeyValue::new("http.request.method", call.method),
+            opentelemetry::KeyValue::new("url.full", url.to_owned()),
+        ]
+    };
+    crate::telemetry::client("identity provider", attributes, exchange).await
 }
 
 /// Reads a response body, failing beyond `cap` bytes.

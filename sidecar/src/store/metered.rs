@@ -127,6 +127,20 @@ impl StoreMetrics {
     }
 }
 
+/// Runs one store operation in a trace span (when tracing is on).
+async fn traced<T>(
+    op: Op,
+    work: impl std::future::Future<Output = Result<T, StoreError>>,
+) -> Result<T, StoreError> {
+    let attributes = || {
+        vec![opentelemetry::KeyValue::new(
+            "db.operation.name",
+            op.as_str(),
+        )]
+    };
+    crate::telemetry::client("store", attributes, work).await
+}
+
 /// A [`Store`] that records [`StoreMetrics`] for another store.
 pub struct Metered {
     inner: Arc<dyn Store>,
@@ -144,14 +158,14 @@ impl Metered {
 impl Store for Metered {
     async fn put(&self, key: &str, value: &[u8], ttl: Duration) -> Result<(), StoreError> {
         let t = Instant::now();
-        let r = self.inner.put(key, value, ttl).await;
+        let r = traced(Op::Put, self.inner.put(key, value, ttl)).await;
         self.metrics.record(Op::Put, t, &r);
         r
     }
 
     async fn put_new(&self, key: &str, value: &[u8], ttl: Duration) -> Result<(), StoreError> {
         let t = Instant::now();
-        let r = self.inner.put_new(key, value, ttl).await;
+        let r = traced(Op::Put, self.inner.put_new(key, value, ttl)).await;
         self.metrics.record(Op::Put, t, &r);
         r
     }
@@ -163,28 +177,28 @@ impl Store for Metered {
         ttl: Duration,
     ) -> Result<bool, StoreError> {
         let t = Instant::now();
-        let r = self.inner.put_if_absent(key, value, ttl).await;
+        let r = traced(Op::PutIfAbsent, self.inner.put_if_absent(key, value, ttl)).await;
         self.metrics.record(Op::PutIfAbsent, t, &r);
         r
     }
 
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         let t = Instant::now();
-        let r = self.inner.get(key).await;
+        let r = traced(Op::Get, self.inner.get(key)).await;
         self.metrics.record(Op::Get, t, &r);
         r
     }
 
     async fn take(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         let t = Instant::now();
-        let r = self.inner.take(key).await;
+        let r = traced(Op::Take, self.inner.take(key)).await;
         self.metrics.record(Op::Take, t, &r);
         r
     }
 
     async fn delete(&self, key: &str) -> Result<(), StoreError> {
         let t = Instant::now();
-        let r = self.inner.delete(key).await;
+        let r = traced(Op::Delete, self.inner.delete(key)).await;
         self.metrics.record(Op::Delete, t, &r);
         r
     }
@@ -197,28 +211,32 @@ impl Store for Metered {
         ttl: Duration,
     ) -> Result<bool, StoreError> {
         let t = Instant::now();
-        let r = self.inner.compare_and_swap(key, expected, new, ttl).await;
+        let r = traced(
+            Op::CompareAndSwap,
+            self.inner.compare_and_swap(key, expected, new, ttl),
+        )
+        .await;
         self.metrics.record(Op::CompareAndSwap, t, &r);
         r
     }
 
     async fn incr(&self, key: &str, window: Duration) -> Result<u64, StoreError> {
         let t = Instant::now();
-        let r = self.inner.incr(key, window).await;
+        let r = traced(Op::Incr, self.inner.incr(key, window)).await;
         self.metrics.record(Op::Incr, t, &r);
         r
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
         let t = Instant::now();
-        let r = self.inner.ping().await;
+        let r = traced(Op::Ping, self.inner.ping()).await;
         self.metrics.record(Op::Ping, t, &r);
         r
     }
 
     async fn append(&self, key: &str, entry: &[u8], keep: Duration) -> Result<(), StoreError> {
         let t = Instant::now();
-        let r = self.inner.append(key, entry, keep).await;
+        let r = traced(Op::Append, self.inner.append(key, entry, keep)).await;
         self.metrics.record(Op::Append, t, &r);
         r
     }
@@ -230,7 +248,7 @@ impl Store for Metered {
         max: usize,
     ) -> Result<LogBatch, StoreError> {
         let t = Instant::now();
-        let r = self.inner.read_log(key, after, max).await;
+        let r = traced(Op::ReadLog, self.inner.read_log(key, after, max)).await;
         self.metrics.record(Op::ReadLog, t, &r);
         r
     }

@@ -1,0 +1,244 @@
+//! OpenTelemetry traces over OTLP/HTTP (protobuf), configured by the standard environment
+//! variables: `OTEL_EXPORTER_OTLP_ENDPOINT` or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` turn tracing
+//! on; `OTEL_SERVICE_NAME`, `OTEL_RESOURCE_ATTRIBUTES`, `OTEL_TRACES_SAMPLER` and
+//! `OTEL_TRACES_SAMPLER_ARG` are read by the SDK. Without an endpoint (or with
+//! `OTEL_SDK_DISABLED=true` or `OTEL_TRACES_EXPORTER=none`) nothing is set up and the request path
+//! only checks one `OnceLock`.
+//!
+//! Each request on the public port gets a server span continuing the client's W3C
+//! `traceparent`; the app receives the context of the upstream call's span. JWKS fetches,
+//! identity-provider calls and store operations are child spans of whatever span is current.
+
+use std::future::Future;
+use std::sync::OnceLock;
+
+use http::HeaderMap;
+use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
+use opentelemetry::trace::{FutureExt as _, SpanKind, Status, TraceContextExt as _, Tracer as _};
+use opentelemetry::{Context, KeyValue};
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use opentelemetry_sdk::trace::{SdkTracer, SdkTracerProvider};
+
+use crate::audit::{Done, Record};
+
+pub use opentelemetry::trace::Span;
+
+static TRACER: OnceLock<SdkTracer> = OnceLock::new();
+
+/// Why tracing could not start.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot set up the OTLP trace exporter: {0}")]
+pub struct TelemetryError(String);
+
+/// Flushes queued spans when dropped (at shutdown).
+pub struct Guard(SdkTracerProvider);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        if let Err(e) = self.0.shutdown() {
+            tracing::debug!(error = %e, "trace exporter shutdown");
+        }
+    }
+}
+
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
+/// Whether the environment asks for traces.
+fn wanted() -> bool {
+    let endpoint =
+        env("OTEL_EXPORTER_OTLP_ENDPOINT").or_else(|| env("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"));
+    let disabled = env("OTEL_SDK_DISABLED").is_some_and(|v| v.eq_ignore_ascii_case("true"))
+        || env("OTEL_TRACES_EXPORTER").is_some_and(|v| v.eq_ignore_ascii_case("none"));
+    endpoint.is_some() && !disabled
+}
+
+/// Starts the exporter when the environment asks for traces. The batch processor runs on its
+/// own thread, so no async runtime is needed.
+pub fn init() -> Result<Option<Guard>, TelemetryError> {
+    if !wanted() || TRACER.get().is_some() {
+        return Ok(None);
+    }
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_http()
+        .build()
+        .map_err(|e| TelemetryError(e.to_string()))?;
+    let resource = opentelemetry_sdk::Resource::builder()
+        .with_service_name(env("OTEL_SERVICE_NAME").unwrap_or_else(|| "mcp-warden-sidecar".into()))
+        .build();
+    let provider = SdkTracerProvider::builder()
+        .with_batch_exporter(exporter)
+        .with_resource(resource)
+        .build();
+    let tracer = opentelemetry::trace::TracerProvider::tracer(&provider, "mcp-warden-sidecar");
+    let _ = TRACER.set(tracer);
+    tracing::info!("OpenTelemetry traces are exported over OTLP/HTTP");
+    Ok(Some(Guard(provider)))
+}
+
+/// The tracer, when tracing is on.
+pub fn tracer() -> Option<&'static SdkTracer> {
+    TRACER.get()
+}
+
+struct Headers<'a>(&'a HeaderMap);
+
+impl Extractor for Headers<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|v| v.to_str().ok())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(http::HeaderName::as_str).collect()
+    }
+}
+
+struct HeadersMut<'a>(&'a mut HeaderMap);
+
+impl Injector for HeadersMut<'_> {
+    fn set(&mut self, key: &str, value: String) {
+        if let (Ok(name), Ok(value)) = (
+            http::HeaderName::from_bytes(key.as_bytes()),
+            http::HeaderValue::from_str(&value),
+        ) {
+            self.0.insert(name, value);
+        }
+    }
+}
+
+const TRACEPARENT: http::HeaderName = http::HeaderName::from_static("traceparent");
+const TRACESTATE: http::HeaderName = http::HeaderName::from_static("tracestate");
+
+/// The server span of one request, child of the client's `traceparent` when it sent one.
+pub fn server_span(tracer: &SdkTracer, headers: &HeaderMap, method: &http::Method) -> Context {
+    let parent = TraceContextPropagator::new().extract(&Headers(headers));
+    let span = tracer
+        .span_builder(method.as_str().to_owned())
+        .with_kind(SpanKind::Server)
+        .start_with_context(tracer, &parent);
+    parent.with_span(span)
+}
+
+/// Replaces the client's trace headers with the context of `cx`.
+pub fn inject(cx: &Context, headers: &mut HeaderMap) {
+    headers.remove(TRACEPARENT);
+    headers.remove(TRACESTATE);
+    TraceContextPropagator::new().inject_context(cx, &mut HeadersMut(headers));
+}
+
+/// Runs `work` in a client span named `name` (child of the current span) when tracing is on;
+/// an error result marks the span as failed.
+pub async fn client<T, E: std::fmt::Display>(
+    name: &'static str,
+    attributes: impl FnOnce() -> Vec<KeyValue>,
+    work: impl Future<Output = Result<T, E>>,
+) -> Result<T, E> {
+    let Some(cx) = start_client(name, attributes) else {
+        return work.await;
+    };
+    let result = work.with_context(cx.clone()).await;
+    end(&cx, result.as_ref().err().map(ToString::to_string));
+    result
+}
+
+/// Starts a client span named `name`, child of the current span, when tracing is on.
+pub fn start_client(
+    name: &'static str,
+    attributes: impl FnOnce() -> Vec<KeyValue>,
+) -> Option<Context> {
+    let tracer = tracer()?;
+    let parent = Context::current();
+    let span = tracer
+        .span_builder(name)
+        .with_kind(SpanKind::Client)
+        .with_attributes(attributes())
+        .start_with_context(tracer, &parent);
+    Some(parent.with_span(span))
+}
+
+/// Ends the span of `cx`, as failed when `error` says why.
+pub fn end(cx: &Context, error: Option<String>) {
+    let span = cx.span();
+    if let Some(why) = error {
+        span.set_status(Status::error(why));
+    }
+    span.end();
+}
+
+/// Names the server span of a finished request and records what the sidecar decided.
+pub fn finish_server(cx: &Context, policy: &str, record: &Record, done: &Done) {
+    let span = cx.span();
+    let mut attributes = vec![
+        KeyValue::new(
+            "http.request.method",
+            record.http_method.as_str().to_owned(),
+        ),
+        KeyValue::new("url.path", record.path.clone()),
+        KeyValue::new("http.response.status_code", i64::from(done.status)),
+        KeyValue::new("mcp_warden.policy", policy.to_owned()),
+        KeyValue::new("mcp_warden.outcome", done.outcome.as_str()),
+        KeyValue::new("mcp_warden.reason", done.reason.as_str()),
+        KeyValue::new(
+            "mcp_warden.request_id",
+            record.request_id.to_str().unwrap_or_default().to_owned(),
+        ),
+    ];
+    let calls: Vec<_> = record
+        .messages
+        .iter()
+        .filter(|m| m.method.is_some())
+        .collect();
+    let mut name = record.http_method.as_str().to_owned();
+    if let [call] = calls[..] {
+        let method = call.method.clone().unwrap_or_default();
+        name = match (&call.tool, &call.target) {
+            (Some(tool), _) => format!("{method} {tool}"),
+            (None, Some(_)) if method == "prompts/get" => method.clone(),
+            _ => method.clone(),
+        };
+        if let Some(tool) = &call.tool {
+            attributes.push(KeyValue::new("gen_ai.tool.name", tool.clone()));
+        }
+        match (method.as_str(), &call.target) {
+            ("resources/read", Some(uri)) => {
+                attributes.push(KeyValue::new("mcp.resource.uri", uri.clone()))
+            }
+            ("prompts/get", Some(prompt)) => {
+                attributes.push(KeyValue::new("gen_ai.prompt.name", prompt.clone()))
+            }
+            _ => {}
+        }
+        attributes.push(KeyValue::new("mcp.method.name", method));
+    } else if calls.len() > 1 {
+        name = "batch".into();
+        attributes.push(KeyValue::new("jsonrpc.batch.size", calls.len() as i64));
+    }
+    if let Some(session) = &record.session {
+        attributes.push(KeyValue::new("mcp_warden.session", session.clone()));
+    }
+    span.update_name(name);
+    span.set_attributes(attributes);
+    if done.status >= 500 {
+        span.set_status(Status::error(done.reason.as_str()));
+    }
+    span.end();
+}
+
+/// Runs the request future with `cx` as the current context.
+pub async fn within<F: Future>(cx: Option<Context>, work: F) -> F::Output {
+    match cx {
+        Some(cx) => work.with_context(cx).await,
+        None => work.await,
+    }
+}
+
+/// The hex trace id of `cx`.
+pub fn trace_id(cx: &Context) -> String {
+    cx.span().span_context().trace_id().to_string()
+}
+
+/// Sets an attribute on the span of `cx`.
+pub fn set(cx: &Context, attribute: KeyValue) {
+    cx.span().set_attribute(attribute);
+}
