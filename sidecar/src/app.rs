@@ -146,15 +146,20 @@ fn metadata(rt: &Runtime, method: &Method) -> Response {
     (headers, rt.metadata.clone()).into_response()
 }
 
-/// The bearer token of a request, if it has exactly one `Authorization: Bearer` header.
-enum Credentials<'a> {
+/// What a request's `Authorization` headers hold.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Credentials<'a> {
+    /// No header, or another scheme (`Basic`…).
     None,
+    /// Exactly one `Authorization: Bearer` header (scheme case-insensitive): its token.
     Bearer(&'a str),
+    /// Several `Authorization` headers, or one that is not visible ASCII.
     Ambiguous,
 }
 
-fn credentials(request: &Request) -> Credentials<'_> {
-    let mut values = request.headers().get_all(header::AUTHORIZATION).iter();
+/// The bearer token of a request, if it has exactly one `Authorization: Bearer` header.
+pub fn credentials(headers: &http::HeaderMap) -> Credentials<'_> {
+    let mut values = headers.get_all(header::AUTHORIZATION).iter();
     let Some(value) = values.next() else {
         return Credentials::None;
     };
@@ -179,7 +184,7 @@ async fn authorize_and_forward(
     request: Request,
     record: &mut Record,
 ) -> Answer {
-    let token = match credentials(&request) {
+    let token = match credentials(request.headers()) {
         Credentials::Bearer(token) => token,
         Credentials::None => {
             let answer = (

@@ -45,6 +45,11 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::store::{Store, StoreError};
+pub use cimd::{
+    check_document as check_client_metadata_document, check_url as check_client_metadata_url,
+    is_public as is_public_address,
+};
+pub use clients::{Registration, check_registration};
 pub use errors::Reject;
 use provider::{Upstream, UpstreamError};
 

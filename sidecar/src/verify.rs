@@ -147,6 +147,7 @@ pub fn typ_key(typ: &str) -> String {
 /// Verifies tokens for one policy.
 pub struct Verifier {
     keys: Keys,
+    issuer: String,
     validations: HashMap<Algorithm, Validation>,
     token_types: Vec<String>,
     cache: Mutex<HashMap<Box<str>, Cached>>,
@@ -159,6 +160,12 @@ struct Cached {
     generation: u64,
     valid_until: u64,
 }
+
+/// Header members that change how a token must be read, none of which this verifier implements:
+/// `crit` lists extensions a recipient must understand or reject the token (RFC 7515 §4.1.11),
+/// `b64` changes what is signed (RFC 7797), and `zip` and `enc` belong to encrypted tokens
+/// (RFC 7516), never to a signed one.
+const UNSUPPORTED_HEADERS: [&str; 4] = ["crit", "b64", "zip", "enc"];
 
 #[derive(serde::Deserialize)]
 struct RawHeader {
@@ -194,6 +201,7 @@ impl Verifier {
             .collect();
         Verifier {
             keys,
+            issuer: expect.issuer.clone(),
             validations,
             token_types: expect.token_types.iter().map(|t| typ_key(t)).collect(),
             cache: Mutex::new(HashMap::new()),
@@ -273,6 +281,11 @@ impl Verifier {
             .map_err(|_| TokenError::Malformed)?;
         let header: RawHeader =
             serde_json::from_slice(&header_json).map_err(|_| TokenError::Malformed)?;
+        let members: Map<String, Value> =
+            serde_json::from_slice(&header_json).map_err(|_| TokenError::Malformed)?;
+        if UNSUPPORTED_HEADERS.iter().any(|m| members.contains_key(*m)) {
+            return Err(TokenError::Malformed);
+        }
         if !self.token_types.is_empty()
             && !header
                 .typ
@@ -315,6 +328,10 @@ impl Verifier {
             match jsonwebtoken::decode::<Map<String, Value>>(token, &candidate.key, validation) {
                 Ok(data) => {
                     let claims = data.claims;
+                    // `iss` is one string (RFC 7519 §4.1.1); the library also takes a list.
+                    if claims.get("iss").and_then(Value::as_str) != Some(self.issuer.as_str()) {
+                        return Err(TokenError::WrongIssuer);
+                    }
                     let expires_at = claims
                         .get("exp")
                         .and_then(Value::as_u64)

@@ -142,6 +142,88 @@ pub fn cache_seconds(cache_control: Option<&str>) -> u64 {
     max_age.map_or(DEFAULT_CACHE, |s| s.clamp(MIN_CACHE, MAX_CACHE))
 }
 
+/// Checks a client ID URL before anything is fetched: https (loopback http only with
+/// `allowPrivateClientMetadata`), a path, no fragment or user info, and, unless private
+/// addresses are allowed, no literal private or loopback address (names are checked when they
+/// resolve).
+pub fn check_url(client_id: &str, allow_private: bool) -> Result<Url, String> {
+    let url = Url::parse(client_id).map_err(|_| why("not a URL"))?;
+    match url.scheme() {
+        "https" => {}
+        "http" if allow_private && mcp_warden_policy::is_loopback_host(&url) => {}
+        _ => return Err(why("client_id URL must use https")),
+    }
+    if url.fragment().is_some()
+        || !url.username().is_empty()
+        || url.password().is_some()
+        || url.path() == "/"
+    {
+        return Err(why(
+            "client_id URL must have a path and no fragment or user info",
+        ));
+    }
+    if !allow_private {
+        match url.host() {
+            Some(Host::Ipv4(ip)) if !is_public(ip.into()) => {
+                return Err(why("the host is not a public address"));
+            }
+            Some(Host::Ipv6(ip)) if !is_public(ip.into()) => {
+                return Err(why("the host is not a public address"));
+            }
+            Some(_) => {}
+            None => return Err(why("no host")),
+        }
+    }
+    Ok(url)
+}
+
+/// Checks a fetched client ID metadata document (RFC draft `client_id` URL documents) for
+/// `client_id`: the same `client_id`, public-client auth only, and redirect URIs that pass the
+/// registration rules and the policy's list.
+pub fn check_document(
+    client_id: &str,
+    body: &[u8],
+    allowed_redirect_uris: &[String],
+) -> Result<ClientRecord, String> {
+    let doc: Document =
+        serde_json::from_slice(body).map_err(|_| why("not a client metadata JSON document"))?;
+    if doc.client_id != client_id {
+        return Err(why("client_id in the document differs from its URL"));
+    }
+    let method = doc
+        .token_endpoint_auth_method
+        .unwrap_or_else(|| "none".into());
+    if method != "none" {
+        return Err(why(format!(
+            "token_endpoint_auth_method {method:?} is not supported for metadata documents"
+        )));
+    }
+    if doc.redirect_uris.len() > redirect::MAX_REDIRECT_URIS {
+        return Err(why("too many redirect_uris"));
+    }
+    for uri in &doc.redirect_uris {
+        let parsed = redirect::check_shape(uri)?;
+        // The policy's redirect list applies exactly as for registration.
+        if !redirect::allowed_by_policy(allowed_redirect_uris, &parsed) {
+            return Err(why(format!(
+                "redirect URI {uri:?} is not allowed by this server"
+            )));
+        }
+    }
+    if doc.redirect_uris.is_empty() {
+        return Err(why("no redirect_uris"));
+    }
+    let record = ClientRecord {
+        client_id: client_id.to_owned(),
+        client_name: doc.client_name.filter(|n| n.len() <= 200),
+        redirect_uris: doc.redirect_uris,
+        token_endpoint_auth_method: method,
+        secret_hash: None,
+        metadata_document: true,
+    };
+    Ok(record)
+}
+
 impl OAuthProxy {
     /// Resolves a URL-shaped client id through the cache or a fetch.
     pub(super) async fn metadata_client(&self, client_id: &str) -> Result<ClientRecord, Reject> {
@@ -178,37 +260,13 @@ impl OAuthProxy {
     /// carries the target's answer).
     async fn fetch_metadata(&self, client_id: &str) -> Result<(ClientRecord, u64), String> {
         let allow_private = self.spec.allow_private_client_metadata;
-        let url = Url::parse(client_id).map_err(|_| why("not a URL"))?;
-        match url.scheme() {
-            "https" => {}
-            "http" if allow_private && mcp_warden_policy::is_loopback_host(&url) => {}
-            _ => return Err(why("client_id URL must use https")),
-        }
-        if url.fragment().is_some()
-            || !url.username().is_empty()
-            || url.password().is_some()
-            || url.path() == "/"
-        {
-            return Err(why(
-                "client_id URL must have a path and no fragment or user info",
-            ));
-        }
+        let url = check_url(client_id, allow_private)?;
         let mut builder = reqwest::Client::builder()
             .no_proxy()
             .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(Duration::from_secs(3))
             .timeout(Duration::from_secs(5));
         if !allow_private {
-            match url.host() {
-                Some(Host::Ipv4(ip)) if !is_public(ip.into()) => {
-                    return Err(why("the host is not a public address"));
-                }
-                Some(Host::Ipv6(ip)) if !is_public(ip.into()) => {
-                    return Err(why("the host is not a public address"));
-                }
-                Some(_) => {}
-                None => return Err(why("no host")),
-            }
             builder = builder.dns_resolver(Arc::new(PublicOnly));
         }
         let client = builder.build().map_err(|_| why("cannot build client"))?;
@@ -238,42 +296,7 @@ impl OAuthProxy {
         let body = provider::read_capped(resp, MAX_DOCUMENT)
             .await
             .map_err(|_| why("document too large"))?;
-        let doc: Document = serde_json::from_slice(&body)
-            .map_err(|_| why("not a client metadata JSON document"))?;
-        if doc.client_id != client_id {
-            return Err(why("client_id in the document differs from its URL"));
-        }
-        let method = doc
-            .token_endpoint_auth_method
-            .unwrap_or_else(|| "none".into());
-        if method != "none" {
-            return Err(why(format!(
-                "token_endpoint_auth_method {method:?} is not supported for metadata documents"
-            )));
-        }
-        if doc.redirect_uris.len() > redirect::MAX_REDIRECT_URIS {
-            return Err(why("too many redirect_uris"));
-        }
-        for uri in &doc.redirect_uris {
-            let parsed = redirect::check_shape(uri)?;
-            // The policy's redirect list applies exactly as for registration.
-            if !redirect::allowed_by_policy(&self.spec.allowed_redirect_uris, &parsed) {
-                return Err(why(format!(
-                    "redirect URI {uri:?} is not allowed by this server"
-                )));
-            }
-        }
-        if doc.redirect_uris.is_empty() {
-            return Err(why("no redirect_uris"));
-        }
-        let record = ClientRecord {
-            client_id: client_id.to_owned(),
-            client_name: doc.client_name.filter(|n| n.len() <= 200),
-            redirect_uris: doc.redirect_uris,
-            token_endpoint_auth_method: method,
-            secret_hash: None,
-            metadata_document: true,
-        };
+        let record = check_document(client_id, &body, &self.spec.allowed_redirect_uris)?;
         Ok((record, ttl))
     }
 }

@@ -94,34 +94,31 @@ fn check_lengths(req: &RegisterRequest) -> Result<(), Reject> {
 
 const AUTH_METHODS: [&str; 3] = ["none", "client_secret_basic", "client_secret_post"];
 
-/// `POST /register`: validates and stores a client; the answer echoes what was registered and
-/// omits absent optional fields (some clients choke on `null`).
-pub async fn register(
-    State(proxy): State<Arc<OAuthProxy>>,
-    addr: ClientAddr,
-    body: axum::body::Bytes,
-) -> Response {
-    let result = register_inner(&proxy, &addr, &body).await;
-    proxy.metrics.registration(match &result {
-        Ok(_) => OpResult::Success,
-        Err(e) => e.result(),
-    });
-    result.unwrap_or_else(IntoResponse::into_response)
+/// A registration request that passed every check, with defaults filled in.
+#[derive(Debug)]
+pub struct Registration {
+    /// The request as sent.
+    pub request: RegisterRequest,
+    /// `token_endpoint_auth_method` (default `client_secret_basic`).
+    pub method: String,
+    /// `grant_types` (default `authorization_code`).
+    pub grant_types: Vec<String>,
+    /// `response_types` (default `code`).
+    pub response_types: Vec<String>,
 }
 
-async fn register_inner(
-    proxy: &OAuthProxy,
-    addr: &ClientAddr,
+/// Parses and checks a registration body (RFC 7591) against the policy's redirect URI list.
+pub fn check_registration(
+    allowed_redirect_uris: &[String],
     body: &[u8],
-) -> Result<Response, Reject> {
-    proxy.limit("register", &addr.0, REGISTER_LIMIT).await?;
+) -> Result<Registration, Reject> {
     let req: RegisterRequest = serde_json::from_slice(body).map_err(|e| {
         Reject::bad(
             "invalid_client_metadata",
             format!("body is not a registration request: {e}"),
         )
     })?;
-    redirect::validate_registration(&proxy.spec.allowed_redirect_uris, &req.redirect_uris)
+    redirect::validate_registration(allowed_redirect_uris, &req.redirect_uris)
         .map_err(|why| Reject::bad("invalid_redirect_uri", why))?;
     let method = req
         .token_endpoint_auth_method
@@ -159,6 +156,41 @@ async fn register_inner(
         )));
     }
     check_lengths(&req)?;
+    Ok(Registration {
+        request: req,
+        method,
+        grant_types,
+        response_types,
+    })
+}
+
+/// `POST /register`: validates and stores a client; the answer echoes what was registered and
+/// omits absent optional fields (some clients choke on `null`).
+pub async fn register(
+    State(proxy): State<Arc<OAuthProxy>>,
+    addr: ClientAddr,
+    body: axum::body::Bytes,
+) -> Response {
+    let result = register_inner(&proxy, &addr, &body).await;
+    proxy.metrics.registration(match &result {
+        Ok(_) => OpResult::Success,
+        Err(e) => e.result(),
+    });
+    result.unwrap_or_else(IntoResponse::into_response)
+}
+
+async fn register_inner(
+    proxy: &OAuthProxy,
+    addr: &ClientAddr,
+    body: &[u8],
+) -> Result<Response, Reject> {
+    proxy.limit("register", &addr.0, REGISTER_LIMIT).await?;
+    let Registration {
+        request: req,
+        method,
+        grant_types,
+        response_types,
+    } = check_registration(&proxy.spec.allowed_redirect_uris, body)?;
     let client_id = random_token(18);
     let secret = (method != "none").then(|| random_token(32));
     let record = ClientRecord {
