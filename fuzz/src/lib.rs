@@ -1,0 +1,340 @@
+//! The checks behind each fuzz target: feed the sidecar's input handling arbitrary bytes, and
+//! assert the properties that must hold whatever arrives (no panic, refusals stay refusals,
+//! builders round-trip through a parser).
+
+use std::sync::{Arc, OnceLock};
+
+use aws_lc_rs::rand::SystemRandom;
+use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jsonwebtoken::Algorithm;
+use mcp_warden_policy::{PolicyDocument, ScopeRule};
+use mcp_warden_sidecar::app::{Credentials, credentials};
+use mcp_warden_sidecar::challenge::Challenge;
+use mcp_warden_sidecar::keys::KeySet;
+use mcp_warden_sidecar::oauth::redirect;
+use mcp_warden_sidecar::rules::Rules;
+use mcp_warden_sidecar::verify::{Expectations, Keys, Verifier};
+use serde_json::Value;
+
+const ISSUER: &str = "https://login.example.com";
+const AUDIENCE: &str = "https://mcp.example.com/mcp";
+
+struct Jwt {
+    runtime: tokio::runtime::Runtime,
+    verifier: Verifier,
+    key: EcdsaKeyPair,
+}
+
+fn jwt() -> &'static Jwt {
+    static JWT: OnceLock<Jwt> = OnceLock::new();
+    JWT.get_or_init(|| {
+        let key = EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING).expect("key");
+        let point = key.public_key().as_ref();
+        let jwks = serde_json::json!({"keys": [{
+            "kty": "EC", "crv": "P-256", "kid": "k1", "alg": "ES256", "use": "sig",
+            "x": URL_SAFE_NO_PAD.encode(&point[1..33]),
+            "y": URL_SAFE_NO_PAD.encode(&point[33..65]),
+        }]});
+        let (keys, skipped) = KeySet::from_json(jwks.to_string().as_bytes()).expect("jwks");
+        assert_eq!(skipped, 0);
+        let expect = Expectations {
+            issuer: ISSUER.into(),
+            audiences: vec![AUDIENCE.into()],
+            algorithms: vec![Algorithm::ES256, Algorithm::RS256],
+            leeway: 60,
+            token_types: vec!["at+jwt".into()],
+        };
+        Jwt {
+            runtime: tokio::runtime::Builder::new_current_thread()
+                .build()
+                .expect("runtime"),
+            verifier: Verifier::new(expect, Keys::Local(Arc::new(keys))),
+            key,
+        }
+    })
+}
+
+/// Bearer-token extraction and verification up to and including the signature check.
+///
+/// First byte even: the rest is an `Authorization` header value, extracted and verified as
+/// is. Odd: the rest is `<header JSON>\n<claims JSON>`, signed with the trusted key, so the
+/// header and claims handling behind a valid signature is reached too.
+pub fn bearer_jwt(data: &[u8]) {
+    let Some((&mode, rest)) = data.split_first() else {
+        return;
+    };
+    let jwt = jwt();
+    let token = if mode % 2 == 0 {
+        let Ok(value) = http::HeaderValue::from_bytes(rest) else {
+            return;
+        };
+        let mut headers = http::HeaderMap::new();
+        headers.insert(http::header::AUTHORIZATION, value);
+        match credentials(&headers) {
+            Credentials::Bearer(token) => token.to_owned(),
+            Credentials::None | Credentials::Ambiguous => return,
+        }
+    } else {
+        let Some(split) = rest.iter().position(|&b| b == b'\n') else {
+            return;
+        };
+        let input = format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode(&rest[..split]),
+            URL_SAFE_NO_PAD.encode(&rest[split + 1..])
+        );
+        let signature = jwt
+            .key
+            .sign(&SystemRandom::new(), input.as_bytes())
+            .expect("sign");
+        format!("{input}.{}", URL_SAFE_NO_PAD.encode(signature.as_ref()))
+    };
+    let Ok((principal, _)) = jwt.runtime.block_on(jwt.verifier.verify(&token)) else {
+        return;
+    };
+    // Whatever was accepted satisfies the policy.
+    let claims = &principal.claims;
+    assert_eq!(claims.get("iss").and_then(Value::as_str), Some(ISSUER));
+    let audience_ok = |v: &Value| {
+        v.as_str()
+            .is_some_and(|a| a == AUDIENCE || a == format!("{AUDIENCE}/"))
+    };
+    match claims.get("aud") {
+        Some(Value::Array(list)) => assert!(list.iter().any(audience_ok), "{claims:?}"),
+        Some(aud) => assert!(audience_ok(aud), "{claims:?}"),
+        None => panic!("accepted without aud: {claims:?}"),
+    }
+    let now = jsonwebtoken::get_current_timestamp();
+    assert!(
+        principal.expires_at + 60 >= now,
+        "accepted expired: {claims:?}"
+    );
+    let header: Value = serde_json::from_slice(
+        &URL_SAFE_NO_PAD
+            .decode(token.split('.').next().expect("header"))
+            .expect("header base64"),
+    )
+    .expect("header JSON");
+    assert_eq!(header.get("alg").and_then(Value::as_str), Some("ES256"));
+    for member in ["crit", "b64", "zip", "enc"] {
+        assert!(header.get(member).is_none(), "accepted a header with {member}");
+    }
+}
+
+/// The JSON-RPC body scan behind per-tool scope rules.
+pub fn rpc_rules(data: &[u8]) {
+    let rule = |method: &str, tools: &[&str], scope: &str| ScopeRule {
+        method: method.into(),
+        tools: tools.iter().map(|t| (*t).into()).collect(),
+        scopes: vec![scope.into()],
+    };
+    let rules = Rules::new(&[
+        rule("tools/call", &["delete_*"], "mcp:admin"),
+        rule("tools/call", &["*secret*", "exact"], "mcp:secret"),
+        rule("resources/read", &[], "mcp:read"),
+        rule("*", &[], "mcp:any"),
+    ]);
+    let _ = mcp_warden_sidecar::rpc::id_of(data);
+    if let Ok(scopes) = rules.required_for(data) {
+        // Accepted bodies are JSON, and the catch-all rule applies to every request.
+        assert!(serde_json::from_slice::<Value>(data).is_ok());
+        let messages = mcp_warden_sidecar::rpc::scan(data).expect("accepted bodies scan");
+        if messages.iter().any(|m| m.method.is_some()) {
+            assert!(scopes.iter().any(|s| s == "mcp:any"), "{scopes:?}");
+        }
+        let text = String::from_utf8_lossy(data);
+        if text.contains("delete_") && !scopes.iter().any(|s| s == "mcp:admin") {
+            // A `delete_*` tool name anywhere is fine (arguments), but not as the called tool.
+            for message in mcp_warden_sidecar::rpc::scan(data).expect("scanned before") {
+                assert!(
+                    !(message.method.as_deref() == Some("tools/call")
+                        && message
+                            .tool
+                            .as_deref()
+                            .is_some_and(|t| t.starts_with("delete_"))),
+                    "{message:?}"
+                );
+            }
+        }
+    }
+}
+
+/// Redirect URI validation: lines are `allowed` entries up to an empty line, then URIs.
+pub fn redirect_uri(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let (allowed, uris) = text.split_once("\n\n").unwrap_or(("", text));
+    let allowed: Vec<String> = allowed.lines().map(str::to_owned).collect();
+    let uris: Vec<String> = uris.lines().map(str::to_owned).collect();
+    if redirect::validate_registration(&allowed, &uris).is_ok() {
+        for uri in &uris {
+            let url = redirect::check_shape(uri).expect("validated URIs have a valid shape");
+            assert!(!uri.contains('#') && url.username().is_empty() && url.password().is_none());
+            assert!(!matches!(
+                url.scheme(),
+                "javascript" | "data" | "file" | "vbscript"
+            ));
+            if url.scheme() == "http" {
+                assert!(mcp_warden_policy::is_loopback_host(&url), "{uri}");
+            }
+            // A registered URI is always usable as itself.
+            assert!(redirect::matches_registered(&uris, uri));
+        }
+    }
+    if let Some(requested) = uris.last() {
+        if redirect::matches_registered(&uris[..uris.len() - 1], requested)
+            && !uris[..uris.len() - 1].contains(requested)
+        {
+            // Matched by the loopback any-port rule only: still a loopback http URI.
+            let url = redirect::check_shape(requested).expect("shape");
+            assert_eq!(url.scheme(), "http");
+            assert!(mcp_warden_policy::is_loopback_host(&url), "{requested}");
+        }
+    }
+}
+
+/// The dynamic client registration body.
+pub fn dcr_body(data: &[u8]) {
+    let allowed = ["https://app.example.com/callback".to_owned()];
+    if let Ok(reg) = mcp_warden_sidecar::oauth::check_registration(&allowed, data) {
+        assert!(
+            ["none", "client_secret_basic", "client_secret_post"].contains(&reg.method.as_str())
+        );
+        assert!(reg.response_types.iter().all(|r| r == "code"));
+        assert!(
+            reg.grant_types
+                .iter()
+                .all(|g| g == "authorization_code" || g == "refresh_token")
+        );
+    }
+}
+
+/// The client ID metadata document and its URL. First line: the client ID URL; the rest: the
+/// document.
+pub fn cimd_document(data: &[u8]) {
+    let Some(split) = data.iter().position(|&b| b == b'\n') else {
+        return;
+    };
+    let Ok(client_id) = std::str::from_utf8(&data[..split]) else {
+        return;
+    };
+    if let Ok(url) = mcp_warden_sidecar::oauth::check_client_metadata_url(client_id, false) {
+        assert_eq!(url.scheme(), "https");
+        if let Some(url::Host::Ipv4(ip)) = url.host() {
+            assert!(
+                mcp_warden_sidecar::oauth::is_public_address(ip.into()),
+                "{client_id}"
+            );
+        }
+        if let Some(url::Host::Ipv6(ip)) = url.host() {
+            assert!(
+                mcp_warden_sidecar::oauth::is_public_address(ip.into()),
+                "{client_id}"
+            );
+        }
+    }
+    let allowed = ["https://app.example.com/callback".to_owned()];
+    if let Ok(record) = mcp_warden_sidecar::oauth::check_client_metadata_document(
+        client_id,
+        &data[split + 1..],
+        &allowed,
+    ) {
+        assert_eq!(record.client_id, client_id);
+        assert!(!record.redirect_uris.is_empty());
+        assert!(record.secret_hash.is_none());
+        for uri in &record.redirect_uris {
+            assert!(redirect::check_shape(uri).is_ok());
+        }
+    }
+}
+
+/// The policy document: YAML to a validated policy, and a valid policy survives a round trip.
+pub fn policy_document(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let Ok(doc) = PolicyDocument::from_yaml(text) else {
+        return;
+    };
+    let again = PolicyDocument::from_yaml(&doc.to_yaml()).expect("a valid policy re-reads");
+    assert_eq!(again, doc);
+}
+
+/// `WWW-Authenticate` challenges and both metadata documents, read back by a parser.
+pub fn challenge_metadata(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let mut parts = text.splitn(3, '\n');
+    let (Some(url), Some(scope)) = (parts.next(), parts.next()) else {
+        return;
+    };
+    let name = parts.next();
+    let challenge = Challenge {
+        resource_metadata: url.to_owned(),
+        scope: scope.to_owned(),
+    };
+    for response in [
+        challenge.unauthorized(None),
+        challenge.unauthorized(Some(mcp_warden_sidecar::verify::TokenError::Expired)),
+        challenge.forbidden(scope),
+    ] {
+        let value = response.headers()[http::header::WWW_AUTHENTICATE].as_bytes();
+        if value == b"Bearer" {
+            // The fallback when a value cannot be a header (control characters).
+            assert!(url.chars().chain(scope.chars()).any(|c| c.is_control()));
+            continue;
+        }
+        let params = parse_challenge(value).expect("the challenge parses");
+        assert_eq!(
+            params.first().map(|(k, v)| (k.as_str(), v.as_str())),
+            Some(("resource_metadata", url))
+        );
+        if !scope.is_empty() {
+            assert!(
+                params.iter().any(|(k, v)| k == "scope" && v == scope),
+                "{params:?}"
+            );
+        }
+    }
+    let scopes: Vec<String> = scope.split(' ').map(str::to_owned).collect();
+    let doc: Value = serde_json::from_slice(&mcp_warden_sidecar::metadata::render(
+        url, scope, &scopes, name,
+    ))
+    .expect("metadata is JSON");
+    assert_eq!(doc["resource"], url);
+    assert_eq!(doc["authorization_servers"][0], scope);
+    assert_eq!(doc["resource_name"].as_str(), name);
+    let server = mcp_warden_sidecar::oauth::metadata::render(url, &scopes);
+    let server: Value = serde_json::from_str(&server.to_string()).expect("server metadata");
+    assert_eq!(server["issuer"], url);
+    assert_eq!(server["token_endpoint"], format!("{url}/token"));
+}
+
+/// Parses `Bearer k="v", k2="v2"` (RFC 7235 auth-params with quoted strings only).
+fn parse_challenge(value: &[u8]) -> Option<Vec<(String, String)>> {
+    let text = std::str::from_utf8(value).ok()?;
+    let mut rest = text.strip_prefix("Bearer ")?;
+    let mut params = Vec::new();
+    loop {
+        let (key, after) = rest.split_once('=')?;
+        let mut chars = after.strip_prefix('"')?.char_indices();
+        let mut out = String::new();
+        let end = loop {
+            match chars.next()? {
+                (_, '\\') => out.push(chars.next()?.1),
+                (i, '"') => break i,
+                (_, c) => out.push(c),
+            }
+        };
+        params.push((key.to_owned(), out));
+        rest = &after[1 + end + 1..];
+        if rest.is_empty() {
+            return Some(params);
+        }
+        rest = rest.strip_prefix(", ")?;
+    }
+}
