@@ -142,11 +142,11 @@ def test_an_idle_keep_alive_connection_outlives_the_header_timeout_until_the_idl
                .encode())
     with socket.create_connection(("127.0.0.1", sidecar.port), timeout=10) as s:
         s.sendall(request)
-        assert s.recv(65536).startswith(b"HTTP/1.1 200")
+        assert _read_response(s).startswith(b"HTTP/1.1 200")
         # Waiting for the next request is not reading headers.
         time.sleep(HEADER_TIMEOUT + 1)
         s.sendall(request)
-        assert s.recv(65536).startswith(b"HTTP/1.1 200")
+        assert _read_response(s).startswith(b"HTTP/1.1 200")
         s.setblocking(False)
         started = time.monotonic()
         assert not _wait_closed([s], IDLE_TIMEOUT + MARGIN)
@@ -194,6 +194,24 @@ def test_http2_announces_the_stream_limit(start_sidecar, idp, recorder):
     settings = {struct.unpack(">H", payload[i:i + 2])[0]: struct.unpack(">I", payload[i + 2:i + 6])[0]
                 for i in range(0, length, 6)}
     assert settings.get(0x3) == 7  # SETTINGS_MAX_CONCURRENT_STREAMS
+
+
+def _read_response(s: socket.socket) -> bytes:
+    """One whole HTTP/1.1 response with a Content-Length body."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = s.recv(65536)
+        assert chunk, f"connection closed: {data!r}"
+        data += chunk
+    head, body = data.split(b"\r\n\r\n", 1)
+    length = next(int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
+                  if line.lower().startswith(b"content-length:"))
+    while len(body) < length:
+        chunk = s.recv(65536)
+        assert chunk, "connection closed"
+        body += chunk
+    assert len(body) == length, "nothing beyond the response"
+    return head + b"\r\n\r\n" + body
 
 
 def _recv_exact(s: socket.socket, n: int) -> bytes:
