@@ -5,9 +5,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::core::v1::{
-    Capabilities, ConfigMapVolumeSource, Container, ContainerPort, HTTPGetAction, Pod, PodSpec,
-    Probe, ResourceRequirements, SeccompProfile, SecretVolumeSource, SecurityContext, Volume,
-    VolumeMount,
+    Capabilities, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, HTTPGetAction, Pod,
+    PodSpec, Probe, ResourceRequirements, SeccompProfile, SecretVolumeSource, SecurityContext,
+    Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -37,6 +37,8 @@ pub struct InjectSettings {
     /// Set `runAsUser`/`runAsGroup` 65532 on the sidecar; off where the platform assigns the
     /// IDs (OpenShift's `restricted` SCC refuses a fixed one outside the namespace's range).
     pub fixed_uid: bool,
+    /// Extra environment of the sidecar container: the OpenTelemetry export settings.
+    pub env: Vec<EnvVar>,
 }
 
 impl Default for InjectSettings {
@@ -51,6 +53,7 @@ impl Default for InjectSettings {
             public_port: DEFAULT_PUBLIC_PORT,
             admin_port: DEFAULT_ADMIN_PORT,
             fixed_uid: true,
+            env: Vec::new(),
             resources: ResourceRequirements {
                 requests: Some(BTreeMap::from([
                     ("cpu".to_owned(), q("50m")),
@@ -449,6 +452,7 @@ fn sidecar_container(
         name: SIDECAR_NAME.into(),
         image: Some(settings.sidecar_image.clone()),
         args: Some(args),
+        env: (!settings.env.is_empty()).then(|| settings.env.clone()),
         ports: Some(vec![
             port(ports.public.0, ports.public.1),
             port(ports.admin.0, ports.admin.1),

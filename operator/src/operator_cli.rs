@@ -164,6 +164,24 @@ pub struct Args {
     /// takes to reach every pod (kubelet sync period plus cache TTL, plus the sidecar's poll).
     #[arg(long, env = "MCP_WARDEN_KEY_ACTIVATION_DELAY", default_value_t = crate::reconcile::DEFAULT_KEY_ACTIVATION_DELAY)]
     pub key_activation_delay: u64,
+    /// OTLP/HTTP endpoint the injected sidecars export traces to (their
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT`), e.g. `http://otel-collector.observability:4318`; none: no
+    /// traces.
+    #[arg(long, env = "MCP_WARDEN_SIDECAR_OTLP_ENDPOINT")]
+    pub sidecar_otlp_endpoint: Option<String>,
+    /// `OTEL_SERVICE_NAME` of the injected sidecars.
+    #[arg(
+        long,
+        env = "MCP_WARDEN_SIDECAR_SERVICE_NAME",
+        default_value = "mcp-warden-sidecar"
+    )]
+    pub sidecar_service_name: String,
+    /// `OTEL_TRACES_SAMPLER` of the injected sidecars (e.g. `parentbased_traceidratio`).
+    #[arg(long, env = "MCP_WARDEN_SIDECAR_TRACES_SAMPLER")]
+    pub sidecar_traces_sampler: Option<String>,
+    /// `OTEL_TRACES_SAMPLER_ARG` of the injected sidecars (e.g. `0.1`).
+    #[arg(long, env = "MCP_WARDEN_SIDECAR_TRACES_SAMPLER_ARG")]
+    pub sidecar_traces_sampler_arg: Option<String>,
     /// Log format.
     #[arg(long, env = "MCP_WARDEN_LOG_FORMAT", default_value = "json", value_parser = ["json", "text"])]
     pub log_format: String,
@@ -221,6 +239,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     crate::install_crypto_provider();
     init_tracing(&args.log_format);
     check_sidecar_resources(&args)?;
+    check_sidecar_tracing(&args)?;
     let metrics = Metrics::new();
     let health = Health::default();
     let shutdown = Shutdown::on_signals();
@@ -490,6 +509,7 @@ pub fn inject_settings(args: &Args, native: bool) -> InjectSettings {
         requests.insert("ephemeral-storage".to_owned(), q(storage));
     }
     InjectSettings {
+        env: tracing_env(args),
         sidecar_image: args.sidecar_image.clone(),
         native_sidecar: native,
         public_port: args.sidecar_port,
@@ -503,9 +523,102 @@ pub fn inject_settings(args: &Args, native: bool) -> InjectSettings {
     }
 }
 
+/// The sidecar's OpenTelemetry environment: empty without `--sidecar-otlp-endpoint`; otherwise
+/// the endpoint, service name, sampler and the pod's name and namespace as resource attributes
+/// (from the downward API).
+fn tracing_env(args: &Args) -> Vec<k8s_openapi::api::core::v1::EnvVar> {
+    use k8s_openapi::api::core::v1::{EnvVar, EnvVarSource, ObjectFieldSelector};
+    let Some(endpoint) = &args.sidecar_otlp_endpoint else {
+        return Vec::new();
+    };
+    let value = |name: &str, value: &str| EnvVar {
+        name: name.to_owned(),
+        value: Some(value.to_owned()),
+        value_from: None,
+    };
+    let field = |name: &str, path: &str| EnvVar {
+        name: name.to_owned(),
+        value: None,
+        value_from: Some(EnvVarSource {
+            field_ref: Some(ObjectFieldSelector {
+                field_path: path.to_owned(),
+                api_version: None,
+            }),
+            ..Default::default()
+        }),
+    };
+    let mut env = vec![
+        value("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint),
+        value("OTEL_SERVICE_NAME", &args.sidecar_service_name),
+        field("MCP_WARDEN_POD_NAME", "metadata.name"),
+        field("MCP_WARDEN_POD_NAMESPACE", "metadata.namespace"),
+        // `$(NAME)` expands variables defined earlier in the list.
+        value(
+            "OTEL_RESOURCE_ATTRIBUTES",
+            "k8s.pod.name=$(MCP_WARDEN_POD_NAME),k8s.namespace.name=$(MCP_WARDEN_POD_NAMESPACE)",
+        ),
+    ];
+    if let Some(sampler) = &args.sidecar_traces_sampler {
+        env.push(value("OTEL_TRACES_SAMPLER", sampler));
+    }
+    if let Some(arg) = &args.sidecar_traces_sampler_arg {
+        env.push(value("OTEL_TRACES_SAMPLER_ARG", arg));
+    }
+    env
+}
+
+/// Refuses an OTLP endpoint that is not an absolute http(s) URL (every sidecar would fail).
+pub fn check_sidecar_tracing(args: &Args) -> crate::Result<()> {
+    let Some(endpoint) = &args.sidecar_otlp_endpoint else {
+        return Ok(());
+    };
+    match url::Url::parse(endpoint) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.has_host() => Ok(()),
+        _ => Err(crate::Error::Invalid(format!(
+            "--sidecar-otlp-endpoint {endpoint:?} is not an http(s) URL"
+        ))),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tracing_flags_become_sidecar_environment() {
+        let args = Args::parse_from(["x"]);
+        assert!(
+            inject_settings(&args, false).env.is_empty(),
+            "off by default"
+        );
+        let args = Args::parse_from([
+            "x",
+            "--sidecar-otlp-endpoint",
+            "http://otel-collector.observability:4318",
+            "--sidecar-traces-sampler",
+            "parentbased_traceidratio",
+            "--sidecar-traces-sampler-arg",
+            "0.25",
+        ]);
+        check_sidecar_tracing(&args).unwrap();
+        let env = inject_settings(&args, false).env;
+        let get = |n: &str| {
+            env.iter()
+                .find(|e| e.name == n)
+                .and_then(|e| e.value.clone())
+        };
+        assert_eq!(
+            get("OTEL_EXPORTER_OTLP_ENDPOINT").as_deref(),
+            Some("http://otel-collector.observability:4318")
+        );
+        assert_eq!(
+            get("OTEL_SERVICE_NAME").as_deref(),
+            Some("mcp-warden-sidecar")
+        );
+        assert_eq!(get("OTEL_TRACES_SAMPLER_ARG").as_deref(), Some("0.25"));
+        let bad = Args::parse_from(["x", "--sidecar-otlp-endpoint", "collector:4318"]);
+        assert!(check_sidecar_tracing(&bad).is_err());
+    }
 
     #[test]
     fn flags_default_to_the_contract_and_feed_injection() {

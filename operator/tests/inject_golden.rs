@@ -584,3 +584,45 @@ fn the_fixed_uid_can_be_left_to_the_platform() {
     assert_eq!(sc.run_as_non_root, Some(true));
     k8s_rules::assert_valid(&serde_json::to_value(&pod).unwrap());
 }
+
+#[test]
+fn tracing_settings_reach_the_sidecar_environment() {
+    use clap::Parser;
+    let args = mcp_warden_operator::operator_cli::Args::parse_from([
+        "mcp-warden-operator",
+        "--sidecar-otlp-endpoint",
+        "http://otel-collector.observability:4318",
+        "--sidecar-traces-sampler",
+        "parentbased_traceidratio",
+    ]);
+    let traced = InjectSettings {
+        env: mcp_warden_operator::operator_cli::inject_settings(&args, true).env,
+        ..settings(true)
+    };
+    let pod = injected(&review(&plain(), false, &policies(), &traced));
+    let sidecar = &pod.spec.as_ref().unwrap().init_containers.as_ref().unwrap()[0];
+    let env = sidecar.env.as_ref().expect("tracing environment");
+    let value = |name: &str| {
+        env.iter()
+            .find(|e| e.name == name)
+            .and_then(|e| e.value.clone())
+    };
+    assert_eq!(
+        value("OTEL_EXPORTER_OTLP_ENDPOINT").as_deref(),
+        Some("http://otel-collector.observability:4318")
+    );
+    assert_eq!(
+        value("OTEL_TRACES_SAMPLER").as_deref(),
+        Some("parentbased_traceidratio")
+    );
+    assert!(
+        value("OTEL_RESOURCE_ATTRIBUTES")
+            .unwrap()
+            .contains("k8s.pod.name=$(MCP_WARDEN_POD_NAME)")
+    );
+    k8s_rules::assert_valid(&serde_json::to_value(&pod).unwrap());
+    // Off by default: no environment at all.
+    let pod = injected(&review(&plain(), false, &policies(), &settings(true)));
+    let sidecar = &pod.spec.as_ref().unwrap().init_containers.as_ref().unwrap()[0];
+    assert!(sidecar.env.is_none());
+}

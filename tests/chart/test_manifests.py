@@ -370,3 +370,17 @@ def test_admission_endpoint_network_policy():
     assert not of_kind(documents(template()), "NetworkPolicy"), "off by default"
     failed = helm("template", "x", str(CHART), "--set", "webhook.networkPolicy.enabled=true", check=False)
     assert failed.returncode != 0 and "webhook.networkPolicy.from" in failed.stderr
+
+
+def test_sidecar_tracing_settings_reach_the_operator():
+    """sidecar.tracing becomes the operator's --sidecar-otlp-* flags; nothing without an endpoint."""
+    args = args_of(operator_deployment(documents(template(extra=(
+        "--set", "sidecar.tracing.otlpEndpoint=http://otel-collector.observability:4318",
+        "--set", "sidecar.tracing.sampler=parentbased_traceidratio",
+        "--set", "sidecar.tracing.samplerArg=0.1")))))
+    assert args["sidecar-otlp-endpoint"] == "http://otel-collector.observability:4318"
+    assert args["sidecar-service-name"] == "mcp-warden-sidecar"
+    assert (args["sidecar-traces-sampler"], args["sidecar-traces-sampler-arg"]) == (
+        "parentbased_traceidratio", "0.1")
+    assert not any(k.startswith("sidecar-otlp") or k.startswith("sidecar-traces")
+                   for k in args_of(operator_deployment(documents(template()))))
