@@ -24,6 +24,8 @@ spec:
   mode: jwt
   jwt:
     issuer: http://127.0.0.1:{port}
+  audit:
+    toolMetrics: [search]   # mcp_warden_tool_calls_total exists only for policies that list tools
 """
 
 PROXY_POLICY = """apiVersion: mcpwarden.dev/v1alpha1
@@ -82,6 +84,7 @@ def test_every_query_selects_an_mcp_warden_metric():
     "mcp_warden_store_errors_total", "mcp_warden_store_operation_duration_seconds_bucket",
     "mcp_warden_operator_injections_total", "mcp_warden_operator_webhook_duration_seconds_bucket",
     "mcp_warden_operator_certificate_expiry_timestamp_seconds",
+    "mcp_warden_tool_calls_total", "mcp_warden_audit_dropped_total",
 ])
 def test_dashboard_covers(family):
     """The panels the chart promises (issue #5) are there."""
@@ -142,3 +145,10 @@ def test_a_query_for_an_unexported_metric_is_caught():
     exported = {"mcp_warden_requests_total"}
     missing = [n for _, e in dashboard_queries(dashboard) for n in metric_names(e) - exported]
     assert missing == ["mcp_warden_nope_total"]
+
+
+def test_audit_view_shows_top_refused_reasons_per_policy():
+    panel = next(p for p in DASHBOARD["panels"] if p["title"].startswith("Top refused reasons"))
+    [target] = panel["targets"]
+    assert target["expr"].startswith("topk(")
+    assert "by (policy, outcome, reason)" in target["expr"]
