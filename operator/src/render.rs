@@ -81,6 +81,9 @@ pub fn secret_names(name: &str, spec: &McpAuthPolicySpec) -> BTreeSet<String> {
             names.insert(r.name.clone());
         }
     }
+    if let Some(i) = spec.jwt.as_ref().and_then(|j| j.introspection.as_ref()) {
+        names.insert(i.client_secret_ref.name.clone());
+    }
     if let Some(r) = spec
         .storage
         .as_ref()
@@ -175,6 +178,26 @@ spec:
         // The rendered document is what the sidecar parses.
         let again = PolicyDocument::from_yaml(&doc.to_yaml()).unwrap();
         assert_eq!(again, doc);
+    }
+
+    #[test]
+    fn introspection_client_secret_is_mounted() {
+        let doc = PolicyDocument::from_yaml(
+            r#"
+apiVersion: mcpwarden.dev/v1alpha1
+kind: McpAuthPolicy
+metadata: {name: opaque, namespace: tools}
+spec:
+  resource: {url: "https://mcp.example.com/mcp"}
+  mode: jwt
+  jwt:
+    issuer: https://login.example.com
+    introspection: {clientId: warden, clientSecretRef: {name: introspection, key: secret}}
+"#,
+        )
+        .unwrap();
+        let names: Vec<_> = secret_names("opaque", &doc.spec).into_iter().collect();
+        assert_eq!(names, ["introspection"]);
     }
 
     #[test]

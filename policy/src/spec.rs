@@ -64,7 +64,9 @@ impl McpAuthPolicySpec {
     pub fn secret_refs(&self) -> Vec<&SecretRef> {
         let proxy = self.oauth_proxy.as_ref();
         let redis = self.storage.as_ref().and_then(|s| s.redis.as_ref());
+        let introspection = self.jwt.as_ref().and_then(|j| j.introspection.as_ref());
         [
+            introspection.map(|i| &i.client_secret_ref),
             proxy.and_then(|p| p.client_secret_ref.as_ref()),
             proxy.and_then(|p| p.signing_key_secret_ref.as_ref()),
             proxy.and_then(|p| p.encryption_key_secret_ref.as_ref()),
@@ -133,6 +135,36 @@ pub struct JwtSpec {
     /// Empty (the default): `typ` is not checked, since many issuers send `JWT` or nothing.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub token_types: Vec<String>,
+    /// RFC 7662 token introspection, for opaque (non-JWT) access tokens. Absent: only JWTs are
+    /// accepted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub introspection: Option<IntrospectionSpec>,
+}
+
+/// How the sidecar asks the issuer about tokens it cannot verify itself (RFC 7662).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct IntrospectionSpec {
+    /// The introspection endpoint. Default: `introspection_endpoint` from the issuer's
+    /// metadata (OpenID discovery or RFC 8414).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// The client the sidecar authenticates as at the endpoint (`client_secret_basic`).
+    pub client_id: String,
+    /// Secret key holding that client's secret.
+    pub client_secret_ref: SecretRef,
+    /// How long an active answer is reused, in seconds (1 to 3600); never past the token's
+    /// `exp`. A token revoked at the issuer stays usable for at most this long.
+    #[serde(default = "default_introspection_cache_seconds")]
+    pub cache_seconds: u32,
+    /// Introspect every token, JWTs included (so revocation at the issuer is noticed). Default
+    /// false: JWTs are verified locally and only other tokens are introspected.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub always: bool,
+}
+
+fn default_introspection_cache_seconds() -> u32 {
+    60
 }
 
 fn default_algorithms() -> Vec<JwtAlgorithm> {

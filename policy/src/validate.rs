@@ -199,6 +199,27 @@ impl McpAuthPolicySpec {
                     );
                 }
             }
+            if let Some(intro) = &jwt.introspection {
+                if let Some(endpoint) = &intro.endpoint {
+                    r.url(
+                        "spec.jwt.introspection.endpoint",
+                        endpoint,
+                        jwt.allow_insecure_http,
+                    );
+                }
+                if intro.client_id.is_empty() {
+                    r.check(
+                        "spec.jwt.introspection.clientId",
+                        Err("must not be empty".into()),
+                    );
+                }
+                if !(1..=3600).contains(&intro.cache_seconds) {
+                    r.check(
+                        "spec.jwt.introspection.cacheSeconds",
+                        Err("must be between 1 and 3600".into()),
+                    );
+                }
+            }
         }
         if let (AuthMode::OauthProxy, Some(proxy)) = (self.mode, &self.oauth_proxy) {
             validate_proxy(&mut r, proxy);
@@ -488,6 +509,40 @@ spec:
   forward:
     claimsToHeaders: {sub: X-Auth-Subject}
 "#;
+
+    #[test]
+    fn introspection_defaults_and_limits() {
+        let with = |extra: &str| {
+            JWT.replace(
+                "    requiredScopes: [mcp:tools]\n",
+                &format!("    requiredScopes: [mcp:tools]\n    introspection: {{clientId: w, clientSecretRef: {{name: s, key: k}}{extra}}}\n"),
+            )
+        };
+        let doc = PolicyDocument::from_yaml(&with("")).unwrap();
+        let intro = doc
+            .spec
+            .jwt
+            .as_ref()
+            .unwrap()
+            .introspection
+            .as_ref()
+            .unwrap();
+        assert_eq!(
+            (intro.cache_seconds, intro.always, intro.endpoint.as_ref()),
+            (60, false, None)
+        );
+        assert_eq!(doc.spec.secret_refs().len(), 1);
+        let err = |extra: &str| {
+            PolicyDocument::from_yaml(&with(extra))
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(err(", cacheSeconds: 0").contains("spec.jwt.introspection.cacheSeconds"));
+        assert!(
+            err(", endpoint: \"http://idp.example/introspect\"")
+                .contains("spec.jwt.introspection.endpoint: must use https")
+        );
+    }
 
     #[test]
     fn parses_the_contract_example() {

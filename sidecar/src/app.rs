@@ -207,27 +207,32 @@ async fn authorize_and_forward(
             .await;
         }
     };
-    let principal = match rt.verifier.verify(token).await {
+    let verified = match &rt.introspector {
+        Some(introspector) if introspector.handles(token) => introspector.verify(token).await,
+        _ => rt.verifier.verify(token).await,
+    };
+    let principal = match verified {
         Ok((principal, cached)) => {
             if cached {
                 state.metrics.token_cache_hits.inc();
             }
             principal
         }
-        Err(TokenError::KeysUnavailable) => {
+        Err(e @ (TokenError::KeysUnavailable | TokenError::IntrospectionUnavailable)) => {
+            let description = if e == TokenError::KeysUnavailable {
+                "the token issuer's keys are not available yet"
+            } else {
+                "the token issuer's introspection endpoint is not available"
+            };
             let mut response = error_body(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "temporarily_unavailable",
-                "the token issuer's keys are not available yet",
+                description,
             );
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
-            return refuse(
-                request,
-                (response, Outcome::Unauthorized, Reason::KeysUnavailable),
-            )
-            .await;
+            return refuse(request, (response, Outcome::Unauthorized, e.reason())).await;
         }
         Err(e) => {
             let answer = (

@@ -12,6 +12,7 @@ pub mod challenge;
 pub mod cli;
 pub mod connection;
 pub mod forward;
+pub mod introspect;
 pub mod jwks;
 pub mod keys;
 pub mod metadata;

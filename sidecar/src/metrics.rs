@@ -68,6 +68,17 @@ label_enum! {
         UnforwardableClaim => "unforwardable_claim",
         Revoked => "revoked",
         RevocationUnknown => "revocation_unknown",
+        Inactive => "inactive",
+        IntrospectionUnavailable => "introspection_unavailable",
+    }
+}
+
+label_enum! {
+    /// Answer of an introspection request.
+    IntrospectionResult {
+        Active => "active",
+        Inactive => "inactive",
+        Error => "error",
     }
 }
 
@@ -108,6 +119,15 @@ pub struct JwksLabels {
     pub result: FetchResult,
 }
 
+/// Labels of `mcp_warden_introspections_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct IntrospectionLabels {
+    /// Policy name.
+    pub policy: String,
+    /// The answer.
+    pub result: IntrospectionResult,
+}
+
 /// Labels of `mcp_warden_policy_reloads_total`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReloadLabels {
@@ -137,6 +157,8 @@ pub struct Metrics {
     pub jwks_refresh: Family<JwksLabels, Counter>,
     /// Requests whose token was found in the verified-token cache.
     pub token_cache_hits: Counter,
+    /// Introspection requests (opaque tokens) by answer.
+    pub introspections: Family<IntrospectionLabels, Counter>,
     /// Policy file reloads.
     pub reloads: Family<ReloadLabels, Counter>,
     /// Audit lines dropped because the writer fell behind.
@@ -155,6 +177,7 @@ impl Metrics {
             }),
             jwks_refresh: Family::default(),
             token_cache_hits: Counter::default(),
+            introspections: Family::default(),
             reloads: Family::default(),
             audit_dropped: Counter::default(),
             tool_calls: Family::default(),
@@ -183,6 +206,11 @@ impl Metrics {
             "token_cache_hits",
             "Requests served from the verified-token cache",
             m.token_cache_hits.clone(),
+        );
+        r.register(
+            "introspections",
+            "Token introspection requests by answer (cache misses only)",
+            m.introspections.clone(),
         );
         r.register(
             "policy_reloads",
@@ -258,6 +286,16 @@ impl Metrics {
             requests,
             duration,
         }
+    }
+
+    /// Records one introspection request.
+    pub fn introspection(&self, policy: &str, result: IntrospectionResult) {
+        self.introspections
+            .get_or_create(&IntrospectionLabels {
+                policy: policy.to_owned(),
+                result,
+            })
+            .inc();
     }
 
     /// Records one JWKS fetch.

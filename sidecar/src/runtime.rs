@@ -11,6 +11,7 @@ use mcp_warden_policy::{AuthMode, JwtAlgorithm, PolicyDocument, PolicyError, Val
 use crate::audit::Auditor;
 use crate::challenge::Challenge;
 use crate::forward::Forwarding;
+use crate::introspect::{self, Introspector};
 use crate::jwks::JwksSource;
 use crate::metadata;
 use crate::metrics::{Metrics, PolicyMeters};
@@ -31,6 +32,9 @@ pub enum RuntimeError {
     /// The mode cannot be served by this build.
     #[error("{0}")]
     Unsupported(String),
+    /// A Secret the policy names cannot be read.
+    #[error("{0}")]
+    Secret(String),
     /// The OAuth proxy cannot start (keys, secrets, store configuration).
     #[error(transparent)]
     OAuth(#[from] crate::oauth::OAuthError),
@@ -81,6 +85,8 @@ pub struct Runtime {
     pub metadata_suffixed: String,
     /// Token checks.
     pub verifier: Verifier,
+    /// RFC 7662 introspection of opaque tokens (`spec.jwt.introspection`).
+    pub introspector: Option<Arc<Introspector>>,
     /// Scopes every request needs.
     pub required_scopes: Vec<String>,
     /// Per-method/tool scopes.
@@ -129,6 +135,7 @@ impl Runtime {
         let spec = &doc.spec;
 
         let mut revocations = None;
+        let mut introspector = None;
         let (issuer, verifier, required_scopes, endpoints) = match spec.mode {
             AuthMode::Jwt => {
                 let jwt = spec
@@ -148,6 +155,26 @@ impl Runtime {
                     ctx.http.clone(),
                     ctx.metrics.clone(),
                 );
+                if let Some(spec) = &jwt.introspection {
+                    let client_secret = spec
+                        .client_secret_ref
+                        .read(&ctx.secrets_dir)
+                        .map_err(|e| RuntimeError::Secret(e.to_string()))?;
+                    let settings = introspect::Settings {
+                        policy: policy.clone(),
+                        issuer: jwt.issuer.clone(),
+                        audiences: audiences.clone(),
+                        leeway: jwt.clock_skew_seconds.into(),
+                        allow_insecure_http: jwt.allow_insecure_http,
+                        client_secret,
+                    };
+                    introspector = Some(Arc::new(Introspector::new(
+                        spec.clone(),
+                        settings,
+                        ctx.http.clone(),
+                        ctx.metrics.clone(),
+                    )));
+                }
                 let expect = Expectations {
                     issuer: jwt.issuer.clone(),
                     audiences,
@@ -225,6 +252,7 @@ impl Runtime {
             challenge,
             metadata: Bytes::from(metadata),
             verifier,
+            introspector,
             required_scopes,
             rules: Rules::new(&spec.rules),
             forwarding: Forwarding::new(

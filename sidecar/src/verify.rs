@@ -17,7 +17,7 @@ use crate::metrics::Reason;
 use crate::scopes::Granted;
 
 /// Longest token accepted; real access tokens are a few KB at most.
-const MAX_TOKEN_LEN: usize = 16 * 1024;
+pub const MAX_TOKEN_LEN: usize = 16 * 1024;
 /// Most tokens kept in the verified-token cache.
 const CACHE_CAPACITY: usize = 10_000;
 /// Longest time a verified token is answered from the cache before it is verified again.
@@ -70,6 +70,12 @@ pub enum TokenError {
     /// The token's session was revoked (`oauthProxy` mode).
     #[error("the token has been revoked")]
     Revoked,
+    /// Introspection answered `active: false` (revoked, expired or unknown token).
+    #[error("the token is not active")]
+    Inactive,
+    /// The introspection endpoint gave no usable answer.
+    #[error("the token cannot be checked right now")]
+    IntrospectionUnavailable,
 }
 
 impl TokenError {
@@ -87,6 +93,8 @@ impl TokenError {
             TokenError::WrongType => Reason::WrongType,
             TokenError::KeysUnavailable => Reason::KeysUnavailable,
             TokenError::Revoked => Reason::Revoked,
+            TokenError::Inactive => Reason::Inactive,
+            TokenError::IntrospectionUnavailable => Reason::IntrospectionUnavailable,
         }
     }
 }

@@ -197,7 +197,8 @@ class Idp:
 
     def __init__(self, procs: Processes, work: Path, clients: list[dict] | None = None,
                  keys: list[SigningKey] | None = None, access_token_alg: str = "ES256",
-                 port: int | None = None, accounts: dict[str, dict] | None = None):
+                 port: int | None = None, accounts: dict[str, dict] | None = None,
+                 access_token_format: str = "jwt"):
         self.procs = procs
         self.work = work
         self.port = port or free_port()
@@ -206,6 +207,7 @@ class Idp:
         self.clients = [self.SERVICE_CLIENT, *(clients or [])]
         self.access_token_alg = access_token_alg
         self.accounts = accounts or {}
+        self.access_token_format = access_token_format
         self.proc: Proc | None = None
         self.start()
 
@@ -222,6 +224,7 @@ class Idp:
             "jwksFile": str(self.jwks_file),
             "accessTokenAlg": self.access_token_alg,
             "accessTokenTtl": 300,
+            "accessTokenFormat": self.access_token_format,
             "resourceScopes": "mcp:tools mcp:admin mcp:read",
             "clients": self.clients,
             "accounts": self.accounts,

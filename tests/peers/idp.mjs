@@ -7,6 +7,7 @@
 //     "jwksFile": "/path/keys.json",     // {"keys":[<private JWK with kid>...]}, owned by the caller
 //     "accessTokenAlg": "ES256",         // alg of JWT access tokens (default ES256)
 //     "accessTokenTtl": 300,             // seconds (default 300)
+//     "accessTokenFormat": "jwt",        // "opaque": access tokens are opaque (RFC 7662 introspection)
 //     "resourceScopes": "mcp:tools mcp:admin",  // scopes any resource server accepts
 //     "clients": [ {oidc-provider client metadata: client_id, client_secret, grant_types, ...} ],
 //     "accounts": {"ann": {"email": "ann@corp.test", "groups": ["admins"]}}  // optional claims per
@@ -14,7 +15,8 @@
 // Any account id signs in (devInteractions login); its claims default to
 // {sub, email: <id>@example.test, email_verified: true, name: <id>}. `groups` is a `profile` claim.
 // Every `resource` parameter is accepted as a resource server; access tokens for it are JWTs
-// with `aud` = the resource. Prints one line `ready <issuer>` on stdout when listening.
+// (or opaque, per accessTokenFormat) with `aud` = the resource. Introspection is at
+// /token/introspection (any confidential client may introspect), revocation at /token/revocation. Prints one line `ready <issuer>` on stdout when listening.
 
 import { readFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
@@ -35,6 +37,7 @@ const issuer = `http://127.0.0.1:${port}`;
 const jwks = JSON.parse(readFileSync(config.jwksFile, 'utf8'));
 const accessTokenAlg = config.accessTokenAlg ?? 'ES256';
 const accessTokenTtl = config.accessTokenTtl ?? 300;
+const accessTokenFormat = config.accessTokenFormat ?? 'jwt';
 const resourceScopes = config.resourceScopes ?? 'mcp:tools mcp:admin';
 const accounts = config.accounts ?? {};
 const scopes = new Set(['openid', 'offline_access', 'profile', 'email', ...resourceScopes.split(' ')]);
@@ -73,7 +76,7 @@ const provider = new Provider(issuer, {
         audience: resourceIndicator,
         scope: resourceScopes,
         accessTokenTTL: accessTokenTtl,
-        accessTokenFormat: 'jwt',
+        accessTokenFormat,
         jwt: { sign: { alg: accessTokenAlg } },
       }),
     },

@@ -1,0 +1,321 @@
+//! RFC 7662 token introspection (`spec.jwt.introspection`): tokens that are not JWTs (or every
+//! token, with `always`) are sent to the issuer's introspection endpoint; an active answer is
+//! checked like a JWT's claims (`iss`, `aud`, `exp`, `nbf`, scopes) and cached for at most
+//! `cacheSeconds`, never past the token's `exp`.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use mcp_warden_policy::IntrospectionSpec;
+use serde_json::{Map, Value};
+use tokio::sync::OnceCell;
+use url::Url;
+
+use crate::metrics::{IntrospectionResult, Metrics};
+use crate::scopes::Granted;
+use crate::verify::{MAX_TOKEN_LEN, Principal, TokenError};
+
+/// Most answers kept in the cache.
+const CACHE_CAPACITY: usize = 10_000;
+/// Largest introspection or metadata response read.
+const MAX_RESPONSE: usize = 64 * 1024;
+/// Time limit of one introspection request.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What a token must satisfy, and how to reach the endpoint.
+pub struct Settings {
+    /// Policy name (metrics, logs).
+    pub policy: String,
+    /// Exact issuer; an answer's `iss`, when present, must equal it.
+    pub issuer: String,
+    /// Accepted `aud` values.
+    pub audiences: Vec<String>,
+    /// Clock skew for `exp`/`nbf`, seconds.
+    pub leeway: u64,
+    /// Plain http allowed for a discovered endpoint on a non-loopback host.
+    pub allow_insecure_http: bool,
+    /// The client's secret, read from the secrets directory.
+    pub client_secret: String,
+}
+
+/// Introspects tokens for one policy and caches the active answers.
+pub struct Introspector {
+    settings: Settings,
+    spec: IntrospectionSpec,
+    endpoint: OnceCell<String>,
+    http: reqwest::Client,
+    metrics: Metrics,
+    cache: Mutex<HashMap<Box<str>, Cached>>,
+}
+
+struct Cached {
+    principal: Arc<Principal>,
+    valid_until: u64,
+}
+
+fn now() -> u64 {
+    jsonwebtoken::get_current_timestamp()
+}
+
+/// Whether a token has the shape of a compact JWS (three parts, a JSON header with `alg`).
+pub fn looks_like_jwt(token: &str) -> bool {
+    let mut parts = token.split('.');
+    let (Some(header), Some(_), Some(_), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return false;
+    };
+    URL_SAFE_NO_PAD
+        .decode(header)
+        .ok()
+        .and_then(|h| serde_json::from_slice::<Map<String, Value>>(&h).ok())
+        .is_some_and(|h| h.contains_key("alg"))
+}
+
+/// `application/x-www-form-urlencoded` encoding of one credential (RFC 6749 §2.3.1).
+fn form_encode(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+impl Introspector {
+    /// An introspector for `spec`.
+    pub fn new(
+        spec: IntrospectionSpec,
+        settings: Settings,
+        http: reqwest::Client,
+        metrics: Metrics,
+    ) -> Self {
+        let endpoint = OnceCell::new_with(spec.endpoint.clone());
+        Introspector {
+            settings,
+            spec,
+            endpoint,
+            http,
+            metrics,
+            cache: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Whether this token goes to introspection rather than local JWT verification.
+    pub fn handles(&self, token: &str) -> bool {
+        self.spec.always || !looks_like_jwt(token)
+    }
+
+    /// Checks `token`; the flag says whether the answer came from the cache.
+    pub async fn verify(&self, token: &str) -> Result<(Arc<Principal>, bool), TokenError> {
+        if token.is_empty() || token.len() > MAX_TOKEN_LEN {
+            return Err(TokenError::Malformed);
+        }
+        if let Some(hit) = self.cached(token) {
+            return Ok((hit, true));
+        }
+        let claims = match self.introspect(token).await {
+            Ok(claims) => claims,
+            Err(why) => {
+                tracing::warn!(policy = %self.settings.policy, error = %why, "token introspection failed");
+                self.metrics
+                    .introspection(&self.settings.policy, IntrospectionResult::Error);
+                return Err(TokenError::IntrospectionUnavailable);
+            }
+        };
+        if claims.get("active") != Some(&Value::Bool(true)) {
+            self.metrics
+                .introspection(&self.settings.policy, IntrospectionResult::Inactive);
+            return Err(TokenError::Inactive);
+        }
+        self.metrics
+            .introspection(&self.settings.policy, IntrospectionResult::Active);
+        let principal = Arc::new(self.check(claims)?);
+        self.remember(token, &principal);
+        Ok((principal, false))
+    }
+
+    /// The claims of an active answer, checked as a JWT's would be.
+    fn check(&self, mut claims: Map<String, Value>) -> Result<Principal, TokenError> {
+        claims.remove("active");
+        if let Some(iss) = claims.get("iss")
+            && iss.as_str() != Some(self.settings.issuer.as_str())
+        {
+            return Err(TokenError::WrongIssuer);
+        }
+        let audiences: Vec<&str> = match claims.get("aud") {
+            Some(Value::String(s)) => vec![s.as_str()],
+            Some(Value::Array(a)) => a.iter().filter_map(Value::as_str).collect(),
+            _ => Vec::new(),
+        };
+        let accepted = |aud: &str| {
+            self.settings
+                .audiences
+                .iter()
+                .any(|a| a == aud || a.trim_end_matches('/') == aud.trim_end_matches('/'))
+        };
+        if !audiences.into_iter().any(accepted) {
+            return Err(TokenError::WrongAudience);
+        }
+        let now = now();
+        let expires_at = claims
+            .get("exp")
+            .and_then(Value::as_u64)
+            .ok_or(TokenError::Malformed)?;
+        if expires_at + self.settings.leeway <= now {
+            return Err(TokenError::Expired);
+        }
+        if let Some(nbf) = claims.get("nbf").and_then(Value::as_u64)
+            && nbf > now + self.settings.leeway
+        {
+            return Err(TokenError::NotYetValid);
+        }
+        let scopes = Granted::from_claims(&claims);
+        Ok(Principal {
+            claims,
+            scopes,
+            expires_at,
+        })
+    }
+
+    fn cached(&self, token: &str) -> Option<Arc<Principal>> {
+        let cache = self.cache.lock().expect("introspection cache lock");
+        let hit = cache.get(token)?;
+        (hit.valid_until > now()).then(|| hit.principal.clone())
+    }
+
+    fn remember(&self, token: &str, principal: &Arc<Principal>) {
+        let now = now();
+        let valid_until = principal
+            .expires_at
+            .min(now + u64::from(self.spec.cache_seconds));
+        let mut cache = self.cache.lock().expect("introspection cache lock");
+        if cache.len() >= CACHE_CAPACITY {
+            cache.retain(|_, c| c.valid_until > now);
+            if cache.len() >= CACHE_CAPACITY {
+                cache.clear();
+            }
+        }
+        cache.insert(
+            token.into(),
+            Cached {
+                principal: principal.clone(),
+                valid_until,
+            },
+        );
+    }
+
+    /// One introspection request; `Err` when no usable answer came back.
+    async fn introspect(&self, token: &str) -> Result<Map<String, Value>, String> {
+        let endpoint = self.endpoint.get_or_try_init(|| self.discover()).await?;
+        let response = self
+            .http
+            .post(endpoint)
+            .basic_auth(
+                form_encode(&self.spec.client_id),
+                Some(form_encode(&self.settings.client_secret)),
+            )
+            .header(http::header::ACCEPT, "application/json")
+            .header(
+                http::header::CONTENT_TYPE,
+                "application/x-www-form-urlencoded",
+            )
+            .body(format!(
+                "token={}&token_type_hint=access_token",
+                form_encode(token)
+            ))
+            .timeout(REQUEST_TIMEOUT)
+            .send()
+            .await
+            .map_err(|e| format!("{endpoint}: {e}"))?;
+        if response.status() == http::StatusCode::BAD_REQUEST {
+            // `unsupported_token_type` (RFC 7009 §2.2.1, which introspection endpoints reuse):
+            // the issuer will not vouch for this kind of token (e.g. its own JWTs), so it is
+            // not an active token here.
+            let body = read_limited(response).await.unwrap_or_default();
+            let error = serde_json::from_slice::<Map<String, Value>>(&body)
+                .ok()
+                .and_then(|b| b.get("error").and_then(Value::as_str).map(str::to_owned));
+            if error.as_deref() == Some("unsupported_token_type") {
+                return Ok(Map::from_iter([("active".to_owned(), Value::Bool(false))]));
+            }
+            return Err(format!(
+                "{endpoint}: status 400 ({})",
+                error.unwrap_or_default()
+            ));
+        }
+        if !response.status().is_success() {
+            return Err(format!("{endpoint}: status {}", response.status()));
+        }
+        let body = read_limited(response).await?;
+        serde_json::from_slice(&body).map_err(|e| format!("{endpoint}: not a JSON object: {e}"))
+    }
+
+    /// `introspection_endpoint` from the issuer's metadata (OpenID discovery, then RFC 8414).
+    async fn discover(&self) -> Result<String, String> {
+        let issuer = self.settings.issuer.trim_end_matches('/');
+        let parsed = Url::parse(issuer).map_err(|e| format!("issuer: {e}"))?;
+        let origin = parsed.origin().ascii_serialization();
+        let path = parsed.path().trim_end_matches('/');
+        let mut last = String::new();
+        for url in [
+            format!("{issuer}/.well-known/openid-configuration"),
+            format!("{origin}/.well-known/oauth-authorization-server{path}"),
+        ] {
+            let response = match self.http.get(&url).timeout(REQUEST_TIMEOUT).send().await {
+                Ok(r) if r.status().is_success() => r,
+                Ok(r) => {
+                    last = format!("{url}: status {}", r.status());
+                    continue;
+                }
+                Err(e) => {
+                    last = format!("{url}: {e}");
+                    continue;
+                }
+            };
+            let meta: Map<String, Value> = serde_json::from_slice(&read_limited(response).await?)
+                .map_err(|e| format!("{url}: {e}"))?;
+            if meta.get("issuer").and_then(Value::as_str) != Some(self.settings.issuer.as_str()) {
+                return Err(format!("{url}: the metadata names another issuer"));
+            }
+            let endpoint = meta
+                .get("introspection_endpoint")
+                .and_then(Value::as_str)
+                .ok_or_else(|| format!("{url}: no introspection_endpoint"))?;
+            let parsed = Url::parse(endpoint).map_err(|e| format!("{endpoint}: {e}"))?;
+            let secure = parsed.scheme() == "https"
+                || (parsed.scheme() == "http"
+                    && (self.settings.allow_insecure_http
+                        || mcp_warden_policy::is_loopback_host(&parsed)));
+            if !secure {
+                return Err(format!("{endpoint}: introspection must use https"));
+            }
+            return Ok(endpoint.to_owned());
+        }
+        Err(last)
+    }
+}
+
+async fn read_limited(mut response: reqwest::Response) -> Result<Vec<u8>, String> {
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(|e| e.to_string())? {
+        if body.len() + chunk.len() > MAX_RESPONSE {
+            return Err(format!("response larger than {MAX_RESPONSE} bytes"));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::looks_like_jwt;
+
+    #[test]
+    fn tells_jwts_from_opaque_tokens() {
+        let header = "eyJhbGciOiJFUzI1NiJ9"; // {"alg":"ES256"}
+        assert!(looks_like_jwt(&format!("{header}.e30.sig")));
+        assert!(!looks_like_jwt("Hk3v0aQwq8r2mZ_opaque-token"));
+        assert!(!looks_like_jwt("a.b.c"));
+        assert!(!looks_like_jwt(&format!("{header}.e30.sig.extra")));
+        assert!(!looks_like_jwt("e30.e30.sig")); // `{}`: no alg
+    }
+}
