@@ -307,7 +307,118 @@ async fn read_limited(mut response: reqwest::Response) -> Result<Vec<u8>, String
 
 #[cfg(test)]
 mod tests {
-    use super::looks_like_jwt;
+    use super::*;
+
+    fn introspector(cache_seconds: u32) -> Introspector {
+        let spec = IntrospectionSpec {
+            endpoint: Some("http://127.0.0.1:9/introspect".into()),
+            client_id: "w".into(),
+            client_secret_ref: mcp_warden_policy::SecretRef {
+                name: "s".into(),
+                key: "k".into(),
+            },
+            cache_seconds,
+            always: false,
+        };
+        let settings = Settings {
+            policy: "p".into(),
+            issuer: "https://idp.example".into(),
+            audiences: vec!["https://mcp.example/mcp".into()],
+            leeway: 0,
+            allow_insecure_http: false,
+            client_secret: "secret".into(),
+        };
+        let mut registry = prometheus_client::registry::Registry::default();
+        Introspector::new(
+            spec,
+            settings,
+            reqwest::Client::new(),
+            Metrics::register(&mut registry),
+        )
+    }
+
+    fn answer(extra: Value) -> Map<String, Value> {
+        let mut claims = serde_json::json!({
+            "active": true, "iss": "https://idp.example", "aud": "https://mcp.example/mcp",
+            "exp": now() + 3600, "scope": "mcp:tools", "sub": "u"
+        });
+        claims
+            .as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        claims.as_object().unwrap().clone()
+    }
+
+    #[test]
+    fn active_answers_are_checked_like_jwts() {
+        let i = introspector(60);
+        let p = i.check(answer(serde_json::json!({}))).unwrap();
+        assert!(p.scopes.covers_all(["mcp:tools".to_string()].iter()));
+        assert!(!p.claims.contains_key("active"));
+        let err = |extra| i.check(answer(extra)).err();
+        use serde_json::json;
+        assert_eq!(
+            err(json!({"iss": "https://other"})),
+            Some(TokenError::WrongIssuer)
+        );
+        assert_eq!(
+            err(json!({"aud": ["https://x"]})),
+            Some(TokenError::WrongAudience)
+        );
+        assert_eq!(err(json!({"exp": now() - 1})), Some(TokenError::Expired));
+        assert_eq!(err(json!({"exp": null})), Some(TokenError::Malformed));
+        assert_eq!(
+            err(json!({"nbf": now() + 600})),
+            Some(TokenError::NotYetValid)
+        );
+        let mut no_aud = answer(json!({}));
+        no_aud.remove("aud");
+        assert_eq!(i.check(no_aud).err(), Some(TokenError::WrongAudience));
+    }
+
+    #[test]
+    fn cache_never_outlives_exp_or_cache_seconds() {
+        let i = introspector(60);
+        let soon = Arc::new(
+            i.check(answer(serde_json::json!({"exp": now() + 5})))
+                .unwrap(),
+        );
+        i.remember("t1", &soon);
+        let later = Arc::new(i.check(answer(serde_json::json!({}))).unwrap());
+        i.remember("t2", &later);
+        let cache = i.cache.lock().unwrap();
+        assert_eq!(cache["t1"].valid_until, now() + 5);
+        assert!(cache["t2"].valid_until <= now() + 60);
+    }
+
+    /// The cost of a request whose token is in the cache (no introspection request):
+    /// `cargo test --release -p mcp-warden-sidecar --lib cache_hit_cost -- --ignored --nocapture`.
+    #[test]
+    #[ignore = "measurement, run explicitly in release mode"]
+    fn cache_hit_cost() {
+        let i = introspector(3600);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let token = "Hk3v0aQwq8r2mZ-opaque-access-token-43-chars";
+        let p = Arc::new(i.check(answer(serde_json::json!({}))).unwrap());
+        i.remember(token, &p);
+        for size in [1usize, 9_000] {
+            for n in 0..size {
+                i.remember(&format!("filler-{n}"), &p);
+            }
+            let rounds = 1_000_000u32;
+            let started = std::time::Instant::now();
+            rt.block_on(async {
+                for _ in 0..rounds {
+                    let (_, cached) = i.verify(token).await.unwrap();
+                    assert!(cached);
+                }
+            });
+            let per = started.elapsed() / rounds;
+            println!("introspection cache hit, {size} entries: {per:?} per token");
+        }
+    }
 
     #[test]
     fn tells_jwts_from_opaque_tokens() {
