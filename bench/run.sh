@@ -10,7 +10,10 @@
 # CPU seconds (utime+stime from /proc) of the proxy's processes over the fixed-rate phase and
 # over the saturated phase, and their RSS. Prints medians and ratios.
 #
-# Usage: bench/run.sh    env: BENCH_ROUNDS=3 BENCH_SECONDS=8 MCP_WARDEN_SIDECAR_BIN=path
+# The sidecar writes its audit lines (spec.audit, on by default) to its log; BENCH_AUDIT=off turns
+# them off to measure their cost. OTEL_EXPORTER_OTLP_ENDPOINT, when set, is passed on (tracing).
+#
+# Usage: bench/run.sh    env: BENCH_ROUNDS=3 BENCH_SECONDS=8 BENCH_AUDIT=on MCP_WARDEN_SIDECAR_BIN=path
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/../scripts/lib/common.sh"
 cd "$ROOT"
@@ -104,6 +107,7 @@ spec:
     jwksUri: http://127.0.0.1:$UP_PORT/jwks.json
     algorithms: [ES256]
     requiredScopes: [mcp:tools]
+  audit: {enabled: $([[ "${BENCH_AUDIT:-on}" == off ]] && echo false || echo true)}
 EOF
 
 nginx -c "$DIR/up/nginx.conf" -p "$DIR/up" &

@@ -415,7 +415,15 @@ async fn read_messages(
     let bytes = match buffer(body, MAX_RPC_BODY).await {
         Ok(Buffered::Whole(bytes)) => bytes,
         Ok(Buffered::TooLarge(body)) if !strict => return Ok(Request::from_parts(parts, body)),
-        Ok(Buffered::TooLarge(_)) | Err(_) => {
+        Err(_) => {
+            let response = error_body(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "the request body could not be read",
+            );
+            return Err((response, Outcome::BadRequest, Reason::InvalidRequest));
+        }
+        Ok(Buffered::TooLarge(_)) => {
             let mut response = error_body(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "invalid_request",
