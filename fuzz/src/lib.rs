@@ -119,7 +119,10 @@ pub fn bearer_jwt(data: &[u8]) {
     .expect("header JSON");
     assert_eq!(header.get("alg").and_then(Value::as_str), Some("ES256"));
     for member in ["crit", "b64", "zip", "enc"] {
-        assert!(header.get(member).is_none(), "accepted a header with {member}");
+        assert!(
+            header.get(member).is_none(),
+            "accepted a header with {member}"
+        );
     }
 }
 
@@ -184,15 +187,14 @@ pub fn redirect_uri(data: &[u8]) {
             assert!(redirect::matches_registered(&uris, uri));
         }
     }
-    if let Some(requested) = uris.last() {
-        if redirect::matches_registered(&uris[..uris.len() - 1], requested)
-            && !uris[..uris.len() - 1].contains(requested)
-        {
-            // Matched by the loopback any-port rule only: still a loopback http URI.
-            let url = redirect::check_shape(requested).expect("shape");
-            assert_eq!(url.scheme(), "http");
-            assert!(mcp_warden_policy::is_loopback_host(&url), "{requested}");
-        }
+    if let Some((requested, registered)) = uris.split_last()
+        && redirect::matches_registered(registered, requested)
+        && !registered.contains(requested)
+    {
+        // Matched by the loopback any-port rule only: still a loopback http URI.
+        let url = redirect::check_shape(requested).expect("shape");
+        assert_eq!(url.scheme(), "http");
+        assert!(mcp_warden_policy::is_loopback_host(&url), "{requested}");
     }
 }
 
