@@ -4,6 +4,7 @@ HTTP/2 stream limit, against the real sidecar binary on loopback (raw sockets)."
 from __future__ import annotations
 
 import resource
+import subprocess
 import selectors
 import socket
 import struct
@@ -11,7 +12,7 @@ import time
 
 import httpx
 import pytest
-from harness import jwt_policy
+from harness import PEERS, jwt_policy
 from recorder import Recorder
 
 HEADER_TIMEOUT = 2
@@ -221,3 +222,14 @@ def _recv_exact(s: socket.socket, n: int) -> bytes:
         assert chunk, "connection closed"
         data += chunk
     return data
+
+
+def test_http2_requests_are_served(sidecar, idp, recorder):
+    """HTTP/2 with prior knowledge (as behind an h2c-speaking proxy): requests one after another
+    and at once on one connection, through the same limits (Node's http2 client)."""
+    token = idp.mint(sidecar.url)
+    before = recorder.count()
+    out = subprocess.run(["node", PEERS / "h2-client.mjs", sidecar.base, token],
+                         capture_output=True, text=True, timeout=30, cwd=PEERS)
+    assert out.stdout.split() == ["200"] * 6, out.stderr
+    assert recorder.count() == before + 6
