@@ -5,48 +5,11 @@ use std::path::PathBuf;
 
 use k8s_openapi::api::core::v1::Pod;
 use mcp_warden_operator::inject::{InjectSettings, Outcome, Skip, review};
-use mcp_warden_policy::{McpAuthPolicy, PolicyDocument};
 use serde_json::{Value, json};
 
-fn policy(yaml: &str) -> McpAuthPolicy {
-    let doc = PolicyDocument::from_yaml(yaml).unwrap();
-    let mut p = McpAuthPolicy::new(&doc.metadata.name, doc.spec);
-    p.metadata.namespace = doc.metadata.namespace;
-    p
-}
+mod fixtures;
 
-fn policies() -> Vec<McpAuthPolicy> {
-    vec![
-        policy(
-            r#"
-apiVersion: mcpwarden.dev/v1alpha1
-kind: McpAuthPolicy
-metadata: {name: corp-sso, namespace: tools}
-spec:
-  resource: {url: "https://mcp.example.com/mcp"}
-  mode: jwt
-  jwt: {issuer: "https://login.example.com"}
-"#,
-        ),
-        policy(
-            r#"
-apiVersion: mcpwarden.dev/v1alpha1
-kind: McpAuthPolicy
-metadata: {name: github, namespace: tools}
-spec:
-  resource: {url: "https://mcp.example.com/mcp"}
-  mode: oauthProxy
-  oauthProxy:
-    provider: github
-    clientId: Iv1.0123
-    clientSecretRef: {name: github-oauth, key: client-secret}
-    access: {anyAuthenticatedUser: true}
-  storage:
-    redis: {url: "redis://redis:6379", passwordSecretRef: {name: redis-auth, key: password}}
-"#,
-        ),
-    ]
-}
+use fixtures::policies;
 
 fn settings(native: bool) -> InjectSettings {
     InjectSettings {

@@ -10,50 +10,13 @@ use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use mcp_warden_operator::inject::{InjectSettings, Outcome, review};
 use mcp_warden_operator::netpol;
-use mcp_warden_policy::{McpAuthPolicy, PolicyDocument};
 use proptest::prelude::*;
 use proptest::test_runner::Config;
 use serde_json::{Value, json};
 
-fn policy(yaml: &str) -> McpAuthPolicy {
-    let doc = PolicyDocument::from_yaml(yaml).unwrap();
-    let mut p = McpAuthPolicy::new(&doc.metadata.name, doc.spec);
-    p.metadata.namespace = doc.metadata.namespace;
-    p
-}
+mod fixtures;
 
-fn policies() -> Vec<McpAuthPolicy> {
-    vec![
-        policy(
-            r#"
-apiVersion: mcpwarden.dev/v1alpha1
-kind: McpAuthPolicy
-metadata: {name: corp-sso, namespace: tools}
-spec:
-  resource: {url: "https://mcp.example.com/mcp"}
-  mode: jwt
-  jwt: {issuer: "https://login.example.com"}
-"#,
-        ),
-        policy(
-            r#"
-apiVersion: mcpwarden.dev/v1alpha1
-kind: McpAuthPolicy
-metadata: {name: github, namespace: tools}
-spec:
-  resource: {url: "https://mcp.example.com/mcp"}
-  mode: oauthProxy
-  oauthProxy:
-    provider: github
-    clientId: Iv1.0123
-    clientSecretRef: {name: github-oauth, key: client-secret}
-    access: {anyAuthenticatedUser: true}
-  storage:
-    redis: {url: "redis://redis:6379", passwordSecretRef: {name: redis-auth, key: password}}
-"#,
-        ),
-    ]
-}
+use fixtures::policies;
 
 /// Port names: the sidecar's own and its renames, ordinary ones, and 15-character ones.
 fn port_name() -> impl Strategy<Value = String> {

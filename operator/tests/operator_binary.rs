@@ -1,25 +1,12 @@
 //! The operator binary with an unreachable API server: the admin server comes up first and
 //! stays up, `/readyz` fails, `/metrics` lists the operator families.
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-struct Kill(Child);
+mod fixtures;
 
-impl Drop for Kill {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use fixtures::{Kill, free_port};
 
 #[tokio::test]
 async fn admin_server_stays_up_without_kubernetes() {

@@ -6,7 +6,7 @@
 #[path = "fake/api.rs"]
 mod fake_api;
 
-use std::process::{Child, Command};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
@@ -16,22 +16,9 @@ use serde_json::{Value, json};
 const LEASE: &str = "/apis/coordination.k8s.io/v1/namespaces/mcp-warden/leases/mcp-warden-operator";
 const TLS_SECRET: &str = "/api/v1/namespaces/mcp-warden/secrets/mcp-warden-webhook-tls";
 
-struct Kill(Child);
+mod fixtures;
 
-impl Drop for Kill {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use fixtures::{Kill, free_port};
 
 async fn eventually(what: &str, limit: Duration, mut f: impl AsyncFnMut() -> bool) {
     let deadline = Instant::now() + limit;
