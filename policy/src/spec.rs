@@ -256,6 +256,121 @@ pub struct OAuthProxySpec {
     /// its entry here; a scope without an entry is never granted.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub scope_grants: BTreeMap<String, IdentityMatch>,
+    /// Request limits of the OAuth endpoints, per endpoint; an endpoint not listed keeps its
+    /// default (`register` 60, `authorize` 120, `token` 600, `revoke` 600 requests per 60 s per
+    /// client address). Over the limit the endpoint answers 429 with `Retry-After`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limits: Option<RateLimitsSpec>,
+}
+
+/// Request limits of the OAuth endpoints.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RateLimitsSpec {
+    /// `/register` (dynamic client registration). Default 60 per 60 s per client address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub register: Option<RateLimit>,
+    /// `/authorize`. Default 120 per 60 s per client address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authorize: Option<RateLimit>,
+    /// `/token`. Default 600 per 60 s per client address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<RateLimit>,
+    /// `/revoke`. Default 600 per 60 s per client address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoke: Option<RateLimit>,
+}
+
+/// An OAuth endpoint with a rate limit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum RateLimitedEndpoint {
+    /// `/register`.
+    Register,
+    /// `/authorize`.
+    Authorize,
+    /// `/token`.
+    Token,
+    /// `/revoke`.
+    Revoke,
+}
+
+impl RateLimitedEndpoint {
+    /// Every endpoint.
+    pub const ALL: [RateLimitedEndpoint; 4] = [
+        RateLimitedEndpoint::Register,
+        RateLimitedEndpoint::Authorize,
+        RateLimitedEndpoint::Token,
+        RateLimitedEndpoint::Revoke,
+    ];
+
+    /// The field name in `rateLimits`.
+    pub fn name(self) -> &'static str {
+        match self {
+            RateLimitedEndpoint::Register => "register",
+            RateLimitedEndpoint::Authorize => "authorize",
+            RateLimitedEndpoint::Token => "token",
+            RateLimitedEndpoint::Revoke => "revoke",
+        }
+    }
+
+    /// The limit when the policy sets none.
+    pub fn default_limit(self) -> RateLimit {
+        let requests = match self {
+            RateLimitedEndpoint::Register => 60,
+            RateLimitedEndpoint::Authorize => 120,
+            RateLimitedEndpoint::Token | RateLimitedEndpoint::Revoke => 600,
+        };
+        RateLimit {
+            requests,
+            window_seconds: default_rate_window(),
+            key: RateLimitKey::ClientAddress,
+        }
+    }
+}
+
+impl RateLimitsSpec {
+    /// The limit configured for `endpoint`, if any.
+    pub fn get(&self, endpoint: RateLimitedEndpoint) -> Option<&RateLimit> {
+        match endpoint {
+            RateLimitedEndpoint::Register => self.register.as_ref(),
+            RateLimitedEndpoint::Authorize => self.authorize.as_ref(),
+            RateLimitedEndpoint::Token => self.token.as_ref(),
+            RateLimitedEndpoint::Revoke => self.revoke.as_ref(),
+        }
+    }
+}
+
+/// At most `requests` per `windowSeconds` (a fixed window starting with the first request),
+/// counted per `key`, in the state store (so across replicas sharing Redis).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RateLimit {
+    /// Requests allowed per window (at least 1).
+    pub requests: u32,
+    /// The window, in seconds (1 to 86400). Default 60.
+    #[serde(default = "default_rate_window")]
+    pub window_seconds: u32,
+    /// What is counted: `clientAddress` (default; an IPv4 address or an IPv6 /64) or `clientId`.
+    #[serde(default)]
+    pub key: RateLimitKey,
+}
+
+fn default_rate_window() -> u32 {
+    60
+}
+
+/// What a rate limit counts requests by.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum RateLimitKey {
+    /// The caller's address (an IPv4 address or an IPv6 /64), counted before the client is
+    /// looked up. Behind a proxy that hides client addresses, the proxy's address.
+    #[default]
+    ClientAddress,
+    /// The OAuth client id, counted once the client is known (`/token` and `/revoke`: after
+    /// client authentication), so clients behind one address have their own budgets. Requests
+    /// naming unknown clients are not counted. Not for `register`.
+    ClientId,
 }
 
 /// The identity entries shared by `access` and `scopeGrants`, with `extra` fields first.
@@ -464,6 +579,12 @@ pub struct ForwardSpec {
     /// by the client are removed first, so the app can trust them.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub claims_to_headers: BTreeMap<String, String>,
+    /// `oauthProxy` only: a request header, e.g. `X-Upstream-Token`, that carries the upstream
+    /// identity provider's access token of the caller's session to the MCP server, so it can
+    /// call the provider's API as the signed-in user. Renewed upstream when near expiry; headers
+    /// of this name sent by the client are removed, and it is never sent to the client.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream_token_header: Option<String>,
 }
 
 /// Browser access.

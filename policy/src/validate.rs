@@ -7,7 +7,7 @@ use url::Url;
 
 use crate::spec::{
     AUDIT_TO_STDERR, AuditSpec, AuthMode, IdentityMatch, McpAuthPolicySpec, OAuthProxySpec,
-    Provider, RedisMode,
+    Provider, RateLimitKey, RateLimitedEndpoint, RedisMode,
 };
 
 /// Why a policy cannot be used.
@@ -141,6 +141,20 @@ fn is_reserved_header(header: &str) -> bool {
     RESERVED_HEADERS.contains(&name.as_str()) || name.starts_with("x-forwarded-")
 }
 
+/// A header the sidecar sets for the app: a token of letters, digits, `-` and `_`, not one the
+/// sidecar owns.
+fn check_header_name(r: &mut Report, field: &str, header: &str) {
+    let valid = !header.is_empty()
+        && header
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if !valid {
+        r.check(field, Err(format!("{header:?} is not a valid header name")));
+    } else if is_reserved_header(header) {
+        r.check(field, Err(format!("{header} is reserved")));
+    }
+}
+
 impl McpAuthPolicySpec {
     /// Checks cross-field rules; every problem is reported with its field path.
     pub fn validate(&self) -> Result<(), crate::PolicyError> {
@@ -241,17 +255,34 @@ impl McpAuthPolicySpec {
         }
         for (claim, header) in self.forward.iter().flat_map(|f| &f.claims_to_headers) {
             let field = format!("spec.forward.claimsToHeaders.{claim}");
-            let valid = !header.is_empty()
-                && header
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-            if !valid {
+            check_header_name(&mut r, &field, header);
+        }
+        if let Some(header) = self
+            .forward
+            .as_ref()
+            .and_then(|f| f.upstream_token_header.as_ref())
+        {
+            let field = "spec.forward.upstreamTokenHeader";
+            if self.mode != AuthMode::OauthProxy {
                 r.check(
-                    &field,
-                    Err(format!("{header:?} is not a valid header name")),
+                    field,
+                    Err("only allowed when mode is oauthProxy (the sidecar holds no upstream token in jwt mode)".into()),
                 );
-            } else if is_reserved_header(header) {
-                r.check(&field, Err(format!("{header} is reserved")));
+            }
+            check_header_name(&mut r, field, header);
+            let normalised = |h: &str| h.to_ascii_lowercase().replace('_', "-");
+            let clash = self
+                .forward
+                .iter()
+                .flat_map(|f| &f.claims_to_headers)
+                .find(|(_, h)| normalised(h) == normalised(header));
+            if let Some((claim, _)) = clash {
+                r.check(
+                    field,
+                    Err(format!(
+                        "{header} is already the header of claimsToHeaders.{claim}"
+                    )),
+                );
             }
         }
         for (i, origin) in self
@@ -375,6 +406,30 @@ fn validate_proxy(r: &mut Report, proxy: &OAuthProxySpec) {
             "spec.oauthProxy.refreshTokenTtlSeconds",
             Err("must be positive".into()),
         );
+    }
+    for endpoint in RateLimitedEndpoint::ALL {
+        let Some(limit) = proxy.rate_limits.as_ref().and_then(|l| l.get(endpoint)) else {
+            continue;
+        };
+        let field = format!("spec.oauthProxy.rateLimits.{}", endpoint.name());
+        if limit.requests == 0 {
+            r.check(
+                &format!("{field}.requests"),
+                Err("must be at least 1".into()),
+            );
+        }
+        if limit.window_seconds == 0 || limit.window_seconds > 86_400 {
+            r.check(
+                &format!("{field}.windowSeconds"),
+                Err("must be between 1 and 86400".into()),
+            );
+        }
+        if endpoint == RateLimitedEndpoint::Register && limit.key == RateLimitKey::ClientId {
+            r.check(
+                &format!("{field}.key"),
+                Err("a registration has no client id yet: use clientAddress".into()),
+            );
+        }
     }
 }
 
@@ -613,6 +668,75 @@ spec:
     provider: github
     clientId: Iv1.x
 "#;
+
+    #[test]
+    fn upstream_token_header_is_for_the_proxy_and_a_header_of_its_own() {
+        let proxy = |forward: &str| {
+            format!("{PROXY}    access: {{anyAuthenticatedUser: true}}\n  forward: {forward}\n")
+        };
+        let doc =
+            PolicyDocument::from_yaml(&proxy("{upstreamTokenHeader: X-Upstream-Token}")).unwrap();
+        let forward = doc.spec.forward.as_ref().unwrap();
+        assert_eq!(
+            forward.upstream_token_header.as_deref(),
+            Some("X-Upstream-Token")
+        );
+        for (forward, expect) in [
+            (
+                "{upstreamTokenHeader: Authorization}",
+                "spec.forward.upstreamTokenHeader: Authorization is reserved",
+            ),
+            (
+                "{upstreamTokenHeader: \"X Token\"}",
+                "is not a valid header name",
+            ),
+            (
+                "{upstreamTokenHeader: X_Auth_Subject, claimsToHeaders: {sub: X-Auth-Subject}}",
+                "X_Auth_Subject is already the header of claimsToHeaders.sub",
+            ),
+        ] {
+            let msg = invalid(&proxy(forward));
+            assert!(msg.contains(expect), "{forward}: {msg}");
+        }
+        let msg = invalid(&format!("{JWT}    upstreamTokenHeader: X-Upstream-Token\n"));
+        assert!(
+            msg.contains("spec.forward.upstreamTokenHeader: only allowed when mode is oauthProxy"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn rate_limits_are_checked_per_endpoint() {
+        let with = |limits: &str| {
+            format!("{PROXY}    access: {{anyAuthenticatedUser: true}}\n    rateLimits: {limits}\n")
+        };
+        let doc = PolicyDocument::from_yaml(&with(
+            "{token: {requests: 5, key: clientId}, register: {requests: 2, windowSeconds: 10}}",
+        ))
+        .unwrap();
+        let limits = doc.spec.oauth_proxy.unwrap().rate_limits.unwrap();
+        assert_eq!(limits.token.as_ref().unwrap().window_seconds, 60);
+        assert_eq!(limits.token.unwrap().key, crate::RateLimitKey::ClientId);
+        assert_eq!(limits.register.unwrap().window_seconds, 10);
+        for (limits, expect) in [
+            (
+                "{token: {requests: 0}}",
+                "spec.oauthProxy.rateLimits.token.requests: must be at least 1",
+            ),
+            (
+                "{authorize: {requests: 1, windowSeconds: 0}}",
+                "spec.oauthProxy.rateLimits.authorize.windowSeconds: must be between 1 and 86400",
+            ),
+            (
+                "{register: {requests: 1, key: clientId}}",
+                "spec.oauthProxy.rateLimits.register.key: a registration has no client id yet",
+            ),
+            ("{consent: {requests: 1}}", "unknown field `consent`"),
+        ] {
+            let msg = invalid(&with(limits));
+            assert!(msg.contains(expect), "{limits}: {msg}");
+        }
+    }
 
     #[test]
     fn a_proxy_policy_must_say_who_may_sign_in() {

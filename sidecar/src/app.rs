@@ -17,6 +17,7 @@ use crate::audit::{Caller, Done, Record, X_REQUEST_ID};
 use crate::challenge::error_body;
 use crate::metrics::{Metrics, Outcome, Reason};
 use crate::oauth::revocation::Status;
+use crate::oauth::upstream_token::UpstreamTokenError;
 use crate::origin::{OriginCheck, Origins, is_preflight};
 use crate::proxy::Upstream;
 use crate::rpc;
@@ -322,6 +323,45 @@ async fn authorize_and_forward(
         )
         .await;
     }
+    if let Some(inject) = &rt.upstream_token {
+        let sid = principal.claims.get("sid").and_then(|v| v.as_str());
+        let token = match sid {
+            Some(sid) => inject.proxy.upstream_token(sid).await,
+            None => Err(UpstreamTokenError::SessionEnded),
+        };
+        match token {
+            Ok(value) => {
+                parts.headers.insert(inject.header.clone(), value);
+            }
+            Err(UpstreamTokenError::SessionEnded) => {
+                let answer = (
+                    rt.challenge.unauthorized(Some(TokenError::Revoked)),
+                    Outcome::Unauthorized,
+                    Reason::Revoked,
+                );
+                return refuse(Request::from_parts(parts, body), answer).await;
+            }
+            Err(UpstreamTokenError::Unavailable { retry_after }) => {
+                let mut response = error_body(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "temporarily_unavailable",
+                    "the upstream token of this session is not available right now",
+                );
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
+                return refuse(
+                    Request::from_parts(parts, body),
+                    (
+                        response,
+                        Outcome::UpstreamError,
+                        Reason::UpstreamUnavailable,
+                    ),
+                )
+                .await;
+            }
+        }
+    }
     parts
         .headers
         .insert(X_REQUEST_ID, record.request_id.clone());
@@ -350,7 +390,21 @@ async fn authorize_and_forward(
         telemetry::end(cx, failed);
     }
     match forwarded {
-        Ok(response) => (response, Outcome::Allowed, Reason::None),
+        Ok(mut response) => {
+            if rt.upstream_token.is_some() {
+                // The upstream token never travels back, even if the app echoes it.
+                let private: Vec<_> = response
+                    .headers()
+                    .keys()
+                    .filter(|name| rt.forwarding.is_private(name.as_str()))
+                    .cloned()
+                    .collect();
+                for name in private {
+                    response.headers_mut().remove(name);
+                }
+            }
+            (response, Outcome::Allowed, Reason::None)
+        }
         Err(response) => (
             response,
             Outcome::UpstreamError,

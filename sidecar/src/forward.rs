@@ -18,6 +18,8 @@ use crate::verify::Principal;
 #[derive(Clone, Debug)]
 pub struct Forwarding {
     claims: Vec<(String, HeaderName)>,
+    /// Headers only the sidecar sets besides the claim headers (`upstreamTokenHeader`).
+    private: Vec<HeaderName>,
     /// `X-Forwarded-Proto`: the scheme of the resource URL (TLS ends before the sidecar).
     proto: HeaderValue,
 }
@@ -26,6 +28,7 @@ impl Default for Forwarding {
     fn default() -> Self {
         Forwarding {
             claims: Vec::new(),
+            private: Vec::new(),
             proto: HeaderValue::from_static("https"),
         }
     }
@@ -132,8 +135,21 @@ impl Forwarding {
             .collect();
         Forwarding {
             claims,
+            private: Vec::new(),
             proto: HeaderValue::from_str(scheme).unwrap_or(HeaderValue::from_static("https")),
         }
+    }
+
+    /// Also removes client copies of `name` (a header the sidecar sets itself), compared as
+    /// claim headers are.
+    pub fn with_private_header(mut self, name: HeaderName) -> Self {
+        self.private.push(name);
+        self
+    }
+
+    /// Whether `name` is, up to ASCII case and `-`/`_`, one of the private headers.
+    pub fn is_private(&self, name: &str) -> bool {
+        self.private.iter().any(|p| same_header(name, p.as_str()))
     }
 
     /// Prepares request headers for the app: drops hop-by-hop headers, `Authorization`, client
@@ -153,6 +169,7 @@ impl Forwarding {
             .filter(|name| {
                 let name = name.as_str();
                 is_forwarding_info(name)
+                    || self.is_private(name)
                     || self
                         .claims
                         .iter()

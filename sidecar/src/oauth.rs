@@ -29,6 +29,7 @@ pub mod redirect;
 mod refresh;
 pub mod revocation;
 mod token;
+pub mod upstream_token;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -39,7 +40,8 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use http::request::Parts;
 use mcp_warden_policy::{
-    OAuthProxySpec, PolicyDocument, RedisSpec, SecretError, ValidatedResource,
+    OAuthProxySpec, PolicyDocument, RateLimit, RateLimitKey, RateLimitedEndpoint, RedisSpec,
+    SecretError, ValidatedResource,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -71,15 +73,6 @@ pub const FLOW_TTL: Duration = Duration::from_secs(600);
 pub const CODE_TTL: Duration = Duration::from_secs(300);
 /// How long after a rotation a duplicate of the same refresh request still gets the new token.
 pub const REFRESH_GRACE_SECONDS: u64 = 10;
-/// Rate-limit window.
-pub const RATE_WINDOW: Duration = Duration::from_secs(60);
-/// Registrations per client address per window.
-pub const REGISTER_LIMIT: u64 = 60;
-/// Authorization requests per client address per window.
-pub const AUTHORIZE_LIMIT: u64 = 120;
-/// Token and revocation requests per client address per window, counted before the client is
-/// looked up (so before any client metadata document is fetched).
-pub const TOKEN_LIMIT: u64 = 600;
 
 /// Why the proxy cannot start.
 #[derive(Debug, thiserror::Error)]
@@ -119,6 +112,7 @@ pub struct OAuthProxy {
     needs: access::Needs,
     revocations: Arc<revocation::Revocations>,
     _revocation_sync: revocation::SyncTask,
+    upstream_cache: upstream_token::UpstreamTokenCache,
 }
 
 fn now() -> u64 {
@@ -245,6 +239,7 @@ impl OAuthProxy {
         let log = crate::store::key(&namespace, &policy, "revoked", "log");
         let revocation_sync = revocations.follow(store.clone(), log);
         Ok(OAuthProxy {
+            upstream_cache: upstream_token::UpstreamTokenCache::default(),
             revocations,
             _revocation_sync: revocation_sync,
             access: access::AccessPolicy::new(&spec, &doc.spec.resource.scopes_supported),
@@ -358,13 +353,38 @@ impl OAuthProxy {
         decode(self.store.take(&self.key(kind, id)).await?)
     }
 
-    /// Fixed-window rate limit on `bucket` for `who`.
-    async fn limit(&self, bucket: &str, who: &str, max: u64) -> Result<(), Reject> {
-        let id = format!("{bucket}:{}", crypto::sha256_b64(who.as_bytes()));
-        let count = self.store.incr(&self.key("rate", &id), RATE_WINDOW).await?;
-        if count > max {
+    /// The rate limit of `endpoint` (`oauthProxy.rateLimits`, else the default).
+    fn rate_limit(&self, endpoint: RateLimitedEndpoint) -> RateLimit {
+        self.spec
+            .rate_limits
+            .as_ref()
+            .and_then(|l| l.get(endpoint))
+            .cloned()
+            .unwrap_or_else(|| endpoint.default_limit())
+    }
+
+    /// Counts a request to `endpoint` when its limit is keyed by what `who` is (a call site
+    /// offers the address before the client is known and the client id after), in a fixed
+    /// window starting with the first request; over the limit, 429 with `Retry-After`.
+    async fn limit(&self, endpoint: RateLimitedEndpoint, who: RateKey<'_>) -> Result<(), Reject> {
+        let limit = self.rate_limit(endpoint);
+        let (kind, value) = match who {
+            RateKey::Address(addr) => (RateLimitKey::ClientAddress, addr.0.as_str()),
+            RateKey::Client(id) => (RateLimitKey::ClientId, id),
+        };
+        if limit.key != kind {
+            return Ok(());
+        }
+        let id = format!(
+            "{}:{}",
+            endpoint.name(),
+            crypto::sha256_b64(value.as_bytes())
+        );
+        let window = Duration::from_secs(u64::from(limit.window_seconds.max(1)));
+        let count = self.store.incr(&self.key("rate", &id), window).await?;
+        if count > u64::from(limit.requests) {
             return Err(Reject::RateLimited {
-                retry_after: RATE_WINDOW.as_secs(),
+                retry_after: window.as_secs(),
             });
         }
         Ok(())
@@ -559,6 +579,15 @@ pub fn handles(path: &str) -> bool {
         || path.starts_with("/.well-known/oauth-authorization-server/")
         || path == "/.well-known/openid-configuration"
         || path.starts_with("/.well-known/openid-configuration/")
+}
+
+/// What a request is counted by for a rate limit.
+#[derive(Clone, Copy)]
+pub(crate) enum RateKey<'a> {
+    /// The caller's address.
+    Address(&'a ClientAddr),
+    /// The client id, once the client is known.
+    Client(&'a str),
 }
 
 /// The caller's address for rate limits: the peer's IPv4 address, or its IPv6 /64 (one host

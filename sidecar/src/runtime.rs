@@ -103,6 +103,16 @@ pub struct Runtime {
     pub revocations: Option<Arc<crate::oauth::revocation::Revocations>>,
     /// This policy's audit trail.
     pub audit: Auditor,
+    /// `forward.upstreamTokenHeader`: the header and the proxy holding the sessions.
+    pub upstream_token: Option<UpstreamTokenHeader>,
+}
+
+/// Where the caller's upstream access token goes (`forward.upstreamTokenHeader`).
+pub struct UpstreamTokenHeader {
+    /// The header name.
+    pub header: http::HeaderName,
+    /// The proxy whose sessions hold the tokens.
+    pub proxy: Arc<crate::oauth::OAuthProxy>,
 }
 
 fn algorithm(a: JwtAlgorithm) -> Algorithm {
@@ -136,6 +146,16 @@ impl Runtime {
 
         let mut revocations = None;
         let mut introspector = None;
+        let mut upstream_token = None;
+        let token_header = spec
+            .forward
+            .as_ref()
+            .and_then(|f| f.upstream_token_header.as_deref())
+            .map(|h| {
+                http::HeaderName::from_bytes(h.as_bytes())
+                    .map_err(|e| RuntimeError::Unsupported(format!("upstreamTokenHeader: {e}")))
+            })
+            .transpose()?;
         let (issuer, verifier, required_scopes, endpoints) = match spec.mode {
             AuthMode::Jwt => {
                 let jwt = spec
@@ -207,6 +227,10 @@ impl Runtime {
                 let keys = crate::keys::KeySet::from_jwks(&proxy.verification_keys());
                 let verifier = Verifier::new(expect, Keys::Local(Arc::new(keys)));
                 revocations = Some(proxy.revocations());
+                upstream_token = token_header.clone().map(|header| UpstreamTokenHeader {
+                    header,
+                    proxy: proxy.clone(),
+                });
                 let endpoints = Endpoints {
                     router: proxy.clone().router(),
                     handles: crate::oauth::handles,
@@ -255,12 +279,15 @@ impl Runtime {
             introspector,
             required_scopes,
             rules: Rules::new(&spec.rules),
-            forwarding: Forwarding::new(
-                spec.forward
-                    .as_ref()
-                    .map(|f| &f.claims_to_headers)
-                    .unwrap_or(&Default::default()),
-                resource.url.split(':').next().unwrap_or("https"),
+            forwarding: token_header.into_iter().fold(
+                Forwarding::new(
+                    spec.forward
+                        .as_ref()
+                        .map(|f| &f.claims_to_headers)
+                        .unwrap_or(&Default::default()),
+                    resource.url.split(':').next().unwrap_or("https"),
+                ),
+                Forwarding::with_private_header,
             ),
             origins: Origins::new(
                 &resource.origin,
@@ -269,6 +296,7 @@ impl Runtime {
             resource,
             endpoints,
             revocations,
+            upstream_token,
         })
     }
 }

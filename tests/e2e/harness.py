@@ -198,8 +198,9 @@ class Idp:
     def __init__(self, procs: Processes, work: Path, clients: list[dict] | None = None,
                  keys: list[SigningKey] | None = None, access_token_alg: str = "ES256",
                  port: int | None = None, accounts: dict[str, dict] | None = None,
-                 access_token_format: str = "jwt"):
+                 access_token_format: str = "jwt", access_token_ttl: int = 300):
         self.procs = procs
+        self.access_token_ttl = access_token_ttl
         self.work = work
         self.port = port or free_port()
         self.issuer = f"http://127.0.0.1:{self.port}"
@@ -223,7 +224,7 @@ class Idp:
             "port": self.port,
             "jwksFile": str(self.jwks_file),
             "accessTokenAlg": self.access_token_alg,
-            "accessTokenTtl": 300,
+            "accessTokenTtl": self.access_token_ttl,
             "accessTokenFormat": self.access_token_format,
             "resourceScopes": "mcp:tools mcp:admin mcp:read",
             "clients": self.clients,

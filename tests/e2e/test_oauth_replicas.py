@@ -201,3 +201,28 @@ def test_register_rate_limit(start_sidecar, start_idp, work, everything):
     # Other endpoints have their own budget.
     _, challenge = pkce()
     assert httpx.get(f"{base}/.well-known/oauth-authorization-server").status_code == 200
+
+
+def test_rate_limits_from_the_policy(start_sidecar, start_idp, work, everything):
+    dep = ProxyDeployment(start_sidecar, start_idp, work, everything.base, "oauth-ratelimit-policy",
+                          rateLimits={"register": {"requests": 4, "windowSeconds": 30},
+                                      "token": {"requests": 2, "key": "clientId"},
+                                      "revoke": {"requests": 1, "windowSeconds": 2}})
+    base = dep.sidecar.base
+    c1, c2 = Client(base), Client(base)
+    body = {"redirect_uris": ["http://127.0.0.1:9/cb"], "token_endpoint_auth_method": "none"}
+    assert [httpx.post(f"{base}/register", json=body).status_code for _ in range(2)] == [201, 201]
+    r = httpx.post(f"{base}/register", json=body)
+    assert r.status_code == 429 and r.headers["retry-after"] == "30", r.text
+    # /token counted per client id: one client's budget does not spend another's.
+    assert [c1.refresh("x.y").status_code for _ in range(2)] == [400, 400]
+    r = c1.refresh("x.y")
+    assert r.status_code == 429 and r.headers["retry-after"] == "60", r.text
+    assert c2.refresh("x.y").status_code == 400
+    # /revoke: 1 per 2 s window per address.
+    revoke_once = lambda: httpx.post(f"{base}/revoke", data={"token": "x", "client_id": c2.client_id})  # noqa: E731
+    assert revoke_once().status_code == 200
+    r = revoke_once()
+    assert r.status_code == 429 and r.headers["retry-after"] == "2", r.text
+    time.sleep(2.5)
+    assert revoke_once().status_code == 200, "a new window"

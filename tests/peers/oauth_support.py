@@ -98,7 +98,7 @@ class ProxyDeployment:
                  replicas: int = 1, redis_url: str | None = None,
                  redis_auth: tuple[str, str] | None = None, accounts: dict[str, dict] | None = None,
                  spec_overrides: dict | None = None, sidecar_args: list[str] | None = None,
-                 **proxy_overrides):
+                 idp_options: dict | None = None, **proxy_overrides):
         from harness import free_port  # tests/e2e is on sys.path via conftest
 
         redis_user, redis_password = redis_auth or (None, None)
@@ -132,7 +132,8 @@ class ProxyDeployment:
             "redirect_uris": [f"{self.public}/callback"],
             "token_endpoint_auth_method": "client_secret_basic",
         }
-        self.idp = start_idp(clients=[client], port=self.idp_port, accounts=accounts)
+        self.idp = start_idp(clients=[client], port=self.idp_port, accounts=accounts,
+                             **(idp_options or {}))
 
     @property
     def sidecar(self):

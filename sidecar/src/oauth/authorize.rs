@@ -19,8 +19,10 @@ use url::Url;
 use super::crypto::{random_token, sha256_b64};
 use super::metrics::{DenyReason, OpResult};
 use super::records::{AuthRequest, Pending};
+use mcp_warden_policy::RateLimitedEndpoint;
+
 use super::{
-    AUTHORIZE_LIMIT, ClientAddr, FLOW_TTL, MAX_SCOPE_PARAM, MAX_STATE, OAuthProxy, Reject, redirect,
+    ClientAddr, FLOW_TTL, MAX_SCOPE_PARAM, MAX_STATE, OAuthProxy, RateKey, Reject, redirect,
 };
 
 const FLOW_COOKIE: &str = "mcpw-flow";
@@ -107,7 +109,9 @@ async fn authorize_inner(
     addr: &ClientAddr,
     q: AuthorizeQuery,
 ) -> Result<Response, Reject> {
-    proxy.limit("authorize", &addr.0, AUTHORIZE_LIMIT).await?;
+    proxy
+        .limit(RateLimitedEndpoint::Authorize, RateKey::Address(addr))
+        .await?;
     // Stored with the flow and echoed: bounded before anything is looked up (a page, not a
     // redirect: the redirect URI is not checked yet).
     if q.state.as_ref().is_some_and(|s| s.len() > MAX_STATE)
@@ -123,6 +127,12 @@ async fn authorize_inner(
         .as_deref()
         .ok_or_else(|| Reject::page(StatusCode::BAD_REQUEST, "The request has no client_id."))?;
     let client = proxy.client(client_id).await?;
+    proxy
+        .limit(
+            RateLimitedEndpoint::Authorize,
+            RateKey::Client(&client.client_id),
+        )
+        .await?;
     let redirect_uri = match (&q.redirect_uri, client.redirect_uris.as_slice()) {
         (Some(uri), registered) if redirect::matches_registered(registered, uri) => uri.clone(),
         (Some(_), _) => {

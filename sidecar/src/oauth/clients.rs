@@ -14,8 +14,10 @@ use serde::Deserialize;
 use super::crypto::{constant_time_eq, random_token, sha256_b64};
 use super::metrics::OpResult;
 use super::records::ClientRecord;
+use mcp_warden_policy::RateLimitedEndpoint;
+
 use super::{
-    CLIENT_TTL, ClientAddr, OAuthProxy, REGISTER_LIMIT, Reject, UNUSED_CLIENT_TTL, now, redirect,
+    CLIENT_TTL, ClientAddr, OAuthProxy, RateKey, Reject, UNUSED_CLIENT_TTL, now, redirect,
 };
 
 /// A registration request. Unknown members are ignored (RFC 7591 §2).
@@ -184,7 +186,9 @@ async fn register_inner(
     addr: &ClientAddr,
     body: &[u8],
 ) -> Result<Response, Reject> {
-    proxy.limit("register", &addr.0, REGISTER_LIMIT).await?;
+    proxy
+        .limit(RateLimitedEndpoint::Register, RateKey::Address(addr))
+        .await?;
     let Registration {
         request: req,
         method,

@@ -19,9 +19,9 @@ use super::{OAuthProxy, REFRESH_GRACE_SECONDS, Reject, now};
 /// Earlier refresh-token hashes remembered per family for reuse detection.
 const REMEMBERED_ROTATIONS: usize = 32;
 /// Upstream tokens this close to expiry are renewed.
-const UPSTREAM_MARGIN_SECONDS: u64 = 30;
+pub(super) const UPSTREAM_MARGIN_SECONDS: u64 = 30;
 /// Longest hold of the per-family upstream renewal lock.
-const UPSTREAM_LOCK: Duration = Duration::from_secs(15);
+pub(super) const UPSTREAM_LOCK: Duration = Duration::from_secs(15);
 
 impl OAuthProxy {
     pub(super) async fn refresh_grant(
@@ -144,7 +144,7 @@ impl OAuthProxy {
 
     /// The family's upstream tokens and whether they need renewing (expired or about to,
     /// and renewable).
-    fn upstream_tokens(
+    pub(super) fn upstream_tokens(
         &self,
         family_id: &str,
         family: &Family,
@@ -163,7 +163,11 @@ impl OAuthProxy {
 
     /// Renews the upstream tokens with the upstream refresh token; returns them sealed for the
     /// family record. A dead upstream grant ends the family (the user signs in again).
-    async fn refresh_upstream(&self, family_id: &str, family: &Family) -> Result<String, Reject> {
+    pub(super) async fn refresh_upstream(
+        &self,
+        family_id: &str,
+        family: &Family,
+    ) -> Result<String, Reject> {
         let (tokens, _) = self.upstream_tokens(family_id, family)?;
         let upstream_refresh = tokens.refresh_token.clone().unwrap_or_default();
         let upstream = self

@@ -17,7 +17,8 @@ use serde::{Deserialize, Serialize};
 use super::crypto::{constant_time_eq, random_token, sha256_b64};
 use super::metrics::{GrantType, OpResult};
 use super::records::{ClientRecord, CodeGrant, Family};
-use super::{ClientAddr, OAuthProxy, Reject, TOKEN_LIMIT, now};
+use super::{ClientAddr, OAuthProxy, RateKey, Reject, now};
+use mcp_warden_policy::RateLimitedEndpoint;
 
 /// Form of `POST /token`.
 #[derive(Debug, Default, Deserialize)]
@@ -142,12 +143,20 @@ async fn token_inner(
 ) -> Result<serde_json::Value, Reject> {
     // By address, before the client is looked up: looking up a URL-shaped client id fetches its
     // metadata document, which an unlimited caller could turn into a flood of fetches.
-    proxy.limit("token", &addr.0, TOKEN_LIMIT).await?;
+    proxy
+        .limit(RateLimitedEndpoint::Token, RateKey::Address(addr))
+        .await?;
     let client = proxy
         .authenticate_client(
             headers,
             form.client_id.as_deref(),
             form.client_secret.as_deref(),
+        )
+        .await?;
+    proxy
+        .limit(
+            RateLimitedEndpoint::Token,
+            RateKey::Client(&client.client_id),
         )
         .await?;
     if form
@@ -335,9 +344,17 @@ async fn revoke_inner(
         }
     }
     // By address, before the client is looked up (see `token_inner`).
-    proxy.limit("token", &addr.0, TOKEN_LIMIT).await?;
+    proxy
+        .limit(RateLimitedEndpoint::Revoke, RateKey::Address(addr))
+        .await?;
     let client = proxy
         .authenticate_client(headers, client_id.as_deref(), client_secret.as_deref())
+        .await?;
+    proxy
+        .limit(
+            RateLimitedEndpoint::Revoke,
+            RateKey::Client(&client.client_id),
+        )
         .await?;
     let token = token.ok_or_else(|| Reject::bad("invalid_request", "token is required"))?;
     let family_id = if token.matches('.').count() == 2 {
