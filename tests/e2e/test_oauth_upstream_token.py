@@ -68,6 +68,8 @@ def test_the_app_gets_the_users_upstream_token_and_loses_it_on_revoke(deployment
     assert info["client_id"] == UPSTREAM_CLIENT_ID, info
     # The same token on the next request (cached, no renewal while fresh).
     assert seen_by_app(base, tokens["access_token"]).json()["HTTP_X_UPSTREAM_TOKEN"] == upstream
+    cached = ("mcp_warden_oauth_upstream_tokens_total", frozenset({("result", "cached")}))
+    assert deployment.sidecar.metrics()[cached] >= 1
 
     r = httpx.post(f"{base}/revoke", data={"token": tokens["access_token"], "client_id": c.client_id})
     assert r.status_code == 200
@@ -106,3 +108,6 @@ def test_a_token_near_expiry_is_renewed_upstream(start_sidecar, start_idp, work,
     info = introspect(dep, renewed)
     assert info["active"] is True and info["sub"] == "alice", info
     assert info["exp"] - time.time() > 25, info
+    samples = dep.sidecar.metrics()
+    count = lambda result: samples[("mcp_warden_oauth_upstream_tokens_total", frozenset({("result", result)}))]  # noqa: E731
+    assert count("renewed") >= 1 and count("loaded") >= 1, samples

@@ -78,6 +78,17 @@ snake_labels! {
 }
 
 snake_labels! {
+    /// Where the upstream token sent to the app came from, or why none was.
+    UpstreamTokenResult {
+        Cached => "cached",
+        Loaded => "loaded",
+        Renewed => "renewed",
+        SessionEnded => "session_ended",
+        Unavailable => "unavailable",
+    }
+}
+
+snake_labels! {
     /// Grant types of the token endpoint.
     GrantType {
         AuthorizationCode => "authorization_code",
@@ -114,6 +125,13 @@ pub struct DenyLabels {
 pub struct RevokeLabels {
     /// Why.
     pub reason: RevokeReason,
+}
+
+/// `{result}` labels of upstream tokens sent to the app.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct UpstreamTokenLabels {
+    /// Outcome.
+    pub result: UpstreamTokenResult,
 }
 
 /// Seconds from a revocation on one replica to its arrival in another replica's deny set.
@@ -160,6 +178,8 @@ pub struct OAuthMetrics {
     pub revocation_propagation: Propagation,
     /// 1 while this replica cannot read the revocation log and refuses proxy-issued tokens.
     pub revocation_sync_stale: Gauge,
+    /// Upstream tokens for `forward.upstreamTokenHeader`, by where they came from.
+    pub upstream_tokens: Family<UpstreamTokenLabels, Counter>,
 }
 
 impl OAuthMetrics {
@@ -213,6 +233,20 @@ impl OAuthMetrics {
             "1 while the revocation log has been unreadable too long and proxy-issued tokens get 503",
             m.revocation_sync_stale.clone(),
         );
+        r.register(
+            "upstream_tokens",
+            "Upstream tokens set in forward.upstreamTokenHeader, by source (cached, loaded, renewed) or refusal",
+            m.upstream_tokens.clone(),
+        );
+        for result in [
+            UpstreamTokenResult::Cached,
+            UpstreamTokenResult::Loaded,
+            UpstreamTokenResult::Renewed,
+        ] {
+            let _ = m
+                .upstream_tokens
+                .get_or_create(&UpstreamTokenLabels { result });
+        }
         for reason in [
             RevokeReason::Revoke,
             RevokeReason::RefreshReuse,
@@ -279,6 +313,13 @@ impl OAuthMetrics {
                 policy: policy.to_owned(),
                 reason,
             })
+            .inc();
+    }
+
+    /// Counts an upstream token sent to the app, or a refusal for lack of one.
+    pub fn upstream_token(&self, result: UpstreamTokenResult) {
+        self.upstream_tokens
+            .get_or_create(&UpstreamTokenLabels { result })
             .inc();
     }
 

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use http::HeaderValue;
 
+use super::metrics::UpstreamTokenResult;
 use super::records::Family;
 use super::refresh::{UPSTREAM_LOCK, UPSTREAM_MARGIN_SECONDS};
 use super::revocation::Status;
@@ -105,12 +106,30 @@ impl UpstreamTokenCache {
 impl OAuthProxy {
     /// The upstream access token of session `sid`, as a (sensitive) header value.
     pub async fn upstream_token(&self, sid: &str) -> Result<HeaderValue, UpstreamTokenError> {
+        let mut renewed = false;
+        let result = self.upstream_token_inner(sid, &mut renewed).await;
+        self.metrics.upstream_token(match &result {
+            Ok(_) if renewed => UpstreamTokenResult::Renewed,
+            Ok((_, true)) => UpstreamTokenResult::Cached,
+            Ok(_) => UpstreamTokenResult::Loaded,
+            Err(UpstreamTokenError::SessionEnded) => UpstreamTokenResult::SessionEnded,
+            Err(UpstreamTokenError::Unavailable { .. }) => UpstreamTokenResult::Unavailable,
+        });
+        result.map(|(value, _)| value)
+    }
+
+    /// The token and whether it came from the cache; `renewed` is set when it was renewed.
+    async fn upstream_token_inner(
+        &self,
+        sid: &str,
+        renewed: &mut bool,
+    ) -> Result<(HeaderValue, bool), UpstreamTokenError> {
         if self.revocations.status(sid) == Status::Revoked {
             self.upstream_cache.forget(sid);
             return Err(UpstreamTokenError::SessionEnded);
         }
         if let Some(hit) = self.upstream_cache.get(sid) {
-            return Ok(hit);
+            return Ok((hit, true));
         }
         let started = tokio::time::Instant::now();
         loop {
@@ -133,13 +152,14 @@ impl OAuthProxy {
                     exp.saturating_sub(margin).min(now() + CACHE_SECONDS)
                 });
                 self.upstream_cache.put(sid, value.clone(), fresh_until);
-                return Ok(value);
+                return Ok((value, false));
             }
             let lock = self.key("uplock", sid);
             if self.store.put_if_absent(&lock, b"1", UPSTREAM_LOCK).await? {
-                let renewed = self.renew_into_family(sid, &family).await;
+                let renewed_now = self.renew_into_family(sid, &family).await;
                 self.store.delete(&lock).await?;
-                renewed?;
+                renewed_now?;
+                *renewed = true;
                 continue; // read the renewed tokens back
             }
             // Another request (here or on another replica) is renewing: wait for it.
