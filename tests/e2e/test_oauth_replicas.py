@@ -143,6 +143,9 @@ def test_refresh_reuse_revokes_the_access_tokens_everywhere(pair):
         refused_within(base, second["access_token"], bound=5)
 
 
+STALE = ("mcp_warden_oauth_revocation_sync_stale", frozenset())
+
+
 def test_redis_stopped_mid_test_then_restarted(pair, redis_for_replicas):
     a, b = bases(pair)
     c = Client(a)
@@ -166,6 +169,11 @@ def test_redis_stopped_mid_test_then_restarted(pair, redis_for_replicas):
             time.sleep(0.2)
         assert r.status_code == 503 and r.headers["retry-after"] == "5", r.text
         assert r.json()["error"] == "temporarily_unavailable"
+        # The gauge is set by the replica's next failed read of the log.
+        stale_until = time.monotonic() + 5
+        while pair.sidecars[1].metrics()[STALE] != 1:
+            assert time.monotonic() < stale_until, "revocation_sync_stale stayed 0"
+            time.sleep(0.1)
     finally:
         redis_for_replicas.start()
     # An empty Redis after the restart (no persistence): the old client is gone and says so,
@@ -186,6 +194,7 @@ def test_redis_stopped_mid_test_then_restarted(pair, redis_for_replicas):
     while mcp_status(b, tokens["access_token"]).status_code != 200:
         assert time.monotonic() < wait_until_ok, "the replica did not resume after Redis came back"
         time.sleep(0.2)
+    assert pair.sidecars[1].metrics()[STALE] == 0
     c2 = Client(a)
     assert c2.full_login(base=b)["access_token"]
 

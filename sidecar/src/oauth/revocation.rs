@@ -80,12 +80,12 @@ fn unix_millis() -> u64 {
 impl Revocations {
     /// An empty deny set, never synced yet.
     pub fn new(metrics: OAuthMetrics) -> Self {
-        metrics.revocation_sync_stale.set(1);
         Revocations {
             denied: RwLock::default(),
             synced: AtomicU64::new(0),
             started: Instant::now(),
-            stale: AtomicBool::new(true),
+            // Set (with the gauge) by the first failed read; jwt mode never reads.
+            stale: AtomicBool::new(false),
             replica: random_token(9),
             metrics,
         }
