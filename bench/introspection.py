@@ -2,7 +2,8 @@
 """What an opaque token costs per request (not CI): the sidecar in jwt mode with
 `jwt.introspection` in front of the real IdP (tests/peers/idp.mjs issuing opaque tokens) and an
 in-process upstream, all on 127.0.0.1 (./target/debug unless MCP_WARDEN_SIDECAR_BIN names another
-build). Sends, one after another on one keep-alive connection, requests with
+build). The policy requires a scope the tokens lack, so every request ends with a 403 right after
+the token check and the upstream plays no part: the numbers are the sidecar's own. Sends, one after another on one keep-alive connection, requests with
   - a JWT already in the verified-token cache (the baseline),
   - an opaque token already in the introspection cache (a cache hit),
   - fresh opaque tokens, each seen for the first time (an introspection request each),
@@ -50,6 +51,7 @@ def main():
             secret.mkdir(parents=True, exist_ok=True)
             (secret / "secret").write_text(INTROSPECTOR["client_secret"])
             doc = jwt_policy("bench", f"{base}/mcp", idp.issuer)
+            doc["spec"]["jwt"]["requiredScopes"] = ["mcp:admin"]
             doc["spec"]["jwt"]["introspection"] = {
                 "clientId": INTROSPECTOR["client_id"],
                 "clientSecretRef": {"name": "introspection", "key": "secret"},
@@ -66,7 +68,7 @@ def main():
                 started = time.perf_counter()
                 r = client.get(sidecar.url, headers={"Authorization": f"Bearer {token}"})
                 elapsed = time.perf_counter() - started
-                assert r.status_code == 200, (r.status_code, r.text)
+                assert r.status_code == 403, (r.status_code, r.text)
                 return elapsed
 
             for _ in range(50):  # warm-up
