@@ -462,21 +462,31 @@ fn rotate(path: &std::path::Path, keep: u32) -> io::Result<()> {
     std::fs::rename(path, numbered(1))
 }
 
+/// How long the writer gathers lines after the first one: at most this many wake-ups and
+/// writes per second, whatever the request rate (each wake-up and write costs system calls).
+const GATHER: Duration = Duration::from_millis(10);
+
 /// The writer thread: writes what is queued, a batch at a time, until every sender is gone.
 fn write_lines(mut rx: mpsc::Receiver<String>, mut out: Output) {
     let mut batch = String::new();
     while let Some(line) = rx.blocking_recv() {
         batch.clear();
         batch.push_str(&line);
-        while batch.len() < 64 * 1024 {
-            match rx.try_recv() {
-                Ok(line) => batch.push_str(&line),
-                Err(_) => break,
+        std::thread::sleep(GATHER);
+        while let Ok(line) = rx.try_recv() {
+            batch.push_str(&line);
+            if batch.len() >= 256 * 1024 {
+                write(&mut out, &batch);
+                batch.clear();
             }
         }
-        if let Err(e) = out.write(batch.as_bytes()) {
-            tracing::warn!(error = %e, "cannot write audit lines");
-        }
+        write(&mut out, &batch);
+    }
+}
+
+fn write(out: &mut Output, batch: &str) {
+    if let Err(e) = out.write(batch.as_bytes()) {
+        tracing::warn!(error = %e, "cannot write audit lines");
     }
 }
 
