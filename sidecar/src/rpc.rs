@@ -64,7 +64,12 @@ pub fn scan_with_arguments(body: &[u8]) -> Result<Vec<Message>, BodyError> {
 }
 
 fn scan_body(body: &[u8], arguments: bool) -> Result<Vec<Message>, BodyError> {
-    let mut de = serde_json::Deserializer::from_slice(body);
+    // JSON is UTF-8 (RFC 8259 §8.1). The scan skips values it does not read without decoding
+    // them, so it checks the whole body first: an app's decoder could read invalid bytes (an
+    // overlong `"`, say) as structure the scan never saw.
+    let body =
+        std::str::from_utf8(body).map_err(|_| BodyError::Parse("the body is not UTF-8".into()))?;
+    let mut de = serde_json::Deserializer::from_str(body);
     let messages = de.deserialize_any(BodyVisitor { arguments }).and_then(|m| {
         de.end()?;
         Ok(m)
@@ -326,6 +331,19 @@ mod tests {
 
     fn refused(body: &str) -> bool {
         matches!(scan(body.as_bytes()), Err(BodyError::Invalid(_)))
+    }
+
+    #[test]
+    fn invalid_utf8_anywhere_is_refused_even_in_values_the_scan_skips() {
+        // Found by the rpc_rules fuzz target: skipped strings were not decoded.
+        let mut body = br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"x":""#.to_vec();
+        body.extend_from_slice(b"\xc0\xa2,\"name\":\"delete_all");
+        body.extend_from_slice(br#""}}}"#);
+        assert!(matches!(scan(&body), Err(BodyError::Parse(_))));
+        let mut version = br#"{"jsonrpc":""#.to_vec();
+        version.extend_from_slice(b"\xff\xff");
+        version.extend_from_slice(br#"","id":1,"method":"tools/list"}"#);
+        assert!(matches!(scan(&version), Err(BodyError::Parse(_))));
     }
 
     #[test]
