@@ -134,6 +134,23 @@ async fn expect_render_steps(api: &mut ApiServer, issuer: &str) {
     np.echo();
 }
 
+/// No pod is bound yet, and with `--network-policy=false` the reconciler deletes a
+/// NetworkPolicy an earlier setting left (none here).
+async fn expect_no_bound_pods(api: &mut ApiServer) {
+    api.expect("GET", "/api/v1/namespaces/tools/pods")
+        .await
+        .reply(
+            200,
+            json!({"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": []}),
+        );
+    api.expect(
+        "DELETE",
+        "/apis/networking.k8s.io/v1/namespaces/tools/networkpolicies/mcp-warden-corp-sso",
+    )
+    .await
+    .not_found();
+}
+
 fn condition<'a>(status: &'a Value, type_: &str) -> &'a Value {
     status["conditions"]
         .as_array()
@@ -381,19 +398,7 @@ async fn oauth_proxy_creates_the_keys_secret() {
         "mcp-warden-corp-sso-keys"
     );
     cm.echo();
-    api.expect("GET", "/api/v1/namespaces/tools/pods")
-        .await
-        .reply(
-            200,
-            json!({"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": []}),
-        );
-    // --network-policy=false removes a NetworkPolicy an earlier setting left.
-    api.expect(
-        "DELETE",
-        "/apis/networking.k8s.io/v1/namespaces/tools/networkpolicies/mcp-warden-corp-sso",
-    )
-    .await
-    .not_found();
+    expect_no_bound_pods(&mut api).await;
     let status = expect_status(&mut api, &policy).await;
     assert_eq!(condition(&status, "IssuerReachable")["status"], "Unknown");
     assert_eq!(condition(&status, "Ready")["status"], "True");
@@ -460,18 +465,7 @@ async fn an_unreadable_keys_secret_is_reported_not_replaced() {
     )
     .await
     .echo();
-    api.expect("GET", "/api/v1/namespaces/tools/pods")
-        .await
-        .reply(
-            200,
-            json!({"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": []}),
-        );
-    api.expect(
-        "DELETE",
-        "/apis/networking.k8s.io/v1/namespaces/tools/networkpolicies/mcp-warden-corp-sso",
-    )
-    .await
-    .not_found();
+    expect_no_bound_pods(&mut api).await;
     let status = expect_status(&mut api, &policy).await;
     let ready = condition(&status, "Ready");
     assert_eq!(

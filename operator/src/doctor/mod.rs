@@ -228,10 +228,18 @@ fn is_loopback(url: &Url) -> bool {
     }
 }
 
-/// A request without a token must get 401 with a Bearer challenge naming the metadata.
-async fn check_challenge(report: &mut Report, client: &Client, url: &str) -> Option<Challenge> {
-    let headers = [("accept", ACCEPT_MCP)];
-    let response = match http::send(
+/// POSTs an MCP `initialize` request to `url`, with `token` as the bearer when given.
+async fn send_initialize(
+    client: &Client,
+    url: &str,
+    token: Option<&str>,
+) -> Result<reqwest::Response, String> {
+    let bearer = token.map(|t| format!("Bearer {t}"));
+    let mut headers = vec![("accept", ACCEPT_MCP)];
+    if let Some(bearer) = &bearer {
+        headers.push(("authorization", bearer.as_str()));
+    }
+    http::send(
         client,
         Method::POST,
         url,
@@ -239,7 +247,11 @@ async fn check_challenge(report: &mut Report, client: &Client, url: &str) -> Opt
         Some(&initialize_request()),
     )
     .await
-    {
+}
+
+/// A request without a token must get 401 with a Bearer challenge naming the metadata.
+async fn check_challenge(report: &mut Report, client: &Client, url: &str) -> Option<Challenge> {
+    let response = match send_initialize(client, url, None).await {
         Ok(r) => r,
         Err(e) => {
             report.fail(
@@ -838,17 +850,7 @@ fn check_token(
 
 /// An authorised `initialize` call must get a JSON-RPC result.
 async fn check_initialize(report: &mut Report, client: &Client, url: &str, token: &str) {
-    let bearer = format!("Bearer {token}");
-    let headers = [("accept", ACCEPT_MCP), ("authorization", bearer.as_str())];
-    let response = match http::send(
-        client,
-        Method::POST,
-        url,
-        &headers,
-        Some(&initialize_request()),
-    )
-    .await
-    {
+    let response = match send_initialize(client, url, Some(token)).await {
         Ok(r) => r,
         Err(e) => {
             report.fail(
