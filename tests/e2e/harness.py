@@ -309,17 +309,23 @@ class McpServer:
 
 
 class Redis:
-    """A throw-away redis-server on 127.0.0.1 (no persistence)."""
+    """A throw-away redis-server on 127.0.0.1: no persistence, or with `data_dir` an
+    append-only file synced on every write (so even SIGKILL loses nothing)."""
 
-    def __init__(self, procs: Processes, port: int | None = None):
+    def __init__(self, procs: Processes, port: int | None = None, data_dir: Path | None = None):
         self.procs = procs
         self.port = port or free_port()
         self.url = f"redis://127.0.0.1:{self.port}"
+        self.data_dir = data_dir
         self.start()
 
     def start(self):
-        argv = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
-                "--save", "", "--appendonly", "no"]
+        argv = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", ""]
+        if self.data_dir is None:
+            argv += ["--appendonly", "no"]
+        else:
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            argv += ["--appendonly", "yes", "--appendfsync", "always", "--dir", self.data_dir]
         self.proc = self.procs.start("redis", argv)
         wait_until(self._ping, START_TIMEOUT, "redis", self.proc)
 
@@ -329,6 +335,12 @@ class Redis:
             return s.recv(16).startswith(b"+PONG")
 
     def stop(self):
+        self.proc.stop()
+
+    def kill(self):
+        """SIGKILL: no shutdown, no final save; clients see their connections drop."""
+        os.killpg(self.proc.popen.pid, signal.SIGKILL)
+        self.proc.popen.wait(5)
         self.proc.stop()
 
 
