@@ -206,6 +206,12 @@ impl Introspector {
     /// One introspection request; `Err` when no usable answer came back.
     async fn introspect(&self, token: &str) -> Result<Map<String, Value>, String> {
         let endpoint = self.endpoint.get_or_try_init(|| self.discover()).await?;
+        let attributes = || vec![opentelemetry::KeyValue::new("url.full", endpoint.clone())];
+        crate::telemetry::client("token introspection", attributes, self.ask(endpoint, token)).await
+    }
+
+    /// Posts `token` to the introspection `endpoint` and reads the answer.
+    async fn ask(&self, endpoint: &str, token: &str) -> Result<Map<String, Value>, String> {
         let response = self
             .http
             .post(endpoint)

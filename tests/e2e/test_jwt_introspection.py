@@ -24,7 +24,7 @@ INTROSPECTOR = {
 }
 
 
-def start(start_idp, start_sidecar, work, upstream: str, **introspection):
+def start(start_idp, start_sidecar, work, upstream: str, sidecar_env=None, **introspection):
     idp = start_idp(clients=[INTROSPECTOR], access_token_format="opaque")
 
     def policy(base: str) -> dict:
@@ -40,7 +40,7 @@ def start(start_idp, start_sidecar, work, upstream: str, **introspection):
         }
         return doc
 
-    return idp, start_sidecar(upstream, policy)
+    return idp, start_sidecar(upstream, policy, env=sidecar_env)
 
 
 def call(sidecar, token: str) -> httpx.Response:

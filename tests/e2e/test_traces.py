@@ -145,6 +145,26 @@ def test_jwks_fetches_are_traced(traced, receiver, idp):
     assert spans[0].attributes["url.full"].startswith(idp.issuer)
 
 
+def test_introspection_is_a_child_span_of_the_request(start_idp, start_sidecar, work, fastmcp,
+                                                     receiver, http):
+    from test_jwt_introspection import INIT, start as start_introspecting
+
+    idp, sidecar = start_introspecting(start_idp, start_sidecar, work, fastmcp.base,
+                                       sidecar_env=otel_env(receiver))
+    token = idp.token(sidecar.url)
+    assert "." not in token, "an opaque token"
+    trace_id, _, headers = client_context()
+    r = http.post(sidecar.url, json=INIT, headers={"Accept": ACCEPT, **bearer(token), **headers})
+    assert r.status_code == 200, r.text
+    spans = receiver.trace(trace_id, 3)
+    [server] = by_kind(spans, SERVER)
+    [introspection] = [s for s in spans if s.name == "token introspection"]
+    assert introspection.kind == CLIENT and introspection.parent_span_id == server.span_id
+    assert introspection.attributes["url.full"].startswith(idp.issuer)
+    assert introspection.status_code != STATUS_ERROR
+    sidecar.stop()
+
+
 def test_without_an_endpoint_nothing_is_exported_and_the_client_context_passes(
         start_sidecar, idp, fastmcp, work, http):
     audit = work / f"audit-plain-{uuid.uuid4().hex[:6]}.log"
