@@ -1,12 +1,18 @@
 """Helpers for bench/run.sh: key material, process accounting and the report.
 
-  bench.py keys DIR RESOURCE             writes DIR/jwks.json (public) and DIR/token (ES256 JWT)
+  bench.py keys DIR RESOURCE [N [SETS]]  writes DIR/jwks.json (public: an ES256 and an RS256 key),
+                                         DIR/token (one ES256 JWT) and, with N, SETS files
+                                         DIR/tokens-{ES256,RS256}-{1..SETS} of N distinct valid
+                                         tokens each, one a line
+  bench.py openssl ALG                   prints openssl's single-core verifications per second
   bench.py procstat PID...               prints "<cpu seconds> <VmRSS kB> <VmHWM kB>" summed
+  bench.py proxy-row|cold-row|sse-row …  prints one result line of a mode (see bench/run.sh)
   bench.py report RESULTS.jsonl          prints the table of medians and ratios
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import statistics
@@ -18,20 +24,73 @@ from pathlib import Path
 ISSUER = "https://bench.mcp-warden.invalid"
 
 
-def keys(out: Path, resource: str) -> None:
-    import jwt
-    from cryptography.hazmat.primitives.asymmetric import ec
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
-    private = ec.generate_private_key(ec.SECP256R1())
-    public = jwt.algorithms.ECAlgorithm.to_jwk(private.public_key(), as_dict=True)
-    public.update(kid="bench-1", alg="ES256", use="sig")
-    (out / "jwks.json").write_text(json.dumps({"keys": [public]}))
+
+def _jwt(claims: dict, kid: str, alg: str, sign) -> str:
+    """A compact JWS signed by `sign(bytes) -> signature` (fast enough for thousands)."""
+    head = _b64(json.dumps({"alg": alg, "kid": kid, "typ": "at+jwt"}, separators=(",", ":")).encode())
+    body = _b64(json.dumps(claims, separators=(",", ":")).encode())
+    signing_input = f"{head}.{body}".encode()
+    return f"{head}.{body}.{_b64(sign(signing_input))}"
+
+
+def keys(out: Path, resource: str, count: int = 0, sets: int = 1) -> None:
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+    from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+
+    ec_key = ec.generate_private_key(ec.SECP256R1())
+    rsa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    ec_pub, rsa_pub = ec_key.public_key().public_numbers(), rsa_key.public_key().public_numbers()
+    n_bytes = (rsa_pub.n.bit_length() + 7) // 8
+    jwks = {"keys": [
+        {"kty": "EC", "crv": "P-256", "kid": "bench-1", "alg": "ES256", "use": "sig",
+         "x": _b64(ec_pub.x.to_bytes(32, "big")), "y": _b64(ec_pub.y.to_bytes(32, "big"))},
+        {"kty": "RSA", "kid": "bench-rsa", "alg": "RS256", "use": "sig",
+         "n": _b64(rsa_pub.n.to_bytes(n_bytes, "big")), "e": _b64(rsa_pub.e.to_bytes(3, "big"))},
+    ]}
+    (out / "jwks.json").write_text(json.dumps(jwks))
+
+    def es256(data: bytes) -> bytes:
+        r, s = decode_dss_signature(ec_key.sign(data, ec.ECDSA(hashes.SHA256())))
+        return r.to_bytes(32, "big") + s.to_bytes(32, "big")
+
+    def rs256(data: bytes) -> bytes:
+        return rsa_key.sign(data, padding.PKCS1v15(), hashes.SHA256())
+
     now = int(time.time())
-    claims = {"iss": ISSUER, "aud": resource, "sub": "bench", "scope": "mcp:tools",
-              "iat": now, "exp": now + 3600, "jti": uuid.uuid4().hex}
-    token = jwt.encode(claims, private, algorithm="ES256",
-                       headers={"kid": "bench-1", "typ": "at+jwt"})
-    (out / "token").write_text(token)
+
+    def claims() -> dict:
+        return {"iss": ISSUER, "aud": resource, "sub": "bench", "scope": "mcp:tools",
+                "iat": now, "exp": now + 3 * 3600, "jti": uuid.uuid4().hex}
+
+    (out / "token").write_text(_jwt(claims(), "bench-1", "ES256", es256))
+    for alg, kid, sign in (("ES256", "bench-1", es256), ("RS256", "bench-rsa", rs256)):
+        for n in range(1, sets + 1) if count else ():
+            tokens = (_jwt(claims(), kid, alg, sign) for _ in range(count))
+            (out / f"tokens-{alg}-{n}").write_text("\n".join(tokens) + "\n")
+
+
+def openssl_verify_rate(alg: str) -> None:
+    """openssl's verifications per second on one core for the algorithm of ALG (RS256: RSA 2048,
+    ES256: ECDSA P-256), from `openssl speed`."""
+    import subprocess
+
+    name = {"RS256": "rsa2048", "ES256": "ecdsap256"}[alg]
+    text = subprocess.run(["openssl", "speed", "-seconds", "2", name], capture_output=True,
+                          text=True, check=True).stdout
+    header = None
+    for line in text.splitlines():
+        if "verify/s" in line:
+            header = line.split()
+        elif header and ("rsa 2048" in line or "nistp256" in line):
+            values = line.split()[-(len(header) // 2):]  # the per-second columns
+            names = header[len(header) // 2:]
+            print(float(values[names.index("verify/s")]))
+            return
+    sys.exit(f"no verify rate in openssl speed output:\n{text}")
 
 
 def procstat(pids: list[int]) -> None:
@@ -49,54 +108,169 @@ def procstat(pids: list[int]) -> None:
     print(f"{cpu:.3f} {rss:.0f} {hwm:.0f}")
 
 
-def report(path: Path) -> None:
-    rows: dict[str, list[dict]] = {}
-    for line in path.read_text().splitlines():
-        if line.strip():
-            r = json.loads(line)
-            rows.setdefault(r["target"], []).append(r)
+def proxy_row(t, rnd, tp, lat, sat0, cpu0, cpu1, rss, hwm) -> None:
+    """One proxy-mode result line from oha's JSON of the two phases and /proc samples."""
+    tp, lat = json.load(open(tp)), json.load(open(lat))
 
-    def med(target: str, key: str) -> float | None:
-        values = [r[key] for r in rows.get(target, []) if r.get(key) is not None]
+    def ok(d):
+        codes = d.get("statusCodeDistribution", {})
+        errors = {k: v for k, v in d.get("errorDistribution", {}).items()
+                  if k != "aborted due to deadline"}  # requests in flight when the phase ends
+        return (sum(v for k, v in codes.items() if k == "200"),
+                sum(v for k, v in codes.items() if k != "200") + sum(errors.values()))
+    ok_tp, bad_tp = ok(tp)
+    ok_lat, bad_lat = ok(lat)
+    secs = tp["summary"]["total"]
+    print(json.dumps({
+        "kind": "proxy", "target": t, "round": int(rnd),
+        "rps": ok_tp / secs,
+        "p50_ms": lat["latencyPercentiles"]["p50"] * 1000,
+        "p99_ms": lat["latencyPercentiles"]["p99"] * 1000,
+        "cpu_ms_per_1k": (float(cpu1) - float(cpu0)) * 1e6 / ok_lat if ok_lat else None,
+        "cpu_sat_ms_per_1k": (float(cpu0) - float(sat0)) * 1e6 / ok_tp if ok_tp else None,
+        "rss_mb": float(rss) / 1024, "hwm_mb": float(hwm) / 1024,
+        "errors": bad_tp + bad_lat,
+    }))
+
+
+def cold_row(alg, rnd, cold, warm, c0, c1, c2) -> None:
+    """One cold-token result line: the loadgen's JSON of the cold and warm passes and the
+    sidecar's CPU seconds before, between and after them."""
+    cold, warm = json.loads(cold), json.loads(warm)
+    c0, c1, c2 = float(c0), float(c1), float(c2)
+    print(json.dumps({
+        "kind": "cold", "alg": alg, "round": int(rnd),
+        "cold_rps": cold["per_second"], "warm_rps": warm["per_second"],
+        "cold_cpu_ms_per_1k": (c1 - c0) * 1e6 / cold["ok"] if cold["ok"] else None,
+        "warm_cpu_ms_per_1k": (c2 - c1) * 1e6 / warm["ok"] if warm["ok"] else None,
+        "errors": cold["errors"] + warm["errors"],
+        "first_error": cold.get("first_error") or warm.get("first_error"),
+    }))
+
+
+def sse_row(t, hold_json, rss0, rss1, cpu0, cpu1, t0, t1) -> None:
+    """One SSE result line: the loadgen's report, RSS before the streams and while held, and
+    CPU over the idle window."""
+    hold = json.load(open(hold_json))
+    opened = hold["opened"] or 1
+    print(json.dumps({
+        "kind": "sse", "target": t, **hold,
+        "rss_kb_per_stream": (float(rss1) - float(rss0)) / opened,
+        "rss_mb": float(rss1) / 1024,
+        "idle_cpu_pct": (float(cpu1) - float(cpu0)) * 100 / (float(t1) - float(t0)),
+    }))
+
+
+def _fmt(v, spec: str = ".1f") -> str:
+    if v is None:
+        return "-"
+    return v if isinstance(v, str) else format(v, spec)
+
+
+def table(rows: list[tuple]) -> str:
+    """rows: (figure, sidecar, baseline, baseline name, goal), numbers or text; the ratio
+    sidecar/baseline is computed when both are numbers."""
+    head = ("figure", "sidecar", "baseline", "(baseline)", "ratio", "goal")
+    lines = []
+    for figure, value, base, base_name, goal, spec in rows:
+        ratio = (value / base if isinstance(value, (int, float)) and isinstance(base, (int, float))
+                 and base else None)
+        lines.append((figure, _fmt(value, spec), _fmt(base, spec), base_name,
+                      f"{ratio:.2f}x" if ratio is not None else "-", goal))
+    widths = [max(len(str(r[i])) for r in [head, *lines]) for i in range(len(head))]
+    out = []
+    for n, r in enumerate([head, *lines]):
+        cells = [str(c).ljust(w) if i in (0, 3, 5) else str(c).rjust(w)
+                 for i, (c, w) in enumerate(zip(r, widths))]
+        out.append("  ".join(cells).rstrip())
+        if n == 0:
+            out.append("-" * len(out[0]))
+    return "\n".join(out)
+
+
+def report(path: Path) -> None:
+    results = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+    def med(key: str, **match):
+        values = [r[key] for r in results
+                  if all(r.get(k) == v for k, v in match.items()) and r.get(key) is not None]
         return statistics.median(values) if values else None
 
-    order = [t for t in ["direct", "nginx", "sidecar"] if t in rows]
-    rounds = max(len(v) for v in rows.values())
-    print(f"\nmedians of {rounds} alternating rounds (loopback, 16 connections; "
-          f"latency at a fixed 1000 requests/s)\n")
-    head = (f"{'target':<8} {'rps @16c':>9} {'x direct':>8} {'x nginx':>8} {'p50 ms':>7} "
-            f"{'p99 ms':>7} {'CPU ms/1k':>9} {'sat ms/1k':>9} {'RSS MB':>7} {'peak MB':>7} {'errors':>6}")
-    print(head)
-    print("-" * len(head))
-    direct_rps, nginx_rps = med("direct", "rps"), med("nginx", "rps")
-    for t in order:
-        rps = med(t, "rps")
+    rows: list[tuple] = []
+    rounds = max((r.get("round", 1) for r in results), default=0)
+    if any(r["kind"] == "proxy" for r in results):
+        p = {t: (lambda key, t=t: med(key, kind="proxy", target=t)) for t in ("direct", "nginx", "sidecar")}
+        rows += [
+            ("proxy: requests/s, 16 connections", p["sidecar"]("rps"), p["nginx"]("rps"), "nginx", ">= 1.10x", ".0f"),
+            ("proxy: requests/s, 16 connections", p["sidecar"]("rps"), p["direct"]("rps"), "upstream alone", "", ".0f"),
+            ("proxy: p50 ms at 1000 requests/s", p["sidecar"]("p50_ms"), p["nginx"]("p50_ms"), "nginx", "", ".2f"),
+            ("proxy: p99 ms at 1000 requests/s", p["sidecar"]("p99_ms"), p["nginx"]("p99_ms"), "nginx", "<= 1.00x", ".2f"),
+            ("proxy: CPU ms per 1k requests at 1000/s", p["sidecar"]("cpu_ms_per_1k"), p["nginx"]("cpu_ms_per_1k"), "nginx", "<= 1.00x", ".1f"),
+            ("proxy: CPU ms per 1k requests, saturated", p["sidecar"]("cpu_sat_ms_per_1k"), p["nginx"]("cpu_sat_ms_per_1k"), "nginx", "<= 1.00x", ".1f"),
+            ("proxy: RSS MB", p["sidecar"]("rss_mb"), p["nginx"]("rss_mb"), "nginx", "<= 12 MB", ".1f"),
+            ("proxy: errors", p["sidecar"]("errors"), p["nginx"]("errors"), "nginx", "0", ".0f"),
+        ]
+    for alg in ("RS256", "ES256"):
+        if not any(r["kind"] == "cold" and r["alg"] == alg for r in results):
+            continue
+        c = lambda key: med(key, kind="cold", alg=alg)  # noqa: E731
+        cold_cpu, warm_cpu = c("cold_cpu_ms_per_1k"), c("warm_cpu_ms_per_1k")
+        # CPU ms per 1k requests = µs per request; their difference is one verification.
+        verify_rate = 1e6 / (cold_cpu - warm_cpu) if cold_cpu and warm_cpu and cold_cpu > warm_cpu else None
+        rows += [
+            (f"cold {alg}: requests/s, every token new", c("cold_rps"), c("warm_rps"), "same tokens cached", "", ".0f"),
+            (f"cold {alg}: CPU ms per 1k requests", cold_cpu, warm_cpu, "same tokens cached", "", ".1f"),
+            (f"cold {alg}: verifications/s per core", verify_rate, med("verify_per_s", kind="openssl", alg=alg),
+             "openssl speed", ">= 0.90x", ".0f"),
+            (f"cold {alg}: errors", c("errors"), None, "", "0", ".0f"),
+        ]
+    if any(r["kind"] == "sse" for r in results):
+        s = {t: next((r for r in results if r["kind"] == "sse" and r["target"] == t), {})
+             for t in ("sidecar", "nginx")}
 
-        def fmt(v, spec):
-            return format(v, spec) if v is not None else "-"
-
-        print(f"{t:<8} {fmt(rps, '9.0f')} "
-              f"{fmt(rps / direct_rps if direct_rps else None, '8.2f')} "
-              f"{fmt(rps / nginx_rps if nginx_rps else None, '8.2f')} "
-              f"{fmt(med(t, 'p50_ms'), '7.2f')} {fmt(med(t, 'p99_ms'), '7.2f')} "
-              f"{fmt(med(t, 'cpu_ms_per_1k'), '9.1f')} {fmt(med(t, 'cpu_sat_ms_per_1k'), '9.1f')} "
-              f"{fmt(med(t, 'rss_mb'), '7.1f')} "
-              f"{fmt(med(t, 'hwm_mb'), '7.1f')} {fmt(med(t, 'errors'), '6.0f')}")
-    print("\nCPU and memory: the proxy's processes only (for direct: the upstream nginx). "
-          "'CPU ms/1k': over the 1000 rps phase; 'sat ms/1k': over the 16-connection phase.")
-    if "sidecar" in rows and "nginx" in rows:
-        s, n = "sidecar", "nginx"
-        print(f"sidecar vs nginx: throughput {med(s, 'rps') / med(n, 'rps'):.2f}x, "
-              f"p99 {med(s, 'p99_ms') - med(n, 'p99_ms'):+.2f} ms, "
-              f"CPU per request {med(s, 'cpu_ms_per_1k') / med(n, 'cpu_ms_per_1k'):.2f}x")
+        def streams(r):
+            return (f"{r['opened']}/{r['failed']}/{r['dropped']}/{r['min_events']}"
+                    if r else None)
+        rows += [
+            ("sse: RSS KB per open stream", s["sidecar"].get("rss_kb_per_stream"), s["nginx"].get("rss_kb_per_stream"), "nginx", "<= 8 KB", ".1f"),
+            ("sse: CPU % of a core, streams idle", s["sidecar"].get("idle_cpu_pct"), s["nginx"].get("idle_cpu_pct"), "nginx", "~ 0", ".2f"),
+            ("sse: open/failed/dropped/min events", streams(s["sidecar"]), streams(s["nginx"]), "nginx", "0 dropped", ""),
+        ]
+    for grant in ("refresh", "code"):
+        if not any(r["kind"] == "oauth" and r["grant"] == grant for r in results):
+            continue
+        o = lambda key: med(key, kind="oauth", grant=grant)  # noqa: E731
+        rows += [
+            (f"oauth {grant}: grants/s", o("per_second"), 2000.0 if grant == "refresh" else None,
+             "goal" if grant == "refresh" else "", ">= 2000/s" if grant == "refresh" else "", ".0f"),
+            (f"oauth {grant}: p99 ms", o("p99_ms"), None, "", "", ".2f"),
+            (f"oauth {grant}: sidecar CPU ms per grant", o("cpu_ms_per_grant"), None, "", "", ".3f"),
+            (f"oauth {grant}: Redis CPU ms per grant", o("redis_cpu_ms_per_grant"), None, "", "", ".3f"),
+            (f"oauth {grant}: Redis commands per grant", o("redis_commands_per_grant"), None, "", "", ".2f"),
+            (f"oauth {grant}: Redis round trips per grant", o("round_trips_per_grant"), 3.0, "goal", "<= 3", ".2f"),
+            (f"oauth {grant}: errors", o("errors"), None, "", "0", ".0f"),
+        ]
+    print(f"\nmcp-warden-sidecar benchmarks on 127.0.0.1, {os.cpu_count()} CPUs; medians of "
+          f"{rounds} alternating rounds where rounds apply\n")
+    print(table(rows))
+    print("\nCPU and memory: the measured proxy's processes only (utime+stime and RSS from /proc). "
+          "sse streams: opened/failed/dropped/fewest events a stream received.")
 
 
 def main() -> None:
     cmd, args = sys.argv[1], sys.argv[2:]
     if cmd == "keys":
-        keys(Path(args[0]), args[1])
+        keys(Path(args[0]), args[1], *(int(a) for a in args[2:4]))
+    elif cmd == "openssl":
+        openssl_verify_rate(args[0])
     elif cmd == "procstat":
         procstat([int(a) for a in args])
+    elif cmd == "proxy-row":
+        proxy_row(*args)
+    elif cmd == "cold-row":
+        cold_row(*args)
+    elif cmd == "sse-row":
+        sse_row(*args)
     elif cmd == "report":
         report(Path(args[0]))
     else:

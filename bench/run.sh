@@ -1,32 +1,54 @@
 #!/usr/bin/env bash
-# Benchmark: the upstream alone vs nginx (plain reverse proxy) vs mcp-warden-sidecar (JWT
-# verification on), in one run with alternating rounds, all on 127.0.0.1.
+# Benchmarks of the sidecar's hot paths, each against a baseline measured in the same run, all on
+# 127.0.0.1; prints one table at the end (bench/bench.py report). Modes (BENCH_ONLY, comma-separated;
+# default all):
 #
-# Upstream: nginx (1 worker) answering every POST with a fixed MCP tools/list result.
-# nginx proxy: Debian nginx-light, 2 workers, upstream keepalive. Sidecar: release build, ES256
-# token from a local key (JWKS served by the upstream nginx).
-# Load: oha (cargo install oha into .run/tools when missing). Per target and round: throughput
-# with 16 connections for BENCH_SECONDS, then latency at a fixed 1000 requests/s for BENCH_SECONDS;
-# CPU seconds (utime+stime from /proc) of the proxy's processes over the fixed-rate phase and
-# over the saturated phase, and their RSS. Prints medians and ratios.
+# proxy  The upstream alone vs nginx (plain reverse proxy) vs the sidecar (JWT verification on, one
+#        repeated ES256 token), alternating rounds. Upstream: nginx (1 worker) answering every POST
+#        with a fixed MCP tools/list result. nginx proxy: nginx-light, 2 workers, upstream keepalive.
+#        Load: oha (cargo install into .run/tools when missing). Per target and round: throughput
+#        with 16 connections for BENCH_SECONDS, then latency at a fixed 1000 requests/s; CPU seconds
+#        (utime+stime from /proc) of the proxy's processes over each phase, and their RSS.
+# cold   Per round, BENCH_COLD_TOKENS (10,000) distinct valid RS256 tokens never sent before, then
+#        as many ES256 ones: each set sent once (every request a verification) and then cycled
+#        three times more (every request a cache hit), 16 connections (bench/loadgen). Verification cost = cold minus warm CPU per request, against
+#        `openssl speed`'s single-core verify rate for the same algorithm.
+# sse    BENCH_SSE_STREAMS (10,000; fewer when the open-files limit cannot hold two sockets per
+#        stream in one process) concurrent GET event streams through nginx and through the sidecar
+#        to an upstream sending each an event a minute, held BENCH_SSE_HOLD (70) seconds: RSS per
+#        stream, CPU while idle, streams that failed or ended.
+# oauth  The sidecar in oauthProxy mode with a real Redis and oidc-provider (bench/oauth.py):
+#        codes minted by scripted sign-ins, then authorization-code grants and refresh-token grant
+#        chains driven by bench/loadgen; grants/s, sidecar CPU per grant, Redis commands per grant
+#        (INFO commandstats) and store round trips per grant (the sidecar's store metrics).
 #
 # The sidecar writes its audit lines (spec.audit, on by default) to its log; BENCH_AUDIT=off turns
 # them off to measure their cost. OTEL_EXPORTER_OTLP_ENDPOINT, when set, is passed on (tracing).
 #
-# Usage: bench/run.sh    env: BENCH_ROUNDS=3 BENCH_SECONDS=8 BENCH_AUDIT=on MCP_WARDEN_SIDECAR_BIN=path
+# Usage: bench/run.sh    env: BENCH_ONLY=proxy,cold,sse,oauth BENCH_ROUNDS=3 BENCH_SECONDS=8
+#   BENCH_AUDIT=on BENCH_COLD_TOKENS=10000 BENCH_SSE_STREAMS=10000 BENCH_SSE_HOLD=70 BENCH_SSE_INTERVAL=60
+#   BENCH_OAUTH_CODES=1000 BENCH_OAUTH_CHAINS=32 MCP_WARDEN_SIDECAR_BIN=path
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/../scripts/lib/common.sh"
 cd "$ROOT"
 
 ROUNDS=${BENCH_ROUNDS:-3}
 SECONDS_PER_PHASE=${BENCH_SECONDS:-8}
+ONLY=${BENCH_ONLY:-proxy,cold,sse,oauth}
+COLD_TOKENS=${BENCH_COLD_TOKENS:-10000}
+SSE_STREAMS=${BENCH_SSE_STREAMS:-10000}
+SSE_HOLD=${BENCH_SSE_HOLD:-70}
+SSE_INTERVAL=${BENCH_SSE_INTERVAL:-60}
 RATE=1000
 CONNECTIONS=16
+want() { [[ ",$ONLY," == *",$1,"* ]]; }
 
-apt_install nginx-light
-"$ROOT/scripts/setup-peers" --no-apt
+apt_install nginx-light redis-server
+# Peers (node modules, the venv) only when missing: setup-peers reinstalls them when its stamp
+# is older than the lock file, which a fresh checkout always is.
+[[ -x "$VENV/bin/python" && -d "$PEERS/node_modules/oidc-provider" ]] || "$ROOT/scripts/setup-peers" --no-apt
 OHA="$RUN_DIR/tools/bin/oha"
-if [[ ! -x "$OHA" ]]; then
+if want proxy && [[ ! -x "$OHA" ]]; then
   log "installing oha into $RUN_DIR/tools (cargo install, a few minutes once)"
   cargo install --quiet --locked --root "$RUN_DIR/tools" oha
 fi
@@ -37,6 +59,11 @@ else
   cargo build --quiet --release -p mcp-warden-sidecar
   SIDECAR="$ROOT/target/release/mcp-warden-sidecar"
 fi
+log "building the load generator (bench/loadgen, release)"
+cargo build --quiet --release --manifest-path "$ROOT/bench/loadgen/Cargo.toml" \
+  --target-dir "$ROOT/target/loadgen"
+LOADGEN="$ROOT/target/loadgen/release/mcp-warden-loadgen"
+PY="$VENV/bin/python"
 
 DIR="$RUN_DIR/bench"
 rm -rf "$DIR"
@@ -46,8 +73,12 @@ PROXY_PORT=$(free_port)
 SIDECAR_PORT=$(free_port)
 ADMIN_PORT=$(free_port)
 RESOURCE="http://127.0.0.1:$SIDECAR_PORT/mcp"
-"$VENV/bin/python" "$ROOT/bench/bench.py" keys "$DIR" "$RESOURCE"
+want cold || COLD_TOKENS=0
+log "making keys and tokens"
+"$PY" "$ROOT/bench/bench.py" keys "$DIR" "$RESOURCE" "$COLD_TOKENS" "$ROUNDS"
 TOKEN=$(cat "$DIR/token")
+RESULTS="$DIR/results.jsonl"
+: >"$RESULTS"
 
 PIDS=()
 cleanup() {
@@ -61,13 +92,14 @@ trap 'exit 130' INT TERM
 TOOLS_LIST='{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"echo","description":"Echoes back the input","inputSchema":{"type":"object","properties":{"message":{"type":"string","description":"Message to echo"}},"required":["message"]}},{"name":"add","description":"Adds two numbers","inputSchema":{"type":"object","properties":{"a":{"type":"number"},"b":{"type":"number"}},"required":["a","b"]}}]}}'
 JWKS=$(cat "$DIR/jwks.json")
 
-nginx_conf() { # nginx_conf DIR WORKERS SERVER-BLOCK
+nginx_conf() { # nginx_conf DIR WORKERS SERVER-BLOCK [CONNECTIONS]
   cat >"$1/nginx.conf" <<EOF
 worker_processes $2;
+worker_rlimit_nofile $(ulimit -n);
 daemon off;
 pid $1/nginx.pid;
 error_log $1/error.log warn;
-events { worker_connections 1024; }
+events { worker_connections ${4:-1024}; }
 http {
   access_log off;
   client_body_temp_path $1/tmp; proxy_temp_path $1/tmp; fastcgi_temp_path $1/tmp;
@@ -79,23 +111,8 @@ EOF
   mkdir -p "$1/tmp"
 }
 
-nginx_conf "$DIR/up" 1 "
-  server {
-    listen 127.0.0.1:$UP_PORT;
-    location = /jwks.json { default_type application/json; return 200 '$JWKS'; }
-    location / { default_type application/json; return 200 '$TOOLS_LIST'; }
-  }"
-nginx_conf "$DIR/proxy" 2 "
-  upstream app { server 127.0.0.1:$UP_PORT; keepalive 64; }
-  server {
-    listen 127.0.0.1:$PROXY_PORT;
-    location / {
-      proxy_pass http://app;
-      proxy_http_version 1.1;
-      proxy_set_header Connection \"\";
-    }
-  }"
-cat >"$DIR/policy.yaml" <<EOF
+policy() { # policy FILE: the jwt-mode policy (ES256 and RS256 keys from the upstream's JWKS)
+  cat >"$1" <<EOF
 apiVersion: mcpwarden.dev/v1alpha1
 kind: McpAuthPolicy
 metadata: {name: bench}
@@ -105,105 +122,217 @@ spec:
   jwt:
     issuer: https://bench.mcp-warden.invalid
     jwksUri: http://127.0.0.1:$UP_PORT/jwks.json
-    algorithms: [ES256]
+    algorithms: [ES256, RS256]
     requiredScopes: [mcp:tools]
   audit: {enabled: $([[ "${BENCH_AUDIT:-on}" == off ]] && echo false || echo true)}
 EOF
+}
 
-nginx -c "$DIR/up/nginx.conf" -p "$DIR/up" &
-PIDS+=($!)
-nginx -c "$DIR/proxy/nginx.conf" -p "$DIR/proxy" &
-PIDS+=($!)
-MCP_WARDEN_LOG=warn "$SIDECAR" --policy "$DIR/policy.yaml" --upstream "http://127.0.0.1:$UP_PORT" \
-  --listen "127.0.0.1:$SIDECAR_PORT" --admin "127.0.0.1:$ADMIN_PORT" \
-  --secrets-dir "$DIR/secrets" >"$DIR/sidecar.log" 2>&1 &
-SIDECAR_PID=$!
-PIDS+=("$SIDECAR_PID")
-wait_http "http://127.0.0.1:$UP_PORT/" 10
-wait_http "http://127.0.0.1:$PROXY_PORT/" 10
-deadline=$((SECONDS + 20))
-until [[ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$ADMIN_PORT/readyz")" == 200 ]]; do
-  ((SECONDS < deadline)) || { cat "$DIR/sidecar.log" >&2; die "the sidecar did not become ready"; }
-  sleep 0.2
-done
+start_sidecar() { # start_sidecar NAME UPSTREAM [flags]: sets SIDECAR_PID and SIDECAR_URL
+  local name=$1 upstream=$2 port admin
+  shift 2
+  port=$(free_port)
+  admin=$(free_port)
+  [[ $name == sidecar ]] && port=$SIDECAR_PORT && admin=$ADMIN_PORT
+  policy "$DIR/$name-policy.yaml"
+  MCP_WARDEN_LOG=warn "$SIDECAR" --policy "$DIR/$name-policy.yaml" --upstream "$upstream" \
+    --listen "127.0.0.1:$port" --admin "127.0.0.1:$admin" --resource-url "$RESOURCE" \
+    --secrets-dir "$DIR/secrets" "$@" >"$DIR/$name.log" 2>&1 &
+  SIDECAR_PID=$!
+  PIDS+=("$SIDECAR_PID")
+  SIDECAR_URL="http://127.0.0.1:$port/mcp"
+  local deadline=$((SECONDS + 20))
+  until [[ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$admin/readyz")" == 200 ]]; do
+    ((SECONDS < deadline)) || { cat "$DIR/$name.log" >&2; die "$name did not become ready"; }
+    sleep 0.2
+  done
+}
 
 nginx_pids() { # the master and its workers
   local master
   master=$(cat "$1/nginx.pid")
   echo "$master" $(pgrep -P "$master")
 }
-target_url() {
-  case $1 in
-    direct) echo "http://127.0.0.1:$UP_PORT/mcp" ;;
-    nginx) echo "http://127.0.0.1:$PROXY_PORT/mcp" ;;
-    sidecar) echo "$RESOURCE" ;;
-  esac
-}
-target_pids() {
-  case $1 in
-    direct) nginx_pids "$DIR/up" ;;
-    nginx) nginx_pids "$DIR/proxy" ;;
-    sidecar) echo "$SIDECAR_PID" ;;
-  esac
-}
+procstat() { "$PY" "$ROOT/bench/bench.py" procstat "$@"; }
+
+nginx_conf "$DIR/up" 1 "
+  server {
+    listen 127.0.0.1:$UP_PORT;
+    location = /jwks.json { default_type application/json; return 200 '$JWKS'; }
+    location / { default_type application/json; return 200 '$TOOLS_LIST'; }
+  }"
+nginx -c "$DIR/up/nginx.conf" -p "$DIR/up" &
+PIDS+=($!)
+wait_http "http://127.0.0.1:$UP_PORT/" 10
 
 BODY='{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{}}'
-oha_run() { # oha_run URL OUT.json SECONDS [extra oha flags]
-  local url=$1 out=$2 secs=$3
-  shift 3
-  "$OHA" --no-tui --output-format json -z "${secs}s" -m POST \
-    -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' \
-    -H 'Accept: application/json, text/event-stream' -d "$BODY" "$@" "$url" >"$out"
+
+# ---------------------------------------------------------------- proxy: nginx vs sidecar
+bench_proxy() {
+  nginx_conf "$DIR/proxy" 2 "
+  upstream app { server 127.0.0.1:$UP_PORT; keepalive 64; }
+  server {
+    listen 127.0.0.1:$PROXY_PORT;
+    location / {
+      proxy_pass http://app;
+      proxy_http_version 1.1;
+      proxy_set_header Connection \"\";
+    }
+  }"
+  nginx -c "$DIR/proxy/nginx.conf" -p "$DIR/proxy" &
+  PIDS+=($!)
+  wait_http "http://127.0.0.1:$PROXY_PORT/" 10
+
+  target_url() {
+    case $1 in
+      direct) echo "http://127.0.0.1:$UP_PORT/mcp" ;;
+      nginx) echo "http://127.0.0.1:$PROXY_PORT/mcp" ;;
+      sidecar) echo "$RESOURCE" ;;
+    esac
+  }
+  target_pids() {
+    case $1 in
+      direct) nginx_pids "$DIR/up" ;;
+      nginx) nginx_pids "$DIR/proxy" ;;
+      sidecar) echo "$MAIN_PID" ;;
+    esac
+  }
+  oha_run() { # oha_run URL OUT.json SECONDS [extra oha flags]
+    local url=$1 out=$2 secs=$3
+    shift 3
+    "$OHA" --no-tui --output-format json -z "${secs}s" -m POST \
+      -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' \
+      -H 'Accept: application/json, text/event-stream' -d "$BODY" "$@" "$url" >"$out"
+  }
+
+  # Every target must answer 200 with the tools/list result before we measure it.
+  local t got code round url sat0 cpu0 cpu1 rss hwm
+  for t in direct nginx sidecar; do
+    got=$(curl -s -X POST "$(target_url $t)" -H "Authorization: Bearer $TOKEN" \
+      -H 'Content-Type: application/json' -H 'Accept: application/json, text/event-stream' -d "$BODY")
+    [[ "$got" == "$TOOLS_LIST" ]] || die "$t answered: $got"
+  done
+  code=$(curl -s -o /dev/null -w '%{http_code}' -X POST "$RESOURCE" -d "$BODY")
+  [[ "$code" == 401 ]] || die "the sidecar let a request without a token through ($code)"
+
+  for round in $(seq 1 "$ROUNDS"); do
+    for t in direct nginx sidecar; do
+      url=$(target_url "$t")
+      log "proxy round $round/$ROUNDS: $t"
+      oha_run "$url" /dev/null 2 -c "$CONNECTIONS"   # warm-up
+      read -r sat0 _ _ < <(procstat $(target_pids "$t"))
+      oha_run "$url" "$DIR/tp-$t-$round.json" "$SECONDS_PER_PHASE" -c "$CONNECTIONS"
+      read -r cpu0 _ _ < <(procstat $(target_pids "$t"))
+      oha_run "$url" "$DIR/lat-$t-$round.json" "$SECONDS_PER_PHASE" -c "$CONNECTIONS" -q "$RATE"
+      read -r cpu1 rss hwm < <(procstat $(target_pids "$t"))
+      "$PY" "$ROOT/bench/bench.py" proxy-row "$t" "$round" "$DIR/tp-$t-$round.json" \
+        "$DIR/lat-$t-$round.json" "$sat0" "$cpu0" "$cpu1" "$rss" "$hwm" >>"$RESULTS"
+    done
+  done
+  kill "$(cat "$DIR/proxy/nginx.pid")"
 }
 
-# Every target must answer 200 with the tools/list result before we measure it.
-for t in direct nginx sidecar; do
-  got=$(curl -s -X POST "$(target_url $t)" -H "Authorization: Bearer $TOKEN" \
-    -H 'Content-Type: application/json' -H 'Accept: application/json, text/event-stream' -d "$BODY")
-  [[ "$got" == "$TOOLS_LIST" ]] || die "$t answered: $got"
-done
-code=$(curl -s -o /dev/null -w '%{http_code}' -X POST "$RESOURCE" -d "$BODY")
-[[ "$code" == 401 ]] || die "the sidecar let a request without a token through ($code)"
-
-RESULTS="$DIR/results.jsonl"
-: >"$RESULTS"
-for round in $(seq 1 "$ROUNDS"); do
-  for t in direct nginx sidecar; do
-    url=$(target_url "$t")
-    log "round $round/$ROUNDS: $t"
-    oha_run "$url" /dev/null 2 -c "$CONNECTIONS"   # warm-up
-    read -r sat0 _ _ < <("$VENV/bin/python" bench/bench.py procstat $(target_pids "$t"))
-    oha_run "$url" "$DIR/tp-$t-$round.json" "$SECONDS_PER_PHASE" -c "$CONNECTIONS"
-    read -r cpu0 _ _ < <("$VENV/bin/python" bench/bench.py procstat $(target_pids "$t"))
-    oha_run "$url" "$DIR/lat-$t-$round.json" "$SECONDS_PER_PHASE" -c "$CONNECTIONS" -q "$RATE"
-    read -r cpu1 rss hwm < <("$VENV/bin/python" bench/bench.py procstat $(target_pids "$t"))
-    "$VENV/bin/python" - "$t" "$round" "$DIR/tp-$t-$round.json" "$DIR/lat-$t-$round.json" \
-      "$sat0" "$cpu0" "$cpu1" "$rss" "$hwm" >>"$RESULTS" <<'EOF'
-import json, sys
-t, rnd, tp, lat, sat0, cpu0, cpu1, rss, hwm = sys.argv[1:]
-tp, lat = json.load(open(tp)), json.load(open(lat))
-def ok(d):
-    codes = d.get("statusCodeDistribution", {})
-    errors = {k: v for k, v in d.get("errorDistribution", {}).items()
-              if k != "aborted due to deadline"}  # requests in flight when the phase ends
-    return (sum(v for k, v in codes.items() if k == "200"),
-            sum(v for k, v in codes.items() if k != "200") + sum(errors.values()))
-ok_tp, bad_tp = ok(tp)
-ok_lat, bad_lat = ok(lat)
-secs = tp["summary"]["total"]
-print(json.dumps({
-    "target": t, "round": int(rnd),
-    "rps": ok_tp / secs,
-    "p50_ms": lat["latencyPercentiles"]["p50"] * 1000,
-    "p99_ms": lat["latencyPercentiles"]["p99"] * 1000,
-    "cpu_ms_per_1k": (float(cpu1) - float(cpu0)) * 1000 / (ok_lat / 1000) if ok_lat else None,
-    "cpu_sat_ms_per_1k": (float(cpu0) - float(sat0)) * 1000 / (ok_tp / 1000) if ok_tp else None,
-    "rss_mb": float(rss) / 1024, "hwm_mb": float(hwm) / 1024,
-    "errors": bad_tp + bad_lat,
-}))
-EOF
+# ---------------------------------------------------------------- cold: distinct tokens
+bench_cold() {
+  local alg round rate c0 c1 c2 cold warm
+  for alg in RS256 ES256; do
+    log "openssl speed, $alg"
+    rate=$("$PY" "$ROOT/bench/bench.py" openssl "$alg")
+    echo "{\"kind\": \"openssl\", \"alg\": \"$alg\", \"verify_per_s\": $rate}" >>"$RESULTS"
   done
-done
+  tokens() { # tokens FILE REQUESTS: one loadgen run, its JSON on stdout
+    "$LOADGEN" tokens --url "$RESOURCE" --tokens "$1" --requests "$2" \
+      --connections "$CONNECTIONS" --body "$BODY"
+  }
+  for round in $(seq 1 "$ROUNDS"); do
+    for alg in RS256 ES256; do
+      log "cold round $round/$ROUNDS: $alg, $COLD_TOKENS distinct tokens"
+      read -r c0 _ _ < <(procstat "$MAIN_PID")
+      cold=$(tokens "$DIR/tokens-$alg-$round" "$COLD_TOKENS")
+      read -r c1 _ _ < <(procstat "$MAIN_PID")
+      warm=$(tokens "$DIR/tokens-$alg-$round" $((COLD_TOKENS * 3)))
+      read -r c2 _ _ < <(procstat "$MAIN_PID")
+      "$PY" "$ROOT/bench/bench.py" cold-row "$alg" "$round" "$cold" "$warm" "$c0" "$c1" "$c2" \
+        >>"$RESULTS"
+    done
+  done
+}
 
-"$VENV/bin/python" bench/bench.py report "$RESULTS"
+# ---------------------------------------------------------------- sse: idle streams
+bench_sse() {
+  # Two sockets per stream in one process (client side and upstream side): the open-files
+  # limit bounds the streams one sidecar can hold.
+  ulimit -n "$(ulimit -Hn)"
+  local limit=$((($(ulimit -n) - 200) / 2))
+  if ((SSE_STREAMS > limit)); then
+    log "sse: the open-files limit ($(ulimit -n), hard) holds $limit streams, not $SSE_STREAMS"
+    SSE_STREAMS=$limit
+  fi
+  local sse_up sse_nginx t url pids rss0 cpu0 cpu1 rss1 t0 t1 hold_pid
+  sse_up=$(free_port)
+  sse_nginx=$(free_port)
+  "$LOADGEN" sse-server --listen "127.0.0.1:$sse_up" --interval "$SSE_INTERVAL" &
+  local sse_up_pid=$!
+  PIDS+=("$sse_up_pid")
+  mkdir -p "$DIR/sse-nginx"
+  nginx_conf "$DIR/sse-nginx" 2 "
+  server {
+    listen 127.0.0.1:$sse_nginx;
+    location / {
+      proxy_pass http://127.0.0.1:$sse_up;
+      proxy_http_version 1.1;
+      proxy_set_header Connection \"\";
+      proxy_buffering off;
+      proxy_read_timeout 1h;
+    }
+  }" $((SSE_STREAMS * 2 + 100))
+  nginx -c "$DIR/sse-nginx/nginx.conf" -p "$DIR/sse-nginx" &
+  PIDS+=($!)
+  start_sidecar sse-sidecar "http://127.0.0.1:$sse_up" --max-connections $((SSE_STREAMS + 100))
+  local sse_sidecar_pid=$SIDECAR_PID sse_sidecar_url=$SIDECAR_URL
+  sleep 1
+  for t in nginx sidecar; do
+    case $t in
+      nginx) url="http://127.0.0.1:$sse_nginx/mcp" pids=$(nginx_pids "$DIR/sse-nginx") ;;
+      sidecar) url=$sse_sidecar_url pids=$sse_sidecar_pid ;;
+    esac
+    log "sse: $SSE_STREAMS streams through $t, held ${SSE_HOLD}s"
+    read -r _ rss0 _ < <(procstat $pids)
+    rm -f "$DIR/sse-ready"
+    "$LOADGEN" sse-hold --url "$url" --token "$TOKEN" --streams "$SSE_STREAMS" \
+      --hold "$SSE_HOLD" --ready "$DIR/sse-ready" >"$DIR/sse-$t.json" &
+    hold_pid=$!
+    until [[ -s "$DIR/sse-ready" ]] || ! kill -0 "$hold_pid" 2>/dev/null; do sleep 0.2; done
+    sleep 2
+    t0=$(date +%s.%N)
+    read -r cpu0 _ _ < <(procstat $pids)
+    sleep $((SSE_HOLD - 6))
+    read -r cpu1 rss1 _ < <(procstat $pids)
+    t1=$(date +%s.%N)
+    wait "$hold_pid" || die "sse-hold through $t failed: $(cat "$DIR/sse-$t.json")"
+    "$PY" "$ROOT/bench/bench.py" sse-row "$t" "$DIR/sse-$t.json" "$rss0" "$rss1" "$cpu0" "$cpu1" \
+      "$t0" "$t1" >>"$RESULTS"
+    sleep 2 # the streams close
+  done
+  kill "$sse_sidecar_pid" "$(cat "$DIR/sse-nginx/nginx.pid")" "$sse_up_pid" 2>/dev/null || true
+}
+
+# ---------------------------------------------------------------- oauth: grants
+bench_oauth() {
+  log "oauth: bench/oauth.py"
+  MCP_WARDEN_SIDECAR_BIN=$SIDECAR "$PY" "$ROOT/bench/oauth.py" --loadgen "$LOADGEN" \
+    --rounds "$ROUNDS" --seconds "$SECONDS_PER_PHASE" --codes "${BENCH_OAUTH_CODES:-1000}" \
+    --chains "${BENCH_OAUTH_CHAINS:-32}" --work "$DIR/oauth" >>"$RESULTS"
+}
+
+if want proxy || want cold; then
+  start_sidecar sidecar "http://127.0.0.1:$UP_PORT"
+  MAIN_PID=$SIDECAR_PID
+fi
+if want proxy; then bench_proxy; fi
+if want cold; then bench_cold; fi
+if want sse; then bench_sse; fi
+if want oauth; then bench_oauth; fi
+
+"$PY" "$ROOT/bench/bench.py" report "$RESULTS"
 log "raw results in $DIR"
