@@ -367,27 +367,34 @@ impl OAuthProxy {
     /// offers the address before the client is known and the client id after), in a fixed
     /// window starting with the first request; over the limit, 429 with `Retry-After`.
     async fn limit(&self, endpoint: RateLimitedEndpoint, who: RateKey<'_>) -> Result<(), Reject> {
+        let Some(counter) = self.rate_counter(endpoint, who) else {
+            return Ok(());
+        };
+        let count = self.store.incr(&counter.key, counter.window).await?;
+        counter.check(count)
+    }
+
+    /// The counter of `endpoint`'s rate limit for `who`; `None` when the limit is keyed by
+    /// something else.
+    fn rate_counter(&self, endpoint: RateLimitedEndpoint, who: RateKey<'_>) -> Option<RateCounter> {
         let limit = self.rate_limit(endpoint);
         let (kind, value) = match who {
             RateKey::Address(addr) => (RateLimitKey::ClientAddress, addr.0.as_str()),
             RateKey::Client(id) => (RateLimitKey::ClientId, id),
         };
         if limit.key != kind {
-            return Ok(());
+            return None;
         }
         let id = format!(
             "{}:{}",
             endpoint.name(),
             crypto::sha256_b64(value.as_bytes())
         );
-        let window = Duration::from_secs(u64::from(limit.window_seconds.max(1)));
-        let count = self.store.incr(&self.key("rate", &id), window).await?;
-        if count > u64::from(limit.requests) {
-            return Err(Reject::RateLimited {
-                retry_after: window.as_secs(),
-            });
-        }
-        Ok(())
+        Some(RateCounter {
+            key: self.key("rate", &id),
+            window: Duration::from_secs(u64::from(limit.window_seconds.max(1))),
+            requests: limit.requests,
+        })
     }
 
     /// The upstream provider, discovered on first use for `provider: oidc` (retried on failure).
@@ -579,6 +586,25 @@ pub fn handles(path: &str) -> bool {
         || path.starts_with("/.well-known/oauth-authorization-server/")
         || path == "/.well-known/openid-configuration"
         || path.starts_with("/.well-known/openid-configuration/")
+}
+
+/// One rate limit's counter for one caller.
+struct RateCounter {
+    key: String,
+    window: Duration,
+    requests: u32,
+}
+
+impl RateCounter {
+    /// 429 with `Retry-After` once `count` is over the limit.
+    fn check(&self, count: u64) -> Result<(), Reject> {
+        if count > u64::from(self.requests) {
+            return Err(Reject::RateLimited {
+                retry_after: self.window.as_secs(),
+            });
+        }
+        Ok(())
+    }
 }
 
 /// What a request is counted by for a rate limit.

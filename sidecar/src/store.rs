@@ -101,6 +101,26 @@ pub trait Store: Send + Sync + 'static {
     /// increment; returns the new count.
     async fn incr(&self, key: &str, window: Duration) -> Result<u64, StoreError>;
 
+    /// Counts a request in the fixed-window counter `counter` (as [`Store::incr`], when given)
+    /// and reads `keys` (as [`Store::get`]), in one round trip where the backend allows: a
+    /// request's rate-limit check and the records it needs. Returns the new count and the values
+    /// in the order of `keys`.
+    async fn count_and_get(
+        &self,
+        counter: Option<(&str, Duration)>,
+        keys: &[&str],
+    ) -> Result<(Option<u64>, Vec<Option<Vec<u8>>>), StoreError> {
+        let count = match counter {
+            Some((key, window)) => Some(self.incr(key, window).await?),
+            None => None,
+        };
+        let mut values = Vec::with_capacity(keys.len());
+        for key in keys {
+            values.push(self.get(key).await?);
+        }
+        Ok((count, values))
+    }
+
     /// Checks that the store answers.
     async fn ping(&self) -> Result<(), StoreError>;
 

@@ -81,6 +81,7 @@ contract_tests!(
         take_is_single_use,
         compare_and_swap_is_atomic,
         incr_counts_per_window,
+        count_and_get_counts_and_reads,
         log_reads_each_entry_once_in_order,
     ]
 );
@@ -96,6 +97,7 @@ contract_tests!(
         take_is_single_use,
         compare_and_swap_is_atomic,
         incr_counts_per_window,
+        count_and_get_counts_and_reads,
         log_reads_each_entry_once_in_order,
     ]
 );

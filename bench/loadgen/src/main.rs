@@ -72,7 +72,9 @@ impl Flags {
             let name = name
                 .strip_prefix("--")
                 .ok_or_else(|| format!("expected --flag, got {name}"))?;
-            let value = argv.next().ok_or_else(|| format!("--{name} needs a value"))?;
+            let value = argv
+                .next()
+                .ok_or_else(|| format!("--{name} needs a value"))?;
             map.insert(name.to_owned(), value);
         }
         Ok(Flags(map))
@@ -86,9 +88,9 @@ impl Flags {
     }
 
     fn num(&self, name: &str, default: usize) -> Result<usize, Error> {
-        self.0
-            .get(name)
-            .map_or(Ok(default), |v| v.parse().map_err(|_| format!("--{name}: {v}").into()))
+        self.0.get(name).map_or(Ok(default), |v| {
+            v.parse().map_err(|_| format!("--{name}: {v}").into())
+        })
     }
 
     fn secs(&self, name: &str, default: f64) -> Result<Duration, Error> {
@@ -156,7 +158,8 @@ impl Client {
         if self.sender.as_ref().is_none_or(SendRequest::is_closed) {
             let stream = TcpStream::connect(&self.target.authority).await?;
             stream.set_nodelay(true)?;
-            let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+            let (sender, conn) =
+                hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
             tokio::spawn(async move {
                 let _ = conn.await;
             });
@@ -290,7 +293,10 @@ async fn tokens(flags: &Flags) -> Result<Value, Error> {
     for task in tasks {
         tally.merge(task.await?);
     }
-    Ok(tally.report(started.elapsed(), json!({ "distinct_tokens": tokens.len() })))
+    Ok(tally.report(
+        started.elapsed(),
+        json!({ "distinct_tokens": tokens.len() }),
+    ))
 }
 
 /// Percent-encodes a form value (RFC 3986 unreserved characters kept).

@@ -247,14 +247,35 @@ impl OAuthProxy {
     /// The client behind `client_id`: a registered one, or (URL-shaped ids) a fetched metadata
     /// document. Unknown and expired ids are `invalid_client` (401), so clients re-register.
     pub(super) async fn client(&self, client_id: &str) -> Result<ClientRecord, Reject> {
+        self.client_with(client_id, None).await
+    }
+
+    /// The store key of a registered client's record; `None` for URL-shaped ids (metadata
+    /// documents) and ids no registration has.
+    pub(super) fn client_key(&self, client_id: &str) -> Option<String> {
+        let url = client_id.starts_with("https://") || client_id.starts_with("http://");
+        (!url && !client_id.is_empty() && client_id.len() <= 256)
+            .then(|| self.key("client", client_id))
+    }
+
+    /// Like [`OAuthProxy::client`], with the record under [`OAuthProxy::client_key`] already
+    /// read (`Some(value)`) or still to read (`None`).
+    pub(super) async fn client_with(
+        &self,
+        client_id: &str,
+        stored: Option<Option<Vec<u8>>>,
+    ) -> Result<ClientRecord, Reject> {
         if client_id.starts_with("https://") || client_id.starts_with("http://") {
             return self.metadata_client(client_id).await;
         }
-        if client_id.is_empty() || client_id.len() > 256 {
-            return Err(Reject::invalid_client("unknown client_id"));
-        }
-        self.get_json("client", client_id)
-            .await?
+        let key = self
+            .client_key(client_id)
+            .ok_or_else(|| Reject::invalid_client("unknown client_id"))?;
+        let stored = match stored {
+            Some(value) => value,
+            None => self.store.get(&key).await?,
+        };
+        super::decode::<ClientRecord>(stored)?
             .ok_or_else(|| Reject::invalid_client("unknown or expired client_id; register again"))
     }
 
@@ -276,49 +297,63 @@ impl OAuthProxy {
         form_id: Option<&str>,
         form_secret: Option<&str>,
     ) -> Result<ClientRecord, Reject> {
-        let basic = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Basic "))
-            .map(|b64| -> Result<(String, String), Reject> {
-                let raw = STANDARD
-                    .decode(b64.trim())
-                    .map_err(|_| Reject::invalid_client("malformed Basic credentials"))?;
-                let text = String::from_utf8(raw)
-                    .map_err(|_| Reject::invalid_client("malformed Basic credentials"))?;
-                let (id, secret) = text
-                    .split_once(':')
-                    .ok_or_else(|| Reject::invalid_client("malformed Basic credentials"))?;
-                let dec = |s: &str| {
-                    url::form_urlencoded::parse(format!("x={s}").as_bytes())
-                        .next()
-                        .map(|(_, v)| v.into_owned())
-                        .unwrap_or_default()
-                };
-                Ok((dec(id), dec(secret)))
-            })
-            .transpose()?;
-        let (client_id, secret) = match (&basic, form_id) {
-            (Some((id, _)), Some(f)) if id != f => {
-                return Err(Reject::invalid_client(
-                    "client_id differs between header and body",
-                ));
-            }
-            (Some((id, secret)), _) => (id.clone(), Some(secret.clone())),
-            (None, Some(id)) => (id.to_owned(), form_secret.map(str::to_owned)),
-            (None, None) => {
-                return Err(Reject::invalid_client("client authentication is required"));
-            }
-        };
+        let (client_id, secret) = credentials(headers, form_id, form_secret)?;
         let client = self.client(&client_id).await?;
-        match (&client.secret_hash, secret) {
-            (None, _) => Ok(client),
-            (Some(hash), Some(secret))
-                if constant_time_eq(hash.as_bytes(), sha256_b64(secret.as_bytes()).as_bytes()) =>
-            {
-                Ok(client)
-            }
-            (Some(_), _) => Err(Reject::invalid_client("client authentication failed")),
+        check_secret(client, secret.as_deref())
+    }
+}
+
+/// The client id and secret a token or revocation request presents: HTTP Basic or form fields
+/// (`client_secret` absent for public clients).
+pub(super) fn credentials(
+    headers: &HeaderMap,
+    form_id: Option<&str>,
+    form_secret: Option<&str>,
+) -> Result<(String, Option<String>), Reject> {
+    let basic = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Basic "))
+        .map(|b64| -> Result<(String, String), Reject> {
+            let raw = STANDARD
+                .decode(b64.trim())
+                .map_err(|_| Reject::invalid_client("malformed Basic credentials"))?;
+            let text = String::from_utf8(raw)
+                .map_err(|_| Reject::invalid_client("malformed Basic credentials"))?;
+            let (id, secret) = text
+                .split_once(':')
+                .ok_or_else(|| Reject::invalid_client("malformed Basic credentials"))?;
+            let dec = |s: &str| {
+                url::form_urlencoded::parse(format!("x={s}").as_bytes())
+                    .next()
+                    .map(|(_, v)| v.into_owned())
+                    .unwrap_or_default()
+            };
+            Ok((dec(id), dec(secret)))
+        })
+        .transpose()?;
+    match (basic, form_id) {
+        (Some((id, _)), Some(f)) if id != f => Err(Reject::invalid_client(
+            "client_id differs between header and body",
+        )),
+        (Some((id, secret)), _) => Ok((id, Some(secret))),
+        (None, Some(id)) => Ok((id.to_owned(), form_secret.map(str::to_owned))),
+        (None, None) => Err(Reject::invalid_client("client authentication is required")),
+    }
+}
+
+/// `client` when it needs no secret or `secret` is its secret.
+pub(super) fn check_secret(
+    client: ClientRecord,
+    secret: Option<&str>,
+) -> Result<ClientRecord, Reject> {
+    match (&client.secret_hash, secret) {
+        (None, _) => Ok(client),
+        (Some(hash), Some(secret))
+            if constant_time_eq(hash.as_bytes(), sha256_b64(secret.as_bytes()).as_bytes()) =>
+        {
+            Ok(client)
         }
+        (Some(_), _) => Err(Reject::invalid_client("client authentication failed")),
     }
 }

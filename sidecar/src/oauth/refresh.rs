@@ -13,7 +13,7 @@ use super::metrics::RevokeReason;
 use super::provider::{UpstreamTokens, send};
 use super::records::{ClientRecord, Family};
 use super::revocation::TOKEN_LEEWAY_SECONDS;
-use super::token::{TokenForm, invalid_grant};
+use super::token::{TokenForm, family_of, invalid_grant};
 use super::{OAuthProxy, REFRESH_GRACE_SECONDS, Reject, now};
 
 /// Earlier refresh-token hashes remembered per family for reuse detection.
@@ -24,29 +24,30 @@ pub(super) const UPSTREAM_MARGIN_SECONDS: u64 = 30;
 pub(super) const UPSTREAM_LOCK: Duration = Duration::from_secs(15);
 
 impl OAuthProxy {
+    /// A refresh grant for `client`; `read` is the family record when the caller has read it
+    /// already (`Some`, in the round trip that counted the request).
     pub(super) async fn refresh_grant(
         &self,
         client: &ClientRecord,
         form: &TokenForm,
+        mut read: Option<Option<Vec<u8>>>,
     ) -> Result<serde_json::Value, Reject> {
         let presented = form
             .refresh_token
             .as_deref()
             .ok_or_else(|| Reject::bad("invalid_request", "refresh_token is required"))?;
-        let (family_id, secret) = presented
-            .split_once('.')
-            .ok_or_else(|| invalid_grant("the refresh token is invalid"))?;
-        if family_id.is_empty() || family_id.len() > 64 {
-            return Err(invalid_grant("the refresh token is invalid"));
-        }
+        let (family_id, secret) =
+            family_of(presented).ok_or_else(|| invalid_grant("the refresh token is invalid"))?;
         let key = self.key("family", family_id);
         let lock = self.key("uplock", family_id);
         let hash = sha256_b64(secret.as_bytes());
         for _ in 0..50 {
-            let raw =
-                self.store.get(&key).await?.ok_or_else(|| {
-                    invalid_grant("the refresh token is invalid, expired or revoked")
-                })?;
+            let stored = match read.take() {
+                Some(value) => value,
+                None => self.store.get(&key).await?,
+            };
+            let raw = stored
+                .ok_or_else(|| invalid_grant("the refresh token is invalid, expired or revoked"))?;
             let family: Family = serde_json::from_slice(&raw)
                 .map_err(|e| Reject::from(crate::store::StoreError::Corrupt(e.to_string())))?;
             if family.client_id != client.client_id {

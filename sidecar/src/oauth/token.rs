@@ -14,6 +14,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use http::{HeaderMap, StatusCode, header};
 use serde::{Deserialize, Serialize};
 
+use super::clients::{check_secret, credentials};
 use super::crypto::{constant_time_eq, random_token, sha256_b64};
 use super::metrics::{GrantType, OpResult};
 use super::records::{ClientRecord, CodeGrant, Family};
@@ -141,18 +142,44 @@ async fn token_inner(
     headers: &HeaderMap,
     form: &TokenForm,
 ) -> Result<serde_json::Value, Reject> {
-    // By address, before the client is looked up: looking up a URL-shaped client id fetches its
-    // metadata document, which an unlimited caller could turn into a flood of fetches.
-    proxy
-        .limit(RateLimitedEndpoint::Token, RateKey::Address(addr))
-        .await?;
-    let client = proxy
-        .authenticate_client(
-            headers,
-            form.client_id.as_deref(),
-            form.client_secret.as_deref(),
+    let (client_id, secret) = credentials(
+        headers,
+        form.client_id.as_deref(),
+        form.client_secret.as_deref(),
+    )?;
+    // One round trip counts the request by address and reads the records it needs: the
+    // client's registration and, for a refresh, the session. The count comes first, before the
+    // client is looked up: looking up a URL-shaped client id fetches its metadata document,
+    // which an unlimited caller could turn into a flood of fetches. The session is only read
+    // here; it is checked against the authenticated client in `refresh_grant`.
+    let by_address = proxy.rate_counter(RateLimitedEndpoint::Token, RateKey::Address(addr));
+    let client_key = proxy.client_key(&client_id);
+    let family_key = match form.grant_type.as_deref() {
+        Some("refresh_token") => form
+            .refresh_token
+            .as_deref()
+            .and_then(family_of)
+            .map(|(family, _)| proxy.key("family", family)),
+        _ => None,
+    };
+    let keys: Vec<&str> = [client_key.as_deref(), family_key.as_deref()]
+        .into_iter()
+        .flatten()
+        .collect();
+    let (count, mut values) = proxy
+        .store
+        .count_and_get(
+            by_address.as_ref().map(|c| (c.key.as_str(), c.window)),
+            &keys,
         )
         .await?;
+    if let (Some(counter), Some(count)) = (&by_address, count) {
+        counter.check(count)?;
+    }
+    let family = family_key.and_then(|_| values.pop());
+    let registration = client_key.and_then(|_| values.pop());
+    let client = proxy.client_with(&client_id, registration).await?;
+    let client = check_secret(client, secret.as_deref())?;
     proxy
         .limit(
             RateLimitedEndpoint::Token,
@@ -171,13 +198,19 @@ async fn token_inner(
     }
     match form.grant_type.as_deref() {
         Some("authorization_code") => proxy.code_grant(&client, form).await,
-        Some("refresh_token") => proxy.refresh_grant(&client, form).await,
+        Some("refresh_token") => proxy.refresh_grant(&client, form, family).await,
         Some(_) => Err(Reject::bad(
             "unsupported_grant_type",
             "supported: authorization_code, refresh_token",
         )),
         None => Err(Reject::bad("invalid_request", "grant_type is required")),
     }
+}
+
+/// The family id and secret of a refresh token (`<family>.<secret>`), when it has that shape.
+pub(super) fn family_of(token: &str) -> Option<(&str, &str)> {
+    let (family, secret) = token.split_once('.')?;
+    (!family.is_empty() && family.len() <= 64).then_some((family, secret))
 }
 
 /// RFC 7636 §4.1: 43–128 unreserved characters.

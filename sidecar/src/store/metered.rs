@@ -25,6 +25,7 @@ pub enum Op {
     Delete,
     CompareAndSwap,
     Incr,
+    CountAndGet,
     Ping,
     Append,
     ReadLog,
@@ -32,7 +33,7 @@ pub enum Op {
 
 impl Op {
     /// Every operation, to pre-create label sets so dashboards see zeros before traffic.
-    pub const ALL: [Op; 10] = [
+    pub const ALL: [Op; 11] = [
         Op::Put,
         Op::PutIfAbsent,
         Op::Get,
@@ -40,6 +41,7 @@ impl Op {
         Op::Delete,
         Op::CompareAndSwap,
         Op::Incr,
+        Op::CountAndGet,
         Op::Ping,
         Op::Append,
         Op::ReadLog,
@@ -55,6 +57,7 @@ impl Op {
             Op::Delete => "delete",
             Op::CompareAndSwap => "compare_and_swap",
             Op::Incr => "incr",
+            Op::CountAndGet => "count_and_get",
             Op::Ping => "ping",
             Op::Append => "append",
             Op::ReadLog => "read_log",
@@ -224,6 +227,17 @@ impl Store for Metered {
         let t = Instant::now();
         let r = traced(Op::Incr, self.inner.incr(key, window)).await;
         self.metrics.record(Op::Incr, t, &r);
+        r
+    }
+
+    async fn count_and_get(
+        &self,
+        counter: Option<(&str, Duration)>,
+        keys: &[&str],
+    ) -> Result<(Option<u64>, Vec<Option<Vec<u8>>>), StoreError> {
+        let t = Instant::now();
+        let r = traced(Op::CountAndGet, self.inner.count_and_get(counter, keys)).await;
+        self.metrics.record(Op::CountAndGet, t, &r);
         r
     }
 

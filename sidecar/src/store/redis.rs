@@ -36,6 +36,19 @@ if redis.call('PTTL', KEYS[1]) < 0 then
 end
 return n";
 
+/// Count (as INCR_SCRIPT) and read the other keys: a rate-limit check and the records a request
+/// needs, in one round trip. Missing keys read as false (nil in the reply).
+const COUNT_AND_GET_SCRIPT: &str = r"
+local n = redis.call('INCR', KEYS[1])
+if redis.call('PTTL', KEYS[1]) < 0 then
+  redis.call('PEXPIRE', KEYS[1], ARGV[1])
+end
+local out = {n}
+for i = 2, #KEYS do
+  out[i] = redis.call('GET', KEYS[i])
+end
+return out";
+
 /// Append to a stream, dropping entries older than the keep time (by the server's clock) and
 /// making the stream expire after it.
 const APPEND_SCRIPT: &str = r"
@@ -52,6 +65,7 @@ pub struct RedisStore {
     deadline: Duration,
     cas: Script,
     incr: Script,
+    count_and_get: Script,
     append: Script,
 }
 
@@ -203,6 +217,7 @@ impl RedisStore {
             deadline: t * 2,
             cas: Script::new(CAS_SCRIPT),
             incr: Script::new(INCR_SCRIPT),
+            count_and_get: Script::new(COUNT_AND_GET_SCRIPT),
             append: Script::new(APPEND_SCRIPT),
         })
     }
@@ -324,6 +339,39 @@ impl Store for RedisStore {
         let mut call = self.incr.key(key);
         call.arg(millis(window));
         self.run(async |c| call.invoke_async(c).await).await
+    }
+
+    async fn count_and_get(
+        &self,
+        counter: Option<(&str, Duration)>,
+        keys: &[&str],
+    ) -> Result<(Option<u64>, Vec<Option<Vec<u8>>>), StoreError> {
+        let Some((counter, window)) = counter else {
+            if keys.is_empty() {
+                return Ok((None, Vec::new()));
+            }
+            let cmd = redis::cmd("MGET").arg(keys).to_owned();
+            let values = self.run(async |c| cmd.query_async(c).await).await?;
+            return Ok((None, values));
+        };
+        check_ttl(window)?;
+        let mut call = self.count_and_get.key(counter);
+        for key in keys {
+            call.key(*key);
+        }
+        call.arg(millis(window));
+        let (count, values): (u64, Vec<Option<Vec<u8>>>) = self
+            .run(async |c| {
+                let reply: Vec<Value> = call.invoke_async(c).await?;
+                let mut reply = reply.into_iter();
+                let count = redis::from_redis_value(reply.next().unwrap_or(Value::Nil))?;
+                let values = reply
+                    .map(redis::from_redis_value)
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok((count, values))
+            })
+            .await?;
+        Ok((Some(count), values))
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -312,6 +312,54 @@ pub async fn incr_counts_per_window(store: Arc<dyn Store>) {
     ));
 }
 
+pub async fn count_and_get_counts_and_reads(store: Arc<dyn Store>) {
+    let (a, b, missing) = (k("record", "a"), k("record", "b"), k("record", "none"));
+    store.put(&a, b"first", MINUTE).await.unwrap();
+    store.put(&b, b"second", MINUTE).await.unwrap();
+    let counter = k("rate", "count-and-get");
+    let window = Duration::from_millis(1000);
+    for expected in 1..=2 {
+        let (count, values) = store
+            .count_and_get(Some((&counter, window)), &[&a, &missing, &b])
+            .await
+            .unwrap();
+        assert_eq!(count, Some(expected));
+        assert_eq!(
+            values,
+            [Some(b"first".to_vec()), None, Some(b"second".to_vec())]
+        );
+    }
+    assert_eq!(
+        store.incr(&counter, window).await.unwrap(),
+        3,
+        "one counter with incr"
+    );
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    let (count, values) = store
+        .count_and_get(Some((&counter, window)), &[])
+        .await
+        .unwrap();
+    assert_eq!(
+        (count, values),
+        (Some(1), vec![]),
+        "the counter's window expires"
+    );
+
+    let (count, values) = store.count_and_get(None, &[&b, &a]).await.unwrap();
+    assert_eq!(count, None, "nothing counted without a counter");
+    assert_eq!(values, [Some(b"second".to_vec()), Some(b"first".to_vec())]);
+    assert_eq!(
+        store.count_and_get(None, &[]).await.unwrap(),
+        (None, vec![])
+    );
+    assert!(matches!(
+        store
+            .count_and_get(Some((&counter, Duration::ZERO)), &[&a])
+            .await,
+        Err(StoreError::Invalid(_))
+    ));
+}
+
 /// Every case, in order (for deployments too costly to set up per case).
 pub async fn all(store: Arc<dyn Store>) {
     values_round_trip(store.clone()).await;
@@ -321,6 +369,7 @@ pub async fn all(store: Arc<dyn Store>) {
     take_is_single_use(store.clone()).await;
     compare_and_swap_is_atomic(store.clone()).await;
     incr_counts_per_window(store.clone()).await;
+    count_and_get_counts_and_reads(store.clone()).await;
     log_reads_each_entry_once_in_order(store).await;
 }
 
