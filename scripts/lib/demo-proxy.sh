@@ -76,7 +76,7 @@ wait_http "http://127.0.0.1:$MCP_PORT/mcp" 30
 log "starting mcp-warden-sidecar (oauthProxy) on $ORIGIN (admin 127.0.0.1:$ADMIN_PORT)"
 MCP_WARDEN_LOG=${MCP_WARDEN_LOG:-info} "$SIDECAR" --policy "$DIR/policy.yaml" \
   --upstream "http://127.0.0.1:$MCP_PORT" --listen "127.0.0.1:$PORT" \
-  --admin "127.0.0.1:$ADMIN_PORT" --secrets-dir "$DIR/secrets" --log-format text \
+  --admin "127.0.0.1:$ADMIN_PORT" --secrets-dir "$DIR/secrets" --log-format text --shutdown-delay 0 \
   >"$DIR/sidecar.log" 2>&1 &
 PIDS+=($!)
 deadline=$((SECONDS + 30))

@@ -10,6 +10,7 @@ use http::{StatusCode, header};
 use prometheus_client::registry::Registry;
 
 use crate::app::SharedRuntime;
+use crate::shutdown::Phase;
 
 /// What the admin endpoints read.
 pub struct AdminState {
@@ -17,6 +18,8 @@ pub struct AdminState {
     pub registry: Registry,
     /// The policy in force, for readiness.
     pub runtime: SharedRuntime,
+    /// Where the process is on its way out, for readiness.
+    pub phase: tokio::sync::watch::Receiver<Phase>,
 }
 
 /// The admin router.
@@ -38,8 +41,11 @@ async fn metrics(State(state): State<Arc<AdminState>>) -> impl IntoResponse {
     )
 }
 
-/// Ready once the policy's verification keys are available.
+/// Ready once the policy's verification keys are available, until told to stop.
 async fn ready(State(state): State<Arc<AdminState>>) -> impl IntoResponse {
+    if *state.phase.borrow() != Phase::Serving {
+        return (StatusCode::SERVICE_UNAVAILABLE, "shutting down".to_owned());
+    }
     let runtime = state.runtime.load();
     if runtime.verifier.ready() {
         (StatusCode::OK, "ready".to_owned())

@@ -80,6 +80,12 @@ pub struct Args {
     #[arg(long, env = "MCP_WARDEN_MAX_HEADER_BYTES", default_value_t = 32 * 1024,
           value_parser = clap::value_parser!(u64).range(8192..=1024 * 1024))]
     pub max_header_bytes: u64,
+    /// Seconds the public port keeps accepting and serving after SIGTERM while `/readyz` already
+    /// fails, so that endpoints and load balancers stop sending new connections first; then it
+    /// stops accepting and drains (at most 10 s more). A second signal cuts the delay short.
+    #[arg(long, env = "MCP_WARDEN_SHUTDOWN_DELAY", default_value_t = 5,
+          value_parser = clap::value_parser!(u64).range(0..=300))]
+    pub shutdown_delay: u64,
     /// Log format.
     #[arg(
         long,

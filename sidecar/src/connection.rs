@@ -6,6 +6,11 @@
 //! request in flight is closed after the idle timeout. Both are enforced here rather than by
 //! hyper, whose HTTP/1 header timer also runs while a keep-alive connection merely waits, which
 //! would close pooled connections of a proxy in front (nginx keeps them 60 s) and race its reuse.
+//!
+//! On the way out (see [`crate::shutdown`]) a connection answers HTTP/1.1 requests with
+//! `Connection: close` and tells HTTP/2 clients to go (GOAWAY) while the port still serves; once
+//! it stops, idle connections close, requests in flight finish and SSE streams opened with GET
+//! end with a complete response.
 
 use std::convert::Infallible;
 use std::io;
@@ -18,16 +23,19 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::ConnectInfo;
-use http_body_util::BodyExt;
+use futures_util::StreamExt;
+use http::{HeaderValue, Method, StatusCode, Version, header};
+use http_body_util::{BodyExt, BodyStream, StreamBody};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto::Builder;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
-use tokio::sync::{Notify, OwnedSemaphorePermit};
+use tokio::sync::{Notify, OwnedSemaphorePermit, watch};
 use tokio::time::Instant;
 use tower::ServiceExt;
 
+use crate::shutdown::{self, Phase};
 use crate::workers::Peer;
 
 /// How client connections are bounded (`--header-read-timeout`, `--idle-timeout`,
@@ -50,31 +58,49 @@ pub struct Limits {
 /// How long a connection that timed out may finish what it is doing before it is dropped.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
-/// Serves one accepted connection until it ends, times out, or `stop` resolves (then it finishes
-/// its requests and closes).
+/// Serves one accepted connection until it ends, times out, or `phase` reaches
+/// [`Phase::Stopping`] (then it finishes its requests and closes).
 pub async fn serve(
     stream: TcpStream,
     peer: SocketAddr,
     router: axum::Router,
     limits: Limits,
-    stop: impl Future<Output = ()>,
+    phase: watch::Receiver<Phase>,
     _permit: OwnedSemaphorePermit,
     _open: tokio::sync::mpsc::Sender<()>,
 ) {
     let activity = Arc::new(Activity::new());
     let tracked = activity.clone();
+    let phase_of_requests = phase.clone();
     let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
         request.extensions_mut().insert(ConnectInfo(Peer(peer)));
         let busy = Busy::begin(tracked.clone());
         let router = router.clone();
+        let phase = phase_of_requests.clone();
+        let version = request.version();
+        let get = request.method() == Method::GET;
         async move {
-            let Ok(response) = router.oneshot(request).await;
+            let Ok(mut response) = router.oneshot(request).await;
+            if version < Version::HTTP_2
+                && response.status() != StatusCode::SWITCHING_PROTOCOLS
+                && *phase.borrow() >= Phase::Leaving
+            {
+                response
+                    .headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            let stream = get && is_event_stream(&response);
             // The request counts as in flight until its response body is done (SSE streams).
             Ok::<_, Infallible>(response.map(|body| {
-                Body::new(body.map_frame(move |frame| {
+                let body = Body::new(body.map_frame(move |frame| {
                     let _in_flight = &busy;
                     frame
-                }))
+                }));
+                if stream {
+                    ends_when_stopping(body, phase)
+                } else {
+                    body
+                }
             }))
         }
     });
@@ -92,17 +118,27 @@ pub async fn serve(
     });
     let conn = builder.serve_connection_with_upgrades(io, service);
     tokio::pin!(conn);
-    tokio::pin!(stop);
-    let stopping = tokio::select! {
-        result = conn.as_mut() => return log_end(result),
-        () = &mut stop => true,
-        () = activity.expired(&limits) => false,
-    };
-    conn.as_mut().graceful_shutdown();
-    if stopping {
-        // The server bounds the drain as a whole.
-        return log_end(conn.await);
+    let mut told_to_go = false;
+    loop {
+        tokio::select! {
+            result = conn.as_mut() => return log_end(result),
+            () = shutdown::reached(phase.clone(), Phase::Leaving), if !told_to_go => {
+                // HTTP/2 clients open a new connection for their next request (HTTP/1.1 ones
+                // get `Connection: close` on their next response); streams in flight go on.
+                told_to_go = true;
+                if activity.http2.load(Ordering::Acquire) {
+                    conn.as_mut().graceful_shutdown();
+                }
+            }
+            () = shutdown::reached(phase.clone(), Phase::Stopping) => {
+                conn.as_mut().graceful_shutdown();
+                // The server bounds the drain as a whole.
+                return log_end(conn.await);
+            }
+            () = activity.expired(&limits) => break,
+        }
     }
+    conn.as_mut().graceful_shutdown();
     // Timed out: a request that is still in flight may finish; a client still sending headers
     // (or sending nothing) is dropped.
     loop {
@@ -116,6 +152,26 @@ pub async fn serve(
             }
         }
     }
+}
+
+fn is_event_stream(response: &axum::response::Response) -> bool {
+    response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.split(';')
+                .next()
+                .is_some_and(|t| t.trim().eq_ignore_ascii_case("text/event-stream"))
+        })
+}
+
+/// `body`, ended (a complete response: the last chunk on HTTP/1.1, END_STREAM on HTTP/2) once
+/// `phase` reaches [`Phase::Stopping`]: an SSE stream a client opened with GET has no end of its
+/// own, and the client reconnects (to another replica) when it ends.
+fn ends_when_stopping(body: Body, phase: watch::Receiver<Phase>) -> Body {
+    let frames = BodyStream::new(body).take_until(shutdown::reached(phase, Phase::Stopping));
+    Body::new(StreamBody::new(frames))
 }
 
 fn log_end(result: Result<(), Box<dyn std::error::Error + Send + Sync>>) {
@@ -291,5 +347,187 @@ impl AsyncWrite for Watched {
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use axum::response::sse::{Event, Sse};
+    use axum::routing::get;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+    use tokio::sync::Semaphore;
+
+    use super::*;
+
+    const LIMITS: Limits = Limits {
+        header_read_timeout: Duration::from_secs(10),
+        idle_timeout: Duration::from_secs(60),
+        max_connections: 8,
+        max_streams: 8,
+        max_header_bytes: 16 * 1024,
+    };
+
+    fn router() -> axum::Router {
+        let events = || async {
+            let first = futures_util::stream::once(async {
+                Ok::<_, Infallible>(Event::default().data("hello"))
+            });
+            Sse::new(first.chain(futures_util::stream::pending()))
+        };
+        axum::Router::new()
+            .route("/events", get(events).post(events))
+            .route("/plain", get(|| async { "plain" }))
+    }
+
+    /// A client connected to one connection served under `phase`.
+    async fn connect(phase: watch::Receiver<Phase>) -> TcpStream {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap());
+        let (client, accepted) = tokio::join!(client, listener.accept());
+        let (stream, peer) = accepted.unwrap();
+        let permit = Arc::new(Semaphore::new(1)).try_acquire_owned().unwrap();
+        let (open, _) = tokio::sync::mpsc::channel(1);
+        tokio::spawn(serve(stream, peer, router(), LIMITS, phase, permit, open));
+        client.unwrap()
+    }
+
+    /// Reads until `needle` has arrived (or the end); returns everything read.
+    async fn read_until(client: &mut TcpStream, seen: &mut Vec<u8>, needle: &[u8]) {
+        let mut buf = [0u8; 4096];
+        while !seen.windows(needle.len()).any(|w| w == needle) {
+            let n = tokio::time::timeout(Duration::from_secs(10), client.read(&mut buf))
+                .await
+                .expect("the server answers")
+                .expect("no reset");
+            if n == 0 {
+                return;
+            }
+            seen.extend_from_slice(&buf[..n]);
+        }
+    }
+
+    async fn read_to_end(client: &mut TcpStream, seen: &mut Vec<u8>) {
+        tokio::time::timeout(Duration::from_secs(10), client.read_to_end(seen))
+            .await
+            .expect("the server closes the connection")
+            .expect("no reset");
+    }
+
+    #[tokio::test]
+    async fn a_get_event_stream_ends_with_a_complete_response_when_stopping() {
+        let (phase_tx, phase) = shutdown::channel();
+        let mut client = connect(phase).await;
+        client
+            .write_all(b"GET /events HTTP/1.1\r\nhost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut seen = Vec::new();
+        read_until(&mut client, &mut seen, b"data: hello").await;
+        phase_tx.send_replace(Phase::Leaving);
+        phase_tx.send_replace(Phase::Stopping);
+        read_to_end(&mut client, &mut seen).await;
+        let text = String::from_utf8_lossy(&seen);
+        assert!(text.contains("transfer-encoding: chunked"), "{text}");
+        assert!(text.ends_with("\r\n0\r\n\r\n"), "the last chunk: {text:?}");
+    }
+
+    async fn next_frame(
+        body: &mut Incoming,
+    ) -> Option<Result<hyper::body::Frame<bytes::Bytes>, hyper::Error>> {
+        tokio::time::timeout(Duration::from_secs(10), body.frame())
+            .await
+            .expect("the stream moves")
+    }
+
+    #[tokio::test]
+    async fn an_http2_event_stream_goes_on_while_leaving_and_ends_cleanly_when_stopping() {
+        let (phase_tx, phase) = shutdown::channel();
+        let client = connect(phase).await;
+        let (mut sender, conn) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(client))
+                .await
+                .unwrap();
+        tokio::spawn(conn);
+        let request = http::Request::get("http://x/events")
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .unwrap();
+        let mut body = sender.send_request(request).await.unwrap().into_body();
+        let first = next_frame(&mut body)
+            .await
+            .unwrap()
+            .unwrap()
+            .into_data()
+            .unwrap();
+        assert!(first.starts_with(b"data: hello"), "{first:?}");
+        // Told to stop: GOAWAY for new streams, this one goes on.
+        phase_tx.send_replace(Phase::Leaving);
+        let more = tokio::time::timeout(Duration::from_millis(300), body.frame()).await;
+        assert!(more.is_err(), "the stream goes on while leaving");
+        phase_tx.send_replace(Phase::Stopping);
+        loop {
+            match next_frame(&mut body).await {
+                None => break,
+                // END_STREAM may come on an empty DATA frame.
+                Some(Ok(frame)) if frame.data_ref().is_some_and(bytes::Bytes::is_empty) => {}
+                Some(Ok(frame)) => panic!("no more events expected: {frame:?}"),
+                Some(Err(e)) => panic!("END_STREAM expected, not a reset: {e}"),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn an_event_stream_answering_a_post_is_not_ended() {
+        let (phase_tx, phase) = shutdown::channel();
+        let mut client = connect(phase).await;
+        client
+            .write_all(b"POST /events HTTP/1.1\r\nhost: x\r\ncontent-length: 0\r\n\r\n")
+            .await
+            .unwrap();
+        let mut seen = Vec::new();
+        read_until(&mut client, &mut seen, b"data: hello").await;
+        phase_tx.send_replace(Phase::Stopping);
+        let mut buf = [0u8; 64];
+        let more = tokio::time::timeout(Duration::from_millis(300), client.read(&mut buf)).await;
+        assert!(more.is_err(), "the response to a request in flight goes on");
+    }
+
+    #[tokio::test]
+    async fn keep_alive_requests_get_connection_close_while_leaving() {
+        let (phase_tx, phase) = shutdown::channel();
+        let mut client = connect(phase).await;
+        let request = b"GET /plain HTTP/1.1\r\nhost: x\r\n\r\n";
+        client.write_all(request).await.unwrap();
+        let mut seen = Vec::new();
+        read_until(&mut client, &mut seen, b"plain").await;
+        assert!(!String::from_utf8_lossy(&seen).contains("connection: close"));
+        // Told to stop: the port still serves, and the next answer closes the connection.
+        phase_tx.send_replace(Phase::Leaving);
+        client.write_all(request).await.unwrap();
+        let mut seen = Vec::new();
+        read_to_end(&mut client, &mut seen).await;
+        let text = String::from_utf8_lossy(&seen);
+        assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+        assert!(text.contains("connection: close"), "{text}");
+        assert!(text.ends_with("plain"), "{text}");
+    }
+
+    #[tokio::test]
+    async fn an_idle_keep_alive_connection_is_closed_when_stopping() {
+        let (phase_tx, phase) = shutdown::channel();
+        let mut client = connect(phase).await;
+        client
+            .write_all(b"GET /plain HTTP/1.1\r\nhost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut seen = Vec::new();
+        read_until(&mut client, &mut seen, b"plain").await;
+        phase_tx.send_replace(Phase::Leaving);
+        phase_tx.send_replace(Phase::Stopping);
+        let mut rest = Vec::new();
+        read_to_end(&mut client, &mut rest).await;
+        assert!(rest.is_empty(), "{rest:?}");
     }
 }

@@ -26,6 +26,7 @@ pub mod rules;
 pub mod runtime;
 pub mod scopes;
 pub mod server;
+pub mod shutdown;
 pub mod store;
 pub mod telemetry;
 pub mod verify;

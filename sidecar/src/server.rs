@@ -16,9 +16,11 @@ use crate::metrics::Metrics;
 use crate::proxy::Upstream;
 use crate::reload;
 use crate::runtime::BuildContext;
+use crate::shutdown::{self, Phase};
 use crate::workers::{self, Workers};
 
-/// Runs the sidecar. Returns on SIGINT/SIGTERM after in-flight requests finish (bounded).
+/// Runs the sidecar. Returns after SIGINT/SIGTERM, the shutdown delay and the drain of in-flight
+/// requests (bounded); see [`shutdown`].
 pub async fn run(args: Args) -> anyhow::Result<()> {
     let mut registry = Registry::default();
     let metrics = Metrics::register(&mut registry);
@@ -67,21 +69,21 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 
     let public = TcpListener::bind(args.listen).await?;
     let admin_listener = TcpListener::bind(args.admin).await?;
+    let (phase_tx, phase) = shutdown::channel();
+    tokio::spawn(shutdown::on_signal(
+        phase_tx,
+        Duration::from_secs(args.shutdown_delay),
+    ));
     let admin_router = admin::router(Arc::new(AdminState {
         registry,
         runtime: serving.clone(),
+        phase: phase.clone(),
     }));
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    tokio::spawn(async move {
-        shutdown().await;
-        tracing::info!("shutting down: no new connections, draining in-flight requests");
-        let _ = stop_tx.send(true);
+    // The admin port answers (`/readyz`: 503) until the public port has drained.
+    let (drained_tx, drained) = tokio::sync::oneshot::channel::<()>();
+    let admin_server = axum::serve(admin_listener, admin_router).with_graceful_shutdown(async {
+        let _ = drained.await;
     });
-    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|stop| *stop).await;
-    };
-    let admin_server =
-        axum::serve(admin_listener, admin_router).with_graceful_shutdown(stopped(stop_rx.clone()));
     // Each serving thread gets its own upstream pool, so its connections stay on its thread.
     let states = (0..workers)
         .map(|_| {
@@ -92,37 +94,23 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             }))
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let serving = Workers::start(public, states, args.limits(), stop_rx.clone())?;
-    // Long-lived SSE streams never finish by themselves: drain for a bounded time only.
+    let serving = Workers::start(public, states, args.limits(), phase.clone())?;
+    let public_done = async move {
+        serving.finished().await;
+        let _ = drained_tx.send(());
+    };
+    // Requests in flight get a bounded time to finish; streams that do not end by then are cut.
     let deadline = async {
-        stopped(stop_rx).await;
+        shutdown::reached(phase, Phase::Stopping).await;
         tokio::time::sleep(DRAIN).await;
     };
     tokio::select! {
-        r = async { tokio::join!(admin_server.into_future(), serving.finished()).0 } => { r?; }
+        r = async { tokio::join!(admin_server.into_future(), public_done).0 } => { r?; }
         () = deadline => tracing::warn!("drain period over; closing the remaining streams"),
     }
     Ok(())
 }
 
-/// How long in-flight requests and streams may take to finish after SIGTERM.
-const DRAIN: Duration = Duration::from_secs(10);
-
-async fn shutdown() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        {
-            s.recv().await;
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
-    }
-}
+/// How long in-flight requests and streams may take to finish once the public port stops
+/// accepting.
+pub const DRAIN: Duration = Duration::from_secs(10);

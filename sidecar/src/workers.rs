@@ -13,6 +13,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch};
 
 use crate::app::{self, AppState};
 use crate::connection::{self, Limits};
+use crate::shutdown::{self, Phase};
 
 /// Connections waiting for a busy thread before the acceptor waits too.
 const BACKLOG: usize = 256;
@@ -31,12 +32,13 @@ pub struct Workers {
 
 impl Workers {
     /// Starts one thread per entry of `states` (each with its own upstream pool), serving under
-    /// `limits` until `stop` turns true, and an acceptor task on the calling runtime.
+    /// `limits` until `phase` reaches [`Phase::Stopping`], and an acceptor task on the calling
+    /// runtime.
     pub fn start(
         listener: TcpListener,
         states: Vec<Arc<AppState>>,
         limits: Limits,
-        stop: watch::Receiver<bool>,
+        phase: watch::Receiver<Phase>,
     ) -> std::io::Result<Workers> {
         let mut senders = Vec::with_capacity(states.len());
         let mut finished = Vec::with_capacity(states.len());
@@ -46,18 +48,23 @@ impl Workers {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
-            let stop = stop.clone();
+            let phase = phase.clone();
             std::thread::Builder::new()
                 .name(format!("serve-{index}"))
                 .spawn(move || {
-                    runtime.block_on(serve_thread(rx, app::router(state), limits, stop));
+                    runtime.block_on(serve_thread(rx, app::router(state), limits, phase));
                     let _ = done_tx.send(());
                 })?;
             senders.push(tx);
             finished.push(done_rx);
         }
         let cap = Arc::new(Semaphore::new(limits.max_connections));
-        tokio::spawn(accept_loop(listener, senders, cap, stopped(stop)));
+        tokio::spawn(accept_loop(
+            listener,
+            senders,
+            cap,
+            shutdown::reached(phase, Phase::Stopping),
+        ));
         Ok(Workers { finished })
     }
 
@@ -69,21 +76,17 @@ impl Workers {
     }
 }
 
-async fn stopped(mut stop: watch::Receiver<bool>) {
-    let _ = stop.wait_for(|stop| *stop).await;
-}
-
-/// One serving thread: serves the connections handed to it until `stop`, then waits for them
-/// to finish.
+/// One serving thread: serves the connections handed to it until `phase` reaches
+/// [`Phase::Stopping`], then waits for them to finish.
 async fn serve_thread(
     mut incoming: mpsc::Receiver<Accepted>,
     router: axum::Router,
     limits: Limits,
-    stop: watch::Receiver<bool>,
+    phase: watch::Receiver<Phase>,
 ) {
     // Each connection holds a sender; the receiver sees the end once all are gone.
     let (open_tx, mut open_rx) = mpsc::channel::<()>(1);
-    let until_stopped = stopped(stop.clone());
+    let until_stopped = shutdown::reached(phase.clone(), Phase::Stopping);
     tokio::pin!(until_stopped);
     loop {
         let (stream, peer, permit) = tokio::select! {
@@ -107,7 +110,7 @@ async fn serve_thread(
             peer,
             router.clone(),
             limits,
-            stopped(stop.clone()),
+            phase.clone(),
             permit,
             open,
         ));

@@ -88,7 +88,8 @@ def sidecar_metrics(policy_yaml: str, work: Path, name: str) -> str:
     log = work / f"{name}.log"
     argv = [SIDECAR_BIN, "--policy", policy, "--upstream", f"http://127.0.0.1:{free_port()}",
             "--listen", f"127.0.0.1:{public}", "--admin", f"127.0.0.1:{admin}",
-            "--secrets-dir", work / "secrets", "--resource-url", f"http://127.0.0.1:{public}/mcp"]
+            "--secrets-dir", work / "secrets", "--resource-url", f"http://127.0.0.1:{public}/mcp",
+            "--shutdown-delay", "0"]
     with running(argv, log) as proc:
         scrape_when_up(proc, f"http://127.0.0.1:{admin}/metrics", log)
         status, _ = http_get(f"http://127.0.0.1:{public}/mcp")

@@ -386,6 +386,8 @@ class Sidecar:
                 "--listen", f"127.0.0.1:{self.port}", "--admin", f"127.0.0.1:{self.admin_port}",
                 "--secrets-dir", self.dir / "secrets", "--reload-interval", "1",
                 *(extra_args or [])]
+        if "--shutdown-delay" not in argv:
+            argv += ["--shutdown-delay", "0"]  # tests stop many sidecars: no need to wait
         self.proc = procs.start("sidecar", argv, env={"MCP_WARDEN_LOG": "debug", **(env or {})})
         if wait_ready:
             self.wait_ready()
