@@ -19,7 +19,7 @@ from collections import Counter
 
 import httpx
 from harness import jwt_policy, wait_until
-from mcp_http import ACCEPT, PROTOCOL_VERSION, open_session, rpc_body
+from mcp_http import ACCEPT, PROTOCOL_VERSION, initialize_body, open_session, rpc_body
 
 # One external URL for both replicas (as behind one Service).
 RESOURCE = "https://drill.example/mcp"
@@ -219,3 +219,26 @@ def test_sigterm_to_one_of_two_replicas_under_load(idp, start_sidecar, everythin
     with httpx.stream("GET", f"{a.base}/mcp", headers=streams[0].headers, timeout=10) as r:
         assert r.status_code == 200
         assert r.headers["content-type"].startswith("text/event-stream")
+
+
+def test_told_to_stop_it_fails_readiness_keeps_serving_and_a_second_signal_ends_the_delay(
+        idp, start_sidecar, everything):
+    sidecar = start_sidecar(everything.base,
+                            lambda base: jwt_policy("drill-sigterm-twice", RESOURCE, idp.issuer),
+                            extra_args=["--shutdown-delay", "120"])
+    token = idp.mint(RESOURCE)
+    headers = {"Accept": ACCEPT, "Authorization": f"Bearer {token}"}
+    with httpx.Client(timeout=10) as http:
+        sidecar.proc.popen.send_signal(signal.SIGTERM)
+        wait_until(lambda: http.get(f"{sidecar.admin}/readyz").status_code == 503, 10,
+                   "/readyz failing after SIGTERM", sidecar.proc)
+        assert http.get(f"{sidecar.admin}/readyz").text == "shutting down"
+        # Still serving, on new connections too; HTTP/1.1 answers close their connection.
+        for _ in range(3):
+            with httpx.Client(timeout=10) as fresh:
+                r = fresh.post(f"{sidecar.base}/mcp", json=initialize_body(), headers=headers)
+            assert r.status_code == 200, r.text
+            assert r.headers["connection"] == "close"
+        sidecar.proc.popen.send_signal(signal.SIGTERM)
+        assert sidecar.proc.popen.wait(30) == 0, "a second signal ends the 120 s delay"
+    assert "the shutdown delay is cut short" in sidecar.proc.log_text()
