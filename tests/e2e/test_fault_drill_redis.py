@@ -1,5 +1,6 @@
 """Fault drill: Redis is killed (SIGKILL) in the middle of sign-ins and restarted on the same
-port, once with its data (an append-only file synced on every write) and once empty.
+port, once with its data (an append-only file synced on every write) and once empty; and, a
+third way, frozen (SIGSTOP, connections open but nothing answers) and resumed.
 
 Threads run complete sign-ins against an oauthProxy sidecar (registration, the browser leg
 through the real oidc-provider, the code exchange, a refresh grant, an MCP call with the new
@@ -11,6 +12,8 @@ sign-in failed signs in again from the start once Redis is back, and succeeds.""
 
 from __future__ import annotations
 
+import os
+import signal
 import sys
 import threading
 import time
@@ -216,13 +219,16 @@ def wait_for(check, bound: float, what: str):
         time.sleep(0.2)
 
 
-@pytest.mark.parametrize("persistent", [True, False], ids=["with-data", "empty"])
-def test_redis_killed_and_restarted_during_sign_ins(persistent, start_sidecar, start_idp,
+@pytest.mark.parametrize("fault", ["killed-with-data", "killed-empty", "frozen"])
+def test_redis_killed_and_restarted_during_sign_ins(fault, start_sidecar, start_idp,
                                                      start_redis, work, everything):
-    data = work / f"redis-drill-{time.monotonic_ns()}" if persistent else None
+    """`killed-*`: SIGKILL, then a restart on the same port with or without its data;
+    `frozen`: SIGSTOP then SIGCONT (connections stay open, nothing answers)."""
+    persistent = fault != "killed-empty"
+    data = work / f"redis-drill-{time.monotonic_ns()}" if fault == "killed-with-data" else None
     redis = start_redis(data_dir=data)
-    dep = ProxyDeployment(start_sidecar, start_idp, work, everything.base,
-                          f"drill-redis-{'data' if persistent else 'empty'}", redis_url=redis.url)
+    dep = ProxyDeployment(start_sidecar, start_idp, work, everything.base, f"drill-{fault}",
+                          redis_url=redis.url)
     base = dep.sidecar.base
     drill = Drill(base)
     with httpx.Client(timeout=REQUEST_TIMEOUT) as http:
@@ -240,7 +246,10 @@ def test_redis_killed_and_restarted_during_sign_ins(persistent, start_sidecar, s
         [t.start() for t in threads]
         wait_for(lambda: sum(f.result == "ok" for f in drill.flows) >= 6, 120, "no progress")
         drill.killed_at = time.monotonic()
-        redis.kill()
+        if fault == "frozen":
+            os.killpg(redis.proc.popen.pid, signal.SIGSTOP)
+        else:
+            redis.kill()
         while time.monotonic() - drill.killed_at < OUTAGE_SECONDS:
             r = mcp(base, before["access_token"])
             assert r.status_code == 200 or (
@@ -248,7 +257,10 @@ def test_redis_killed_and_restarted_during_sign_ins(persistent, start_sidecar, s
                 and r.headers["retry-after"]), r.text
             during.append(r.status_code)
             time.sleep(0.25)
-        redis.start()
+        if fault == "frozen":
+            os.killpg(redis.proc.popen.pid, signal.SIGCONT)
+        else:
+            redis.start()
         drill.back_at = time.monotonic()
         # Every thread completes an attempt that started after Redis was back.
         names = {f.thread for f in drill.flows}
@@ -258,14 +270,16 @@ def test_redis_killed_and_restarted_during_sign_ins(persistent, start_sidecar, s
     finally:
         drill.stop.set()
         [t.join(REQUEST_TIMEOUT * 3) for t in threads]
-        if not redis.proc.alive():
+        if fault == "frozen":
+            os.killpg(redis.proc.popen.pid, signal.SIGCONT)
+        elif not redis.proc.alive():
             redis.start()
 
     flows = list(drill.flows)
     unclean = [f for f in flows if f.result == "unclean"]
     spanning = [f for f in flows if f.started < drill.killed_at < f.ended]
     refused_flows = [f for f in flows if f.result == "clean"]
-    print(f"\nredis drill ({'with data' if persistent else 'empty'}): {len(flows)} attempts, "
+    print(f"\nredis drill ({fault}): {len(flows)} attempts, "
           f"{drill.sidecar_answers} sidecar answers (slowest {drill.slowest:.2f} s), "
           f"{len(spanning)} in progress at the kill, "
           f"{len(refused_flows)} refused cleanly ({sorted({f.detail for f in refused_flows})}), "
