@@ -250,8 +250,10 @@ def report(path: Path) -> None:
             (f"oauth {grant}: Redis round trips per grant", o("round_trips_per_grant"), 3.0, "goal", "<= 3", ".2f"),
             (f"oauth {grant}: errors", o("errors"), None, "", "0", ".0f"),
         ]
-    print(f"\nmcp-warden-sidecar benchmarks on 127.0.0.1, {os.cpu_count()} CPUs; medians of "
-          f"{rounds} alternating rounds where rounds apply\n")
+    load = os.getloadavg()[1]
+    print(f"\nmcp-warden-sidecar benchmarks on 127.0.0.1, {os.cpu_count()} CPUs (load average "
+          f"{load:.1f} over the last 5 minutes); medians of {rounds} alternating rounds where "
+          f"rounds apply\n")
     print(table(rows))
     print("\nCPU and memory: the measured proxy's processes only (utime+stime and RSS from /proc). "
           "sse streams: opened/failed/dropped/fewest events a stream received.")

@@ -1,9 +1,11 @@
 //! A set of verification keys parsed from a JWK Set, indexed by `kid`.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
+use aws_lc_rs::signature::{self as sig, ParsedPublicKey, RsaParameters, VerificationAlgorithm};
 use jsonwebtoken::jwk::{AlgorithmParameters, Jwk, KeyAlgorithm, PublicKeyUse};
-use jsonwebtoken::{Algorithm, DecodingKey};
+use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey, DecodingKeyKind};
 
 /// One usable verification key.
 #[derive(Clone)]
@@ -12,13 +14,89 @@ pub struct VerificationKey {
     pub key: DecodingKey,
     /// The algorithm the JWK pins, if any; a token must then use exactly this one.
     pub alg: Option<Algorithm>,
+    /// The key parsed once for each algorithm it accepts, so verifying a signature does not
+    /// parse it again.
+    parsed: Vec<(Algorithm, Arc<ParsedPublicKey>)>,
+}
+
+/// Every asymmetric algorithm, by family.
+const ALGORITHMS: [Algorithm; 9] = [
+    Algorithm::RS256,
+    Algorithm::RS384,
+    Algorithm::RS512,
+    Algorithm::PS256,
+    Algorithm::PS384,
+    Algorithm::PS512,
+    Algorithm::ES256,
+    Algorithm::ES384,
+    Algorithm::EdDSA,
+];
+
+/// The RSA verification parameters of `alg` (2048-bit keys at least, as jsonwebtoken checks).
+fn rsa_parameters(alg: Algorithm) -> Option<&'static RsaParameters> {
+    Some(match alg {
+        Algorithm::RS256 => &sig::RSA_PKCS1_2048_8192_SHA256,
+        Algorithm::RS384 => &sig::RSA_PKCS1_2048_8192_SHA384,
+        Algorithm::RS512 => &sig::RSA_PKCS1_2048_8192_SHA512,
+        Algorithm::PS256 => &sig::RSA_PSS_2048_8192_SHA256,
+        Algorithm::PS384 => &sig::RSA_PSS_2048_8192_SHA384,
+        Algorithm::PS512 => &sig::RSA_PSS_2048_8192_SHA512,
+        _ => return None,
+    })
+}
+
+/// The verification algorithm of `alg` (JWS signatures: ECDSA as fixed-size `r || s`).
+fn verification(alg: Algorithm) -> Option<&'static dyn VerificationAlgorithm> {
+    if let Some(rsa) = rsa_parameters(alg) {
+        return Some(rsa);
+    }
+    Some(match alg {
+        Algorithm::ES256 => &sig::ECDSA_P256_SHA256_FIXED,
+        Algorithm::ES384 => &sig::ECDSA_P384_SHA384_FIXED,
+        Algorithm::EdDSA => &sig::ED25519,
+        _ => return None,
+    })
+}
+
+/// `key` parsed for `alg`; `None` when the key cannot be used with it (wrong curve, short RSA
+/// modulus, malformed).
+fn parse(key: &DecodingKey, alg: Algorithm) -> Option<ParsedPublicKey> {
+    match key.kind() {
+        DecodingKeyKind::RsaModulusExponent { n, e } => sig::RsaPublicKeyComponents { n, e }
+            .to_parsed_public_key(rsa_parameters(alg)?)
+            .ok(),
+        DecodingKeyKind::SecretOrDer(bytes) => ParsedPublicKey::new(verification(alg)?, bytes).ok(),
+    }
 }
 
 impl VerificationKey {
+    /// A key for the algorithms of its family (only `alg` when it pins one).
+    pub fn new(key: DecodingKey, alg: Option<Algorithm>) -> Self {
+        let parsed = ALGORITHMS
+            .into_iter()
+            .filter(|a| key.family() == a.family() && alg.is_none_or(|pinned| pinned == *a))
+            .filter_map(|a| Some((a, Arc::new(parse(&key, a)?))))
+            .collect();
+        VerificationKey { key, alg, parsed }
+    }
+
     /// Whether a token signed with `alg` may be checked with this key: same key family, and the
     /// JWK's own `alg` when it names one. This is what stops algorithm confusion.
     pub fn accepts(&self, alg: Algorithm) -> bool {
-        self.alg.is_none_or(|pinned| pinned == alg) && self.key.family() == alg.family()
+        self.alg.is_none_or(|pinned| pinned == alg)
+            && self.key.family() == alg.family()
+            && alg.family() != AlgorithmFamily::Hmac
+    }
+
+    /// Whether `signature` is this key's signature of `message` with `alg`; false for an
+    /// algorithm the key does not accept.
+    pub fn verifies(&self, alg: Algorithm, message: &[u8], signature: &[u8]) -> bool {
+        self.accepts(alg)
+            && self
+                .parsed
+                .iter()
+                .find(|(a, _)| *a == alg)
+                .is_some_and(|(_, key)| key.verify_sig(message, signature).is_ok())
     }
 }
 
@@ -112,7 +190,7 @@ impl KeySet {
             None => None,
         };
         let key = DecodingKey::from_jwk(jwk).ok()?;
-        Some(VerificationKey { key, alg })
+        Some(VerificationKey::new(key, alg))
     }
 
     fn insert(&mut self, kid: Option<String>, key: VerificationKey) {
@@ -223,6 +301,36 @@ mod tests {
         let mut fewer = parse(&format!(r#"{{"keys":[{ec}]}}"#));
         fewer.succeed(&reordered);
         assert_eq!(fewer.generation(), both.generation() + 1);
+    }
+
+    #[test]
+    fn parses_each_key_once_for_the_algorithms_it_accepts() {
+        let algs = |doc: &str, kid: &str| -> Vec<Algorithm> {
+            let (set, _) = KeySet::from_json(doc.as_bytes()).unwrap();
+            set.by_kid[kid][0].parsed.iter().map(|(a, _)| *a).collect()
+        };
+        assert_eq!(
+            algs(&format!(r#"{{"keys":[{RSA}]}}"#), "r1"),
+            [Algorithm::RS256]
+        );
+        let unpinned = RSA.replace(r#""alg":"RS256","#, "");
+        assert_eq!(
+            algs(&format!(r#"{{"keys":[{unpinned}]}}"#), "r1"),
+            [
+                Algorithm::RS256,
+                Algorithm::RS384,
+                Algorithm::RS512,
+                Algorithm::PS256,
+                Algorithm::PS384,
+                Algorithm::PS512
+            ]
+        );
+        let ec = r#"{"kty":"EC","kid":"e1","crv":"P-256","x":"f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU","y":"x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"}"#;
+        assert_eq!(
+            algs(&format!(r#"{{"keys":[{ec}]}}"#), "e1"),
+            [Algorithm::ES256],
+            "a P-256 point is no ES384 key"
+        );
     }
 
     #[test]

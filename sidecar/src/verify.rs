@@ -7,8 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use jsonwebtoken::errors::ErrorKind;
-use jsonwebtoken::{Algorithm, Validation};
+use jsonwebtoken::Algorithm;
 use serde_json::{Map, Value};
 
 use crate::jwks::JwksSource;
@@ -99,26 +98,6 @@ impl TokenError {
     }
 }
 
-fn map_error(kind: &ErrorKind) -> TokenError {
-    match kind {
-        ErrorKind::InvalidSignature
-        | ErrorKind::InvalidEcdsaKey
-        | ErrorKind::InvalidEddsaKey
-        | ErrorKind::InvalidRsaKey(_)
-        | ErrorKind::InvalidKeyFormat => TokenError::BadSignature,
-        ErrorKind::ExpiredSignature => TokenError::Expired,
-        ErrorKind::ImmatureSignature => TokenError::NotYetValid,
-        ErrorKind::InvalidIssuer => TokenError::WrongIssuer,
-        ErrorKind::InvalidAudience => TokenError::WrongAudience,
-        ErrorKind::MissingRequiredClaim(claim) if claim == "iss" => TokenError::WrongIssuer,
-        ErrorKind::MissingRequiredClaim(claim) if claim == "aud" => TokenError::WrongAudience,
-        ErrorKind::InvalidAlgorithm
-        | ErrorKind::InvalidAlgorithmName
-        | ErrorKind::UnsupportedAlgorithm => TokenError::DisallowedAlg,
-        _ => TokenError::Malformed,
-    }
-}
-
 /// Where verification keys come from.
 #[derive(Clone)]
 pub enum Keys {
@@ -156,7 +135,11 @@ pub fn typ_key(typ: &str) -> String {
 pub struct Verifier {
     keys: Keys,
     issuer: String,
-    validations: HashMap<Algorithm, Validation>,
+    /// Accepted `aud` values, each also with and without a trailing slash.
+    audiences: Vec<String>,
+    /// Allowed algorithms (never HMAC or `none`).
+    algorithms: Vec<Algorithm>,
+    leeway: u64,
     token_types: Vec<String>,
     cache: Mutex<HashMap<Box<str>, Cached>>,
 }
@@ -174,6 +157,36 @@ struct Cached {
 /// `b64` changes what is signed (RFC 7797), and `zip` and `enc` belong to encrypted tokens
 /// (RFC 7516), never to a signed one.
 const UNSUPPORTED_HEADERS: [&str; 4] = ["crit", "b64", "zip", "enc"];
+
+/// A token's claims: a JSON object whose members are unique. A repeated claim is refused, as
+/// two readers could take different values of it.
+struct Claims(Map<String, Value>);
+
+impl<'de> serde::Deserialize<'de> for Claims {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Members;
+        impl<'de> serde::de::Visitor<'de> for Members {
+            type Value = Claims;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut access: A,
+            ) -> Result<Claims, A::Error> {
+                let mut claims = Map::new();
+                while let Some((name, value)) = access.next_entry::<String, Value>()? {
+                    if claims.contains_key(&name) {
+                        return Err(serde::de::Error::custom(format!("repeated claim {name}")));
+                    }
+                    claims.insert(name, value);
+                }
+                Ok(Claims(claims))
+            }
+        }
+        deserializer.deserialize_map(Members)
+    }
+}
 
 #[derive(serde::Deserialize)]
 struct RawHeader {
@@ -193,24 +206,17 @@ impl Verifier {
                 None => audiences.push(format!("{aud}/")),
             }
         }
-        let validations = expect
-            .algorithms
-            .iter()
-            .filter(|alg| alg.family() != jsonwebtoken::AlgorithmFamily::Hmac)
-            .map(|&alg| {
-                let mut v = Validation::new(alg);
-                v.leeway = expect.leeway;
-                v.validate_nbf = true;
-                v.set_issuer(&[&expect.issuer]);
-                v.set_audience(&audiences);
-                v.set_required_spec_claims(&["exp", "iss", "aud"]);
-                (alg, v)
-            })
-            .collect();
         Verifier {
             keys,
             issuer: expect.issuer.clone(),
-            validations,
+            audiences,
+            algorithms: expect
+                .algorithms
+                .iter()
+                .copied()
+                .filter(|alg| alg.family() != jsonwebtoken::AlgorithmFamily::Hmac)
+                .collect(),
+            leeway: expect.leeway,
             token_types: expect.token_types.iter().map(|t| typ_key(t)).collect(),
             cache: Mutex::new(HashMap::new()),
         }
@@ -280,10 +286,15 @@ impl Verifier {
     /// Verifies `token` against the keys; returns the caller and the generation of the key set
     /// that verified it.
     async fn verify_uncached(&self, token: &str) -> Result<(Principal, u64), TokenError> {
-        if token.len() > MAX_TOKEN_LEN || token.split('.').count() != 3 {
+        if token.len() > MAX_TOKEN_LEN {
             return Err(TokenError::Malformed);
         }
-        let header_b64 = token.split('.').next().unwrap_or_default();
+        let mut parts = token.split('.');
+        let (Some(header_b64), Some(payload_b64), Some(signature_b64), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(TokenError::Malformed);
+        };
         let header_json = URL_SAFE_NO_PAD
             .decode(header_b64)
             .map_err(|_| TokenError::Malformed)?;
@@ -303,10 +314,9 @@ impl Verifier {
             return Err(TokenError::WrongType);
         }
         let alg = Algorithm::from_str(&header.alg).map_err(|_| TokenError::DisallowedAlg)?;
-        let validation = self
-            .validations
-            .get(&alg)
-            .ok_or(TokenError::DisallowedAlg)?;
+        if !self.algorithms.contains(&alg) {
+            return Err(TokenError::DisallowedAlg);
+        }
         let kid = header.kid.as_deref();
 
         let mut keys = self.current_keys();
@@ -331,36 +341,68 @@ impl Verifier {
                 None => TokenError::UnknownKid,
             });
         }
-        let mut last = TokenError::BadSignature;
-        for candidate in candidates {
-            match jsonwebtoken::decode::<Map<String, Value>>(token, &candidate.key, validation) {
-                Ok(data) => {
-                    let claims = data.claims;
-                    // `iss` is one string (RFC 7519 §4.1.1); the library also takes a list.
-                    if claims.get("iss").and_then(Value::as_str) != Some(self.issuer.as_str()) {
-                        return Err(TokenError::WrongIssuer);
-                    }
-                    let expires_at = claims
-                        .get("exp")
-                        .and_then(Value::as_u64)
-                        .ok_or(TokenError::Malformed)?;
-                    let scopes = Granted::from_claims(&claims);
-                    let principal = Principal {
-                        claims,
-                        scopes,
-                        expires_at,
-                    };
-                    return Ok((principal, keys.generation()));
-                }
-                Err(e) => {
-                    last = map_error(e.kind());
-                    if last != TokenError::BadSignature {
-                        break;
-                    }
-                }
-            }
+        let signature = URL_SAFE_NO_PAD
+            .decode(signature_b64)
+            .map_err(|_| TokenError::Malformed)?;
+        let signed = &token.as_bytes()[..header_b64.len() + 1 + payload_b64.len()];
+        if !candidates
+            .iter()
+            .any(|key| key.verifies(alg, signed, &signature))
+        {
+            return Err(TokenError::BadSignature);
         }
-        Err(last)
+        let payload = URL_SAFE_NO_PAD
+            .decode(payload_b64)
+            .map_err(|_| TokenError::Malformed)?;
+        let Claims(claims) = serde_json::from_slice(&payload).map_err(|_| TokenError::Malformed)?;
+        let expires_at = self.check_claims(&claims)?;
+        let scopes = Granted::from_claims(&claims);
+        let principal = Principal {
+            claims,
+            scopes,
+            expires_at,
+        };
+        Ok((principal, keys.generation()))
+    }
+
+    /// Checks the registered claims of a token whose signature verified: `exp` (required, an
+    /// integer, not past), `nbf` (an integer not in the future, when present), `iss` (exactly
+    /// the issuer, one string) and `aud` (a string or a list of strings naming this resource),
+    /// `exp` and `nbf` with the leeway. Returns `exp`.
+    fn check_claims(&self, claims: &Map<String, Value>) -> Result<u64, TokenError> {
+        let present = |name: &str| claims.get(name).filter(|v| !v.is_null());
+        let exp = present("exp").ok_or(TokenError::Malformed)?;
+        let iss = present("iss").ok_or(TokenError::WrongIssuer)?;
+        let aud = present("aud").ok_or(TokenError::WrongAudience)?;
+        let exp = exp.as_u64().ok_or(TokenError::Malformed)?;
+        let nbf = match present("nbf") {
+            Some(nbf) => Some(nbf.as_u64().ok_or(TokenError::Malformed)?),
+            None => None,
+        };
+        let now = jsonwebtoken::get_current_timestamp();
+        if exp < now.saturating_sub(self.leeway) {
+            return Err(TokenError::Expired);
+        }
+        if nbf.is_some_and(|nbf| nbf > now.saturating_add(self.leeway)) {
+            return Err(TokenError::NotYetValid);
+        }
+        // `iss` is one string (RFC 7519 §4.1.1).
+        if iss.as_str() != Some(self.issuer.as_str()) {
+            return Err(TokenError::WrongIssuer);
+        }
+        let ours = |a: &Value| {
+            a.as_str()
+                .is_some_and(|a| self.audiences.iter().any(|x| x == a))
+        };
+        let aud_ok = match aud {
+            Value::String(_) => ours(aud),
+            Value::Array(list) => list.iter().all(Value::is_string) && list.iter().any(ours),
+            _ => false,
+        };
+        if !aud_ok {
+            return Err(TokenError::WrongAudience);
+        }
+        Ok(exp)
     }
 
     fn current_keys(&self) -> Arc<KeySet> {
@@ -368,5 +410,183 @@ impl Verifier {
             Keys::Remote(source) => source.keys(),
             Keys::Local(set) => set.clone(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_lc_rs::rand::SystemRandom;
+    use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair};
+    use serde_json::json;
+
+    const ISS: &str = "https://issuer.example";
+    const AUD: &str = "https://mcp.example/mcp";
+
+    /// A verifier trusting one generated ES256 key, and a signer with that key.
+    fn setup() -> (Verifier, impl Fn(&str) -> String) {
+        let rng = SystemRandom::new();
+        let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).unwrap();
+        let pair =
+            EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref()).unwrap();
+        let point = pair.public_key().as_ref().to_vec();
+        let jwk = json!({"kty": "EC", "crv": "P-256", "kid": "k1", "alg": "ES256",
+            "x": URL_SAFE_NO_PAD.encode(&point[1..33]), "y": URL_SAFE_NO_PAD.encode(&point[33..])});
+        let (set, _) = KeySet::from_json(json!({ "keys": [jwk] }).to_string().as_bytes()).unwrap();
+        let expect = Expectations {
+            issuer: ISS.into(),
+            audiences: vec![AUD.into()],
+            algorithms: vec![Algorithm::ES256],
+            leeway: 0,
+            token_types: Vec::new(),
+        };
+        let sign = move |payload: &str| {
+            let head = URL_SAFE_NO_PAD.encode(r#"{"alg":"ES256","kid":"k1"}"#);
+            let body = URL_SAFE_NO_PAD.encode(payload);
+            let signed = format!("{head}.{body}");
+            let sig = pair.sign(&SystemRandom::new(), signed.as_bytes()).unwrap();
+            format!("{signed}.{}", URL_SAFE_NO_PAD.encode(sig.as_ref()))
+        };
+        (Verifier::new(expect, Keys::Local(Arc::new(set))), sign)
+    }
+
+    fn later() -> u64 {
+        jsonwebtoken::get_current_timestamp() + 600
+    }
+
+    async fn check(verifier: &Verifier, token: &str) -> Result<(), TokenError> {
+        verifier.verify_uncached(token).await.map(drop)
+    }
+
+    #[tokio::test]
+    async fn accepts_a_valid_token_and_its_audience_in_a_list() {
+        let (verifier, sign) = setup();
+        let exp = later();
+        let token = sign(&format!(r#"{{"iss":"{ISS}","aud":"{AUD}","exp":{exp}}}"#));
+        let (principal, _) = verifier.verify_uncached(&token).await.unwrap();
+        assert_eq!(principal.expires_at, exp);
+        let listed = sign(&format!(
+            r#"{{"iss":"{ISS}","aud":["other","{AUD}/"],"exp":{exp},"nbf":1}}"#
+        ));
+        assert_eq!(check(&verifier, &listed).await, Ok(()));
+    }
+
+    #[tokio::test]
+    async fn refuses_a_token_whose_claims_repeat() {
+        let (verifier, sign) = setup();
+        let exp = later();
+        let token = sign(&format!(
+            r#"{{"iss":"{ISS}","aud":"{AUD}","exp":{exp},"exp":1}}"#
+        ));
+        assert_eq!(check(&verifier, &token).await, Err(TokenError::Malformed));
+    }
+
+    #[tokio::test]
+    async fn checks_each_registered_claim() {
+        let (verifier, sign) = setup();
+        let exp = later();
+        let now = jsonwebtoken::get_current_timestamp();
+        let cases = [
+            (
+                format!(r#"{{"iss":"{ISS}","aud":"{AUD}"}}"#),
+                TokenError::Malformed,
+            ),
+            (
+                format!(r#"{{"iss":"{ISS}","aud":"{AUD}","exp":null}}"#),
+                TokenError::Malformed,
+            ),
+            (
+                format!(r#"{{"iss":"{ISS}","aud":"{AUD}","exp":1.5e12}}"#),
+                TokenError::Malformed,
+            ),
+            (
+                format!(r#"{{"iss":"{ISS}","aud":"{AUD}","exp":"{exp}"}}"#),
+                TokenError::Malformed,
+            ),
+            (
+                format!(r#"{{"iss":"{ISS}","aud":"{AUD}","exp":{}}}"#, now - 5),
+                TokenError::Expired,
+            ),
+            (
+                format!(r#"{{"iss":"{ISS}","aud":"{AUD}","exp":{exp},"nbf":{exp}}}"#),
+                TokenError::NotYetValid,
+            ),
+            (
+                format!(r#"{{"iss":"{ISS}","aud":"{AUD}","exp":{exp},"nbf":"0"}}"#),
+                TokenError::Malformed,
+            ),
+            (
+                format!(r#"{{"aud":"{AUD}","exp":{exp}}}"#),
+                TokenError::WrongIssuer,
+            ),
+            (
+                format!(r#"{{"iss":["{ISS}"],"aud":"{AUD}","exp":{exp}}}"#),
+                TokenError::WrongIssuer,
+            ),
+            (
+                format!(r#"{{"iss":"{ISS}/","aud":"{AUD}","exp":{exp}}}"#),
+                TokenError::WrongIssuer,
+            ),
+            (
+                format!(r#"{{"iss":"{ISS}","exp":{exp}}}"#),
+                TokenError::WrongAudience,
+            ),
+            (
+                format!(r#"{{"iss":"{ISS}","aud":"other","exp":{exp}}}"#),
+                TokenError::WrongAudience,
+            ),
+            (
+                format!(r#"{{"iss":"{ISS}","aud":["{AUD}",7],"exp":{exp}}}"#),
+                TokenError::WrongAudience,
+            ),
+            (
+                format!(r#"{{"iss":"{ISS}","aud":[],"exp":{exp}}}"#),
+                TokenError::WrongAudience,
+            ),
+            (
+                format!(r#"{{"iss":"{ISS}","aud":{{"{AUD}":1}},"exp":{exp}}}"#),
+                TokenError::WrongAudience,
+            ),
+            (r#"["not","an","object"]"#.to_owned(), TokenError::Malformed),
+        ];
+        for (claims, expected) in cases {
+            assert_eq!(
+                check(&verifier, &sign(&claims)).await,
+                Err(expected),
+                "{claims}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn refuses_a_changed_payload_or_signature() {
+        let (verifier, sign) = setup();
+        let token = sign(&format!(
+            r#"{{"iss":"{ISS}","aud":"{AUD}","exp":{}}}"#,
+            later()
+        ));
+        let (head, rest) = token.split_once('.').unwrap();
+        let (_, signature) = rest.split_once('.').unwrap();
+        let other = URL_SAFE_NO_PAD.encode(format!(
+            r#"{{"iss":"{ISS}","aud":"{AUD}","exp":{},"scope":"admin"}}"#,
+            later()
+        ));
+        let forged = format!("{head}.{other}.{signature}");
+        assert_eq!(
+            check(&verifier, &forged).await,
+            Err(TokenError::BadSignature)
+        );
+        let mut bad_sig = URL_SAFE_NO_PAD.decode(signature).unwrap();
+        bad_sig[10] ^= 1;
+        let (signed, _) = token.rsplit_once('.').unwrap();
+        let flipped = format!("{signed}.{}", URL_SAFE_NO_PAD.encode(&bad_sig));
+        assert_eq!(
+            check(&verifier, &flipped).await,
+            Err(TokenError::BadSignature)
+        );
+        assert_eq!(
+            check(&verifier, &format!("{token}.")).await,
+            Err(TokenError::Malformed)
+        );
     }
 }
