@@ -2,6 +2,8 @@
 //! Namespace, kept current by kube-runtime reflectors (one LIST, then a WATCH). An admission
 //! review therefore costs no API round trip. Every replica runs these caches (every replica
 //! serves admission); the controller, which runs on the leader only, keeps its own watches.
+//! Policies are decoded one by one ([`StoredPolicy`]): one this operator cannot read is cached
+//! as such (and refused by the webhook) instead of failing the listing of every other policy.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -15,10 +17,12 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client};
 use mcp_warden_policy::McpAuthPolicy;
 
+use crate::stored_policy::StoredPolicy;
+
 /// The webhook's view of policies and namespaces.
 #[derive(Clone)]
 pub struct Caches {
-    policies: Store<McpAuthPolicy>,
+    policies: Store<StoredPolicy>,
     namespaces: Store<PartialObjectMeta<Namespace>>,
     /// Set once both stores are listed. (A store's own readiness future wakes only one waiter,
     /// so everyone else waits on this.)
@@ -39,7 +43,7 @@ impl Caches {
         let policy_stream = reflector::reflector(
             policy_writer,
             watcher(
-                Api::<McpAuthPolicy>::all(client.clone()),
+                Api::<StoredPolicy>::all(client.clone()),
                 watcher::Config::default(),
             )
             .default_backoff(),
@@ -55,7 +59,12 @@ impl Caches {
         let me = caches.clone();
         let drive = async move {
             tokio::join!(
-                policy_stream.for_each(log_errors("McpAuthPolicies")),
+                policy_stream.for_each(|event| {
+                    if let Ok(watcher::Event::Apply(p) | watcher::Event::InitApply(p)) = &event {
+                        log_unreadable(p);
+                    }
+                    log_errors("McpAuthPolicies")(event)
+                }),
                 namespace_stream.for_each(log_errors("Namespaces")),
                 async move {
                     let _ = me.policies.wait_until_ready().await;
@@ -74,7 +83,7 @@ impl Caches {
         let (namespace_store, mut namespace_writer) = reflector::store();
         policy_writer.apply_watcher_event(&watcher::Event::Init);
         for p in policies {
-            policy_writer.apply_watcher_event(&watcher::Event::InitApply(p));
+            policy_writer.apply_watcher_event(&watcher::Event::InitApply(p.into()));
         }
         policy_writer.apply_watcher_event(&watcher::Event::InitDone);
         namespace_writer.apply_watcher_event(&watcher::Event::Init);
@@ -113,14 +122,24 @@ impl Caches {
                 .is_ok()
     }
 
-    /// The policy `namespace/name`, if cached.
-    pub fn policy(&self, namespace: &str, name: &str) -> Option<Arc<McpAuthPolicy>> {
+    /// The policy `namespace/name` (or why it cannot be read), if cached.
+    pub fn policy(&self, namespace: &str, name: &str) -> Option<Arc<StoredPolicy>> {
         self.policies.get(&ObjectRef::new(name).within(namespace))
     }
 
     /// The metadata (labels, annotations) of Namespace `name`, if cached.
     pub fn namespace(&self, name: &str) -> Option<Arc<PartialObjectMeta<Namespace>>> {
         self.namespaces.get(&ObjectRef::new(name))
+    }
+}
+
+/// Says in the log that a policy cannot be read (the controller also says it in its status).
+fn log_unreadable(stored: &StoredPolicy) {
+    if let Err(e) = &stored.policy {
+        tracing::error!(
+            policy = %stored, field = %e.path, error = %e.message,
+            "McpAuthPolicy cannot be read by this operator version; pods naming it are refused"
+        );
     }
 }
 

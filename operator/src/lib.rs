@@ -27,6 +27,7 @@ pub mod reconcile;
 pub mod render;
 pub mod resources;
 pub mod shutdown;
+pub mod stored_policy;
 pub mod webhook;
 pub mod webhook_config;
 

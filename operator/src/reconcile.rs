@@ -18,7 +18,6 @@ use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
 use mcp_warden_policy::{
     API_VERSION, AuthMode, KIND, McpAuthPolicy, McpAuthPolicySpec, McpAuthPolicyStatus,
-    from_value_with_unknown,
 };
 use serde_json::json;
 
@@ -27,6 +26,7 @@ use crate::keys::{KeyRing, Rotation};
 use crate::metrics::{Metrics, ResultLabel};
 use crate::names::*;
 use crate::render::{self, ENCRYPTION_KEY, SIGNING_KEY};
+use crate::stored_policy::{self, StoredPolicy};
 use crate::{Error, Result, issuer, netpol};
 
 /// Annotation on the keys Secret: creation time of each key id (JSON object, Unix seconds).
@@ -196,7 +196,7 @@ async fn report_api_error(policy: &McpAuthPolicy, ctx: &Context, error: &kube::E
 /// user set (an access restriction, say) could admit more than they meant.
 pub async fn reconcile_object(object: Arc<DynamicObject>, ctx: Arc<Context>) -> Result<Action> {
     let value = serde_json::to_value(&*object)?;
-    let (problem, policy) = match from_value_with_unknown::<McpAuthPolicy>(value) {
+    let (problem, policy) = match stored_policy::read(value) {
         Ok((policy, unknown)) => {
             let unknown: Vec<_> = unknown
                 .into_iter()
@@ -215,7 +215,11 @@ pub async fn reconcile_object(object: Arc<DynamicObject>, ctx: Arc<Context>) -> 
             (("UnknownFields", message), policy)
         }
         Err(e) => {
-            let message = format!("this operator cannot read the policy: {e}");
+            let message = format!(
+                "this operator ({}) cannot read the policy ({e}); pods naming it are refused \
+                 until it is fixed (or an operator that reads it runs)",
+                env!("CARGO_PKG_VERSION")
+            );
             (("Unreadable", message), shell(&object))
         }
     };
@@ -553,7 +557,9 @@ async fn write_status(
     };
     if policy.status.as_ref() != Some(&status) {
         let patch = json!({"apiVersion": API_VERSION, "kind": KIND, "status": status});
-        Api::<McpAuthPolicy>::namespaced(
+        // The answer is the whole object, read leniently: this may be a policy this operator
+        // cannot read, reported as such.
+        Api::<StoredPolicy>::namespaced(
             ctx.client.clone(),
             &policy.namespace().unwrap_or_default(),
         )

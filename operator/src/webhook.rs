@@ -15,13 +15,13 @@ use k8s_openapi::api::core::v1::{Namespace, Pod};
 use kube::core::DynamicObject;
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
 use kube::{Api, Client, ResourceExt};
-use mcp_warden_policy::McpAuthPolicy;
 
 use crate::caches::Caches;
 use crate::inject::{self, InjectSettings, Outcome, Skip};
 use crate::kubelets::NativeDefault;
 use crate::metrics::{Metrics, ResultLabel};
 use crate::names::{DEFAULT_POLICY_ANNOTATION, INJECT_LABEL, NAMESPACE_LABEL, POLICY_ANNOTATION};
+use crate::stored_policy::StoredPolicy;
 
 /// The API server's default webhook timeout (`timeoutSeconds`), when the operator is not told.
 pub const DEFAULT_TIMEOUT_SECONDS: u64 = 10;
@@ -201,7 +201,7 @@ async fn admit(
         Err(_) => return (allow, "skipped"),
         Ok(name) => name,
     };
-    let policy = match &policy_name {
+    let stored = match &policy_name {
         None => None,
         Some(name) => match policy(state, &namespace, name).await {
             Ok(p) => p,
@@ -215,12 +215,29 @@ async fn admit(
             }
         },
     };
+    // Fail closed: a policy this operator cannot read is never half-applied.
+    let policy = match stored.as_deref().map(|s| (s, &s.policy)) {
+        None => None,
+        Some((_, Ok(p))) => Some(p),
+        Some((stored, Err(e))) => {
+            tracing::warn!(policy = %stored, field = %e.path, error = %e.message, "injection denied: unreadable policy");
+            return (
+                allow.deny(format!(
+                    "mcp-warden: McpAuthPolicy {stored} cannot be used: this operator ({}) \
+                     cannot read it ({e}); was it written for another mcp-warden version? Fix \
+                     the policy or run a matching operator",
+                    env!("CARGO_PKG_VERSION")
+                )),
+                "denied",
+            );
+        }
+    };
     let mut settings = std::borrow::Cow::Borrowed(&*state.settings);
     let native = state.native.native();
     if settings.native_sidecar != native {
         settings.to_mut().native_sidecar = native;
     }
-    let outcome = inject::inject(&pod, policy_name.as_deref(), policy.as_deref(), &settings);
+    let outcome = inject::inject(&pod, policy_name.as_deref(), policy, &settings);
     let label = outcome.metric_label();
     match outcome {
         Outcome::Injected {
@@ -272,12 +289,12 @@ async fn policy(
     state: &WebhookState,
     namespace: &str,
     name: &str,
-) -> kube::Result<Option<Arc<McpAuthPolicy>>> {
+) -> kube::Result<Option<Arc<StoredPolicy>>> {
     if let Some(p) = state.caches.policy(namespace, name) {
         return Ok(Some(p));
     }
     Ok(
-        Api::<McpAuthPolicy>::namespaced(state.client.clone(), namespace)
+        Api::<StoredPolicy>::namespaced(state.client.clone(), namespace)
             .get_opt(name)
             .await?
             .map(Arc::new),

@@ -1,6 +1,8 @@
 //! The reconciler against a mock API server that checks every request it makes, with a real
 //! loopback issuer (and a dead one).
 
+#[path = "fake/api.rs"]
+mod fake_api;
 mod support;
 
 use std::sync::Arc;
@@ -609,6 +611,8 @@ async fn an_unreadable_policy_fails_alone_with_a_condition() {
         (&ready["status"], &ready["reason"]),
         (&json!("False"), &json!("Unreadable"))
     );
+    let message = ready["message"].as_str().unwrap();
+    assert!(message.contains("spec.resource.url"), "{message}");
     expect_events(&mut api, 1).await;
     assert_eq!(run.await.unwrap().unwrap(), Action::await_change());
     drop(ctx);
@@ -652,4 +656,77 @@ async fn a_rollout_does_not_flood_the_issuer() {
         "one discovery and one JWKS request"
     );
     server.abort();
+}
+
+#[tokio::test]
+async fn the_controller_reconciles_good_policies_next_to_one_it_cannot_read() {
+    // Version skew: the API server lists a policy this operator cannot decode (a mode it does
+    // not know) next to a good one. The controller's LIST must not fail: the good policy is
+    // rendered and Ready, the broken one gets Ready=False (Unreadable, naming the field) and a
+    // Warning Event, and nothing is rendered for it.
+    let idp = issuer().await;
+    let fake = fake_api::FakeApi::default();
+    let policies = "/apis/mcpwarden.dev/v1alpha1/namespaces/tools/mcpauthpolicies";
+    let mut good = serde_json::to_value(jwt_policy(&idp.url, None)).unwrap();
+    good["metadata"]["resourceVersion"] = json!("1");
+    let mut broken = good.clone();
+    broken["metadata"]["name"] = json!("broken");
+    broken["metadata"]["uid"] = json!("8765-4321");
+    broken["spec"]["mode"] = json!("mtls");
+    fake.put(&format!("{policies}/corp-sso"), good);
+    fake.put(&format!("{policies}/broken"), broken);
+    let url = fake.start().await;
+    let client = kube::Client::try_from(kube::Config::new(url.parse().unwrap())).unwrap();
+    let ctx = context(client);
+    let controller = tokio::spawn(mcp_warden_operator::reconcile::run(ctx.clone()));
+    let ready = |name: &str| {
+        let object = fake.get(&format!("{policies}/{name}"))?;
+        let status = object.get("status")?;
+        Some(condition(status, "Ready").clone())
+    };
+    let warning = || {
+        fake.log().into_iter().find(|r| {
+            r.method == "POST"
+                && r.path.ends_with("/events")
+                && r.body["regarding"]["name"] == "broken"
+        })
+    };
+    let (good_ready, broken_ready, warning) =
+        tokio::time::timeout(Duration::from_secs(30), async {
+            loop {
+                if let (Some(g), Some(b), Some(w)) = (ready("corp-sso"), ready("broken"), warning())
+                {
+                    break (g, b, w);
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
+        .expect("both policies get a status, and the broken one an Event");
+    controller.abort();
+    assert_eq!(
+        (&good_ready["status"], &good_ready["reason"]),
+        (&json!("True"), &json!("Ready")),
+        "{good_ready}"
+    );
+    assert!(
+        fake.get("/api/v1/namespaces/tools/configmaps/mcp-warden-corp-sso")
+            .is_some()
+    );
+    assert_eq!(
+        (&broken_ready["status"], &broken_ready["reason"]),
+        (&json!("False"), &json!("Unreadable")),
+        "{broken_ready}"
+    );
+    let message = broken_ready["message"].as_str().unwrap();
+    assert!(message.contains("spec.mode"), "{message}");
+    assert!(
+        fake.get("/api/v1/namespaces/tools/configmaps/mcp-warden-broken")
+            .is_none()
+    );
+    k8s_rules::assert_valid(&warning.body);
+    assert_eq!(
+        (&warning.body["type"], &warning.body["reason"]),
+        (&json!("Warning"), &json!("Unreadable"))
+    );
 }

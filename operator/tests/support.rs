@@ -56,6 +56,22 @@ impl Seen {
         self.send.send_response(res);
     }
 
+    /// Answers 200 with newline-separated JSON documents (the events of a WATCH), then ends the
+    /// response.
+    pub fn reply_events(self, events: &[Value]) {
+        let mut body = Vec::new();
+        for e in events {
+            body.extend(serde_json::to_vec(e).unwrap());
+            body.push(b'\n');
+        }
+        let res = Response::builder()
+            .status(StatusCode::OK)
+            .header("content-type", "application/json")
+            .body(Body::from(Bytes::from(body)))
+            .unwrap();
+        self.send.send_response(res);
+    }
+
     /// Answers 200 with the request body (what server-side apply and create return).
     pub fn echo(self) {
         let body = self.body.clone();

@@ -273,6 +273,27 @@ async fn missing_policy_is_denied() {
 }
 
 #[tokio::test]
+async fn a_policy_fetched_after_a_cache_miss_that_cannot_be_read_is_denied_clearly() {
+    let body = review(
+        "CREATE",
+        json!({"mcpwarden.dev/inject": "true"}),
+        json!({"mcpwarden.dev/policy": "corp-sso"}),
+    );
+    let empty = |client| state_with(client, vec![], vec![plain_namespace()]);
+    let (res, metrics) = run_with(body, empty, async |api| {
+        let mut stored = policy_json();
+        stored["spec"]["jwt"]["audiences"] = json!("not-a-list");
+        api.expect("GET", POLICY).await.reply(200, stored);
+    })
+    .await;
+    assert_eq!(res["allowed"], false);
+    let message = res["status"]["message"].as_str().unwrap();
+    assert!(message.contains("tools/corp-sso"), "{message}");
+    assert!(message.contains("spec.jwt.audiences"), "{message}");
+    assert!(metrics.contains(r#"mcp_warden_operator_injections_total{result="denied"} 1"#));
+}
+
+#[tokio::test]
 async fn api_failure_fails_closed_for_opted_in_pods() {
     let body = review(
         "CREATE",
@@ -344,6 +365,11 @@ async fn a_silent_api_server_gets_a_denial_before_the_webhook_timeout() {
 /// Answers the caches' initial LISTs (policies, namespaces; in either order) and keeps their
 /// WATCHes open, returned so that they stay open.
 async fn serve_listings(api: &mut ApiServer) -> Vec<Seen> {
+    serve_listings_of(api, vec![policy_json()]).await
+}
+
+/// [`serve_listings`] with these policies in the policy LIST.
+async fn serve_listings_of(api: &mut ApiServer, mut policies: Vec<Value>) -> Vec<Seen> {
     let mut open = Vec::new();
     let mut listed = 0;
     while listed < 2 {
@@ -354,10 +380,11 @@ async fn serve_listings(api: &mut ApiServer) -> Vec<Seen> {
             open.push(seen);
         } else if uri.starts_with("/apis/mcpwarden.dev/v1alpha1/mcpauthpolicies") {
             listed += 1;
+            let policies = std::mem::take(&mut policies);
             seen.reply(
                 200,
                 json!({"apiVersion": "mcpwarden.dev/v1alpha1", "kind": "McpAuthPolicyList",
-                       "metadata": {"resourceVersion": "10"}, "items": [policy_json()]}),
+                       "metadata": {"resourceVersion": "10"}, "items": policies}),
             );
         } else if uri.starts_with("/api/v1/namespaces") {
             listed += 1;
@@ -397,6 +424,98 @@ async fn reviews_are_answered_from_watch_caches_without_api_requests() {
             assert_eq!(out["response"]["patchType"], "JSONPatch", "{out}");
         }
     }
+    let next =
+        tokio::time::timeout(std::time::Duration::from_millis(300), api.0.next_request()).await;
+    if let Ok(Some((req, _))) = next {
+        assert!(
+            req.uri().to_string().contains("watch=true"),
+            "a review reached the API server: {}",
+            req.uri()
+        );
+    }
+    driver.abort();
+}
+
+/// `policy_json()` renamed, with `spec` patched by `edit`.
+fn policy_named(name: &str, edit: impl FnOnce(&mut Value)) -> Value {
+    let mut p = policy_json();
+    p["metadata"]["name"] = json!(name);
+    edit(&mut p["spec"]);
+    p
+}
+
+/// What the webhook answers a pod naming policy `name`.
+async fn review_naming(st: &WebhookState, name: &str) -> Value {
+    let body = review(
+        "CREATE",
+        json!({"mcpwarden.dev/inject": "true"}),
+        json!({"mcpwarden.dev/policy": name}),
+    );
+    call(st.clone(), serde_json::to_vec(&body).unwrap()).await["response"].clone()
+}
+
+#[tokio::test]
+async fn a_policy_this_operator_cannot_read_fails_alone() {
+    // Version skew: the API server holds a policy this operator cannot decode (a mode it does
+    // not know) next to a good one. The caches still sync, the good policy injects, and pods
+    // naming the broken one are refused, naming the field, without an API request.
+    let (client, mut api) = mock_client();
+    let (caches, drive) = Caches::watch(client.clone());
+    let driver = tokio::spawn(drive);
+    let broken = policy_named("broken", |spec| spec["mode"] = json!("mtls"));
+    let _watches = serve_listings_of(&mut api, vec![policy_json(), broken]).await;
+    assert!(
+        tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            caches.wait_until_synced()
+        )
+        .await
+        .is_ok(),
+        "the caches never synced"
+    );
+    // Later, the WATCH reports another unreadable policy and another good one.
+    let mut held = Vec::new();
+    let watch = loop {
+        let seen = api.expect_any().await;
+        if seen.uri.contains("mcpauthpolicies") && seen.uri.contains("watch=true") {
+            break seen;
+        }
+        held.push(seen);
+    };
+    let mut late = policy_named("late", |spec| spec["resource"]["url"] = json!(42));
+    late["metadata"]["resourceVersion"] = json!("11");
+    let mut second = policy_named("second", |_| {});
+    second["metadata"]["resourceVersion"] = json!("12");
+    watch.reply_events(&[
+        json!({"type": "ADDED", "object": late}),
+        json!({"type": "ADDED", "object": second}),
+    ]);
+    tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        while caches.policy("tools", "second").is_none() {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the WATCH event after the unreadable one reached the cache");
+    let st = state_from(client, caches);
+    for good in ["corp-sso", "second"] {
+        let res = review_naming(&st, good).await;
+        assert_eq!(res["patchType"], "JSONPatch", "{good}: {res}");
+    }
+    for (name, field) in [("broken", "spec.mode"), ("late", "spec.resource.url")] {
+        let res = review_naming(&st, name).await;
+        assert_eq!(res["allowed"], false, "{name}: {res}");
+        let message = res["status"]["message"].as_str().unwrap();
+        assert!(message.contains(&format!("tools/{name}")), "{message}");
+        assert!(message.contains(field), "{message}");
+        assert!(message.contains("cannot read"), "{message}");
+    }
+    assert!(
+        st.metrics
+            .encode()
+            .contains(r#"mcp_warden_operator_injections_total{result="denied"} 2"#)
+    );
+    // Every answer came from the caches: nothing but WATCHes reached the API server.
     let next =
         tokio::time::timeout(std::time::Duration::from_millis(300), api.0.next_request()).await;
     if let Ok(Some((req, _))) = next {

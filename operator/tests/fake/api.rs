@@ -1,6 +1,6 @@
 //! A small stateful fake of the Kubernetes API over plain HTTP on loopback, for running the
 //! operator binary: objects are kept by path, lists return what was stored, watches stay open
-//! without events, and PATCHes of ConfigMaps may be made to never answer (a reconcile stays in flight). Every
+//! without events, status PATCHes merge into the stored object, and PATCHes of ConfigMaps may be made to never answer (a reconcile stays in flight). Every
 //! request is logged for the test to inspect.
 
 #![allow(dead_code)]
@@ -239,6 +239,15 @@ fn respond(api: &FakeApi, method: &Method, path: String, body: Value) -> Option<
             if inner.hang_configmap_patches && collection.ends_with("/configmaps") =>
         {
             return None;
+        }
+        ("PATCH", Some(name)) if name.ends_with("/status") => {
+            // The status subresource: merged into the stored object, which is returned whole.
+            let parent = path.trim_end_matches("/status").to_owned();
+            let mut object = inner.objects.get(&parent).cloned().unwrap_or(json!({}));
+            object["status"] = body["status"].clone();
+            object["metadata"]["resourceVersion"] = json!(rv);
+            inner.objects.insert(parent, object.clone());
+            json_response(StatusCode::OK, object)
         }
         ("PATCH", Some(_)) => {
             let mut object = body;
