@@ -5,7 +5,8 @@
                                          DIR/tokens-{ES256,RS256}-{1..SETS} of N distinct valid
                                          tokens each, one a line
   bench.py openssl ALG                   prints openssl's single-core verifications per second
-  bench.py procstat PID...               prints "<cpu seconds> <VmRSS kB> <VmHWM kB>" summed
+  bench.py procstat PID...               prints "<cpu seconds> <VmRSS kB> <VmHWM kB>" summed (CPU
+                                         from the threads' schedstat, nanoseconds)
   bench.py proxy-row|cold-row|sse-row …  prints one result line of a mode (see bench/run.sh)
   bench.py report RESULTS.jsonl          prints the table of medians and ratios
 """
@@ -93,19 +94,33 @@ def openssl_verify_rate(alg: str) -> None:
     sys.exit(f"no verify rate in openssl speed output:\n{text}")
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU time of a process: its threads' time on CPU in nanoseconds from schedstat (a clock
+    tick, 10 ms, is too coarse for phases of a second), or utime+stime without schedstat."""
+    total, found = 0, False
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            total += int((task / "schedstat").read_text().split()[0])
+            found = True
+        except (FileNotFoundError, ProcessLookupError):
+            continue  # the thread ended meanwhile
+    if found:
+        return total / 1e9
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    fields = stat[stat.rindex(")") + 2:].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def procstat(pids: list[int]) -> None:
-    ticks = os.sysconf("SC_CLK_TCK")
     cpu = rss = hwm = 0.0
     for pid in pids:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        fields = stat[stat.rindex(")") + 2:].split()
-        cpu += (int(fields[11]) + int(fields[12])) / ticks  # utime, stime
+        cpu += cpu_seconds(pid)
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
             if line.startswith("VmRSS:"):
                 rss += int(line.split()[1])
             elif line.startswith("VmHWM:"):
                 hwm += int(line.split()[1])
-    print(f"{cpu:.3f} {rss:.0f} {hwm:.0f}")
+    print(f"{cpu:.6f} {rss:.0f} {hwm:.0f}")
 
 
 def proxy_row(t, rnd, tp, lat, sat0, cpu0, cpu1, rss, hwm) -> None:
@@ -250,13 +265,13 @@ def report(path: Path) -> None:
             (f"oauth {grant}: Redis round trips per grant", o("round_trips_per_grant"), 3.0, "goal", "<= 3", ".2f"),
             (f"oauth {grant}: errors", o("errors"), None, "", "0", ".0f"),
         ]
-    load = os.getloadavg()[1]
-    print(f"\nmcp-warden-sidecar benchmarks on 127.0.0.1, {os.cpu_count()} CPUs (load average "
-          f"{load:.1f} over the last 5 minutes); medians of {rounds} alternating rounds where "
-          f"rounds apply\n")
+    load = med("load", kind="machine") or os.getloadavg()[1]
+    print(f"\nmcp-warden-sidecar benchmarks on 127.0.0.1, {os.cpu_count()} CPUs, 5-minute load "
+          f"average {load:.1f} (median over the modes);\nmedians of {rounds} alternating rounds "
+          f"where rounds apply\n")
     print(table(rows))
-    print("\nCPU and memory: the measured proxy's processes only (utime+stime and RSS from /proc). "
-          "sse streams: opened/failed/dropped/fewest events a stream received.")
+    print("\nCPU and memory: the measured proxy's processes only (time on CPU and RSS from "
+          "/proc).\nsse streams: opened/failed/dropped/fewest events a stream received.")
 
 
 def main() -> None:

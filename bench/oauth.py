@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -27,20 +26,17 @@ from pathlib import Path
 import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "bench"))
 sys.path.insert(0, str(ROOT / "tests" / "e2e"))
 sys.path.insert(0, str(ROOT / "tests" / "peers"))
 
 import browser  # noqa: E402
+from bench import cpu_seconds  # noqa: E402
 from harness import Idp, Processes, Redis, Sidecar  # noqa: E402
 from oauth_support import Client, ProxyDeployment, pkce  # noqa: E402
 
 UNLIMITED = {"requests": 100_000_000, "windowSeconds": 60}
 MINTERS = 8
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def redis_commands(port: int) -> dict[str, int]:

@@ -329,10 +329,12 @@ if want proxy || want cold; then
   start_sidecar sidecar "http://127.0.0.1:$UP_PORT"
   MAIN_PID=$SIDECAR_PID
 fi
-if want proxy; then bench_proxy; fi
-if want cold; then bench_cold; fi
-if want sse; then bench_sse; fi
-if want oauth; then bench_oauth; fi
+machine() { echo "{\"kind\": \"machine\", \"load\": $(cut -d' ' -f2 /proc/loadavg)}" >>"$RESULTS"; }
+if want proxy; then machine && bench_proxy; fi
+if want cold; then machine && bench_cold; fi
+if want sse; then machine && bench_sse; fi
+if want oauth; then machine && bench_oauth; fi
+machine
 
 "$PY" "$ROOT/bench/bench.py" report "$RESULTS"
 log "raw results in $DIR"
