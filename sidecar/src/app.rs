@@ -1,5 +1,9 @@
 //! The public port: protected-resource metadata, the OAuth facade (proxy mode), and the
 //! authenticate-then-proxy path for everything else.
+//!
+//! Requests come straight from hyper ([`handle`]); only the rare OAuth facade paths go through
+//! an axum router. Request and response bodies stream through untouched unless the rules or
+//! the audit trail read the request's JSON-RPC messages.
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -7,10 +11,10 @@ use std::time::Instant;
 
 use arc_swap::ArcSwap;
 use axum::body::Body;
-use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
-use http::{HeaderValue, Method, StatusCode, header};
-use http_body_util::BodyExt;
+use http::{HeaderValue, Method, Request, StatusCode, header};
+use http_body_util::{BodyExt, Either};
+use hyper::body::Incoming;
 use tower::ServiceExt;
 
 use crate::audit::{Caller, Done, Record, X_REQUEST_ID};
@@ -19,14 +23,14 @@ use crate::metrics::{Metrics, Outcome, Reason};
 use crate::oauth::revocation::Status;
 use crate::oauth::upstream_token::UpstreamTokenError;
 use crate::origin::{OriginCheck, Origins, is_preflight};
-use crate::proxy::Upstream;
+use crate::peer::Peer;
+use crate::proxy::{Outgoing, Upstream};
 use crate::rpc;
 use crate::rules::MAX_RPC_BODY;
 use crate::runtime::Runtime;
 use crate::scopes;
 use crate::telemetry;
 use crate::verify::TokenError;
-use crate::workers::Peer;
 
 /// The policy in force, swapped whole on reload and shared by every serving thread.
 pub type SharedRuntime = Arc<ArcSwap<Runtime>>;
@@ -41,21 +45,28 @@ pub struct AppState {
     pub metrics: Metrics,
 }
 
-/// The public router.
-pub fn router(state: Arc<AppState>) -> axum::Router {
-    axum::Router::new().fallback(handle).with_state(state)
+/// A response body: the app's, streamed back, or one the sidecar made.
+pub type ReplyBody = Either<Incoming, Body>;
+/// A response to a client of the public port.
+pub type Reply = http::Response<ReplyBody>;
+
+/// A response the sidecar made itself.
+fn local(response: Response) -> Reply {
+    response.map(Either::Right)
 }
 
-type Answer = (Response, Outcome, Reason);
+type Answer = (Reply, Outcome, Reason);
 
-async fn handle(State(state): State<Arc<AppState>>, request: Request) -> Response {
+/// Answers one request of the public port. The request carries its client's address
+/// ([`Peer`]) as an extension.
+pub async fn handle(state: &AppState, request: Request<Incoming>) -> Reply {
     let started = Instant::now();
     let runtime = state.runtime.load_full();
     let mut record = Record::new(request.method(), request.uri().path(), request.headers());
     let trace = telemetry::tracer()
         .map(|tracer| telemetry::server_span(tracer, request.headers(), request.method()));
     record.trace_id = trace.as_ref().map(telemetry::trace_id);
-    let served = serve(&state, &runtime, request, &mut record);
+    let served = serve(state, &runtime, request, &mut record);
     let (mut response, outcome, reason) = telemetry::within(trace.clone(), served).await;
     let latency = started.elapsed();
     runtime
@@ -80,11 +91,16 @@ async fn handle(State(state): State<Arc<AppState>>, request: Request) -> Respons
     response
 }
 
-async fn serve(state: &AppState, rt: &Runtime, request: Request, record: &mut Record) -> Answer {
+async fn serve(
+    state: &AppState,
+    rt: &Runtime,
+    request: Request<Incoming>,
+    record: &mut Record,
+) -> Answer {
     let path = request.uri().path();
     if path == rt.metadata_root || path == rt.metadata_suffixed {
         return (
-            metadata(rt, request.method()),
+            local(metadata(rt, request.method())),
             Outcome::Metadata,
             Reason::None,
         );
@@ -93,10 +109,10 @@ async fn serve(state: &AppState, rt: &Runtime, request: Request, record: &mut Re
         let response = endpoints
             .router
             .clone()
-            .oneshot(request)
+            .oneshot(request.map(Body::new))
             .await
             .into_response();
-        return (response, Outcome::Metadata, Reason::None);
+        return (local(response), Outcome::Metadata, Reason::None);
     }
     let origin = match rt.origins.check(request.headers()) {
         OriginCheck::Forbidden => {
@@ -111,13 +127,15 @@ async fn serve(state: &AppState, rt: &Runtime, request: Request, record: &mut Re
         OriginCheck::Absent => None,
     };
     let (mut response, outcome, reason) = match &origin {
-        Some(origin) if is_preflight(request.method(), request.headers()) => {
-            (Origins::preflight(origin), Outcome::Preflight, Reason::None)
-        }
+        Some(origin) if is_preflight(request.method(), request.headers()) => (
+            local(Origins::preflight(origin)),
+            Outcome::Preflight,
+            Reason::None,
+        ),
         _ => authorize_and_forward(state, rt, request, record).await,
     };
     if let Some(origin) = &origin {
-        Origins::decorate(origin, &mut response);
+        Origins::decorate(origin, response.headers_mut());
     }
     (response, outcome, reason)
 }
@@ -182,7 +200,7 @@ pub fn credentials(headers: &http::HeaderMap) -> Credentials<'_> {
 async fn authorize_and_forward(
     state: &AppState,
     rt: &Runtime,
-    request: Request,
+    request: Request<Incoming>,
     record: &mut Record,
 ) -> Answer {
     let token = match credentials(request.headers()) {
@@ -285,7 +303,7 @@ async fn authorize_and_forward(
             Err(answer) => return answer,
         }
     } else {
-        request
+        request.map(Either::Left)
     };
     let needed = if rt.rules.is_empty() {
         Cow::Borrowed(&rt.required_scopes[..])
@@ -310,10 +328,7 @@ async fn authorize_and_forward(
     }
 
     let (mut parts, body) = request.into_parts();
-    let peer = parts
-        .extensions
-        .get::<axum::extract::ConnectInfo<Peer>>()
-        .map(|info| info.0.0.ip());
+    let peer = Peer::in_extensions(&parts.extensions).map(|peer| peer.ip());
     if let Err(e) = rt.forwarding.apply(&mut parts.headers, &principal, peer) {
         tracing::warn!(policy = %rt.policy, claim = %e.claim, "refused: a mapped claim cannot be sent as a header");
         let response = error_body(StatusCode::FORBIDDEN, "forbidden", &e.to_string());
@@ -403,10 +418,10 @@ async fn authorize_and_forward(
                     response.headers_mut().remove(name);
                 }
             }
-            (response, Outcome::Allowed, Reason::None)
+            (response.map(Either::Left), Outcome::Allowed, Reason::None)
         }
         Err(response) => (
-            response,
+            local(response),
             Outcome::UpstreamError,
             Reason::UpstreamUnavailable,
         ),
@@ -421,7 +436,11 @@ const DRAIN_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 /// Finishes a refused request. HTTP/1.1 can only reuse the connection once the request body has
 /// been read, so a small body is read (bounded in size and time) and discarded; otherwise the
 /// response says `Connection: close` instead of the connection dropping without notice.
-async fn refuse(request: Request, (mut response, outcome, reason): Answer) -> Answer {
+async fn refuse<B>(request: Request<B>, (mut response, outcome, reason): Refusal) -> Answer
+where
+    B: hyper::body::Body,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let declared = request
         .headers()
         .get(header::CONTENT_LENGTH)
@@ -445,14 +464,17 @@ async fn refuse(request: Request, (mut response, outcome, reason): Answer) -> An
             .headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
-    (response, outcome, reason)
+    (local(response), outcome, reason)
 }
+
+/// A response refusing a request, with what the metrics say about it.
+type Refusal = (Response, Outcome, Reason);
 
 /// Whether the rules must read the request's body: every POST (an empty one is refused), and any
 /// other method whose body is not known to be empty, since an app may route JSON-RPC on any
 /// method.
-fn carries_body(request: &Request) -> bool {
-    request.method() == Method::POST || !axum::body::HttpBody::is_end_stream(request.body())
+fn carries_body(request: &Request<Incoming>) -> bool {
+    request.method() == Method::POST || !hyper::body::Body::is_end_stream(request.body())
 }
 
 /// Reads a request body (bounded) and scans its JSON-RPC messages into `record`, then rebuilds
@@ -461,21 +483,23 @@ fn carries_body(request: &Request) -> bool {
 /// read for the audit trail only) such bodies go to the app unchanged.
 async fn read_messages(
     rt: &Runtime,
-    request: Request,
+    request: Request<Incoming>,
     record: &mut Record,
-) -> Result<Request, Answer> {
+) -> Result<Request<Outgoing>, Answer> {
     let (parts, body) = request.into_parts();
     let strict = !rt.rules.is_empty();
     let bytes = match buffer(body, MAX_RPC_BODY).await {
         Ok(Buffered::Whole(bytes)) => bytes,
-        Ok(Buffered::TooLarge(body)) if !strict => return Ok(Request::from_parts(parts, body)),
+        Ok(Buffered::TooLarge(body)) if !strict => {
+            return Ok(Request::from_parts(parts, Either::Right(body)));
+        }
         Err(_) => {
             let response = error_body(
                 StatusCode::BAD_REQUEST,
                 "invalid_request",
                 "the request body could not be read",
             );
-            return Err((response, Outcome::BadRequest, Reason::InvalidRequest));
+            return Err((local(response), Outcome::BadRequest, Reason::InvalidRequest));
         }
         Ok(Buffered::TooLarge(_)) => {
             let mut response = error_body(
@@ -487,7 +511,7 @@ async fn read_messages(
             response
                 .headers_mut()
                 .insert(header::CONNECTION, HeaderValue::from_static("close"));
-            return Err((response, Outcome::BadRequest, Reason::InvalidRequest));
+            return Err((local(response), Outcome::BadRequest, Reason::InvalidRequest));
         }
     };
     let scanned = if rt.audit.wants_arguments() {
@@ -509,11 +533,11 @@ async fn read_messages(
                 axum::Json(body),
             )
                 .into_response();
-            return Err((response, Outcome::BadRequest, Reason::InvalidRequest));
+            return Err((local(response), Outcome::BadRequest, Reason::InvalidRequest));
         }
         Err(_) => {}
     }
-    Ok(Request::from_parts(parts, Body::from(bytes)))
+    Ok(Request::from_parts(parts, Either::Right(Body::from(bytes))))
 }
 
 /// A request body read up to a limit.
@@ -524,7 +548,7 @@ enum Buffered {
     TooLarge(Body),
 }
 
-async fn buffer(mut body: Body, limit: usize) -> Result<Buffered, axum::Error> {
+async fn buffer(mut body: Incoming, limit: usize) -> Result<Buffered, hyper::Error> {
     let mut chunks: Vec<bytes::Bytes> = Vec::new();
     let mut total = 0;
     while let Some(frame) = body.frame().await {
@@ -535,7 +559,7 @@ async fn buffer(mut body: Body, limit: usize) -> Result<Buffered, axum::Error> {
         total += data.len();
         chunks.push(data);
         if total > limit {
-            let read = futures_util::stream::iter(chunks.into_iter().map(Ok::<_, axum::Error>));
+            let read = futures_util::stream::iter(chunks.into_iter().map(Ok::<_, hyper::Error>));
             let rest = futures_util::StreamExt::chain(read, body.into_data_stream());
             return Ok(Buffered::TooLarge(Body::from_stream(rest)));
         }

@@ -21,22 +21,19 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use axum::body::Body;
-use axum::extract::ConnectInfo;
-use futures_util::StreamExt;
+use bytes::Bytes;
 use http::{HeaderValue, Method, StatusCode, Version, header};
-use http_body_util::{BodyExt, BodyStream, StreamBody};
-use hyper::body::Incoming;
+use hyper::body::{Frame, Incoming, SizeHint};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto::Builder;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::{Notify, OwnedSemaphorePermit, watch};
 use tokio::time::Instant;
-use tower::ServiceExt;
 
+use crate::app::{Reply, ReplyBody};
+use crate::peer::Peer;
 use crate::shutdown::{self, Phase};
-use crate::workers::Peer;
 
 /// How client connections are bounded (`--header-read-timeout`, `--idle-timeout`,
 /// `--max-connections`, `--max-streams-per-connection`, `--max-header-bytes`).
@@ -59,28 +56,31 @@ pub struct Limits {
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
 /// Serves one accepted connection until it ends, times out, or `phase` reaches
-/// [`Phase::Stopping`] (then it finishes its requests and closes).
-pub async fn serve(
+/// [`Phase::Stopping`] (then it finishes its requests and closes). `handler` answers each
+/// request, which carries the client's address ([`Peer`]) as an extension.
+pub async fn serve<F>(
     stream: TcpStream,
     peer: SocketAddr,
-    router: axum::Router,
+    handler: impl Fn(hyper::Request<Incoming>) -> F + Send + 'static,
     limits: Limits,
     phase: watch::Receiver<Phase>,
     _permit: OwnedSemaphorePermit,
     _open: tokio::sync::mpsc::Sender<()>,
-) {
+) where
+    F: Future<Output = Reply> + Send + 'static,
+{
     let activity = Arc::new(Activity::new());
     let tracked = activity.clone();
     let phase_of_requests = phase.clone();
     let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
-        request.extensions_mut().insert(ConnectInfo(Peer(peer)));
+        request.extensions_mut().insert(Peer(peer));
         let busy = Busy::begin(tracked.clone());
-        let router = router.clone();
         let phase = phase_of_requests.clone();
         let version = request.version();
         let get = request.method() == Method::GET;
+        let answer = handler(request);
         async move {
-            let Ok(mut response) = router.oneshot(request).await;
+            let mut response = answer.await;
             if version < Version::HTTP_2
                 && response.status() != StatusCode::SWITCHING_PROTOCOLS
                 && *phase.borrow() >= Phase::Leaving
@@ -92,14 +92,11 @@ pub async fn serve(
             let stream = get && is_event_stream(&response);
             // The request counts as in flight until its response body is done (SSE streams).
             Ok::<_, Infallible>(response.map(|body| {
-                let body = Body::new(body.map_frame(move |frame| {
-                    let _in_flight = &busy;
-                    frame
-                }));
-                if stream {
-                    ends_when_stopping(body, phase)
-                } else {
-                    body
+                Tracked {
+                    body,
+                    _busy: busy,
+                    stop: stream
+                        .then(|| Box::pin(shutdown::reached(phase, Phase::Stopping)) as StopSignal),
                 }
             }))
         }
@@ -154,7 +151,7 @@ pub async fn serve(
     }
 }
 
-fn is_event_stream(response: &axum::response::Response) -> bool {
+fn is_event_stream(response: &Reply) -> bool {
     response
         .headers()
         .get(header::CONTENT_TYPE)
@@ -166,12 +163,50 @@ fn is_event_stream(response: &axum::response::Response) -> bool {
         })
 }
 
-/// `body`, ended (a complete response: the last chunk on HTTP/1.1, END_STREAM on HTTP/2) once
-/// `phase` reaches [`Phase::Stopping`]: an SSE stream a client opened with GET has no end of its
-/// own, and the client reconnects (to another replica) when it ends.
-fn ends_when_stopping(body: Body, phase: watch::Receiver<Phase>) -> Body {
-    let frames = BodyStream::new(body).take_until(shutdown::reached(phase, Phase::Stopping));
-    Body::new(StreamBody::new(frames))
+/// Resolves when a response body must end early.
+type StopSignal = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// A response body that keeps its request in flight until it is done or dropped. An SSE stream
+/// a client opened with GET has no end of its own: it is ended (a complete response: the last
+/// chunk on HTTP/1.1, END_STREAM on HTTP/2) once the phase reaches [`Phase::Stopping`], and the
+/// client reconnects (to another replica).
+struct Tracked {
+    body: ReplyBody,
+    _busy: Busy,
+    /// For SSE streams: when to end; `None` once ended.
+    stop: Option<StopSignal>,
+}
+
+impl hyper::body::Body for Tracked {
+    type Data = Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = self.get_mut();
+        if let Some(stop) = &mut this.stop
+            && stop.as_mut().poll(cx).is_ready()
+        {
+            this.stop = None;
+            this.body = ReplyBody::Right(axum::body::Body::empty());
+            return Poll::Ready(None);
+        }
+        Pin::new(&mut this.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        if self.stop.is_some() {
+            // It may end before its declared size.
+            return SizeHint::default();
+        }
+        self.body.size_hint()
+    }
 }
 
 fn log_end(result: Result<(), Box<dyn std::error::Error + Send + Sync>>) {
@@ -356,6 +391,8 @@ mod tests {
 
     use axum::response::sse::{Event, Sse};
     use axum::routing::get;
+    use futures_util::StreamExt as _;
+    use http_body_util::BodyExt as _;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;
     use tokio::sync::Semaphore;
@@ -390,7 +427,15 @@ mod tests {
         let (stream, peer) = accepted.unwrap();
         let permit = Arc::new(Semaphore::new(1)).try_acquire_owned().unwrap();
         let (open, _) = tokio::sync::mpsc::channel(1);
-        tokio::spawn(serve(stream, peer, router(), LIMITS, phase, permit, open));
+        let router = router();
+        let handler = move |request: hyper::Request<Incoming>| {
+            let router = router.clone();
+            async move {
+                let Ok(response) = tower::ServiceExt::oneshot(router, request).await;
+                response.map(http_body_util::Either::Right)
+            }
+        };
+        tokio::spawn(serve(stream, peer, handler, LIMITS, phase, permit, open));
         client.unwrap()
     }
 

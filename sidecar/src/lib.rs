@@ -19,6 +19,7 @@ pub mod metadata;
 pub mod metrics;
 pub mod oauth;
 pub mod origin;
+pub mod peer;
 pub mod proxy;
 pub mod reload;
 pub mod rpc;

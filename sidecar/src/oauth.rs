@@ -35,7 +35,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequestParts};
+use axum::extract::{DefaultBodyLimit, FromRequestParts};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use http::request::Parts;
@@ -638,10 +638,8 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
     type Rejection = std::convert::Infallible;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        let addr = parts
-            .extensions
-            .get::<ConnectInfo<crate::workers::Peer>>()
-            .map(|c| ClientAddr::of(c.0.0.ip()));
+        let addr = crate::peer::Peer::in_extensions(&parts.extensions)
+            .map(|peer| ClientAddr::of(peer.ip()));
         Ok(addr.unwrap_or_else(|| ClientAddr("unknown".into())))
     }
 }

@@ -57,8 +57,7 @@ impl Origins {
     }
 
     /// Adds CORS headers for an allowed origin to any response.
-    pub fn decorate(origin: &HeaderValue, response: &mut Response) {
-        let h = response.headers_mut();
+    pub fn decorate(origin: &HeaderValue, h: &mut HeaderMap) {
         h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
         h.insert(
             header::ACCESS_CONTROL_EXPOSE_HEADERS,
@@ -82,7 +81,7 @@ impl Origins {
             ],
         )
             .into_response();
-        Self::decorate(origin, &mut response);
+        Self::decorate(origin, response.headers_mut());
         response
     }
 }

@@ -8,6 +8,8 @@ use axum::body::Body;
 use axum::response::Response;
 use http::uri::{PathAndQuery, Scheme};
 use http::{HeaderValue, Request, StatusCode, Uri, header};
+use http_body_util::Either;
+use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
@@ -22,10 +24,14 @@ const X_FORWARDED_HOST: http::HeaderName = http::HeaderName::from_static("x-forw
 #[error("--upstream must be an http://host:port URL without query: {0}")]
 pub struct BadUpstream(String);
 
+/// A request body on its way to the app: as the client sent it, or rebuilt after the sidecar
+/// read it.
+pub type Outgoing = Either<Incoming, Body>;
+
 /// A connection pool to the app.
 #[derive(Clone)]
 pub struct Upstream {
-    client: Client<HttpConnector, Body>,
+    client: Client<HttpConnector, Outgoing>,
     authority: http::uri::Authority,
     base_path: String,
     authority_header: HeaderValue,
@@ -79,7 +85,10 @@ impl Upstream {
 
     /// Sends the (already sanitised) request to the app and streams the answer back.
     /// Connection failures become a clean 502; the app's own statuses pass through.
-    pub async fn forward(&self, mut request: Request<Body>) -> Result<Response, Response> {
+    pub async fn forward(
+        &self,
+        mut request: Request<Outgoing>,
+    ) -> Result<http::Response<Incoming>, Response> {
         let original_host = request.headers().get(header::HOST).cloned();
         *request.uri_mut() = self.target(request.uri()).map_err(|_| {
             error_body(
@@ -95,10 +104,9 @@ impl Upstream {
             headers.insert(X_FORWARDED_HOST, host);
         }
         match self.client.request(request).await {
-            Ok(response) => {
-                let (mut parts, body) = response.into_parts();
-                strip_hop_by_hop(&mut parts.headers);
-                Ok(Response::from_parts(parts, Body::new(body)))
+            Ok(mut response) => {
+                strip_hop_by_hop(response.headers_mut());
+                Ok(response)
             }
             Err(e) => {
                 tracing::warn!(error = %e, upstream = %self.authority, "upstream request failed");

@@ -21,10 +21,6 @@ const BACKLOG: usize = 256;
 /// An accepted connection on its way to a serving thread, with its place under the cap.
 type Accepted = (std::net::TcpStream, SocketAddr, OwnedSemaphorePermit);
 
-/// The client's address, for handlers (`ConnectInfo<Peer>`).
-#[derive(Clone, Copy, Debug)]
-pub struct Peer(pub SocketAddr);
-
 /// The running serving threads.
 pub struct Workers {
     finished: Vec<oneshot::Receiver<()>>,
@@ -52,7 +48,7 @@ impl Workers {
             std::thread::Builder::new()
                 .name(format!("serve-{index}"))
                 .spawn(move || {
-                    runtime.block_on(serve_thread(rx, app::router(state), limits, phase));
+                    runtime.block_on(serve_thread(rx, state, limits, phase));
                     let _ = done_tx.send(());
                 })?;
             senders.push(tx);
@@ -80,7 +76,7 @@ impl Workers {
 /// [`Phase::Stopping`], then waits for them to finish.
 async fn serve_thread(
     mut incoming: mpsc::Receiver<Accepted>,
-    router: axum::Router,
+    state: Arc<AppState>,
     limits: Limits,
     phase: watch::Receiver<Phase>,
 ) {
@@ -108,7 +104,13 @@ async fn serve_thread(
         tokio::spawn(connection::serve(
             stream,
             peer,
-            router.clone(),
+            {
+                let state = state.clone();
+                move |request| {
+                    let state = state.clone();
+                    async move { app::handle(&state, request).await }
+                }
+            },
             limits,
             phase.clone(),
             permit,

@@ -22,10 +22,12 @@ use futures_util::stream;
 use http::{HeaderMap, StatusCode};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use mcp_warden_policy::PolicyDocument;
-use mcp_warden_sidecar::app::{self, AppState};
+use mcp_warden_sidecar::app::AppState;
+use mcp_warden_sidecar::connection::Limits;
 use mcp_warden_sidecar::metrics::Metrics;
 use mcp_warden_sidecar::proxy::Upstream;
 use mcp_warden_sidecar::runtime::{BuildContext, Runtime};
+use mcp_warden_sidecar::workers::Workers;
 use prometheus_client::registry::Registry;
 use serde_json::{Value, json};
 
@@ -172,6 +174,8 @@ pub struct Sidecar {
     pub base: String,
     pub state: Arc<AppState>,
     pub registry: Arc<Registry>,
+    /// Serving stops when this is dropped.
+    _serving: tokio::sync::watch::Sender<mcp_warden_sidecar::shutdown::Phase>,
 }
 
 pub fn policy_yaml(issuer: &str, resource: &str, extra_spec: &str) -> String {
@@ -218,13 +222,22 @@ impl Sidecar {
             upstream: Upstream::new(upstream).unwrap(),
             metrics,
         });
-        let router = app::router(state.clone());
-        tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+        // Served as the binary serves it: one serving thread, the default limits.
+        let limits = Limits {
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(90),
+            max_connections: 2048,
+            max_streams: 100,
+            max_header_bytes: 32 * 1024,
+        };
+        let (serving, phase) = mcp_warden_sidecar::shutdown::channel();
+        Workers::start(listener, vec![state.clone()], limits, phase).expect("serving thread");
         Sidecar {
             addr,
             base,
             state,
             registry: Arc::new(registry),
+            _serving: serving,
         }
     }
 
