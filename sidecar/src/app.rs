@@ -46,7 +46,7 @@ pub struct AppState {
 }
 
 /// A response body: the app's, streamed back, or one the sidecar made.
-pub type ReplyBody = Either<Incoming, Body>;
+pub type ReplyBody = Either<crate::pool::Reply, Body>;
 /// A response to a client of the public port.
 pub type Reply = http::Response<ReplyBody>;
 

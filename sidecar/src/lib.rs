@@ -20,6 +20,7 @@ pub mod metrics;
 pub mod oauth;
 pub mod origin;
 pub mod peer;
+pub mod pool;
 pub mod proxy;
 pub mod reload;
 pub mod rpc;

@@ -2,20 +2,14 @@
 //! SSE responses and long-lived GET streams work, and a client that goes away drops the
 //! upstream connection with it.
 
-use std::time::Duration;
-
-use axum::body::Body;
 use axum::response::Response;
 use http::uri::{PathAndQuery, Scheme};
 use http::{HeaderValue, Request, StatusCode, Uri, header};
-use http_body_util::Either;
-use hyper::body::Incoming;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 
 use crate::challenge::error_body;
 use crate::forward::strip_hop_by_hop;
+pub use crate::pool::Outgoing;
+use crate::pool::{self, Pool};
 
 const X_FORWARDED_HOST: http::HeaderName = http::HeaderName::from_static("x-forwarded-host");
 
@@ -24,14 +18,10 @@ const X_FORWARDED_HOST: http::HeaderName = http::HeaderName::from_static("x-forw
 #[error("--upstream must be an http://host:port URL without query: {0}")]
 pub struct BadUpstream(String);
 
-/// A request body on its way to the app: as the client sent it, or rebuilt after the sidecar
-/// read it.
-pub type Outgoing = Either<Incoming, Body>;
-
-/// A connection pool to the app.
+/// The app, and a serving thread's connections to it.
 #[derive(Clone)]
 pub struct Upstream {
-    client: Client<HttpConnector, Outgoing>,
+    pool: Pool,
     authority: http::uri::Authority,
     base_path: String,
     authority_header: HeaderValue,
@@ -50,37 +40,35 @@ impl Upstream {
             .authority()
             .cloned()
             .ok_or_else(|| BadUpstream(base.to_owned()))?;
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(Duration::from_secs(5)));
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(60))
-            .pool_max_idle_per_host(64)
-            .build(connector);
+        let address = format!(
+            "{}:{}",
+            authority.host(),
+            authority.port_u16().unwrap_or(80)
+        );
         let authority_header =
             HeaderValue::from_str(authority.as_str()).map_err(|e| BadUpstream(e.to_string()))?;
         Ok(Upstream {
-            client,
+            pool: Pool::new(&address),
             authority,
             base_path: uri.path().trim_end_matches('/').to_owned(),
             authority_header,
         })
     }
 
+    /// The request target on the app, in origin form (`/base/path?query`).
     fn target(&self, original: &Uri) -> Result<Uri, http::Error> {
-        let path_and_query = original.path_and_query().map_or("/", PathAndQuery::as_str);
-        let pq: PathAndQuery = if self.base_path.is_empty() {
-            PathAndQuery::from_maybe_shared(bytes::Bytes::copy_from_slice(
-                path_and_query.as_bytes(),
-            ))?
-        } else {
-            format!("{}{}", self.base_path, path_and_query).parse()?
-        };
-        Uri::builder()
-            .scheme(Scheme::HTTP)
-            .authority(self.authority.clone())
-            .path_and_query(pq)
-            .build()
+        let path_and_query = original.path_and_query();
+        if self.base_path.is_empty() {
+            // The client's own target, shared rather than copied.
+            return Ok(Uri::from(
+                path_and_query
+                    .cloned()
+                    .unwrap_or_else(|| PathAndQuery::from_static("/")),
+            ));
+        }
+        let path_and_query = path_and_query.map_or("/", PathAndQuery::as_str);
+        let pq: PathAndQuery = format!("{}{}", self.base_path, path_and_query).parse()?;
+        Ok(Uri::from(pq))
     }
 
     /// Sends the (already sanitised) request to the app and streams the answer back.
@@ -88,7 +76,7 @@ impl Upstream {
     pub async fn forward(
         &self,
         mut request: Request<Outgoing>,
-    ) -> Result<http::Response<Incoming>, Response> {
+    ) -> Result<http::Response<pool::Reply>, Response> {
         let original_host = request.headers().get(header::HOST).cloned();
         *request.uri_mut() = self.target(request.uri()).map_err(|_| {
             error_body(
@@ -103,7 +91,7 @@ impl Upstream {
         if let Some(host) = original_host {
             headers.insert(X_FORWARDED_HOST, host);
         }
-        match self.client.request(request).await {
+        match self.pool.send(request).await {
             Ok(mut response) => {
                 strip_hop_by_hop(response.headers_mut());
                 Ok(response)
@@ -127,15 +115,9 @@ mod tests {
     #[test]
     fn builds_targets_and_rejects_bad_bases() {
         let u = Upstream::new("http://127.0.0.1:8080").unwrap();
-        assert_eq!(
-            u.target(&"/mcp?x=1".parse().unwrap()).unwrap(),
-            "http://127.0.0.1:8080/mcp?x=1"
-        );
+        assert_eq!(u.target(&"/mcp?x=1".parse().unwrap()).unwrap(), "/mcp?x=1");
         let u = Upstream::new("http://127.0.0.1:8080/base/").unwrap();
-        assert_eq!(
-            u.target(&"/mcp".parse().unwrap()).unwrap(),
-            "http://127.0.0.1:8080/base/mcp"
-        );
+        assert_eq!(u.target(&"/mcp".parse().unwrap()).unwrap(), "/base/mcp");
         assert!(Upstream::new("https://x:1").is_err());
         assert!(Upstream::new("http://x:1/?q").is_err());
         assert!(Upstream::new("not a url").is_err());
