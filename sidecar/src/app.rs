@@ -25,6 +25,7 @@ use crate::oauth::upstream_token::UpstreamTokenError;
 use crate::origin::{OriginCheck, Origins, is_preflight};
 use crate::peer::Peer;
 use crate::proxy::{Outgoing, Upstream};
+use crate::request_span;
 use crate::rpc;
 use crate::rules::MAX_RPC_BODY;
 use crate::runtime::Runtime;
@@ -86,7 +87,7 @@ pub async fn handle(state: &AppState, request: Request<Incoming>) -> Reply {
             .or_insert(record.request_id.clone());
     }
     if let Some(cx) = &trace {
-        telemetry::finish_server(cx, &runtime.policy, &record, &done);
+        request_span::finish(cx, &runtime.policy, &record, &done);
     }
     response
 }

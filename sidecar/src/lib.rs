@@ -23,6 +23,7 @@ pub mod peer;
 pub mod pool;
 pub mod proxy;
 pub mod reload;
+pub mod request_span;
 pub mod rpc;
 pub mod rules;
 pub mod runtime;
