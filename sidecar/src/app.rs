@@ -17,7 +17,7 @@ use http_body_util::{BodyExt, Either};
 use hyper::body::Incoming;
 use tower::ServiceExt;
 
-use crate::audit::{Caller, Done, Record, X_REQUEST_ID};
+use crate::audit::{Done, Record, X_REQUEST_ID};
 use crate::challenge::error_body;
 use crate::metrics::{Metrics, Outcome, Reason};
 use crate::oauth::revocation::Status;
@@ -30,6 +30,7 @@ use crate::rpc;
 use crate::rules::MAX_RPC_BODY;
 use crate::runtime::Runtime;
 use crate::scopes;
+use crate::tap::{State, Tapped};
 use crate::telemetry;
 use crate::verify::TokenError;
 
@@ -79,15 +80,15 @@ pub async fn handle(state: &AppState, request: Request<Incoming>) -> Reply {
         status: response.status().as_u16(),
         latency,
     };
+    if let Some(cx) = &trace {
+        request_span::finish(cx, &runtime.policy, &record, &done);
+    }
     if !matches!(outcome, Outcome::Metadata | Outcome::Preflight) {
-        runtime.audit.finish(&record, &done);
         response
             .headers_mut()
             .entry(X_REQUEST_ID)
-            .or_insert(record.request_id.clone());
-    }
-    if let Some(cx) = &trace {
-        request_span::finish(cx, &runtime.policy, &record, &done);
+            .or_insert_with(|| record.request_id.clone());
+        runtime.audit.finish(record, done);
     }
     response
 }
@@ -293,18 +294,24 @@ async fn authorize_and_forward(
         }
     }
 
-    if rt.audit.reads_bodies() {
-        record.caller = Some(Caller::of(&principal));
+    if rt.audit.wants_caller() {
+        record.caller = Some(principal.clone());
     }
 
     let reads_body = !rt.rules.is_empty() || rt.audit.reads_bodies();
-    let request = if reads_body && carries_body(&request) {
+    let request = if !reads_body || !carries_body(&request) {
+        request.map(Either::Left)
+    } else if rt.rules.is_empty() && rt.audit.taps_bodies() && telemetry::tracer().is_none() {
+        // Only the audit writer reads this body: it streams to the app unbuffered.
+        let (parts, body) = request.into_parts();
+        let (tapped, tap) = Tapped::new(body, MAX_RPC_BODY);
+        record.body = Some(tap);
+        Request::from_parts(parts, Either::Right(Either::Left(tapped)))
+    } else {
         match read_messages(rt, request, record).await {
             Ok(request) => request,
             Err(answer) => return answer,
         }
-    } else {
-        request.map(Either::Left)
     };
     let needed = if rt.rules.is_empty() {
         Cow::Borrowed(&rt.required_scopes[..])
@@ -421,6 +428,19 @@ async fn authorize_and_forward(
             }
             (response.map(Either::Left), Outcome::Allowed, Reason::None)
         }
+        // The client's body broke off on its way (read fully first, it would have been refused).
+        Err(_)
+            if record
+                .body
+                .as_ref()
+                .is_some_and(|tap| tap.state() == State::Failed) =>
+        {
+            (
+                local(unreadable_body()),
+                Outcome::BadRequest,
+                Reason::InvalidRequest,
+            )
+        }
         Err(response) => (
             local(response),
             Outcome::UpstreamError,
@@ -492,14 +512,13 @@ async fn read_messages(
     let bytes = match buffer(body, MAX_RPC_BODY).await {
         Ok(Buffered::Whole(bytes)) => bytes,
         Ok(Buffered::TooLarge(body)) if !strict => {
-            return Ok(Request::from_parts(parts, Either::Right(body)));
+            return Ok(Request::from_parts(
+                parts,
+                Either::Right(Either::Right(body)),
+            ));
         }
         Err(_) => {
-            let response = error_body(
-                StatusCode::BAD_REQUEST,
-                "invalid_request",
-                "the request body could not be read",
-            );
+            let response = unreadable_body();
             return Err((local(response), Outcome::BadRequest, Reason::InvalidRequest));
         }
         Ok(Buffered::TooLarge(_)) => {
@@ -538,7 +557,18 @@ async fn read_messages(
         }
         Err(_) => {}
     }
-    Ok(Request::from_parts(parts, Either::Right(Body::from(bytes))))
+    Ok(Request::from_parts(
+        parts,
+        Either::Right(Either::Right(Body::from(bytes))),
+    ))
+}
+
+fn unreadable_body() -> Response {
+    error_body(
+        StatusCode::BAD_REQUEST,
+        "invalid_request",
+        "the request body could not be read",
+    )
 }
 
 /// A request body read up to a limit.

@@ -1,16 +1,19 @@
 //! The audit trail: one JSON line per MCP request on the protected path (one per call of a
 //! JSON-RPC batch), saying who called what and what the sidecar decided.
 //!
-//! The request path only formats the line and offers it to a bounded queue; a writer thread
-//! owns the destination (stderr, or a file rotated by size). When the queue is full the line is
-//! dropped and counted (`mcp_warden_audit_dropped_total`): auditing never stalls a request.
+//! The request path only offers what it learned about the request (its [`Record`], moved, not
+//! copied) to a bounded queue; a writer thread formats the lines and owns the destination
+//! (stderr, or a file rotated by size). When no scope rule reads the request body, the body
+//! streams to the app through a [`Tap`] and the writer reads its JSON-RPC messages from the
+//! kept copy once the body is complete. When the queue is full the request's lines are dropped
+//! and counted (`mcp_warden_audit_dropped_total`): auditing never stalls a request.
 //! Bearer tokens are never written; tool arguments only with `includeArguments`.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use aws_lc_rs::digest;
 use http::{HeaderMap, HeaderValue};
@@ -21,10 +24,11 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 
 use crate::metrics::{Metrics, Outcome, Reason, ToolMeters};
-use crate::rpc::Message;
+use crate::rpc::{self, Message};
+use crate::tap::{State, Tap};
 use crate::verify::Principal;
 
-/// Lines waiting for the writer before new ones are dropped.
+/// Requests waiting for the writer before new ones are dropped.
 const QUEUE: usize = 8192;
 /// Longest client-supplied `X-Request-Id` kept.
 const MAX_REQUEST_ID: usize = 128;
@@ -58,7 +62,7 @@ impl Destination {
 }
 
 /// A running writer: its destination and its queue.
-type Running = (Destination, mpsc::Sender<String>);
+type Running = (Destination, mpsc::Sender<Entry>);
 
 /// The writer in use, kept across policy reloads so a reload with the same destination keeps
 /// the same thread and file.
@@ -78,7 +82,7 @@ impl Writers {
     }
 
     /// A queue to the writer for `dest`, starting one if the destination changed.
-    fn sender(&self, dest: Destination) -> io::Result<mpsc::Sender<String>> {
+    fn sender(&self, dest: Destination) -> io::Result<mpsc::Sender<Entry>> {
         let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
         if let Some((d, tx)) = current.as_ref()
             && *d == dest
@@ -98,13 +102,26 @@ impl Writers {
 
 /// One policy's audit settings, resolved for the request path.
 pub struct Auditor {
-    policy: String,
-    queue: Option<mpsc::Sender<String>>,
+    format: Arc<Format>,
+    queue: Option<mpsc::Sender<Entry>>,
     dropped: Counter,
+    tools: Option<ToolMeters>,
+}
+
+/// How one policy's lines are written.
+struct Format {
+    policy: String,
     include_arguments: bool,
     max_argument_bytes: usize,
     redact: Vec<String>,
-    tools: Option<ToolMeters>,
+}
+
+/// A finished request on its way to the writer.
+struct Entry {
+    format: Arc<Format>,
+    time: SystemTime,
+    record: Record,
+    done: Done,
 }
 
 impl Auditor {
@@ -125,12 +142,14 @@ impl Auditor {
         let tools =
             (!spec.tool_metrics.is_empty()).then(|| metrics.tools_for(policy, &spec.tool_metrics));
         Ok(Auditor {
-            policy: policy.to_owned(),
+            format: Arc::new(Format {
+                policy: policy.to_owned(),
+                include_arguments: spec.enabled && spec.include_arguments,
+                max_argument_bytes: spec.max_argument_bytes as usize,
+                redact: spec.redact_fields.clone(),
+            }),
             queue,
             dropped: writers.dropped.clone(),
-            include_arguments: spec.enabled && spec.include_arguments,
-            max_argument_bytes: spec.max_argument_bytes as usize,
-            redact: spec.redact_fields.clone(),
             tools,
         })
     }
@@ -142,61 +161,117 @@ impl Auditor {
 
     /// Whether the scan must keep `params.arguments`.
     pub fn wants_arguments(&self) -> bool {
-        self.include_arguments
+        self.format.include_arguments
     }
 
-    /// Counts the tool calls of a finished request and queues its audit lines.
-    pub fn finish(&self, record: &Record, done: &Done) {
+    /// Whether the caller must be kept in the [`Record`].
+    pub fn wants_caller(&self) -> bool {
+        self.queue.is_some()
+    }
+
+    /// Whether the audit trail alone reads request bodies (no per-tool metrics), so the writer
+    /// may read them from a [`Tap`] instead of the request path.
+    pub fn taps_bodies(&self) -> bool {
+        self.queue.is_some() && self.tools.is_none()
+    }
+
+    /// Counts the tool calls of a finished request and queues it for its audit lines.
+    pub fn finish(&self, record: Record, done: Done) {
         if let Some(tools) = &self.tools {
             for tool in record.messages.iter().filter_map(|m| m.tool.as_deref()) {
                 tools.observe(tool, done.outcome);
             }
         }
         let Some(queue) = &self.queue else { return };
-        let calls: Vec<&Message> = record
+        let entry = Entry {
+            format: self.format.clone(),
+            time: SystemTime::now(),
+            record,
+            done,
+        };
+        if let Err(e) = queue.try_send(entry) {
+            let entry = match e {
+                mpsc::error::TrySendError::Full(entry)
+                | mpsc::error::TrySendError::Closed(entry) => entry,
+            };
+            // Counted per line, as the lines of a batch would have been written.
+            self.dropped.inc_by(entry.lines() as u64);
+        }
+    }
+}
+
+impl Entry {
+    /// Whether the request body (if tapped) is done, so the lines can be written.
+    fn ready(&self) -> bool {
+        self.record
+            .body
+            .as_ref()
+            .is_none_or(|tap| tap.state() != State::Open)
+    }
+
+    /// Reads the messages of a tapped body; a body that is not a JSON-RPC message, too large or
+    /// not read to the end is audited without them, as on the request path.
+    fn read_body(&mut self) {
+        let Some(bytes) = self.record.body.take().and_then(|tap| tap.take()) else {
+            return;
+        };
+        let scanned = if self.format.include_arguments {
+            rpc::scan_with_arguments(&bytes)
+        } else {
+            rpc::scan(&bytes)
+        };
+        self.record.messages = scanned.unwrap_or_default();
+    }
+
+    /// How many lines this request gets: one per call, at least one (a tapped body not read yet
+    /// counts as one).
+    fn lines(&self) -> usize {
+        self.record
+            .messages
+            .iter()
+            .filter(|m| m.method.is_some())
+            .count()
+            .max(1)
+    }
+
+    /// Appends this request's lines (one per call of a batch) to `out`.
+    fn write_lines(&self, out: &mut Vec<u8>, clock: &mut Clock) {
+        let calls: Vec<&Message> = self
+            .record
             .messages
             .iter()
             .filter(|m| m.method.is_some())
             .collect();
+        let time = clock.stamp(self.time);
         if calls.is_empty() {
-            self.send(queue, self.line(record, done, None, calls.len()));
+            self.line(out, time, None, 0);
         }
         for (i, call) in calls.iter().enumerate() {
-            self.send(queue, self.line(record, done, Some((i, call)), calls.len()));
+            self.line(out, time, Some((i, call)), calls.len());
         }
     }
 
-    fn send(&self, queue: &mpsc::Sender<String>, line: String) {
-        if queue.try_send(line).is_err() {
-            self.dropped.inc();
-        }
-    }
-
-    fn line(
-        &self,
-        record: &Record,
-        done: &Done,
-        call: Option<(usize, &Message)>,
-        calls: usize,
-    ) -> String {
+    fn line(&self, out: &mut Vec<u8>, time: &str, call: Option<(usize, &Message)>, calls: usize) {
+        let (record, done, format) = (&self.record, &self.done, &*self.format);
         let message = call.map(|(_, m)| m);
         let method = message.and_then(|m| m.method.as_deref());
         let arguments = message
-            .filter(|_| self.include_arguments)
+            .filter(|_| format.include_arguments)
             .and_then(|m| m.arguments.as_ref())
-            .map(|a| self.arguments(a));
+            .map(|a| format.arguments(a));
+        let caller = record.caller.as_deref().map(Caller::of);
         let event = Event {
-            time: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            time,
             kind: "mcp_warden.audit",
             request_id: record.request_id.to_str().unwrap_or_default(),
-            policy: &self.policy,
+            policy: &format.policy,
             outcome: done.outcome.as_str(),
             reason: done.reason.as_str(),
             status: done.status,
             latency_ms: (done.latency.as_secs_f64() * 1e6).round() / 1e3,
             http_method: record.http_method.as_str(),
             path: &record.path,
-            caller: record.caller.as_ref(),
+            caller: caller.as_ref(),
             session: record.session.as_deref(),
             trace_id: record.trace_id.as_deref(),
             method,
@@ -211,11 +286,13 @@ impl Auditor {
             batch_size: (calls > 1).then_some(calls),
             arguments,
         };
-        let mut line = serde_json::to_string(&event).unwrap_or_default();
-        line.push('\n');
-        line
+        if serde_json::to_writer(&mut *out, &event).is_ok() {
+            out.push(b'\n');
+        }
     }
+}
 
+impl Format {
     /// The arguments as written: named fields redacted, too large ones replaced by their size.
     fn arguments(&self, arguments: &Value) -> Value {
         let mut value = arguments.clone();
@@ -248,27 +325,37 @@ fn redact(value: &mut Value, fields: &[String]) {
 }
 
 /// The caller as far as the token told.
-#[derive(Debug, Default, Serialize)]
-pub struct Caller {
+#[derive(Debug, Serialize)]
+struct Caller<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
-    sub: Option<String>,
+    sub: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    client_id: Option<String>,
+    client_id: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    iss: Option<String>,
-    scopes: Vec<String>,
+    iss: Option<&'a str>,
+    scopes: Scopes<'a>,
 }
 
-impl Caller {
+impl<'a> Caller<'a> {
     /// From a verified token: `sub`, `client_id` (or `azp`), `iss` and the granted scopes.
-    pub fn of(principal: &Principal) -> Self {
+    fn of(principal: &'a Principal) -> Self {
         let text = |name: &str| principal.claims.get(name).and_then(Value::as_str);
         Caller {
-            sub: text("sub").map(str::to_owned),
-            client_id: text("client_id").or_else(|| text("azp")).map(str::to_owned),
-            iss: text("iss").map(str::to_owned),
-            scopes: principal.scopes.iter().map(str::to_owned).collect(),
+            sub: text("sub"),
+            client_id: text("client_id").or_else(|| text("azp")),
+            iss: text("iss"),
+            scopes: Scopes(&principal.scopes),
         }
+    }
+}
+
+/// Granted scopes, written as a JSON array.
+#[derive(Debug)]
+struct Scopes<'a>(&'a crate::scopes::Granted);
+
+impl Serialize for Scopes<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.0.iter())
     }
 }
 
@@ -282,10 +369,12 @@ pub struct Record {
     pub path: String,
     /// SHA-256 of `Mcp-Session-Id`, first 16 hex digits.
     pub session: Option<String>,
-    /// The verified caller.
-    pub caller: Option<Caller>,
+    /// The verified caller, when the audit trail is on.
+    pub caller: Option<Arc<Principal>>,
     /// The JSON-RPC messages of the body, when it was read.
     pub messages: Vec<Message>,
+    /// The request body as it streamed to the app, when the audit writer reads the messages.
+    pub body: Option<Arc<Tap>>,
     /// The trace this request belongs to, when tracing is on.
     pub trace_id: Option<String>,
 }
@@ -309,12 +398,14 @@ impl Record {
             session,
             caller: None,
             messages: Vec::new(),
+            body: None,
             trace_id: None,
         }
     }
 }
 
 /// How a request ended.
+#[derive(Clone, Copy, Debug)]
 pub struct Done {
     /// What happened.
     pub outcome: Outcome,
@@ -328,7 +419,7 @@ pub struct Done {
 
 #[derive(Serialize)]
 struct Event<'a> {
-    time: String,
+    time: &'a str,
     kind: &'static str,
     request_id: &'a str,
     policy: &'a str,
@@ -339,7 +430,7 @@ struct Event<'a> {
     http_method: &'a str,
     path: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
-    caller: Option<&'a Caller>,
+    caller: Option<&'a Caller<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     session: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -369,8 +460,13 @@ fn well_formed_id(id: &[u8]) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"-_.:/+=@".contains(b))
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+/// `bytes` in lower-case hex digits, written to `out` (twice as long).
+fn hex_into(bytes: &[u8], out: &mut [u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for (b, pair) in bytes.iter().zip(out.chunks_exact_mut(2)) {
+        pair[0] = DIGITS[usize::from(b >> 4)];
+        pair[1] = DIGITS[usize::from(b & 0xf)];
+    }
 }
 
 /// A random request id: 32 hex digits.
@@ -378,12 +474,19 @@ fn new_request_id() -> HeaderValue {
     let mut bytes = [0u8; 16];
     // The system RNG does not fail in practice; a zero id is still a valid id.
     let _ = aws_lc_rs::rand::fill(&mut bytes);
-    HeaderValue::from_str(&hex(&bytes)).expect("hex digits are a valid header value")
+    let mut digits = [0u8; 32];
+    hex_into(&bytes, &mut digits);
+    HeaderValue::from_bytes(&digits).expect("hex digits are a valid header value")
 }
 
 /// The session id as written: enough to correlate requests, useless to resume a session.
 fn session_hash(id: &[u8]) -> String {
-    hex(&digest::digest(&digest::SHA256, id).as_ref()[..8])
+    let mut digits = [0u8; 16];
+    hex_into(
+        &digest::digest(&digest::SHA256, id).as_ref()[..8],
+        &mut digits,
+    );
+    digits.iter().map(|&d| char::from(d)).collect()
 }
 
 /// The writer's output.
@@ -462,30 +565,94 @@ fn rotate(path: &std::path::Path, keep: u32) -> io::Result<()> {
     std::fs::rename(path, numbered(1))
 }
 
+/// RFC 3339 UTC times with milliseconds (`2026-05-01T12:00:00.123Z`), the date and time of day
+/// formatted once per second.
+#[derive(Default)]
+struct Clock {
+    second: Option<u64>,
+    prefix: String,
+    text: String,
+}
+
+impl Clock {
+    fn stamp(&mut self, time: SystemTime) -> &str {
+        let since = time
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default();
+        if self.second != Some(since.as_secs()) {
+            let whole = SystemTime::UNIX_EPOCH + Duration::from_secs(since.as_secs());
+            self.prefix = chrono::DateTime::<chrono::Utc>::from(whole)
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                .trim_end_matches('Z')
+                .to_owned();
+            self.second = Some(since.as_secs());
+        }
+        let millis = since.subsec_millis();
+        self.text.clear();
+        self.text.push_str(&self.prefix);
+        self.text.push('.');
+        for digit in [millis / 100, millis / 10 % 10, millis % 10] {
+            self.text.push(char::from(b'0' + digit as u8));
+        }
+        self.text.push('Z');
+        &self.text
+    }
+}
+
 /// How long the writer gathers lines after the first one: at most this many wake-ups and
 /// writes per second, whatever the request rate (each wake-up and write costs system calls).
 const GATHER: Duration = Duration::from_millis(10);
 
-/// The writer thread: writes what is queued, a batch at a time, until every sender is gone.
-fn write_lines(mut rx: mpsc::Receiver<String>, mut out: Output) {
-    let mut batch = String::new();
-    while let Some(line) = rx.blocking_recv() {
-        batch.clear();
-        batch.push_str(&line);
+/// The writer thread: formats and writes what is queued, a batch at a time, until every
+/// sender is gone. Requests whose body is still streaming to the app wait for it (their lines
+/// come later); when there are more of them than [`QUEUE`], the oldest are written without
+/// their messages.
+fn write_lines(mut rx: mpsc::Receiver<Entry>, mut out: Output) {
+    let mut batch = Vec::new();
+    let mut clock = Clock::default();
+    let mut waiting: Vec<Entry> = Vec::new();
+    let mut open = true;
+    while open || !waiting.is_empty() {
+        if waiting.is_empty() {
+            match rx.blocking_recv() {
+                Some(entry) => waiting.push(entry),
+                None => break,
+            }
+        }
         std::thread::sleep(GATHER);
-        while let Ok(line) = rx.try_recv() {
-            batch.push_str(&line);
+        loop {
+            match rx.try_recv() {
+                Ok(entry) => waiting.push(entry),
+                Err(mpsc::error::TryRecvError::Empty) => break,
+                Err(mpsc::error::TryRecvError::Disconnected) => {
+                    open = false;
+                    break;
+                }
+            }
+        }
+        let overflow = waiting.len().saturating_sub(QUEUE);
+        batch.clear();
+        let mut index = 0;
+        waiting.retain_mut(|entry| {
+            index += 1;
+            // At shutdown, bodies still streaming are not waited for.
+            if !entry.ready() && index > overflow && open {
+                return true;
+            }
+            entry.read_body();
+            entry.write_lines(&mut batch, &mut clock);
             if batch.len() >= 256 * 1024 {
                 write(&mut out, &batch);
                 batch.clear();
             }
-        }
+            false
+        });
         write(&mut out, &batch);
     }
 }
 
-fn write(out: &mut Output, batch: &str) {
-    if let Err(e) = out.write(batch.as_bytes()) {
+fn write(out: &mut Output, batch: &[u8]) {
+    if let Err(e) = out.write(batch) {
         tracing::warn!(error = %e, "cannot write audit lines");
     }
 }
@@ -516,6 +683,28 @@ mod tests {
         let hash = r.session.unwrap();
         assert_eq!(hash.len(), 16);
         assert!(!hash.contains("secret"));
+    }
+
+    #[test]
+    fn times_are_rfc3339_with_milliseconds() {
+        let mut clock = Clock::default();
+        let at = |ms: u64| SystemTime::UNIX_EPOCH + Duration::from_millis(ms);
+        assert_eq!(
+            clock.stamp(at(1_777_636_800_007)),
+            "2026-05-01T12:00:00.007Z"
+        );
+        assert_eq!(
+            clock.stamp(at(1_777_636_800_999)),
+            "2026-05-01T12:00:00.999Z"
+        );
+        assert_eq!(
+            clock.stamp(at(1_777_636_861_120)),
+            "2026-05-01T12:01:01.120Z"
+        );
+        let now = SystemTime::now();
+        let expected = chrono::DateTime::<chrono::Utc>::from(now)
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        assert_eq!(clock.stamp(now), expected);
     }
 
     #[test]

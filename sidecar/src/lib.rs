@@ -31,6 +31,7 @@ pub mod scopes;
 pub mod server;
 pub mod shutdown;
 pub mod store;
+pub mod tap;
 pub mod telemetry;
 pub mod verify;
 pub mod workers;

@@ -15,14 +15,17 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{Request, Response};
+use http_body_util::Either;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
-/// A request body on its way to the app: as the client sent it, or rebuilt after the sidecar
-/// read it.
-pub type Outgoing = http_body_util::Either<Incoming, axum::body::Body>;
+use crate::tap::Tapped;
+
+/// A request body on its way to the app: as the client sent it, tapped for the audit trail, or
+/// rebuilt after the sidecar read it.
+pub type Outgoing = Either<Incoming, Either<Tapped, axum::body::Body>>;
 
 /// How long an unused connection is kept.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);

@@ -517,3 +517,93 @@ async fn refusals_do_not_invite_an_expect_continue_body() {
     assert!(!text.contains("100 continue"), "{text}");
     assert!(text.contains("\r\nconnection: close\r\n"), "{text}");
 }
+
+/// With the audit trail on and no scope rules, a request body reaches the app as it arrives
+/// (the audit writer reads the messages from a copy afterwards): the app sees the start of the
+/// body while the client is still sending the rest.
+#[tokio::test]
+async fn audited_request_bodies_stream_to_the_app() {
+    use std::sync::{Arc, Mutex};
+
+    use axum::routing::post;
+    use futures_util::StreamExt as _;
+    use http_body_util::{BodyExt as _, StreamBody};
+    use hyper::body::{Bytes, Frame};
+
+    let (first_tx, first_rx) = tokio::sync::oneshot::channel::<()>();
+    let first_tx = Arc::new(Mutex::new(Some(first_tx)));
+    let app = axum::Router::new().route(
+        "/mcp",
+        post(move |body: axum::body::Body| async move {
+            let mut chunks = body.into_data_stream();
+            let mut all = Vec::new();
+            while let Some(chunk) = chunks.next().await {
+                all.extend_from_slice(&chunk.unwrap());
+                if let Some(tx) = first_tx.lock().unwrap().take() {
+                    let _ = tx.send(());
+                }
+            }
+            all
+        }),
+    );
+    let app = serve(app).await;
+    let key = SigningKey::generate("k1");
+    let idp = Idp::start(vec![key.jwk.clone()]).await;
+    let log = std::env::temp_dir().join(format!("audit-stream-{}.log", std::process::id()));
+    let _ = std::fs::remove_file(&log);
+    let issuer = idp.issuer.clone();
+    let audit = format!("  audit: {{destination: {}}}\n", log.display());
+    let sidecar = Sidecar::start(
+        move |r| policy_yaml(&issuer, r, &audit),
+        &format!("http://{app}"),
+    )
+    .await;
+    let token = key.sign(&claims(&idp, &sidecar.url(), "mcp:tools"));
+
+    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(4);
+    let body = StreamBody::new(futures_util::stream::unfold(rx, |mut rx| async move {
+        let chunk = rx.recv().await?;
+        Some((Ok::<_, std::convert::Infallible>(Frame::data(chunk)), rx))
+    }));
+    let stream = tokio::net::TcpStream::connect(sidecar.addr).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let request = http::Request::post(sidecar.url())
+        .header("authorization", format!("Bearer {token}"))
+        .header("content-type", "application/json")
+        .body(body)
+        .unwrap();
+    let response = tokio::spawn(sender.send_request(request));
+    let message = call("search").to_string();
+    let (head, tail) = message.split_at(20);
+    tx.send(Bytes::from(head.to_owned())).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(10), first_rx)
+        .await
+        .expect("the app gets the start of the body while the client still sends the rest")
+        .unwrap();
+    tx.send(Bytes::from(tail.to_owned())).await.unwrap();
+    drop(tx);
+    let response = response.await.unwrap().unwrap();
+    assert_eq!(response.status(), 200);
+    let echoed = response.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(echoed, message.as_bytes());
+
+    // The audit line still names the call, read from the body after it went through.
+    let mut line = String::new();
+    for _ in 0..100 {
+        line = std::fs::read_to_string(&log).unwrap_or_default();
+        if !line.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let event: Value = serde_json::from_str(line.lines().next().expect("an audit line")).unwrap();
+    assert_eq!(event["method"], "tools/call");
+    assert_eq!(event["tool"], "search");
+    assert_eq!(event["outcome"], "allowed");
+    assert_eq!(event["caller"]["sub"], "alice");
+    let _ = std::fs::remove_file(&log);
+}
