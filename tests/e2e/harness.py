@@ -378,6 +378,10 @@ class Sidecar:
         self.url = f"{self.base}/mcp"
         self.admin = f"http://127.0.0.1:{self.admin_port}"
         self.dir = work / f"sidecar-{self.port}"
+        if self.dir.exists():
+            # A sidecar that has stopped had this port before (the kernel hands ports out
+            # again once free): keep its files for reading, under another name.
+            self.dir.rename(work / f"sidecar-{self.port}-stopped-{uuid.uuid4().hex[:8]}")
         self.dir.mkdir()
         (self.dir / "secrets").mkdir()
         self.policy_path = self.dir / "policy.yaml"
