@@ -111,7 +111,7 @@ async def sse_stream(port: int, token: str, until: float, events: Counter):
                  "Accept: text/event-stream\r\n\r\n".encode())
     head = await reader.readuntil(b"\r\n\r\n")
     if not head.startswith(b"HTTP/1.1 200"):
-        events["refused"] += 1
+        events["refused " + head.split(b"\r\n", 1)[0].decode(errors="replace")] += 1
         return
     while time.monotonic() < until:
         try:
@@ -154,6 +154,9 @@ def main():
     resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 8192)), hard))
     work = Path(tempfile.mkdtemp(prefix="soak-"))
     procs = Processes(work)
+    # A backlog like real servers' (uvicorn and Node use 2048 and 511; http.server's is 5): the
+    # SSE streams all open at once.
+    ThreadingHTTPServer.request_queue_size = 1024
     upstream = ThreadingHTTPServer(("127.0.0.1", 0), Upstream)
     upstream.daemon_threads = True
     threading.Thread(target=upstream.serve_forever, daemon=True).start()
