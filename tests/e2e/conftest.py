@@ -9,7 +9,9 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from harness import Idp, McpServer, Processes, Redis, Sidecar  # noqa: E402
+from harness import (  # noqa: E402
+    PEERS, VENV_PYTHON, Idp, McpServer, Processes, Redis, Sidecar, free_port, wait_until,
+)
 
 
 @pytest.fixture(scope="session")
@@ -35,6 +37,16 @@ def idp(procs, work) -> Idp:
 def start_idp(procs, work):
     """Factory for an IdP of one's own: `start_idp(clients=[...], keys=[...])`."""
     return lambda **kw: Idp(procs, work, **kw)
+
+
+@pytest.fixture(scope="module")
+def echo(procs) -> str:
+    """tests/peers/wsgi_echo.py on a free loopback port; answers with the WSGI environ (the
+    request headers it saw). Returns its base URL."""
+    port = free_port()
+    proc = procs.start("wsgi-echo", [VENV_PYTHON, PEERS / "wsgi_echo.py", str(port)])
+    wait_until(lambda: "ready" in proc.log_text(), 30, "wsgi echo", proc)
+    return f"http://127.0.0.1:{port}"
 
 
 @pytest.fixture(scope="session")

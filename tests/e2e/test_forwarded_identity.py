@@ -7,16 +7,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from harness import VENV_PYTHON, PEERS, free_port, jwt_policy, wait_until
-
-
-@pytest.fixture(scope="module")
-def echo(procs):
-    """tests/peers/wsgi_echo.py on a free loopback port; answers with the WSGI environ."""
-    port = free_port()
-    proc = procs.start("wsgi-echo", [VENV_PYTHON, PEERS / "wsgi_echo.py", str(port)])
-    wait_until(lambda: "ready" in proc.log_text(), 30, "wsgi echo", proc)
-    return f"http://127.0.0.1:{port}"
+from harness import jwt_policy
 
 
 @pytest.fixture(scope="module")

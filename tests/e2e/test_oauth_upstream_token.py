@@ -12,7 +12,6 @@ from pathlib import Path
 import httpx
 import pytest
 
-from harness import PEERS, VENV_PYTHON, free_port, wait_until
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "peers"))
 
@@ -21,14 +20,6 @@ from oauth_support import UPSTREAM_CLIENT_ID, UPSTREAM_CLIENT_SECRET, Client, Pr
 
 HEADER = "X-Upstream-Token"
 FORWARD = {"forward": {"upstreamTokenHeader": HEADER, "claimsToHeaders": {"sub": "X-Auth-Subject"}}}
-
-
-@pytest.fixture(scope="module")
-def echo(procs):
-    port = free_port()
-    proc = procs.start("wsgi-echo", [VENV_PYTHON, PEERS / "wsgi_echo.py", str(port)])
-    wait_until(lambda: "ready" in proc.log_text(), 30, "wsgi echo", proc)
-    return f"http://127.0.0.1:{port}"
 
 
 @pytest.fixture(scope="module")
