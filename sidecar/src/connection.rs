@@ -114,25 +114,45 @@ pub async fn serve<F>(
         read_before: false,
     });
     let conn = builder.serve_connection_with_upgrades(io, service);
-    tokio::pin!(conn);
+    // Made once and polled again on each wake-up of this task (made anew, each would register
+    // another waiter or timer on every wake).
+    let leaving = shutdown::reached(phase.clone(), Phase::Leaving);
+    let stopping = shutdown::reached(phase, Phase::Stopping);
+    // A new connection's first deadline: its headers.
+    let timer = tokio::time::sleep_until(activity.opened + limits.header_read_timeout);
+    let finished = activity.finished.notified();
+    tokio::pin!(conn, leaving, stopping, timer, finished);
     let mut told_to_go = false;
+    let mut waiting_for_requests = false;
     loop {
         tokio::select! {
             result = conn.as_mut() => return log_end(result),
-            () = shutdown::reached(phase.clone(), Phase::Leaving), if !told_to_go => {
+            () = &mut leaving, if !told_to_go => {
                 // HTTP/2 clients open a new connection for their next request (HTTP/1.1 ones
                 // get `Connection: close` on their next response); streams in flight go on.
                 told_to_go = true;
                 if activity.http2.load(Ordering::Acquire) {
                     conn.as_mut().graceful_shutdown();
                 }
+                continue;
             }
-            () = shutdown::reached(phase.clone(), Phase::Stopping) => {
+            () = &mut stopping => {
                 conn.as_mut().graceful_shutdown();
                 // The server bounds the drain as a whole.
                 return log_end(conn.await);
             }
-            () = activity.expired(&limits) => break,
+            () = &mut timer, if !waiting_for_requests => {}
+            () = &mut finished, if waiting_for_requests => {
+                finished.set(activity.finished.notified());
+            }
+        }
+        match activity.next_check(&limits) {
+            Check::At(at) => {
+                waiting_for_requests = false;
+                timer.as_mut().reset(at);
+            }
+            Check::AfterRequests => waiting_for_requests = true,
+            Check::Expired => break,
         }
     }
     conn.as_mut().graceful_shutdown();
@@ -215,7 +235,9 @@ fn log_end(result: Result<(), Box<dyn std::error::Error + Send + Sync>>) {
     }
 }
 
-/// What a connection is doing, for its timeouts.
+/// What a connection is doing, for its timeouts. Requests and reads only update these atomics;
+/// the connection's task reads them when its timer fires ([`Activity::next_check`]), so a request
+/// does not wake it.
 struct Activity {
     opened: Instant,
     /// Requests whose response is not finished.
@@ -228,10 +250,24 @@ struct Activity {
     idle_since: AtomicU64,
     /// Nanoseconds after `opened` when the first byte arrived while idle, or [`NEVER`].
     heard_at: AtomicU64,
-    changed: Notify,
+    /// Whether the connection's task waits for the requests in flight to finish.
+    waiting: AtomicBool,
+    /// Wakes that task once they have.
+    finished: Notify,
 }
 
 const NEVER: u64 = u64::MAX;
+
+/// What a connection's task does after looking at its [`Activity`].
+enum Check {
+    /// Looks again then.
+    At(Instant),
+    /// Looks again once the requests in flight have finished (no timer meanwhile: a long SSE
+    /// stream costs nothing while it is quiet).
+    AfterRequests,
+    /// Closes the connection: idle, or slow to send headers, for too long.
+    Expired,
+}
 
 impl Activity {
     fn new() -> Activity {
@@ -242,7 +278,8 @@ impl Activity {
             http2: AtomicBool::new(false),
             idle_since: AtomicU64::new(0),
             heard_at: AtomicU64::new(NEVER),
-            changed: Notify::new(),
+            waiting: AtomicBool::new(false),
+            finished: Notify::new(),
         }
     }
 
@@ -261,18 +298,19 @@ impl Activity {
         }
         if self.in_flight.load(Ordering::Acquire) == 0
             && self.heard_at.load(Ordering::Relaxed) == NEVER
-            && self
-                .heard_at
-                .compare_exchange(NEVER, self.now(), Ordering::AcqRel, Ordering::Relaxed)
-                .is_ok()
         {
-            self.changed.notify_one();
+            let _ = self.heard_at.compare_exchange(
+                NEVER,
+                self.now(),
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            );
         }
     }
 
     /// When the connection may be closed, or `None` while a request is in flight.
     fn deadline(&self, limits: &Limits) -> Option<Instant> {
-        if self.in_flight.load(Ordering::Acquire) > 0 {
+        if self.in_flight.load(Ordering::SeqCst) > 0 {
             return None;
         }
         if !self.served.load(Ordering::Acquire) {
@@ -287,20 +325,26 @@ impl Activity {
         Some(self.at(self.idle_since.load(Ordering::Acquire)) + limits.idle_timeout)
     }
 
-    /// Resolves once the connection has been idle, or slow to send headers, for too long.
-    async fn expired(&self, limits: &Limits) {
+    /// Looks at the deadline when the timer fires (or the requests it waited for finished).
+    /// Whatever happens after this look (a request finishing, a first byte of the next one)
+    /// sets a deadline no sooner than the shorter timeout from then, so looking again at the
+    /// latest that much later is never late, and no request has to re-arm the timer.
+    fn next_check(&self, limits: &Limits) -> Check {
         loop {
-            let changed = self.changed.notified();
-            tokio::pin!(changed);
-            changed.as_mut().enable();
+            let now = Instant::now();
             match self.deadline(limits) {
-                None => changed.await,
-                Some(deadline) if deadline <= Instant::now() => return,
+                Some(deadline) if deadline <= now => return Check::Expired,
                 Some(deadline) => {
-                    tokio::select! {
-                        () = changed => {}
-                        () = tokio::time::sleep_until(deadline) => {}
+                    let latest = now + limits.header_read_timeout.min(limits.idle_timeout);
+                    return Check::At(deadline.min(latest));
+                }
+                None => {
+                    self.waiting.store(true, Ordering::SeqCst);
+                    if self.in_flight.load(Ordering::SeqCst) > 0 {
+                        return Check::AfterRequests;
                     }
+                    // The last one finished meanwhile: look again.
+                    self.waiting.store(false, Ordering::SeqCst);
                 }
             }
         }
@@ -313,8 +357,7 @@ struct Busy(Arc<Activity>);
 impl Busy {
     fn begin(activity: Arc<Activity>) -> Busy {
         activity.served.store(true, Ordering::Release);
-        activity.in_flight.fetch_add(1, Ordering::AcqRel);
-        activity.changed.notify_one();
+        activity.in_flight.fetch_add(1, Ordering::SeqCst);
         Busy(activity)
     }
 }
@@ -322,11 +365,14 @@ impl Busy {
 impl Drop for Busy {
     fn drop(&mut self) {
         let activity = &self.0;
-        if activity.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
+        if activity.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 {
             activity.heard_at.store(NEVER, Ordering::Release);
             activity.idle_since.store(activity.now(), Ordering::Release);
+            // Only a connection whose timer fired during this request waits to be told.
+            if activity.waiting.swap(false, Ordering::SeqCst) {
+                activity.finished.notify_one();
+            }
         }
-        activity.changed.notify_one();
     }
 }
 
@@ -417,6 +463,13 @@ mod tests {
         axum::Router::new()
             .route("/events", get(events).post(events))
             .route("/plain", get(|| async { "plain" }))
+            .route(
+                "/slow",
+                get(|| async {
+                    tokio::time::sleep(Duration::from_secs(100)).await;
+                    "slow"
+                }),
+            )
     }
 
     /// A client connected to one connection served under `phase`.
@@ -574,5 +627,70 @@ mod tests {
         let mut rest = Vec::new();
         read_to_end(&mut client, &mut rest).await;
         assert!(rest.is_empty(), "{rest:?}");
+    }
+
+    /// How long (on the test's clock) until the server closes the connection.
+    async fn closed_after(client: &mut TcpStream) -> Duration {
+        let from = Instant::now();
+        let mut rest = Vec::new();
+        tokio::time::timeout(Duration::from_secs(3600), client.read_to_end(&mut rest))
+            .await
+            .expect("the server closes the connection")
+            .expect("no reset");
+        assert!(rest.is_empty(), "{rest:?}");
+        from.elapsed()
+    }
+
+    // The tests below run on tokio's paused clock, which jumps to the next timer whenever
+    // every task waits: the timeouts are followed exactly, without waiting for them.
+
+    #[tokio::test(start_paused = true)]
+    async fn headers_begun_on_an_idle_keep_alive_connection_get_the_header_timeout() {
+        let (_phase_tx, phase) = shutdown::channel();
+        let mut client = connect(phase).await;
+        client
+            .write_all(b"GET /plain HTTP/1.1\r\nhost: x\r\n\r\n")
+            .await
+            .unwrap();
+        read_until(&mut client, &mut Vec::new(), b"plain").await;
+        // Idle for longer than the header timeout, shorter than the idle timeout.
+        tokio::time::sleep(LIMITS.header_read_timeout * 3).await;
+        client.write_all(b"GET /plain HTTP/1.1\r\n").await.unwrap();
+        let waited = closed_after(&mut client).await;
+        assert!(waited >= LIMITS.header_read_timeout, "{waited:?}");
+        assert!(waited < LIMITS.header_read_timeout * 2, "{waited:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_idle_timeout_counts_from_the_end_of_a_long_request() {
+        let (_phase_tx, phase) = shutdown::channel();
+        let mut client = connect(phase).await;
+        client
+            .write_all(b"GET /slow HTTP/1.1\r\nhost: x\r\n\r\n")
+            .await
+            .unwrap();
+        // It takes longer than both timeouts: a request in flight keeps the connection.
+        let mut seen = Vec::new();
+        while !seen.ends_with(b"slow") {
+            let mut buf = [0u8; 1024];
+            let n = client.read(&mut buf).await.unwrap();
+            assert!(n > 0, "closed during the request");
+            seen.extend_from_slice(&buf[..n]);
+        }
+        let waited = closed_after(&mut client).await;
+        assert!(waited >= LIMITS.idle_timeout, "{waited:?}");
+        assert!(
+            waited < LIMITS.idle_timeout + LIMITS.header_read_timeout,
+            "{waited:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_connection_is_closed_after_the_header_timeout() {
+        let (_phase_tx, phase) = shutdown::channel();
+        let mut client = connect(phase).await;
+        let waited = closed_after(&mut client).await;
+        assert!(waited >= LIMITS.header_read_timeout, "{waited:?}");
+        assert!(waited < LIMITS.header_read_timeout * 2, "{waited:?}");
     }
 }
