@@ -19,7 +19,6 @@ use aws_lc_rs::digest;
 use http::{HeaderMap, HeaderValue};
 use mcp_warden_policy::{AUDIT_TO_STDERR, AuditSpec};
 use prometheus_client::metrics::counter::Counter;
-use serde::Serialize;
 use serde_json::Value;
 use tokio::sync::mpsc;
 
@@ -27,6 +26,8 @@ use crate::metrics::{Metrics, Outcome, Reason, ToolMeters};
 use crate::rpc::{self, Message};
 use crate::tap::{State, Tap};
 use crate::verify::Principal;
+
+mod json;
 
 /// Requests waiting for the writer before new ones are dropped.
 const QUEUE: usize = 8192;
@@ -235,61 +236,151 @@ impl Entry {
     }
 
     /// Appends this request's lines (one per call of a batch) to `out`.
-    fn write_lines(&self, out: &mut Vec<u8>, clock: &mut Clock) {
-        let calls: Vec<&Message> = self
-            .record
-            .messages
-            .iter()
-            .filter(|m| m.method.is_some())
-            .collect();
-        let time = clock.stamp(self.time);
-        if calls.is_empty() {
-            self.line(out, time, None, 0);
+    fn write_lines(&self, out: &mut Vec<u8>, scribe: &mut Scribe) {
+        let calls = || self.record.messages.iter().filter(|m| m.method.is_some());
+        let count = calls().count();
+        if count == 0 {
+            self.line(out, scribe, None, 0);
         }
-        for (i, call) in calls.iter().enumerate() {
-            self.line(out, time, Some((i, call)), calls.len());
+        for (i, call) in calls().enumerate() {
+            self.line(out, scribe, Some((i, call)), count);
         }
     }
 
-    fn line(&self, out: &mut Vec<u8>, time: &str, call: Option<(usize, &Message)>, calls: usize) {
+    /// Appends one line: `time`, `kind`, `request_id`, `policy`, `outcome`, `reason`, `status`,
+    /// `latency_ms`, `http_method`, `path`, then those of `caller`, `session`, `trace_id`,
+    /// `method`, `tool`, `resource_uri`, `prompt`, `batch_index`, `batch_size` and `arguments`
+    /// that have a value.
+    fn line(
+        &self,
+        out: &mut Vec<u8>,
+        scribe: &mut Scribe,
+        call: Option<(usize, &Message)>,
+        calls: usize,
+    ) {
         let (record, done, format) = (&self.record, &self.done, &*self.format);
         let message = call.map(|(_, m)| m);
         let method = message.and_then(|m| m.method.as_deref());
+        out.extend_from_slice(b"{\"time\":");
+        json::string(out, scribe.clock.stamp(self.time));
+        out.extend_from_slice(b",\"kind\":\"mcp_warden.audit\",\"request_id\":");
+        json::string(out, record.request_id.to_str().unwrap_or_default());
+        out.extend_from_slice(b",\"policy\":");
+        json::string(out, &format.policy);
+        out.extend_from_slice(b",\"outcome\":");
+        json::string(out, done.outcome.as_str());
+        out.extend_from_slice(b",\"reason\":");
+        json::string(out, done.reason.as_str());
+        out.extend_from_slice(b",\"status\":");
+        json::unsigned(out, done.status.into());
+        out.extend_from_slice(b",\"latency_ms\":");
+        json::millis(out, done.latency);
+        out.extend_from_slice(b",\"http_method\":");
+        json::string(out, record.http_method.as_str());
+        out.extend_from_slice(b",\"path\":");
+        json::string(out, &record.path);
+        if let Some(principal) = &record.caller {
+            out.extend_from_slice(b",\"caller\":");
+            out.extend_from_slice(scribe.caller(principal));
+        }
+        let texts: [(&[u8], Option<&str>); 6] = [
+            (b"session", record.session.as_deref()),
+            (b"trace_id", record.trace_id.as_deref()),
+            (b"method", method),
+            (b"tool", message.and_then(|m| m.tool.as_deref())),
+            (
+                b"resource_uri",
+                message
+                    .and_then(|m| m.target.as_deref())
+                    .filter(|_| method == Some("resources/read")),
+            ),
+            (
+                b"prompt",
+                message
+                    .and_then(|m| m.target.as_deref())
+                    .filter(|_| method == Some("prompts/get")),
+            ),
+        ];
+        for (name, value) in texts {
+            if let Some(value) = value {
+                field(out, name);
+                json::string(out, value);
+            }
+        }
+        if let Some((i, _)) = call.filter(|_| calls > 1) {
+            field(out, b"batch_index");
+            json::unsigned(out, i as u64);
+            field(out, b"batch_size");
+            json::unsigned(out, calls as u64);
+        }
         let arguments = message
             .filter(|_| format.include_arguments)
             .and_then(|m| m.arguments.as_ref())
             .map(|a| format.arguments(a));
-        let caller = record.caller.as_deref().map(Caller::of);
-        let event = Event {
-            time,
-            kind: "mcp_warden.audit",
-            request_id: record.request_id.to_str().unwrap_or_default(),
-            policy: &format.policy,
-            outcome: done.outcome.as_str(),
-            reason: done.reason.as_str(),
-            status: done.status,
-            latency_ms: (done.latency.as_secs_f64() * 1e6).round() / 1e3,
-            http_method: record.http_method.as_str(),
-            path: &record.path,
-            caller: caller.as_ref(),
-            session: record.session.as_deref(),
-            trace_id: record.trace_id.as_deref(),
-            method,
-            tool: message.and_then(|m| m.tool.as_deref()),
-            resource_uri: message
-                .and_then(|m| m.target.as_deref())
-                .filter(|_| method == Some("resources/read")),
-            prompt: message
-                .and_then(|m| m.target.as_deref())
-                .filter(|_| method == Some("prompts/get")),
-            batch_index: call.filter(|_| calls > 1).map(|(i, _)| i),
-            batch_size: (calls > 1).then_some(calls),
-            arguments,
-        };
-        if serde_json::to_writer(&mut *out, &event).is_ok() {
-            out.push(b'\n');
+        if let Some(arguments) = arguments {
+            field(out, b"arguments");
+            // Writing a `Value` into a `Vec` cannot fail.
+            let _ = serde_json::to_writer(&mut *out, &arguments);
+        }
+        out.extend_from_slice(b"}\n");
+    }
+}
+
+/// What the writer keeps from line to line: its clock, and the last caller written with its JSON
+/// (a client's requests come with the same token, verified once and shared).
+#[derive(Default)]
+struct Scribe {
+    clock: Clock,
+    caller: Option<(Arc<Principal>, Vec<u8>)>,
+}
+
+impl Scribe {
+    /// The JSON of `principal`'s caller object.
+    fn caller(&mut self, principal: &Arc<Principal>) -> &[u8] {
+        let known = self
+            .caller
+            .as_ref()
+            .is_some_and(|(last, _)| Arc::ptr_eq(last, principal));
+        if !known {
+            let mut json = Vec::new();
+            caller(&mut json, principal);
+            self.caller = Some((principal.clone(), json));
+        }
+        self.caller.as_ref().map_or(&[], |(_, json)| json)
+    }
+}
+
+/// Appends `,"name":`.
+fn field(out: &mut Vec<u8>, name: &[u8]) {
+    out.extend_from_slice(b",\"");
+    out.extend_from_slice(name);
+    out.extend_from_slice(b"\":");
+}
+
+/// Appends the caller as far as the token told: `sub`, `client_id` (or `azp`), `iss` when they
+/// are strings, and the granted scopes.
+fn caller(out: &mut Vec<u8>, principal: &Principal) {
+    let text = |name: &str| principal.claims.get(name).and_then(Value::as_str);
+    out.push(b'{');
+    for (name, value) in [
+        (&b"\"sub\":"[..], text("sub")),
+        (b"\"client_id\":", text("client_id").or_else(|| text("azp"))),
+        (b"\"iss\":", text("iss")),
+    ] {
+        if let Some(value) = value {
+            out.extend_from_slice(name);
+            json::string(out, value);
+            out.push(b',');
         }
     }
+    out.extend_from_slice(b"\"scopes\":[");
+    for (i, scope) in principal.scopes.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        json::string(out, scope);
+    }
+    out.extend_from_slice(b"]}");
 }
 
 impl Format {
@@ -321,41 +412,6 @@ fn redact(value: &mut Value, fields: &[String]) {
         }
         Value::Array(items) => items.iter_mut().for_each(|v| redact(v, fields)),
         _ => {}
-    }
-}
-
-/// The caller as far as the token told.
-#[derive(Debug, Serialize)]
-struct Caller<'a> {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    sub: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    client_id: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    iss: Option<&'a str>,
-    scopes: Scopes<'a>,
-}
-
-impl<'a> Caller<'a> {
-    /// From a verified token: `sub`, `client_id` (or `azp`), `iss` and the granted scopes.
-    fn of(principal: &'a Principal) -> Self {
-        let text = |name: &str| principal.claims.get(name).and_then(Value::as_str);
-        Caller {
-            sub: text("sub"),
-            client_id: text("client_id").or_else(|| text("azp")),
-            iss: text("iss"),
-            scopes: Scopes(&principal.scopes),
-        }
-    }
-}
-
-/// Granted scopes, written as a JSON array.
-#[derive(Debug)]
-struct Scopes<'a>(&'a crate::scopes::Granted);
-
-impl Serialize for Scopes<'_> {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_seq(self.0.iter())
     }
 }
 
@@ -415,40 +471,6 @@ pub struct Done {
     pub status: u16,
     /// Time to the response head.
     pub latency: Duration,
-}
-
-#[derive(Serialize)]
-struct Event<'a> {
-    time: &'a str,
-    kind: &'static str,
-    request_id: &'a str,
-    policy: &'a str,
-    outcome: &'static str,
-    reason: &'static str,
-    status: u16,
-    latency_ms: f64,
-    http_method: &'a str,
-    path: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    caller: Option<&'a Caller<'a>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    session: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    trace_id: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    method: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    tool: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    resource_uri: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    prompt: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    batch_index: Option<usize>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    batch_size: Option<usize>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    arguments: Option<Value>,
 }
 
 /// A client request id worth keeping: 1 to 128 characters of letters, digits and `-_.:/+=@`.
@@ -609,7 +631,7 @@ const GATHER: Duration = Duration::from_millis(10);
 /// their messages.
 fn write_lines(mut rx: mpsc::Receiver<Entry>, mut out: Output) {
     let mut batch = Vec::new();
-    let mut clock = Clock::default();
+    let mut scribe = Scribe::default();
     let mut waiting: Vec<Entry> = Vec::new();
     let mut open = true;
     while open || !waiting.is_empty() {
@@ -640,7 +662,7 @@ fn write_lines(mut rx: mpsc::Receiver<Entry>, mut out: Output) {
                 return true;
             }
             entry.read_body();
-            entry.write_lines(&mut batch, &mut clock);
+            entry.write_lines(&mut batch, &mut scribe);
             if batch.len() >= 256 * 1024 {
                 write(&mut out, &batch);
                 batch.clear();
@@ -660,6 +682,7 @@ fn write(out: &mut Output, batch: &[u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::metrics::{Outcome, Reason};
 
     #[test]
     fn request_ids_are_kept_when_well_formed() {
@@ -705,6 +728,192 @@ mod tests {
         let expected = chrono::DateTime::<chrono::Utc>::from(now)
             .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
         assert_eq!(clock.stamp(now), expected);
+    }
+
+    fn entry(format: Format, record: Record) -> Entry {
+        Entry {
+            format: Arc::new(format),
+            time: SystemTime::UNIX_EPOCH + Duration::from_millis(1_777_636_800_007),
+            record,
+            done: Done {
+                outcome: Outcome::Forbidden,
+                reason: Reason::InsufficientScope,
+                status: 403,
+                latency: Duration::from_micros(12_345),
+            },
+        }
+    }
+
+    fn lines(entry: &Entry) -> Vec<Value> {
+        let mut out = Vec::new();
+        entry.write_lines(&mut out, &mut Scribe::default());
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.ends_with('\n'), "{text}");
+        text.lines()
+            .map(|line| serde_json::from_str(line).unwrap())
+            .collect()
+    }
+
+    const HOSTILE: &str = "\"},\"outcome\":\"allowed\",\"x\":\"\\\u{0}\n\u{1f}\u{7f}é😀\u{2028}";
+
+    #[test]
+    fn lines_carry_hostile_strings_as_the_same_values() {
+        let claims = serde_json::json!({
+            "sub": HOSTILE, "azp": format!("client{HOSTILE}"), "iss": "https://issuer/\\",
+            "scope": "read \"write\" a\\b",
+        });
+        let claims = claims.as_object().unwrap().clone();
+        let principal = Principal {
+            scopes: crate::scopes::Granted::from_claims(&claims),
+            claims,
+            expires_at: 0,
+        };
+        let mut headers = HeaderMap::new();
+        headers.insert(MCP_SESSION_ID, "s-1".parse().unwrap());
+        let mut record = Record::new(&http::Method::POST, &format!("/mcp/{HOSTILE}"), &headers);
+        record.caller = Some(Arc::new(principal));
+        record.trace_id = Some("0af7651916cd43dd8448eb211c80319c".into());
+        let message = |method: &str, tool: Option<&str>, target: Option<&str>| Message {
+            method: Some(method.into()),
+            tool: tool.map(String::from),
+            target: target.map(String::from),
+            arguments: Some(serde_json::json!({"password": HOSTILE, "n": 1})),
+        };
+        record.messages = vec![
+            message("tools/call", Some(HOSTILE), None),
+            Message::default(),
+            message("resources/read", None, Some(&format!("file:///{HOSTILE}"))),
+            message("prompts/get", None, Some(HOSTILE)),
+        ];
+        let session = record.session.clone().unwrap();
+        let format = Format {
+            policy: format!("policy{HOSTILE}"),
+            include_arguments: true,
+            max_argument_bytes: 1000,
+            redact: vec!["password".into()],
+        };
+        let lines = lines(&entry(format, record));
+        let common = serde_json::json!({
+            "time": "2026-05-01T12:00:00.007Z",
+            "kind": "mcp_warden.audit",
+            "policy": format!("policy{HOSTILE}"),
+            "outcome": "forbidden",
+            "reason": "insufficient_scope",
+            "status": 403,
+            "latency_ms": 12.345,
+            "http_method": "POST",
+            "path": format!("/mcp/{HOSTILE}"),
+            "caller": {
+                "sub": HOSTILE, "client_id": format!("client{HOSTILE}"),
+                "iss": "https://issuer/\\", "scopes": ["\"write\"", "a\\b", "read"],
+            },
+            "session": session,
+            "trace_id": "0af7651916cd43dd8448eb211c80319c",
+            "batch_size": 3,
+            "arguments": {"password": "[redacted]", "n": 1},
+        });
+        let expected = |index: usize, method: &str, extra: Value| {
+            let mut line = common.clone();
+            let object = line.as_object_mut().unwrap();
+            object.insert("batch_index".into(), index.into());
+            object.insert("method".into(), method.into());
+            object.extend(extra.as_object().unwrap().clone());
+            line
+        };
+        assert_eq!(lines.len(), 3);
+        let request_id = lines[0]["request_id"].as_str().unwrap();
+        assert_eq!(request_id.len(), 32);
+        let without_id = |mut line: Value| {
+            line.as_object_mut().unwrap().remove("request_id");
+            line
+        };
+        let lines: Vec<Value> = lines.into_iter().map(without_id).collect();
+        assert_eq!(
+            lines[0],
+            expected(0, "tools/call", serde_json::json!({"tool": HOSTILE}))
+        );
+        assert_eq!(
+            lines[1],
+            expected(
+                1,
+                "resources/read",
+                serde_json::json!({"resource_uri": format!("file:///{HOSTILE}")})
+            )
+        );
+        assert_eq!(
+            lines[2],
+            expected(2, "prompts/get", serde_json::json!({"prompt": HOSTILE}))
+        );
+    }
+
+    #[test]
+    fn each_line_has_its_own_caller_when_callers_alternate() {
+        let principal = |sub: &str| {
+            let claims = serde_json::json!({"sub": sub, "scope": "s"});
+            let claims = claims.as_object().unwrap().clone();
+            Arc::new(Principal {
+                scopes: crate::scopes::Granted::from_claims(&claims),
+                claims,
+                expires_at: 0,
+            })
+        };
+        let (alice, bob) = (principal("alice"), principal("bob"));
+        let mut scribe = Scribe::default();
+        let mut out = Vec::new();
+        for caller in [&alice, &bob, &bob, &alice, &principal("alice2")] {
+            let mut record = Record::new(&http::Method::POST, "/mcp", &HeaderMap::new());
+            record.caller = Some(caller.clone());
+            let format = Format {
+                policy: "p".into(),
+                include_arguments: false,
+                max_argument_bytes: 0,
+                redact: Vec::new(),
+            };
+            entry(format, record).write_lines(&mut out, &mut scribe);
+        }
+        let subs: Vec<String> = String::from_utf8(out)
+            .unwrap()
+            .lines()
+            .map(|line| serde_json::from_str::<Value>(line).unwrap()["caller"]["sub"].to_string())
+            .collect();
+        assert_eq!(
+            subs,
+            [
+                r#""alice""#,
+                r#""bob""#,
+                r#""bob""#,
+                r#""alice""#,
+                r#""alice2""#
+            ]
+        );
+    }
+
+    #[test]
+    fn a_request_without_calls_gets_one_line_with_what_was_known() {
+        let record = Record::new(&http::Method::GET, "/mcp", &HeaderMap::new());
+        let format = Format {
+            policy: "p".into(),
+            include_arguments: false,
+            max_argument_bytes: 0,
+            redact: Vec::new(),
+        };
+        let entry = entry(format, record);
+        let mut lines = lines(&entry);
+        assert_eq!(lines.len(), 1);
+        let request_id = lines[0]
+            .as_object_mut()
+            .unwrap()
+            .remove("request_id")
+            .unwrap();
+        assert_eq!(request_id, entry.record.request_id.to_str().unwrap());
+        assert_eq!(
+            lines[0],
+            serde_json::json!({
+                "time": "2026-05-01T12:00:00.007Z", "kind": "mcp_warden.audit", "policy": "p",
+                "outcome": "forbidden", "reason": "insufficient_scope", "status": 403,
+                "latency_ms": 12.345, "http_method": "GET", "path": "/mcp",
+            })
+        );
     }
 
     #[test]

@@ -9,6 +9,7 @@
 //! (`"Method"`), in a message object or its `params`. Deeper levels (tool arguments) are not
 //! inspected: no rule reads them.
 
+use std::borrow::Cow;
 use std::fmt;
 
 use serde::Deserializer as _;
@@ -117,12 +118,12 @@ fn fold(key: &str) -> String {
 
 /// Tracks the keys of one object and refuses duplicates, case-folded duplicates and case
 /// variants of the keys the rules read there.
-struct Keys<const N: usize> {
+struct Keys<'de, const N: usize> {
     read: [&'static str; N],
-    seen: Vec<String>,
+    seen: Vec<Cow<'de, str>>,
 }
 
-impl<const N: usize> Keys<N> {
+impl<'de, const N: usize> Keys<'de, N> {
     fn new(read: [&'static str; N]) -> Self {
         Keys {
             read,
@@ -131,20 +132,114 @@ impl<const N: usize> Keys<N> {
     }
 
     /// Records `key`; `Some(index)` when it is exactly one of the keys the rules read.
-    fn check<E: de::Error>(&mut self, key: &str) -> Result<Option<usize>, E> {
-        if key.chars().any(char::is_control) {
+    // A `Cow`, not a `&str`: a key borrowed from the body is kept without a copy.
+    #[allow(clippy::ptr_arg)]
+    fn check<E: de::Error>(&mut self, key: &Cow<'de, str>) -> Result<Option<usize>, E> {
+        // Printable ASCII without upper case (the usual key) has no control characters and is
+        // its own folding.
+        let usual = key
+            .bytes()
+            .all(|b| matches!(b, b' '..=b'~') && !b.is_ascii_uppercase());
+        if !usual && key.chars().any(char::is_control) {
             return Err(invalid(format_args!("key {key:?} has control characters")));
         }
-        let folded = fold(key);
+        let folded = if usual { key.clone() } else { fold(key).into() };
         if self.seen.contains(&folded) {
             return Err(invalid(format_args!("key {key:?} appears more than once")));
         }
         let exact = self.read.iter().position(|k| *k == key);
-        if exact.is_none() && self.read.contains(&folded.as_str()) {
+        if exact.is_none() && self.read.contains(&&*folded) {
             return Err(invalid(format_args!("key {key:?} is a case variant")));
         }
         self.seen.push(folded);
         Ok(exact)
+    }
+}
+
+/// A string as found in the body: borrowed from it unless it has escapes.
+struct Text<'de>(Cow<'de, str>);
+
+impl<'de> de::Deserialize<'de> for Text<'de> {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_str(TextVisitor)
+    }
+}
+
+struct TextVisitor;
+
+impl<'de> Visitor<'de> for TextVisitor {
+    type Value = Text<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a string")
+    }
+
+    fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Self::Value, E> {
+        Ok(Text(Cow::Borrowed(s)))
+    }
+
+    fn visit_str<E>(self, s: &str) -> Result<Self::Value, E> {
+        Ok(Text(Cow::Owned(s.to_owned())))
+    }
+}
+
+/// Any JSON value: a string when it is one (see [`Text`]), skipped otherwise.
+enum Found<'de> {
+    Text(Cow<'de, str>),
+    Other,
+}
+
+impl<'de> de::Deserialize<'de> for Found<'de> {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(FoundVisitor)
+    }
+}
+
+struct FoundVisitor;
+
+impl<'de> Visitor<'de> for FoundVisitor {
+    type Value = Found<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Self::Value, E> {
+        Ok(Found::Text(Cow::Borrowed(s)))
+    }
+
+    fn visit_str<E>(self, s: &str) -> Result<Self::Value, E> {
+        Ok(Found::Text(Cow::Owned(s.to_owned())))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        Ok(Found::Other)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(Found::Other)
+    }
+
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(Found::Other)
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(Found::Other)
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+        Ok(Found::Other)
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+        Ok(Found::Other)
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+        Ok(Found::Other)
     }
 }
 
@@ -200,11 +295,11 @@ impl<'de> Visitor<'de> for MessageVisitor {
         let mut keys = Keys::new(MESSAGE_KEYS);
         let mut method = None;
         let mut params = Params::default();
-        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+        while let Some(Text(key)) = map.next_key()? {
             match keys.check(&key)? {
-                Some(0) => match map.next_value::<Value>()? {
-                    Value::String(m) => method = Some(m),
-                    _ => return Err(invalid("method must be a string")),
+                Some(0) => match map.next_value()? {
+                    Found::Text(m) => method = Some(m.into_owned()),
+                    Found::Other => return Err(invalid("method must be a string")),
                 },
                 Some(_) => params = map.next_value_seed(ParamsSeed(self.0))?,
                 None => {
@@ -272,15 +367,15 @@ impl<'de> Visitor<'de> for ParamsVisitor {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         let mut keys = Keys::new(PARAMS_KEYS);
         let mut params = Params::default();
-        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+        while let Some(Text(key)) = map.next_key()? {
             if keys.check(&key)?.is_some() {
-                params.name = Some(match map.next_value::<Value>()? {
-                    Value::String(s) => Name::Text(s),
-                    _ => Name::Other,
+                params.name = Some(match map.next_value()? {
+                    Found::Text(s) => Name::Text(s.into_owned()),
+                    Found::Other => Name::Other,
                 });
             } else if key == "uri" {
-                if let Value::String(uri) = map.next_value::<Value>()? {
-                    params.uri = Some(uri);
+                if let Found::Text(uri) = map.next_value()? {
+                    params.uri = Some(uri.into_owned());
                 }
             } else if key == "arguments" && self.0.arguments {
                 params.arguments = Some(map.next_value::<Value>()?);
