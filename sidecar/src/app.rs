@@ -349,7 +349,8 @@ async fn authorize_and_forward(
     if let Some(inject) = &rt.upstream_token {
         let sid = principal.claims.get("sid").and_then(|v| v.as_str());
         let token = match sid {
-            Some(sid) => inject.proxy.upstream_token(sid).await,
+            // Boxed: the exchange's future would triple the size of every request's.
+            Some(sid) => Box::pin(inject.proxy.upstream_token(sid)).await,
             None => Err(UpstreamTokenError::SessionEnded),
         };
         match token {

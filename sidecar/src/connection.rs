@@ -78,7 +78,9 @@ pub async fn serve<F>(
         let phase = phase_of_requests.clone();
         let version = request.version();
         let get = request.method() == Method::GET;
-        let answer = handler(request);
+        // Boxed where it starts: hyper moves the service's future around by value, and a
+        // request's future is kilobytes large.
+        let answer = Box::pin(handler(request));
         async move {
             let mut response = answer.await;
             if version < Version::HTTP_2

@@ -13,6 +13,7 @@ use std::future::Future;
 use std::sync::OnceLock;
 
 use http::HeaderMap;
+use opentelemetry::context::WithContext;
 use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
 use opentelemetry::trace::{FutureExt as _, SpanKind, Status, TraceContextExt as _, Tracer as _};
 use opentelemetry::{Context, KeyValue};
@@ -164,11 +165,16 @@ pub fn end(cx: &Context, error: Option<String>) {
     span.end();
 }
 
-/// Runs the request future with `cx` as the current context.
-pub async fn within<F: Future>(cx: Option<Context>, work: F) -> F::Output {
+/// Runs the request future with `cx` as the current context. A plain function, not an `async`
+/// one: that would hold `work` twice (as its argument and as what it awaits), doubling the size
+/// of every request's future.
+pub fn within<F: Future>(
+    cx: Option<Context>,
+    work: F,
+) -> futures_util::future::Either<WithContext<F>, F> {
     match cx {
-        Some(cx) => work.with_context(cx).await,
-        None => work.await,
+        Some(cx) => futures_util::future::Either::Left(work.with_context(cx)),
+        None => futures_util::future::Either::Right(work),
     }
 }
 
