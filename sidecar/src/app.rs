@@ -336,8 +336,8 @@ async fn authorize_and_forward(
     }
 
     let (mut parts, body) = request.into_parts();
-    let peer = Peer::in_extensions(&parts.extensions).map(|peer| peer.ip());
-    if let Err(e) = rt.forwarding.apply(&mut parts.headers, &principal, peer) {
+    let client = Peer::forwarded_for(&parts.extensions);
+    if let Err(e) = rt.forwarding.apply(&mut parts.headers, &principal, client) {
         tracing::warn!(policy = %rt.policy, claim = %e.claim, "refused: a mapped claim cannot be sent as a header");
         let response = error_body(StatusCode::FORBIDDEN, "forbidden", &e.to_string());
         return refuse(

@@ -69,11 +69,12 @@ pub async fn serve<F>(
 ) where
     F: Future<Output = Reply> + Send + 'static,
 {
+    let client = Peer::new(peer);
     let activity = Arc::new(Activity::new());
     let tracked = activity.clone();
     let phase_of_requests = phase.clone();
     let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
-        request.extensions_mut().insert(Peer(peer));
+        request.extensions_mut().insert(client.clone());
         let busy = Busy::begin(tracked.clone());
         let phase = phase_of_requests.clone();
         let version = request.version();

@@ -7,8 +7,6 @@
 //! The client's `Forwarded`, `X-Forwarded-*` and `X-Real-IP` are dropped as well and the
 //! `X-Forwarded-*` headers set from what the sidecar knows itself.
 
-use std::net::IpAddr;
-
 use http::{HeaderMap, HeaderName, HeaderValue, header};
 use serde_json::Value;
 
@@ -60,17 +58,27 @@ const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto
 
 /// Removes hop-by-hop headers, including those named in `Connection`.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+    // Found in one pass over the names: removing a name that is not there still hashes it.
+    let mut present: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| HOP_BY_HOP.contains(name) || *name == KEEP_ALIVE)
+        .cloned()
         .collect();
-    for name in named.iter().chain(HOP_BY_HOP.iter()) {
+    if present.is_empty() {
+        // No `Connection` header either, so it names nothing.
+        return;
+    }
+    present.extend(
+        headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok()),
+    );
+    for name in present {
         headers.remove(name);
     }
-    headers.remove(KEEP_ALIVE);
 }
 
 /// A header name as the most lenient servers see it: ASCII lower case, `_` as `-`.
@@ -155,12 +163,12 @@ impl Forwarding {
     /// Prepares request headers for the app: drops hop-by-hop headers, `Authorization`, client
     /// copies of identity and forwarding headers; sets the identity headers from the claims
     /// (`email` only when `email_verified` is true) and `X-Forwarded-For`/`-Proto` (the proxy
-    /// sets `X-Forwarded-Host`).
+    /// sets `X-Forwarded-Host`). `client` is the client's address as `X-Forwarded-For` gives it.
     pub fn apply(
         &self,
         headers: &mut HeaderMap,
         principal: &Principal,
-        peer: Option<IpAddr>,
+        client: Option<HeaderValue>,
     ) -> Result<(), Unforwardable> {
         strip_hop_by_hop(headers);
         headers.remove(header::AUTHORIZATION);
@@ -200,8 +208,8 @@ impl Forwarding {
                 }
             }
         }
-        if let Some(Ok(ip)) = peer.map(|ip| HeaderValue::from_str(&ip.to_canonical().to_string())) {
-            headers.insert(X_FORWARDED_FOR, ip);
+        if let Some(client) = client {
+            headers.insert(X_FORWARDED_FOR, client);
         }
         headers.insert(X_FORWARDED_PROTO, self.proto.clone());
         Ok(())
@@ -293,8 +301,12 @@ mod tests {
         ] {
             h.insert(name, "10.0.0.1".parse().unwrap());
         }
-        let peer: IpAddr = "::ffff:192.0.2.7".parse().unwrap();
-        forwarding().apply(&mut h, &principal, Some(peer)).unwrap();
+        let mut peer = http::Extensions::new();
+        peer.insert(crate::peer::Peer::new(
+            "[::ffff:192.0.2.7]:1234".parse().unwrap(),
+        ));
+        let client = crate::peer::Peer::forwarded_for(&peer);
+        forwarding().apply(&mut h, &principal, client).unwrap();
         assert_eq!(h["x-forwarded-for"], "192.0.2.7");
         assert_eq!(h["x-forwarded-proto"], "https");
         for gone in [

@@ -4,11 +4,27 @@
 
 use std::net::SocketAddr;
 
+use http::HeaderValue;
+
 /// The client's address (the extension the public port puts on every request).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Peer(pub SocketAddr);
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Peer {
+    addr: SocketAddr,
+    /// The address as `X-Forwarded-For` gives it, formatted once per connection.
+    forwarded_for: HeaderValue,
+}
 
 impl Peer {
+    /// The peer of a connection.
+    pub fn new(addr: SocketAddr) -> Peer {
+        // IPv4 clients of a dual-stack socket appear as `::ffff:a.b.c.d`; the app sees `a.b.c.d`.
+        let ip = addr.ip().to_canonical().to_string();
+        Peer {
+            addr,
+            forwarded_for: HeaderValue::from_str(&ip).expect("an IP address is a header value"),
+        }
+    }
+
     /// The address a request carries, if it came through the public port (in-process tests
     /// send requests without one).
     pub fn of<B>(request: &http::Request<B>) -> Option<SocketAddr> {
@@ -17,6 +33,31 @@ impl Peer {
 
     /// Like [`Peer::of`], from a request's extensions.
     pub fn in_extensions(extensions: &http::Extensions) -> Option<SocketAddr> {
-        extensions.get::<Peer>().map(|peer| peer.0)
+        extensions.get::<Peer>().map(|peer| peer.addr)
+    }
+
+    /// The client's IP address as `X-Forwarded-For` gives it, from a request's extensions.
+    pub fn forwarded_for(extensions: &http::Extensions) -> Option<HeaderValue> {
+        extensions
+            .get::<Peer>()
+            .map(|peer| peer.forwarded_for.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forwarded_for_is_the_canonical_ip() {
+        for (addr, ip) in [
+            ("192.0.2.7:1234", "192.0.2.7"),
+            ("[::ffff:192.0.2.7]:1234", "192.0.2.7"),
+            ("[2001:db8::1]:443", "2001:db8::1"),
+        ] {
+            let mut extensions = http::Extensions::new();
+            extensions.insert(Peer::new(addr.parse().unwrap()));
+            assert_eq!(Peer::forwarded_for(&extensions).unwrap(), ip);
+        }
     }
 }
