@@ -17,6 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use aws_lc_rs::digest;
+use bytes::Bytes;
 use http::{HeaderMap, HeaderValue};
 use mcp_warden_policy::{AUDIT_TO_STDERR, AuditSpec};
 use prometheus_client::metrics::counter::Counter;
@@ -240,11 +241,13 @@ impl Entry {
     fn write_lines(&self, out: &mut Vec<u8>, scribe: &mut Scribe) {
         let calls = || self.record.messages.iter().filter(|m| m.method.is_some());
         let count = calls().count();
+        let session = self.record.session_digits();
+        let session = session.as_ref().and_then(|d| std::str::from_utf8(d).ok());
         if count == 0 {
-            self.line(out, scribe, None, 0);
+            self.line(out, scribe, session, None, 0);
         }
         for (i, call) in calls().enumerate() {
-            self.line(out, scribe, Some((i, call)), count);
+            self.line(out, scribe, session, Some((i, call)), count);
         }
     }
 
@@ -256,28 +259,30 @@ impl Entry {
         &self,
         out: &mut Vec<u8>,
         scribe: &mut Scribe,
+        session: Option<&str>,
         call: Option<(usize, &Message)>,
         calls: usize,
     ) {
         let (record, done, format) = (&self.record, &self.done, &*self.format);
         let message = call.map(|(_, m)| m);
         let method = message.and_then(|m| m.method.as_deref());
+        // Time, labels and HTTP method (a token) have nothing to escape.
         out.extend_from_slice(b"{\"time\":");
-        json::string(out, scribe.clock.stamp(self.time));
+        json::plain_string(out, scribe.clock.stamp(self.time));
         out.extend_from_slice(b",\"kind\":\"mcp_warden.audit\",\"request_id\":");
         json::string(out, record.request_id.to_str().unwrap_or_default());
         out.extend_from_slice(b",\"policy\":");
         json::string(out, &format.policy);
         out.extend_from_slice(b",\"outcome\":");
-        json::string(out, done.outcome.as_str());
+        json::plain_string(out, done.outcome.as_str());
         out.extend_from_slice(b",\"reason\":");
-        json::string(out, done.reason.as_str());
+        json::plain_string(out, done.reason.as_str());
         out.extend_from_slice(b",\"status\":");
         json::unsigned(out, done.status.into());
         out.extend_from_slice(b",\"latency_ms\":");
         json::millis(out, done.latency);
         out.extend_from_slice(b",\"http_method\":");
-        json::string(out, record.http_method.as_str());
+        json::plain_string(out, record.http_method.as_str());
         out.extend_from_slice(b",\"path\":");
         json::string(out, &record.path);
         if let Some(principal) = &record.caller {
@@ -285,7 +290,7 @@ impl Entry {
             out.extend_from_slice(scribe.caller(principal));
         }
         let texts: [(&[u8], Option<&str>); 6] = [
-            (b"session", record.session.as_deref()),
+            (b"session", session),
             (b"trace_id", record.trace_id.as_deref()),
             (b"method", method),
             (b"tool", message.and_then(|m| m.tool.as_deref())),
@@ -424,8 +429,8 @@ pub struct Record {
     pub http_method: http::Method,
     /// The request path (without the query).
     pub path: String,
-    /// SHA-256 of `Mcp-Session-Id`, first 16 hex digits.
-    pub session: Option<String>,
+    /// `Mcp-Session-Id`, hashed when written ([`Record::session`]).
+    pub session_id: Option<Box<[u8]>>,
     /// The verified caller, when the audit trail is on.
     pub caller: Option<Arc<Principal>>,
     /// The JSON-RPC messages of the body, when it was read.
@@ -442,22 +447,40 @@ impl Record {
     pub fn new(method: &http::Method, path: &str, headers: &HeaderMap) -> Self {
         let request_id = headers
             .get(X_REQUEST_ID)
-            .filter(|v| well_formed_id(v.as_bytes()))
-            .cloned()
+            .and_then(|v| {
+                well_formed_id(v.as_bytes())
+                    .then(|| HeaderValue::from_bytes(v.as_bytes()).ok())
+                    .flatten()
+            })
             .unwrap_or_else(new_request_id);
-        let session = headers
-            .get(MCP_SESSION_ID)
-            .map(|v| session_hash(v.as_bytes()));
         Record {
             request_id,
             http_method: method.clone(),
+            // Copies, not the header values: those keep the connection's whole read buffer.
             path: path.to_owned(),
-            session,
+            session_id: headers.get(MCP_SESSION_ID).map(|v| v.as_bytes().into()),
             caller: None,
             messages: Vec::new(),
             body: None,
             trace_id: None,
         }
+    }
+
+    /// The session as written: the first 16 hex digits of the SHA-256 of `Mcp-Session-Id`,
+    /// enough to correlate requests, useless to resume a session.
+    pub fn session(&self) -> Option<String> {
+        self.session_digits()
+            .map(|digits| digits.iter().map(|&d| char::from(d)).collect())
+    }
+
+    fn session_digits(&self) -> Option<[u8; 16]> {
+        let id = self.session_id.as_ref()?;
+        let mut digits = [0u8; 16];
+        hex_into(
+            &digest::digest(&digest::SHA256, id).as_ref()[..8],
+            &mut digits,
+        );
+        Some(digits)
     }
 }
 
@@ -492,36 +515,29 @@ fn hex_into(bytes: &[u8], out: &mut [u8]) {
     }
 }
 
-/// A random request id: 32 hex digits.
-fn new_request_id() -> HeaderValue {
-    // The system RNG is asked for 64 ids' bytes at a time: a call costs about as much as that.
-    thread_local! {
-        static RANDOM: RefCell<([u8; 1024], usize)> = const { RefCell::new(([0; 1024], 1024)) };
-    }
-    let bytes: [u8; 16] = RANDOM.with_borrow_mut(|(pool, used)| {
-        if *used == pool.len() {
-            // The system RNG does not fail in practice; a zero id is still a valid id.
-            let _ = aws_lc_rs::rand::fill(pool);
-            *used = 0;
-        }
-        let mut bytes = [0u8; 16];
-        bytes.copy_from_slice(&pool[*used..*used + 16]);
-        *used += 16;
-        bytes
-    });
-    let mut digits = [0u8; 32];
-    hex_into(&bytes, &mut digits);
-    HeaderValue::from_bytes(&digits).expect("hex digits are a valid header value")
+/// Request ids made ahead on each thread: one draw from the system RNG and one allocation for
+/// this many.
+const IDS_AHEAD: usize = 64;
+
+thread_local! {
+    /// The ids made ahead and not used yet, 32 hex digits each.
+    static IDS: RefCell<Bytes> = const { RefCell::new(Bytes::new()) };
 }
 
-/// The session id as written: enough to correlate requests, useless to resume a session.
-fn session_hash(id: &[u8]) -> String {
-    let mut digits = [0u8; 16];
-    hex_into(
-        &digest::digest(&digest::SHA256, id).as_ref()[..8],
-        &mut digits,
-    );
-    digits.iter().map(|&d| char::from(d)).collect()
+/// A random request id: 32 hex digits (128 random bits).
+fn new_request_id() -> HeaderValue {
+    IDS.with_borrow_mut(|ids| {
+        if ids.is_empty() {
+            let mut random = [0u8; 16 * IDS_AHEAD];
+            // The system RNG does not fail in practice; a zero id is still a valid id.
+            let _ = aws_lc_rs::rand::fill(&mut random);
+            let mut digits = vec![0u8; 32 * IDS_AHEAD];
+            hex_into(&random, &mut digits);
+            *ids = Bytes::from(digits);
+        }
+        HeaderValue::from_maybe_shared(ids.split_to(32))
+            .expect("hex digits are a valid header value")
+    })
 }
 
 /// The writer's output.
@@ -648,22 +664,15 @@ fn write_lines(mut rx: mpsc::Receiver<Entry>, mut out: Output) {
     let mut waiting: Vec<Entry> = Vec::new();
     let mut open = true;
     while open || !waiting.is_empty() {
-        if waiting.is_empty() {
-            match rx.blocking_recv() {
-                Some(entry) => waiting.push(entry),
-                None => break,
-            }
+        if waiting.is_empty() && rx.blocking_recv_many(&mut waiting, QUEUE) == 0 {
+            break; // Every sender is gone.
         }
         std::thread::sleep(GATHER);
-        loop {
-            match rx.try_recv() {
-                Ok(entry) => waiting.push(entry),
-                Err(mpsc::error::TryRecvError::Empty) => break,
-                Err(mpsc::error::TryRecvError::Disconnected) => {
-                    open = false;
-                    break;
-                }
-            }
+        // Once every sender is gone nothing more comes: what is queued then is the rest.
+        open = !rx.is_closed();
+        if !rx.is_empty() {
+            // All at once: the queue's permits are given back in one step.
+            rx.blocking_recv_many(&mut waiting, QUEUE);
         }
         let overflow = waiting.len().saturating_sub(QUEUE);
         batch.clear();
@@ -713,9 +722,13 @@ mod tests {
 
     #[test]
     fn new_request_ids_differ_across_refills_of_the_random_pool() {
-        let ids: std::collections::HashSet<_> = (0..200).map(|_| new_request_id()).collect();
-        assert_eq!(ids.len(), 200);
-        assert!(ids.iter().all(|id| id.len() == 32));
+        let ids: std::collections::HashSet<HeaderValue> =
+            (0..3 * IDS_AHEAD).map(|_| new_request_id()).collect();
+        assert_eq!(ids.len(), 3 * IDS_AHEAD);
+        for id in &ids {
+            assert_eq!(id.len(), 32);
+            assert!(id.as_bytes().iter().all(u8::is_ascii_hexdigit), "{id:?}");
+        }
     }
 
     #[test]
@@ -723,7 +736,7 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(MCP_SESSION_ID, "secret-session".parse().unwrap());
         let r = Record::new(&http::Method::POST, "/mcp", &h);
-        let hash = r.session.unwrap();
+        let hash = r.session().unwrap();
         assert_eq!(hash.len(), 16);
         assert!(!hash.contains("secret"));
     }
@@ -790,7 +803,9 @@ mod tests {
         };
         let mut headers = HeaderMap::new();
         headers.insert(MCP_SESSION_ID, "s-1".parse().unwrap());
-        let mut record = Record::new(&http::Method::POST, &format!("/mcp/{HOSTILE}"), &headers);
+        // What a request target may carry of it (no control characters, no spaces).
+        let path = r#"/mcp/"},"x":"\\{}|^"#;
+        let mut record = Record::new(&http::Method::POST, path, &headers);
         record.caller = Some(Arc::new(principal));
         record.trace_id = Some("0af7651916cd43dd8448eb211c80319c".into());
         let message = |method: &str, tool: Option<&str>, target: Option<&str>| Message {
@@ -805,7 +820,7 @@ mod tests {
             message("resources/read", None, Some(&format!("file:///{HOSTILE}"))),
             message("prompts/get", None, Some(HOSTILE)),
         ];
-        let session = record.session.clone().unwrap();
+        let session = record.session().unwrap();
         let format = Format {
             policy: format!("policy{HOSTILE}"),
             include_arguments: true,
@@ -822,7 +837,7 @@ mod tests {
             "status": 403,
             "latency_ms": 12.345,
             "http_method": "POST",
-            "path": format!("/mcp/{HOSTILE}"),
+            "path": path,
             "caller": {
                 "sub": HOSTILE, "client_id": format!("client{HOSTILE}"),
                 "iss": "https://issuer/\\", "scopes": ["\"write\"", "a\\b", "read"],

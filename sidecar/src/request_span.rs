@@ -54,8 +54,8 @@ pub fn finish(cx: &Context, policy: &str, record: &Record, done: &Done) {
         name = "batch".into();
         attributes.push(KeyValue::new("jsonrpc.batch.size", calls.len() as i64));
     }
-    if let Some(session) = &record.session {
-        attributes.push(KeyValue::new("mcp_warden.session", session.clone()));
+    if let Some(session) = record.session() {
+        attributes.push(KeyValue::new("mcp_warden.session", session));
     }
     span.update_name(name);
     span.set_attributes(attributes);

@@ -120,14 +120,22 @@ fn fold(key: &str) -> String {
 /// variants of the keys the rules read there.
 struct Keys<'de, const N: usize> {
     read: [&'static str; N],
-    seen: Vec<Cow<'de, str>>,
+    /// The first keys seen (folded), without an allocation: a message has four.
+    first: [Cow<'de, str>; FIRST_KEYS],
+    count: usize,
+    /// Keys seen after those.
+    more: Vec<Cow<'de, str>>,
 }
+
+const FIRST_KEYS: usize = 6;
 
 impl<'de, const N: usize> Keys<'de, N> {
     fn new(read: [&'static str; N]) -> Self {
         Keys {
             read,
-            seen: Vec::new(),
+            first: Default::default(),
+            count: 0,
+            more: Vec::new(),
         }
     }
 
@@ -144,14 +152,19 @@ impl<'de, const N: usize> Keys<'de, N> {
             return Err(invalid(format_args!("key {key:?} has control characters")));
         }
         let folded = if usual { key.clone() } else { fold(key).into() };
-        if self.seen.contains(&folded) {
+        let seen = &self.first[..self.count.min(FIRST_KEYS)];
+        if seen.contains(&folded) || self.more.contains(&folded) {
             return Err(invalid(format_args!("key {key:?} appears more than once")));
         }
         let exact = self.read.iter().position(|k| *k == key);
         if exact.is_none() && self.read.contains(&&*folded) {
             return Err(invalid(format_args!("key {key:?} is a case variant")));
         }
-        self.seen.push(folded);
+        match self.first.get_mut(self.count) {
+            Some(slot) => *slot = folded,
+            None => self.more.push(folded),
+        }
+        self.count += 1;
         Ok(exact)
     }
 }
@@ -477,6 +490,9 @@ mod tests {
             r#"{"method":"tools/call","paramſ":{"name":"delete_repo"}}"#,
             r#"{"method":"tools/call","params":{"name":"echo"},"params":{"name":"delete_repo"}}"#,
             r#"{"id":1,"ID":2,"method":"ping"}"#,
+            r#"{"a":1,"b":2,"c":3,"d":4,"e":5,"f":6,"g":7,"h":8,"method":"ping","Method":"x"}"#,
+            r#"{"a":1,"b":2,"c":3,"d":4,"e":5,"f":6,"g":7,"h":8,"A":9}"#,
+            r#"{"a":1,"b":2,"c":3,"d":4,"e":5,"f":6,"g":7,"h":8,"H":9}"#,
             r#"{"method\u0000":"tools/call"}"#,
             r#"[{"method":"ping"},{"method":"tools/call","params":{"name":"a","nAme":"b"}}]"#,
             r#"{"method":"tools/call","params":{"name":{"x":1}}}"#,
