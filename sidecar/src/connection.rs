@@ -18,7 +18,7 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -70,13 +70,11 @@ pub async fn serve<F>(
     F: Future<Output = Reply> + Send + 'static,
 {
     let client = Peer::new(peer);
-    let activity = Arc::new(Activity::new());
+    let activity = Arc::new(Activity::new(phase.clone()));
     let tracked = activity.clone();
-    let phase_of_requests = phase.clone();
     let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
         request.extensions_mut().insert(client.clone());
         let busy = Busy::begin(tracked.clone());
-        let phase = phase_of_requests.clone();
         let version = request.version();
         let get = request.method() == Method::GET;
         // Boxed where it starts: hyper moves the service's future around by value, and a
@@ -86,7 +84,7 @@ pub async fn serve<F>(
             let mut response = answer.await;
             if version < Version::HTTP_2
                 && response.status() != StatusCode::SWITCHING_PROTOCOLS
-                && *phase.borrow() >= Phase::Leaving
+                && *busy.0.phase.borrow() >= Phase::Leaving
             {
                 response
                     .headers_mut()
@@ -94,13 +92,13 @@ pub async fn serve<F>(
             }
             let stream = get && is_event_stream(&response);
             // The request counts as in flight until its response body is done (SSE streams).
-            Ok::<_, Infallible>(response.map(|body| {
-                Tracked {
-                    body,
-                    _busy: busy,
-                    stop: stream
-                        .then(|| Box::pin(shutdown::reached(phase, Phase::Stopping)) as StopSignal),
-                }
+            Ok::<_, Infallible>(response.map(|body| Tracked {
+                body,
+                stop: stream.then(|| {
+                    let phase = busy.0.phase.clone();
+                    Box::pin(shutdown::reached(phase, Phase::Stopping)) as StopSignal
+                }),
+                _busy: busy,
             }))
         }
     });
@@ -117,10 +115,10 @@ pub async fn serve<F>(
         read_before: false,
     });
     let conn = builder.serve_connection_with_upgrades(io, service);
-    // Made once and polled again on each wake-up of this task (made anew, each would register
+    // Made once and polled again on wake-ups of this task (made anew, each would register
     // another waiter or timer on every wake).
-    let leaving = shutdown::reached(phase.clone(), Phase::Leaving);
-    let stopping = shutdown::reached(phase, Phase::Stopping);
+    let leaving = phase_reached(&phase, Phase::Leaving);
+    let stopping = phase_reached(&phase, Phase::Stopping);
     // A new connection's first deadline: its headers.
     let timer = tokio::time::sleep_until(activity.opened + limits.header_read_timeout);
     let finished = activity.finished.notified();
@@ -172,6 +170,25 @@ pub async fn serve<F>(
             }
         }
     }
+}
+
+/// Resolves once `phase` reaches `at`, like [`shutdown::reached`], but cheap to poll on every
+/// wake-up of a connection's task: once polled (and so registered for the phase's next move), it
+/// only looks at the channel's version (an atomic) until the phase moves or the task's waker
+/// changes.
+fn phase_reached(phase: &watch::Receiver<Phase>, at: Phase) -> impl Future<Output = ()> {
+    let moved = phase.clone();
+    let mut reached = Box::pin(shutdown::reached(phase.clone(), at));
+    let mut registered: Option<Waker> = None;
+    std::future::poll_fn(move |cx| {
+        if registered.as_ref().is_some_and(|w| w.will_wake(cx.waker()))
+            && matches!(moved.has_changed(), Ok(false))
+        {
+            return Poll::Pending;
+        }
+        registered = Some(cx.waker().clone());
+        reached.as_mut().poll(cx)
+    })
 }
 
 fn is_event_stream(response: &Reply) -> bool {
@@ -249,6 +266,8 @@ struct Activity {
     served: AtomicBool,
     /// Whether the client speaks HTTP/2 (decided by its first bytes).
     http2: AtomicBool,
+    /// The shutdown phase.
+    phase: watch::Receiver<Phase>,
     /// Nanoseconds after `opened` when the last request finished.
     idle_since: AtomicU64,
     /// Nanoseconds after `opened` when the first byte arrived while idle, or [`NEVER`].
@@ -273,12 +292,13 @@ enum Check {
 }
 
 impl Activity {
-    fn new() -> Activity {
+    fn new(phase: watch::Receiver<Phase>) -> Activity {
         Activity {
             opened: Instant::now(),
             in_flight: AtomicUsize::new(0),
             served: AtomicBool::new(false),
             http2: AtomicBool::new(false),
+            phase,
             idle_since: AtomicU64::new(0),
             heard_at: AtomicU64::new(NEVER),
             waiting: AtomicBool::new(false),
