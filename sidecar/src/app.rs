@@ -59,16 +59,15 @@ fn local(response: Response) -> Reply {
 
 type Answer = (Reply, Outcome, Reason);
 
-/// Answers one request of the public port. The request carries its client's address
-/// ([`Peer`]) as an extension.
-pub async fn handle(state: &AppState, request: Request<Incoming>) -> Reply {
+/// Answers one request of the public port from the client at `peer`.
+pub async fn handle(state: &AppState, request: Request<Incoming>, peer: Peer) -> Reply {
     let started = Instant::now();
     let runtime = state.runtime.load_full();
     let mut record = Record::new(request.method(), request.uri().path(), request.headers());
     let trace = telemetry::tracer()
         .map(|tracer| telemetry::server_span(tracer, request.headers(), request.method()));
     record.trace_id = trace.as_ref().map(telemetry::trace_id);
-    let served = serve(state, &runtime, request, &mut record);
+    let served = serve(state, &runtime, request, peer, &mut record);
     let (mut response, outcome, reason) = telemetry::within(trace.clone(), served).await;
     let latency = started.elapsed();
     runtime
@@ -96,7 +95,8 @@ pub async fn handle(state: &AppState, request: Request<Incoming>) -> Reply {
 async fn serve(
     state: &AppState,
     rt: &Runtime,
-    request: Request<Incoming>,
+    mut request: Request<Incoming>,
+    peer: Peer,
     record: &mut Record,
 ) -> Answer {
     let path = request.uri().path();
@@ -108,6 +108,8 @@ async fn serve(
         );
     }
     if let Some(endpoints) = rt.endpoints.as_ref().filter(|e| (e.handles)(path)) {
+        // The OAuth endpoints read the client's address as an extension (their rate limits).
+        request.extensions_mut().insert(peer);
         let response = endpoints
             .router
             .clone()
@@ -134,7 +136,7 @@ async fn serve(
             Outcome::Preflight,
             Reason::None,
         ),
-        _ => authorize_and_forward(state, rt, request, record).await,
+        _ => authorize_and_forward(state, rt, request, &peer, record).await,
     };
     if let Some(origin) = &origin {
         Origins::decorate(origin, response.headers_mut());
@@ -203,6 +205,7 @@ async fn authorize_and_forward(
     state: &AppState,
     rt: &Runtime,
     request: Request<Incoming>,
+    peer: &Peer,
     record: &mut Record,
 ) -> Answer {
     let token = match credentials(request.headers()) {
@@ -336,7 +339,7 @@ async fn authorize_and_forward(
     }
 
     let (mut parts, body) = request.into_parts();
-    let client = Peer::forwarded_for(&parts.extensions);
+    let client = Some(peer.forwarded_for().clone());
     if let Err(e) = rt.forwarding.apply(&mut parts.headers, &principal, client) {
         tracing::warn!(policy = %rt.policy, claim = %e.claim, "refused: a mapped claim cannot be sent as a header");
         let response = error_body(StatusCode::FORBIDDEN, "forbidden", &e.to_string());

@@ -57,11 +57,11 @@ const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
 /// Serves one accepted connection until it ends, times out, or `phase` reaches
 /// [`Phase::Stopping`] (then it finishes its requests and closes). `handler` answers each
-/// request, which carries the client's address ([`Peer`]) as an extension.
+/// request, given the client's address ([`Peer`]).
 pub async fn serve<F>(
     stream: TcpStream,
     peer: SocketAddr,
-    handler: impl Fn(hyper::Request<Incoming>) -> F + Send + 'static,
+    handler: impl Fn(hyper::Request<Incoming>, Peer) -> F + Send + 'static,
     limits: Limits,
     phase: watch::Receiver<Phase>,
     _permit: OwnedSemaphorePermit,
@@ -72,14 +72,13 @@ pub async fn serve<F>(
     let client = Peer::new(peer);
     let activity = Arc::new(Activity::new(phase.clone()));
     let tracked = activity.clone();
-    let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
-        request.extensions_mut().insert(client.clone());
+    let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
         let busy = Busy::begin(tracked.clone());
         let version = request.version();
         let get = request.method() == Method::GET;
         // Boxed where it starts: hyper moves the service's future around by value, and a
         // request's future is kilobytes large.
-        let answer = Box::pin(handler(request));
+        let answer = Box::pin(handler(request, client.clone()));
         async move {
             let mut response = answer.await;
             if version < Version::HTTP_2
@@ -504,7 +503,7 @@ mod tests {
         let permit = Arc::new(Semaphore::new(1)).try_acquire_owned().unwrap();
         let (open, _) = tokio::sync::mpsc::channel(1);
         let router = router();
-        let handler = move |request: hyper::Request<Incoming>| {
+        let handler = move |request: hyper::Request<Incoming>, _: Peer| {
             let router = router.clone();
             async move {
                 let Ok(response) = tower::ServiceExt::oneshot(router, request).await;

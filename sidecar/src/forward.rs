@@ -72,6 +72,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
         headers
             .get_all(header::CONNECTION)
             .iter()
+            .filter(|v| !v.as_bytes().eq_ignore_ascii_case(b"keep-alive"))
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))
             .map(str::trim)
@@ -320,11 +321,8 @@ mod tests {
         ] {
             h.insert(name, "10.0.0.1".parse().unwrap());
         }
-        let mut peer = http::Extensions::new();
-        peer.insert(crate::peer::Peer::new(
-            "[::ffff:192.0.2.7]:1234".parse().unwrap(),
-        ));
-        let client = crate::peer::Peer::forwarded_for(&peer);
+        let peer = crate::peer::Peer::new("[::ffff:192.0.2.7]:1234".parse().unwrap());
+        let client = Some(peer.forwarded_for().clone());
         forwarding().apply(&mut h, &principal, client).unwrap();
         assert_eq!(h["x-forwarded-for"], "192.0.2.7");
         assert_eq!(h["x-forwarded-proto"], "https");

@@ -1,12 +1,13 @@
-//! The client's address, carried with each request as a request extension from the connection
-//! that received it to the handlers that need it (`X-Forwarded-For`, the OAuth endpoints' rate
-//! limits). A leaf module, so handlers need not know how connections are served.
+//! The client's address, handed with each request from the connection that received it to the
+//! handler (`X-Forwarded-For`), which puts it on the requests of the OAuth endpoints as a request
+//! extension (their rate limits). A leaf module, so handlers need not know how connections are
+//! served.
 
 use std::net::SocketAddr;
 
 use http::HeaderValue;
 
-/// The client's address (the extension the public port puts on every request).
+/// The client's address (on the OAuth endpoints' requests, a request extension).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Peer {
     addr: SocketAddr,
@@ -36,11 +37,9 @@ impl Peer {
         extensions.get::<Peer>().map(|peer| peer.addr)
     }
 
-    /// The client's IP address as `X-Forwarded-For` gives it, from a request's extensions.
-    pub fn forwarded_for(extensions: &http::Extensions) -> Option<HeaderValue> {
-        extensions
-            .get::<Peer>()
-            .map(|peer| peer.forwarded_for.clone())
+    /// The client's IP address as `X-Forwarded-For` gives it.
+    pub fn forwarded_for(&self) -> &HeaderValue {
+        &self.forwarded_for
     }
 }
 
@@ -55,9 +54,7 @@ mod tests {
             ("[::ffff:192.0.2.7]:1234", "192.0.2.7"),
             ("[2001:db8::1]:443", "2001:db8::1"),
         ] {
-            let mut extensions = http::Extensions::new();
-            extensions.insert(Peer::new(addr.parse().unwrap()));
-            assert_eq!(Peer::forwarded_for(&extensions).unwrap(), ip);
+            assert_eq!(Peer::new(addr.parse().unwrap()).forwarded_for(), ip);
         }
     }
 }

@@ -106,9 +106,9 @@ async fn serve_thread(
             peer,
             {
                 let state = state.clone();
-                move |request| {
+                move |request, peer| {
                     let state = state.clone();
-                    async move { app::handle(&state, request).await }
+                    async move { app::handle(&state, request, peer).await }
                 }
             },
             limits,
