@@ -809,7 +809,7 @@ mod tests {
         record.caller = Some(Arc::new(principal));
         record.trace_id = Some("0af7651916cd43dd8448eb211c80319c".into());
         let message = |method: &str, tool: Option<&str>, target: Option<&str>| Message {
-            method: Some(method.into()),
+            method: Some(method.to_owned().into()),
             tool: tool.map(String::from),
             target: target.map(String::from),
             arguments: Some(serde_json::json!({"password": HOSTILE, "n": 1})),

@@ -31,7 +31,7 @@ pub fn finish(cx: &Context, policy: &str, record: &Record, done: &Done) {
         .collect();
     let mut name = record.http_method.as_str().to_owned();
     if let [call] = calls[..] {
-        let method = call.method.clone().unwrap_or_default();
+        let method = call.method.as_deref().unwrap_or_default().to_owned();
         name = match (&call.tool, &call.target) {
             (Some(tool), _) => format!("{method} {tool}"),
             (None, Some(_)) if method == "prompts/get" => method.clone(),

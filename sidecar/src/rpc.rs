@@ -19,8 +19,8 @@ use serde_json::Value;
 /// What the rules and the audit trail need from one message.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Message {
-    /// `method`; `None` for responses.
-    pub method: Option<String>,
+    /// `method`; `None` for responses. MCP's own methods are not copied.
+    pub method: Option<Cow<'static, str>>,
     /// `params.name`, for `tools/call` only.
     pub tool: Option<String>,
     /// `params.name` of a `prompts/get`, or `params.uri` of a `resources/read`, when a string.
@@ -169,6 +169,30 @@ impl<'de, const N: usize> Keys<'de, N> {
     }
 }
 
+/// `method` as one of MCP's own methods, when it is one.
+fn known_method(method: &str) -> Option<&'static str> {
+    const KNOWN: [&str; 17] = [
+        "initialize",
+        "ping",
+        "tools/list",
+        "tools/call",
+        "resources/list",
+        "resources/read",
+        "resources/templates/list",
+        "resources/subscribe",
+        "resources/unsubscribe",
+        "prompts/list",
+        "prompts/get",
+        "completion/complete",
+        "logging/setLevel",
+        "notifications/initialized",
+        "notifications/cancelled",
+        "notifications/progress",
+        "notifications/roots/list_changed",
+    ];
+    KNOWN.into_iter().find(|known| *known == method)
+}
+
 /// A string as found in the body: borrowed from it unless it has escapes.
 struct Text<'de>(Cow<'de, str>);
 
@@ -225,13 +249,15 @@ impl<'de> Visitor<'de> for FoundVisitor {
         Ok(Found::Text(Cow::Owned(s.to_owned())))
     }
 
+    // Read as a `Value` would be (numbers beyond `f64` refused, as they were when these values
+    // were read into a `Value`).
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        while map.next_entry::<IgnoredAny, Value>()?.is_some() {}
         Ok(Found::Other)
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        while seq.next_element::<Value>()?.is_some() {}
         Ok(Found::Other)
     }
 
@@ -311,7 +337,11 @@ impl<'de> Visitor<'de> for MessageVisitor {
         while let Some(Text(key)) = map.next_key()? {
             match keys.check(&key)? {
                 Some(0) => match map.next_value()? {
-                    Found::Text(m) => method = Some(m.into_owned()),
+                    Found::Text(m) => {
+                        method = Some(
+                            known_method(&m).map_or_else(|| m.into_owned().into(), Cow::Borrowed),
+                        )
+                    }
                     Found::Other => return Err(invalid("method must be a string")),
                 },
                 Some(_) => params = map.next_value_seed(ParamsSeed(self.0))?,
@@ -512,7 +542,16 @@ mod tests {
 
     #[test]
     fn syntax_errors_are_parse_errors() {
-        for body in ["not json", "{", r#"{"method":"ping"} trailing"#, ""] {
+        for body in [
+            "not json",
+            "{",
+            r#"{"method":"ping"} trailing"#,
+            "",
+            // Numbers beyond f64 where the scan reads a value.
+            r#"{"method":{"x":[1e400]}}"#,
+            r#"{"method":"prompts/get","params":{"name":{"x":1e400}}}"#,
+            r#"{"method":"resources/read","params":{"uri":[1e400]}}"#,
+        ] {
             assert!(
                 matches!(scan(body.as_bytes()), Err(BodyError::Parse(_))),
                 "{body}"
