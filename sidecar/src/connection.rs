@@ -24,8 +24,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{HeaderValue, Method, StatusCode, Version, header};
 use hyper::body::{Frame, Incoming, SizeHint};
+use hyper::server::conn::{http1, http2};
+use hyper::service::HttpService;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto::Builder;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::{Notify, OwnedSemaphorePermit, watch};
@@ -101,19 +102,39 @@ pub async fn serve<F>(
             }))
         }
     });
-    let mut builder = Builder::new(TokioExecutor::new());
-    builder.http1().max_buf_size(limits.max_header_bytes);
-    builder
-        .http2()
-        .enable_connect_protocol()
-        .max_concurrent_streams(limits.max_streams)
-        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX));
+    // The protocol, from the client's first bytes (within the header read timeout).
+    let http2 = tokio::select! {
+        biased;
+        sniffed = speaks_http2(&stream) => match sniffed {
+            Ok(http2) => http2,
+            Err(_) => return,
+        },
+        () = tokio::time::sleep_until(activity.opened + limits.header_read_timeout) => return,
+        () = shutdown::reached(phase.clone(), Phase::Stopping) => return,
+    };
     let io = TokioIo::new(Watched {
         inner: stream,
         activity: activity.clone(),
         read_before: false,
     });
-    let conn = builder.serve_connection_with_upgrades(io, service);
+    let conn = if http2 {
+        let mut builder = http2::Builder::new(TokioExecutor::new());
+        builder
+            .enable_connect_protocol()
+            .max_concurrent_streams(limits.max_streams)
+            .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX));
+        Served::Http2(Box::pin(builder.serve_connection(io, service)))
+    } else {
+        let mut builder = http1::Builder::new();
+        // The head's size exactly; the buffer bound alone lets a head a little over it through
+        // when a read happens to take it whole.
+        builder
+            .max_header_size(limits.max_header_bytes)
+            .max_buf_size(limits.max_header_bytes);
+        Served::Http1(Box::pin(
+            builder.serve_connection(io, service).with_upgrades(),
+        ))
+    };
     // Made once and polled again on wake-ups of this task (made anew, each would register
     // another waiter or timer on every wake).
     let leaving = phase_reached(&phase, Phase::Leaving);
@@ -188,6 +209,73 @@ fn phase_reached(phase: &watch::Receiver<Phase>, at: Phase) -> impl Future<Outpu
         registered = Some(cx.waker().clone());
         reached.as_mut().poll(cx)
     })
+}
+
+/// The connection preface an HTTP/2 client starts with; HTTP/1.1 requests start otherwise.
+const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// How soon a connection whose first bytes are only part of the HTTP/2 preface is looked at again.
+const PEEK_AGAIN: Duration = Duration::from_millis(10);
+
+/// Whether the client speaks HTTP/2, told from its first bytes while leaving them in the socket.
+/// hyper then reads the request from its first byte into a read buffer of its own: handed the
+/// first bytes separately (as hyper-util's protocol detection does), hyper grows that buffer to
+/// 16 KiB for the connection's whole life.
+async fn speaks_http2(stream: &TcpStream) -> io::Result<bool> {
+    let mut first = [0u8; H2_PREFACE.len()];
+    loop {
+        let n = stream.peek(&mut first).await?;
+        if n == 0 || first[..n] != H2_PREFACE[..n] {
+            return Ok(false);
+        }
+        if n == H2_PREFACE.len() {
+            return Ok(true);
+        }
+        tokio::time::sleep(PEEK_AGAIN).await;
+    }
+}
+
+/// A connection hyper serves in the protocol its client speaks.
+enum Served<S: HttpService<Incoming>> {
+    Http1(Pin<Box<http1::UpgradeableConnection<TokioIo<Watched>, S>>>),
+    Http2(Pin<Box<http2::Connection<TokioIo<Watched>, S, TokioExecutor>>>),
+}
+
+impl<S, B> Served<S>
+where
+    S: HttpService<Incoming, ResBody = B>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    S::Future: Send + 'static,
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    /// Finishes the requests in flight and closes (HTTP/2: GOAWAY first).
+    fn graceful_shutdown(self: Pin<&mut Self>) {
+        match self.get_mut() {
+            Served::Http1(conn) => conn.as_mut().graceful_shutdown(),
+            Served::Http2(conn) => conn.as_mut().graceful_shutdown(),
+        }
+    }
+}
+
+impl<S, B> Future for Served<S>
+where
+    S: HttpService<Incoming, ResBody = B>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    S::Future: Send + 'static,
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    type Output = Result<(), Box<dyn std::error::Error + Send + Sync>>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.get_mut() {
+            Served::Http1(conn) => conn.as_mut().poll(cx).map_err(Into::into),
+            Served::Http2(conn) => conn.as_mut().poll(cx).map_err(Into::into),
+        }
+    }
 }
 
 fn is_event_stream(response: &Reply) -> bool {
@@ -512,6 +600,35 @@ mod tests {
         };
         tokio::spawn(serve(stream, peer, handler, LIMITS, phase, permit, open));
         client.unwrap()
+    }
+
+    /// The protocol told from what a client sends first, sent in two pieces.
+    async fn sniffed(first: &[u8], then: &[u8]) -> bool {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap());
+        let (client, accepted) = tokio::join!(client, listener.accept());
+        let (mut client, (server, _)) = (client.unwrap(), accepted.unwrap());
+        client.write_all(first).await.unwrap();
+        let told = tokio::spawn(async move {
+            let http2 = speaks_http2(&server).await.unwrap();
+            // Nothing was consumed: hyper reads the request from its first byte.
+            let mut buf = vec![0u8; 64];
+            let n = server.peek(&mut buf).await.unwrap();
+            (http2, buf[..n].to_vec(), server)
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        client.write_all(then).await.unwrap();
+        let (http2, unread, _server) = told.await.unwrap();
+        assert!(unread.starts_with(first), "{unread:?}");
+        http2
+    }
+
+    #[tokio::test]
+    async fn the_protocol_is_told_from_the_first_bytes_without_consuming_them() {
+        assert!(sniffed(b"PRI * HTTP/2.0\r\n", b"\r\nSM\r\n\r\n").await);
+        assert!(sniffed(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", b"").await);
+        assert!(!sniffed(b"GET / HTTP/1.1\r\n", b"host: x\r\n\r\n").await);
+        assert!(!sniffed(b"PRIVATE / HTTP/1.1\r\n", b"host: x\r\n\r\n").await);
     }
 
     /// Reads until `needle` has arrived (or the end); returns everything read.

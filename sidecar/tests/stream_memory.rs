@@ -28,7 +28,7 @@ const STREAMS: usize = 200;
 /// The most heap one idle stream may cost the sidecar. hyper alone holds an 8 KiB read buffer
 /// and an 8 KiB header write buffer for each HTTP/1.1 connection (two per stream) and a 9.5 KB
 /// request queue for each connection to the app.
-const MAX_BYTES_PER_STREAM: i64 = 72 * 1024;
+const MAX_BYTES_PER_STREAM: i64 = 56 * 1024;
 
 /// An app whose event streams send one event and then stay open without a sound.
 async fn start_quiet_app() -> SocketAddr {
