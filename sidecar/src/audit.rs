@@ -113,7 +113,8 @@ pub struct Auditor {
 
 /// How one policy's lines are written.
 struct Format {
-    policy: String,
+    /// The policy's name as a JSON string.
+    policy: Vec<u8>,
     include_arguments: bool,
     max_argument_bytes: usize,
     redact: Vec<String>,
@@ -146,7 +147,7 @@ impl Auditor {
             (!spec.tool_metrics.is_empty()).then(|| metrics.tools_for(policy, &spec.tool_metrics));
         Ok(Auditor {
             format: Arc::new(Format {
-                policy: policy.to_owned(),
+                policy: json::quoted(policy),
                 include_arguments: spec.enabled && spec.include_arguments,
                 max_argument_bytes: spec.max_argument_bytes as usize,
                 redact: spec.redact_fields.clone(),
@@ -268,22 +269,22 @@ impl Entry {
         let method = message.and_then(|m| m.method.as_deref());
         // Time, labels and HTTP method (a token) have nothing to escape.
         out.extend_from_slice(b"{\"time\":");
-        json::plain_string(out, scribe.clock.stamp(self.time));
+        scribe.clock.write(out, self.time);
         out.extend_from_slice(b",\"kind\":\"mcp_warden.audit\",\"request_id\":");
         json::string(out, record.request_id.to_str().unwrap_or_default());
         out.extend_from_slice(b",\"policy\":");
-        json::string(out, &format.policy);
-        out.extend_from_slice(b",\"outcome\":");
-        json::plain_string(out, done.outcome.as_str());
-        out.extend_from_slice(b",\"reason\":");
-        json::plain_string(out, done.reason.as_str());
-        out.extend_from_slice(b",\"status\":");
+        out.extend_from_slice(&format.policy);
+        out.extend_from_slice(b",\"outcome\":\"");
+        out.extend_from_slice(done.outcome.as_str().as_bytes());
+        out.extend_from_slice(b"\",\"reason\":\"");
+        out.extend_from_slice(done.reason.as_str().as_bytes());
+        out.extend_from_slice(b"\",\"status\":");
         json::unsigned(out, done.status.into());
         out.extend_from_slice(b",\"latency_ms\":");
         json::millis(out, done.latency);
-        out.extend_from_slice(b",\"http_method\":");
-        json::plain_string(out, record.http_method.as_str());
-        out.extend_from_slice(b",\"path\":");
+        out.extend_from_slice(b",\"http_method\":\"");
+        out.extend_from_slice(record.http_method.as_str().as_bytes());
+        out.extend_from_slice(b"\",\"path\":");
         json::string(out, &record.path);
         if let Some(principal) = &record.caller {
             out.extend_from_slice(b",\"caller\":");
@@ -616,37 +617,40 @@ fn rotate(path: &std::path::Path, keep: u32) -> io::Result<()> {
     std::fs::rename(path, numbered(1))
 }
 
-/// RFC 3339 UTC times with milliseconds (`2026-05-01T12:00:00.123Z`), the date and time of day
-/// formatted once per second.
+/// RFC 3339 UTC times with milliseconds (`2026-05-01T12:00:00.123Z`) as JSON strings, the date
+/// and time of day formatted once per second.
 #[derive(Default)]
 struct Clock {
     second: Option<u64>,
-    prefix: String,
-    text: String,
+    /// `"2026-05-01T12:00:00.`
+    prefix: Vec<u8>,
 }
 
 impl Clock {
-    fn stamp(&mut self, time: SystemTime) -> &str {
+    fn write(&mut self, out: &mut Vec<u8>, time: SystemTime) {
         let since = time
             .duration_since(SystemTime::UNIX_EPOCH)
             .unwrap_or_default();
         if self.second != Some(since.as_secs()) {
             let whole = SystemTime::UNIX_EPOCH + Duration::from_secs(since.as_secs());
-            self.prefix = chrono::DateTime::<chrono::Utc>::from(whole)
-                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-                .trim_end_matches('Z')
-                .to_owned();
+            let text = chrono::DateTime::<chrono::Utc>::from(whole)
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+            self.prefix.clear();
+            self.prefix.push(b'"');
+            self.prefix
+                .extend_from_slice(text.trim_end_matches('Z').as_bytes());
+            self.prefix.push(b'.');
             self.second = Some(since.as_secs());
         }
         let millis = since.subsec_millis();
-        self.text.clear();
-        self.text.push_str(&self.prefix);
-        self.text.push('.');
-        for digit in [millis / 100, millis / 10 % 10, millis % 10] {
-            self.text.push(char::from(b'0' + digit as u8));
-        }
-        self.text.push('Z');
-        &self.text
+        out.extend_from_slice(&self.prefix);
+        out.extend_from_slice(&[
+            b'0' + (millis / 100) as u8,
+            b'0' + (millis / 10 % 10) as u8,
+            b'0' + (millis % 10) as u8,
+            b'Z',
+            b'"',
+        ]);
     }
 }
 
@@ -744,23 +748,27 @@ mod tests {
     #[test]
     fn times_are_rfc3339_with_milliseconds() {
         let mut clock = Clock::default();
+        let mut stamp = |time: SystemTime| {
+            let mut out = Vec::new();
+            clock.write(&mut out, time);
+            serde_json::from_slice::<String>(&out).unwrap()
+        };
         let at = |ms: u64| SystemTime::UNIX_EPOCH + Duration::from_millis(ms);
-        assert_eq!(
-            clock.stamp(at(1_777_636_800_007)),
-            "2026-05-01T12:00:00.007Z"
-        );
-        assert_eq!(
-            clock.stamp(at(1_777_636_800_999)),
-            "2026-05-01T12:00:00.999Z"
-        );
-        assert_eq!(
-            clock.stamp(at(1_777_636_861_120)),
-            "2026-05-01T12:01:01.120Z"
-        );
+        assert_eq!(stamp(at(1_777_636_800_007)), "2026-05-01T12:00:00.007Z");
+        assert_eq!(stamp(at(1_777_636_800_999)), "2026-05-01T12:00:00.999Z");
+        assert_eq!(stamp(at(1_777_636_861_120)), "2026-05-01T12:01:01.120Z");
         let now = SystemTime::now();
         let expected = chrono::DateTime::<chrono::Utc>::from(now)
             .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-        assert_eq!(clock.stamp(now), expected);
+        assert_eq!(stamp(now), expected);
+    }
+
+    #[test]
+    fn labels_need_no_escapes() {
+        let labels = Outcome::ALL.iter().map(|o| o.as_str());
+        for label in labels.chain(Reason::ALL.iter().map(|r| r.as_str())) {
+            assert_eq!(json::quoted(label), format!("\"{label}\"").into_bytes());
+        }
     }
 
     fn entry(format: Format, record: Record) -> Entry {
@@ -822,7 +830,7 @@ mod tests {
         ];
         let session = record.session().unwrap();
         let format = Format {
-            policy: format!("policy{HOSTILE}"),
+            policy: json::quoted(&format!("policy{HOSTILE}")),
             include_arguments: true,
             max_argument_bytes: 1000,
             redact: vec!["password".into()],
@@ -899,7 +907,7 @@ mod tests {
             let mut record = Record::new(&http::Method::POST, "/mcp", &HeaderMap::new());
             record.caller = Some(caller.clone());
             let format = Format {
-                policy: "p".into(),
+                policy: json::quoted("p"),
                 include_arguments: false,
                 max_argument_bytes: 0,
                 redact: Vec::new(),
@@ -927,7 +935,7 @@ mod tests {
     fn a_request_without_calls_gets_one_line_with_what_was_known() {
         let record = Record::new(&http::Method::GET, "/mcp", &HeaderMap::new());
         let format = Format {
-            policy: "p".into(),
+            policy: json::quoted("p"),
             include_arguments: false,
             max_argument_bytes: 0,
             redact: Vec::new(),

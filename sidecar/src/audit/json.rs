@@ -41,13 +41,11 @@ pub fn string(out: &mut Vec<u8>, text: &str) {
     out.push(b'"');
 }
 
-/// Appends `text`, which needs no escapes by construction (a time stamp, a label, a validated
-/// request id), as a JSON string.
-pub fn plain_string(out: &mut Vec<u8>, text: &str) {
-    debug_assert!(plain(text.as_bytes()), "{text:?} needs escapes");
-    out.push(b'"');
-    out.extend_from_slice(text.as_bytes());
-    out.push(b'"');
+/// `text` as a JSON string.
+pub fn quoted(text: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(text.len() + 2);
+    string(&mut out, text);
+    out
 }
 
 /// Whether `b` is written escaped.
