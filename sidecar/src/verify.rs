@@ -1,19 +1,23 @@
 //! Bearer-token verification: signature against the issuer's keys, then `iss`, `aud`, `exp` and
 //! `nbf`, with verified tokens cached until they expire.
 
-use std::collections::HashMap;
+use std::borrow::Cow;
 use std::str::FromStr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::Algorithm;
+use serde_json::map::Entry;
 use serde_json::{Map, Value};
 
+use self::cache::TokenCache;
 use crate::jwks::JwksSource;
 use crate::keys::KeySet;
 use crate::metrics::Reason;
 use crate::scopes::Granted;
+
+mod cache;
 
 /// Longest token accepted; real access tokens are a few KB at most.
 pub const MAX_TOKEN_LEN: usize = 16 * 1024;
@@ -141,11 +145,12 @@ pub struct Verifier {
     algorithms: Vec<Algorithm>,
     leeway: u64,
     token_types: Vec<String>,
-    cache: Mutex<HashMap<Box<str>, Cached>>,
+    cache: TokenCache<Cached>,
 }
 
 /// A verified token, valid from the cache while the key set it was verified with is current
 /// and until `valid_until` (its `exp`, at most [`CACHE_TTL_SECONDS`] after verification).
+#[derive(Clone)]
 struct Cached {
     principal: Arc<Principal>,
     generation: u64,
@@ -176,10 +181,12 @@ impl<'de> serde::Deserialize<'de> for Claims {
             ) -> Result<Claims, A::Error> {
                 let mut claims = Map::new();
                 while let Some((name, value)) = access.next_entry::<String, Value>()? {
-                    if claims.contains_key(&name) {
-                        return Err(serde::de::Error::custom(format!("repeated claim {name}")));
-                    }
-                    claims.insert(name, value);
+                    match claims.entry(name) {
+                        Entry::Vacant(slot) => slot.insert(value),
+                        Entry::Occupied(_) => {
+                            return Err(serde::de::Error::custom("repeated claim"));
+                        }
+                    };
                 }
                 Ok(Claims(claims))
             }
@@ -188,11 +195,84 @@ impl<'de> serde::Deserialize<'de> for Claims {
     }
 }
 
-#[derive(serde::Deserialize)]
-struct RawHeader {
-    alg: String,
-    kid: Option<String>,
-    typ: Option<String>,
+/// The header members the verifier reads, borrowed from the decoded header where they hold no
+/// escapes. A repeated `alg`, `kid` or `typ` and any of [`UNSUPPORTED_HEADERS`] refuse the
+/// header; other members are skipped.
+struct Header<'a> {
+    alg: Cow<'a, str>,
+    kid: Option<Cow<'a, str>>,
+    typ: Option<Cow<'a, str>>,
+}
+
+/// A JSON string, borrowed when it holds no escapes.
+struct Text<'a>(Cow<'a, str>);
+
+impl<'de> serde::Deserialize<'de> for Text<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Chars;
+        impl<'de> serde::de::Visitor<'de> for Chars {
+            type Value = Text<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E>(self, text: &'de str) -> Result<Text<'de>, E> {
+                Ok(Text(Cow::Borrowed(text)))
+            }
+            fn visit_str<E>(self, text: &str) -> Result<Text<'de>, E> {
+                Ok(Text(Cow::Owned(text.to_owned())))
+            }
+            fn visit_string<E>(self, text: String) -> Result<Text<'de>, E> {
+                Ok(Text(Cow::Owned(text)))
+            }
+        }
+        deserializer.deserialize_str(Chars)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Header<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Members;
+        impl<'de> serde::de::Visitor<'de> for Members {
+            type Value = Header<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JOSE header")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut access: A,
+            ) -> Result<Header<'de>, A::Error> {
+                use serde::de::Error as _;
+                let (mut alg, mut kid, mut typ) = (None, None, None);
+                while let Some(Text(name)) = access.next_key::<Text<'de>>()? {
+                    let slot = match &*name {
+                        "alg" => &mut alg,
+                        "kid" => &mut kid,
+                        "typ" => &mut typ,
+                        other if UNSUPPORTED_HEADERS.contains(&other) => {
+                            return Err(A::Error::custom("unsupported header member"));
+                        }
+                        _ => {
+                            access.next_value::<serde::de::IgnoredAny>()?;
+                            continue;
+                        }
+                    };
+                    if slot.is_some() {
+                        return Err(A::Error::custom("repeated header member"));
+                    }
+                    // `kid` and `typ` may be null, which reads as absent.
+                    *slot = Some(access.next_value::<Option<Text<'de>>>()?.map(|t| t.0));
+                }
+                Ok(Header {
+                    alg: alg
+                        .flatten()
+                        .ok_or_else(|| A::Error::missing_field("alg"))?,
+                    kid: kid.flatten(),
+                    typ: typ.flatten(),
+                })
+            }
+        }
+        deserializer.deserialize_map(Members)
+    }
 }
 
 impl Verifier {
@@ -218,7 +298,7 @@ impl Verifier {
                 .collect(),
             leeway: expect.leeway,
             token_types: expect.token_types.iter().map(|t| typ_key(t)).collect(),
-            cache: Mutex::new(HashMap::new()),
+            cache: TokenCache::new(CACHE_CAPACITY),
         }
     }
 
@@ -240,39 +320,32 @@ impl Verifier {
 
     /// Verifies `token`. The flag says whether the answer came from the cache.
     pub async fn verify(&self, token: &str) -> Result<(Arc<Principal>, bool), TokenError> {
-        if let Some(hit) = self.cached(token) {
+        let hash = self.cache.hash(token);
+        if let Some(hit) = self.cached(token, hash) {
             return Ok((hit, true));
         }
         let (principal, generation) = self.verify_uncached(token).await?;
         let principal = Arc::new(principal);
-        self.remember(token, &principal, generation);
+        self.remember(token, hash, &principal, generation);
         Ok((principal, false))
     }
 
-    fn cached(&self, token: &str) -> Option<Arc<Principal>> {
-        let generation = self.generation();
-        let cache = self.cache.lock().expect("token cache lock");
-        let hit = cache.get(token)?;
-        (hit.generation == generation && hit.valid_until > jsonwebtoken::get_current_timestamp())
-            .then(|| hit.principal.clone())
+    fn cached(&self, token: &str, hash: u64) -> Option<Arc<Principal>> {
+        let hit = self.cache.get(token, hash)?;
+        (hit.generation == self.generation()
+            && hit.valid_until > jsonwebtoken::get_current_timestamp())
+        .then_some(hit.principal)
     }
 
-    fn remember(&self, token: &str, principal: &Arc<Principal>, generation: u64) {
+    fn remember(&self, token: &str, hash: u64, principal: &Arc<Principal>, generation: u64) {
         let now = jsonwebtoken::get_current_timestamp();
-        let mut cache = self.cache.lock().expect("token cache lock");
-        if cache.len() >= CACHE_CAPACITY {
-            let current = self.generation();
-            cache.retain(|_, c| c.valid_until > now && c.generation == current);
-            if cache.len() >= CACHE_CAPACITY {
-                cache.clear();
-            }
-        }
         let entry = Cached {
             principal: principal.clone(),
             generation,
             valid_until: principal.expires_at.min(now + CACHE_TTL_SECONDS),
         };
-        cache.insert(token.into(), entry);
+        // What the entry replaced or evicted is freed here, outside the cache's lock.
+        drop(self.cache.insert(token, hash, entry));
     }
 
     /// The generation of the keys in force (fixed for local keys).
@@ -298,18 +371,13 @@ impl Verifier {
         let header_json = URL_SAFE_NO_PAD
             .decode(header_b64)
             .map_err(|_| TokenError::Malformed)?;
-        let header: RawHeader =
+        let header: Header<'_> =
             serde_json::from_slice(&header_json).map_err(|_| TokenError::Malformed)?;
-        let members: Map<String, Value> =
-            serde_json::from_slice(&header_json).map_err(|_| TokenError::Malformed)?;
-        if UNSUPPORTED_HEADERS.iter().any(|m| members.contains_key(*m)) {
-            return Err(TokenError::Malformed);
-        }
         if !self.token_types.is_empty()
             && !header
                 .typ
                 .as_deref()
-                .is_some_and(|typ| self.token_types.contains(&typ_key(typ)))
+                .is_some_and(|typ| self.accepts_type(typ))
         {
             return Err(TokenError::WrongType);
         }
@@ -363,6 +431,19 @@ impl Verifier {
             expires_at,
         };
         Ok((principal, keys.generation()))
+    }
+
+    /// Whether the header `typ` is one the policy accepts: [`typ_key`] of it is in the list,
+    /// compared without allocating.
+    fn accepts_type(&self, typ: &str) -> bool {
+        const PREFIX: &str = "application/";
+        let bare = match typ.get(..PREFIX.len()) {
+            Some(head) if head.eq_ignore_ascii_case(PREFIX) => &typ[PREFIX.len()..],
+            _ => typ,
+        };
+        self.token_types
+            .iter()
+            .any(|t| t.eq_ignore_ascii_case(bare))
     }
 
     /// Checks the registered claims of a token whose signature verified: `exp` (required, an
@@ -425,6 +506,14 @@ mod tests {
 
     /// A verifier trusting one generated ES256 key, and a signer with that key.
     fn setup() -> (Verifier, impl Fn(&str) -> String) {
+        let (verifier, sign) = setup_headers(Vec::new());
+        let head = r#"{"alg":"ES256","kid":"k1"}"#;
+        (verifier, move |payload: &str| sign(head, payload))
+    }
+
+    /// A verifier trusting one generated ES256 key and accepting `token_types`, and a signer of
+    /// a header and payload with that key.
+    fn setup_headers(token_types: Vec<String>) -> (Verifier, impl Fn(&str, &str) -> String) {
         let rng = SystemRandom::new();
         let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).unwrap();
         let pair =
@@ -438,10 +527,10 @@ mod tests {
             audiences: vec![AUD.into()],
             algorithms: vec![Algorithm::ES256],
             leeway: 0,
-            token_types: Vec::new(),
+            token_types,
         };
-        let sign = move |payload: &str| {
-            let head = URL_SAFE_NO_PAD.encode(r#"{"alg":"ES256","kid":"k1"}"#);
+        let sign = move |head: &str, payload: &str| {
+            let head = URL_SAFE_NO_PAD.encode(head);
             let body = URL_SAFE_NO_PAD.encode(payload);
             let signed = format!("{head}.{body}");
             let sig = pair.sign(&SystemRandom::new(), signed.as_bytes()).unwrap();
@@ -554,6 +643,78 @@ mod tests {
                 check(&verifier, &sign(&claims)).await,
                 Err(expected),
                 "{claims}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_full_cache_keeps_the_latest_tokens() {
+        let (mut verifier, sign) = setup();
+        verifier.cache = TokenCache::new(3);
+        let tokens: Vec<String> = (0..4)
+            .map(|i| {
+                let claims = format!(
+                    r#"{{"iss":"{ISS}","aud":"{AUD}","exp":{},"n":{i}}}"#,
+                    later()
+                );
+                sign(&claims)
+            })
+            .collect();
+        for token in &tokens {
+            assert!(!verifier.verify(token).await.unwrap().1);
+        }
+        let cached = |i: usize| {
+            let verifier = &verifier;
+            let token = tokens[i].clone();
+            async move { verifier.verify(&token).await.unwrap().1 }
+        };
+        assert!(cached(3).await && cached(2).await && cached(1).await);
+        assert!(!cached(0).await, "the oldest was evicted");
+    }
+
+    #[tokio::test]
+    async fn reads_the_header_members_it_knows_and_refuses_the_rest() {
+        let (verifier, sign) = setup_headers(vec![typ_key("at+jwt")]);
+        let claims = format!(r#"{{"iss":"{ISS}","aud":"{AUD}","exp":{}}}"#, later());
+        for header in [
+            r#"{"alg":"ES256","kid":"k1","typ":"at+jwt"}"#,
+            r#"{"typ":"Application/AT+JWT","x":{"crit":[1]},"kid":"k\u0031","\u0061lg":"ES256"}"#,
+        ] {
+            assert_eq!(
+                check(&verifier, &sign(header, &claims)).await,
+                Ok(()),
+                "{header}"
+            );
+        }
+        for header in [
+            r#"{"alg":"ES256","kid":"k1"}"#,
+            r#"{"alg":"ES256","kid":"k1","typ":"jwt"}"#,
+            r#"{"alg":"ES256","kid":"k1","typ":"application/"}"#,
+        ] {
+            assert_eq!(
+                check(&verifier, &sign(header, &claims)).await,
+                Err(TokenError::WrongType),
+                "{header}"
+            );
+        }
+        for header in [
+            r#"{"alg":"ES256","kid":"k1","typ":"at+jwt","crit":["exp"]}"#,
+            r#"{"alg":"ES256","kid":"k1","typ":"at+jwt","b64":false}"#,
+            r#"{"alg":"ES256","kid":"k1","typ":"at+jwt","zip":"DEF"}"#,
+            r#"{"alg":"ES256","kid":"k1","typ":"at+jwt","enc":null}"#,
+            r#"{"alg":"ES256","kid":"k1","typ":"at+jwt","c\u0072it":[]}"#,
+            r#"{"alg":"ES256","kid":"k1","typ":"at+jwt","alg":"ES256"}"#,
+            r#"{"alg":"ES256","kid":null,"kid":"k1","typ":"at+jwt"}"#,
+            r#"{"alg":null,"kid":"k1","typ":"at+jwt"}"#,
+            r#"{"alg":"ES256","kid":7,"typ":"at+jwt"}"#,
+            r#"{"alg":"ES256","kid":"k1","typ":"at+jwt"} x"#,
+            r#"{"kid":"k1","typ":"at+jwt"}"#,
+            r#"["ES256"]"#,
+        ] {
+            assert_eq!(
+                check(&verifier, &sign(header, &claims)).await,
+                Err(TokenError::Malformed),
+                "{header}"
             );
         }
     }
