@@ -21,6 +21,8 @@ mod cache;
 
 /// Longest token accepted; real access tokens are a few KB at most.
 pub const MAX_TOKEN_LEN: usize = 16 * 1024;
+/// Longest signature of an accepted algorithm, bytes (RSA with an 8192-bit key).
+const MAX_SIGNATURE_LEN: usize = 1024;
 /// Most tokens kept in the verified-token cache.
 const CACHE_CAPACITY: usize = 10_000;
 /// Longest time a verified token is answered from the cache before it is verified again.
@@ -409,13 +411,16 @@ impl Verifier {
                 None => TokenError::UnknownKid,
             });
         }
-        let signature = URL_SAFE_NO_PAD
-            .decode(signature_b64)
-            .map_err(|_| TokenError::Malformed)?;
+        // Decoded on the stack: no signature of an accepted algorithm is longer (RSA 8192).
+        let mut signature = [0; MAX_SIGNATURE_LEN];
+        let signature = match URL_SAFE_NO_PAD.decode_slice(signature_b64, &mut signature) {
+            Ok(len) => &signature[..len],
+            Err(_) => return Err(TokenError::Malformed),
+        };
         let signed = &token.as_bytes()[..header_b64.len() + 1 + payload_b64.len()];
         if !candidates
             .iter()
-            .any(|key| key.verifies(alg, signed, &signature))
+            .any(|key| key.verifies(alg, signed, signature))
         {
             return Err(TokenError::BadSignature);
         }
