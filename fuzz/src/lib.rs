@@ -167,6 +167,13 @@ pub fn rpc_rules(data: &[u8]) {
     }
 }
 
+/// The JSON-RPC scan's fast path answers as the full scan does, or leaves the answer to it.
+pub fn rpc_fast(data: &[u8]) {
+    if let Some(fast) = mcp_warden_sidecar::rpc::fast_scan(data) {
+        assert_eq!(Ok(fast), mcp_warden_sidecar::rpc::full_scan(data));
+    }
+}
+
 /// Redirect URI validation: lines are `allowed` entries up to an empty line, then URIs.
 pub fn redirect_uri(data: &[u8]) {
     let Ok(text) = std::str::from_utf8(data) else {

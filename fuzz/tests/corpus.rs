@@ -27,6 +27,11 @@ fn rpc_rules() {
 }
 
 #[test]
+fn rpc_fast() {
+    run("rpc_fast", mcp_warden_fuzz::rpc_fast);
+}
+
+#[test]
 fn redirect_uri() {
     run("redirect_uri", mcp_warden_fuzz::redirect_uri);
 }

@@ -16,6 +16,8 @@ use serde::Deserializer as _;
 use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
 
+mod fast;
+
 /// What the rules and the audit trail need from one message.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Message {
@@ -65,11 +67,34 @@ pub fn scan_with_arguments(body: &[u8]) -> Result<Vec<Message>, BodyError> {
 }
 
 fn scan_body(body: &[u8], arguments: bool) -> Result<Vec<Message>, BodyError> {
-    // JSON is UTF-8 (RFC 8259 §8.1). The scan skips values it does not read without decoding
-    // them, so it checks the whole body first: an app's decoder could read invalid bytes (an
-    // overlong `"`, say) as structure the scan never saw.
-    let body =
-        std::str::from_utf8(body).map_err(|_| BodyError::Parse("the body is not UTF-8".into()))?;
+    let body = utf8(body)?;
+    if !arguments && let Some(messages) = fast::scan(body) {
+        return Ok(messages);
+    }
+    full_scan_str(body, arguments)
+}
+
+/// JSON is UTF-8 (RFC 8259 §8.1). The scans skip values they do not read without decoding them,
+/// so the whole body is checked first: an app's decoder could read invalid bytes (an overlong
+/// `"`, say) as structure the scan never saw.
+fn utf8(body: &[u8]) -> Result<&str, BodyError> {
+    std::str::from_utf8(body).map_err(|_| BodyError::Parse("the body is not UTF-8".into()))
+}
+
+/// [`scan`]'s fast path alone: `None` where it leaves the answer to the full scan. For the
+/// equality tests and the `rpc_fast` fuzz target.
+#[doc(hidden)]
+pub fn fast_scan(body: &[u8]) -> Option<Vec<Message>> {
+    fast::scan(utf8(body).ok()?)
+}
+
+/// [`scan`] without its fast path. For the equality tests and the `rpc_fast` fuzz target.
+#[doc(hidden)]
+pub fn full_scan(body: &[u8]) -> Result<Vec<Message>, BodyError> {
+    full_scan_str(utf8(body)?, false)
+}
+
+fn full_scan_str(body: &str, arguments: bool) -> Result<Vec<Message>, BodyError> {
     let mut de = serde_json::Deserializer::from_str(body);
     let messages = de.deserialize_any(BodyVisitor { arguments }).and_then(|m| {
         de.end()?;
@@ -579,5 +604,136 @@ mod tests {
         assert_eq!(id_of(br#"{"id":{"x":1}}"#), Value::Null);
         assert_eq!(id_of(b"[1]"), Value::Null);
         assert_eq!(id_of(b"nope"), Value::Null);
+    }
+}
+
+#[cfg(test)]
+mod fast_tests {
+    use super::*;
+
+    /// Bodies around every rule of the fast path: it must answer as the full scan does, or not
+    /// at all.
+    const TRICKY: &[&str] = &[
+        r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"text":"a \"quoted\" \\ line\n","n":[1,-2.5e+3,0,true,false,null,{}]}}}"#,
+        r#"{"jsonrpc":"2.0","id":"x","method":"tools/list"}"#,
+        r#"{"jsonrpc":"2.0","id":1,"result":{"tools":[]}}"#,
+        r#"{"method":"resources/read","params":{"uri":"file:///a"}}"#,
+        r#"{"method":"resources/read","params":{"uri":5}}"#,
+        r#"{"method":"resources/read","params":{"uri":"a","URI":"b"}}"#,
+        r#"{"method":"resources/read","params":{"URI":"b"}}"#,
+        r#"{"method":"prompts/get","params":{"name":"p","arguments":{"a":1}}}"#,
+        r#"{"method":"custom/thing","params":{"name":"p"}}"#,
+        r#"{"method":"tools/call"}"#,
+        r#"{"method":"tools/call","params":null}"#,
+        r#"{"method":"tools/call","params":[1,{"name":"x"}]}"#,
+        r#"{"method":"tools/call","params":"name"}"#,
+        r#"{"method":"tools/call","params":"\ud800"}"#,
+        r#"{"method":"tools/call","params":1e400}"#,
+        r#"{"method":"tools/call","params":7}"#,
+        r#"{"method":"tools/call","params":true}"#,
+        r#"{"method":"tools/call","params":{"name":"a","arguments":{"x":1e400,"s":"\ud800"}}}"#,
+        r#"{"method":"tools/call","params":{"name":"a"},"id":1e400}"#,
+        r#"{"method":"tools/call","params":{"name":"a"},"id":"\uZZZZ"}"#,
+        r#"{"method":"tools/call","params":{"name":"a"},"id":"\x"}"#,
+        r#"{"method":"tools/call","params":{"name":"a"},"id":01}"#,
+        r#"{"method":"tools/call","params":{"name":"a"},"id":-}"#,
+        r#"{"method":"tools/call","params":{"name":"a"},"id":1.}"#,
+        r#"{"method":"tools/call","params":{"name":"a"},"id":1e}"#,
+        r#"{"method":"tools/call","params":{"name":"a"},"id":-0.0E-0}"#,
+        r#"{"method":"tools/call","params":{"name":"a"},"id":tru}"#,
+        r#"{"method":"tools/call","params":{"name":"a"},"x":[1,]}"#,
+        r#"{"method":"tools/call","params":{"name":"a"},"x":{"a":1,}}"#,
+        r#"{"method":"tools/call","params":{"name":"a"},}"#,
+        r#"{"method":"tools/call","params":{"name":"a",}}"#,
+        r#"{"method":"tools/call","params":{"name":"a"}} "#,
+        r#"{"method":"tools/call","params":{"name":"a"}} x"#,
+        r#"{"method":"tools/call","params":{"name":"a"}}{}"#,
+        " \t\r\n{ \"method\" : \"tools/call\" , \"params\" : { \"name\" : \"a\" } } \n",
+        r#"{"method":"tools/call","params":{"name":"a\u0062"}}"#,
+        r#"{"method":"tools/c\u0061ll","params":{"name":"delete_all"}}"#,
+        r#"{"m\u0065thod":"tools/call","params":{"n\u0061me":"delete_repo"}}"#,
+        r#"{"method":"tools/call","params":{"name":"echo","NAME":"delete_repo"}}"#,
+        r#"{"method":"tools/call","params":{"name":"echo","name":"delete_repo"}}"#,
+        r#"{"method":"tools/call","params":{"name":"echo"},"Params":{"name":"delete_repo"}}"#,
+        r#"{"method":"ping","Method":"tools/call","params":{"name":"delete_repo"}}"#,
+        r#"{"method":"tools/call","paramſ":{"name":"delete_repo"}}"#,
+        r#"{"method":"tools/call","params":{"naKe":"x","name":"y"}}"#,
+        r#"{"id":1,"ID":2,"method":"ping"}"#,
+        r#"{"id":1,"Id":2}"#,
+        r#"{"a":1,"b":2,"c":3,"d":4,"e":5,"f":6,"g":7,"h":8,"i":9,"j":10,"k":11,"l":12,"m":13,"n":14,"o":15,"p":16,"q":17,"method":"ping"}"#,
+        r#"{"a":1,"b":2,"c":3,"d":4,"e":5,"f":6,"g":7,"h":8,"method":"ping","Method":"x"}"#,
+        r#"{"method\u0000":"tools/call"}"#,
+        "{\"meth\x7fod\":\"tools/call\"}",
+        "{\"method\":\"tools/call\",\"params\":{\"name\":\"\u{e9}t\u{e9}\"}}",
+        "{\"method\":\"tools/call\",\"params\":{\"name\":\"a\tb\"}}",
+        r#"{"method":"tools/call","params":{"name":{"x":1}}}"#,
+        r#"{"method":"tools/call","params":{"name":["x"]}}"#,
+        r#"{"method":"prompts/get","params":{"name":{"x":1e400}}}"#,
+        r#"{"method":{"x":[1e400]}}"#,
+        r#"{"method":5}"#,
+        r#"{"method":null}"#,
+        r#"{"method":"ping"} trailing"#,
+        r#"[{"method":"ping"},{"method":"tools/call","params":{"name":"a"}}]"#,
+        r#"[{"method":"ping"},{"method":"tools/call","params":{"name":"a","nAme":"b"}}]"#,
+        r#"[{"method":"ping"},]"#,
+        r#"[{"method":"ping"} , {"id":1} ]"#,
+        r#"[{"method":"ping"},1]"#,
+        r#"[[{"method":"ping"}]]"#,
+        "[]",
+        "[1]",
+        "5",
+        "{}",
+        "",
+        "{",
+        "not json",
+        "null",
+        r#""str""#,
+    ];
+
+    fn agree(body: &[u8]) {
+        if let Some(fast) = fast_scan(body) {
+            assert_eq!(
+                Ok(fast),
+                full_scan(body),
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+        }
+    }
+
+    #[test]
+    fn fast_path_agrees_with_the_full_scan() {
+        for body in TRICKY {
+            agree(body.as_bytes());
+            // Every prefix too: truncated bodies are refused by both.
+            for end in 0..body.len() {
+                agree(&body.as_bytes()[..end]);
+            }
+        }
+        let deep = format!("{{\"x\":{}{}}}", "[".repeat(200), "]".repeat(200));
+        agree(deep.as_bytes());
+        let nested = format!("{{\"x\":{}{}}}", "[".repeat(20), "]".repeat(20));
+        agree(nested.as_bytes());
+        assert!(fast_scan(nested.as_bytes()).is_some());
+        agree(b"{\"method\":\"tools/call\",\"params\":{\"name\":\"\xff\"}}");
+    }
+
+    #[test]
+    fn fast_path_answers_the_usual_bodies() {
+        for body in [
+            TRICKY[0],
+            TRICKY[1],
+            TRICKY[2],
+            TRICKY[3],
+            TRICKY[7],
+            r#"[{"method":"ping"},{"method":"tools/call","params":{"name":"a"}}]"#,
+        ] {
+            assert!(fast_scan(body.as_bytes()).is_some(), "{body}");
+        }
+        let m = fast_scan(TRICKY[0].as_bytes()).unwrap().remove(0);
+        assert_eq!(
+            (m.method.as_deref(), m.tool.as_deref()),
+            (Some("tools/call"), Some("echo"))
+        );
     }
 }

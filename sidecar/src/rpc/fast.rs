@@ -1,0 +1,324 @@
+//! A fast path for [`super::scan`]: a single pass over the common shape of a body (a message
+//! object or a batch of them, keys printable ASCII without escapes, `method`, `params.name` and
+//! `params.uri` plain strings without escapes) that answers only when it is sure to give what the
+//! serde_json scan gives. On anything else — an escape where a value is read, a duplicate or case
+//! variant key, a key that is not printable ASCII, many keys, a read value of another type, deep
+//! nesting, invalid JSON, trailing data — it answers `None` and the full scan decides, so it never
+//! accepts a body the full scan refuses. Values it does not read are skipped as serde_json skips
+//! them (`IgnoredAny`): syntax and escapes checked, numbers not converted.
+
+use std::borrow::Cow;
+
+use super::{MESSAGE_KEYS, Message, PARAMS_KEYS, known_method};
+
+/// Keys per object beyond which the full scan decides.
+const MAX_KEYS: usize = 16;
+/// Nesting beyond which the full scan decides (serde_json's own limit is 128).
+const MAX_DEPTH: usize = 64;
+
+/// The messages in `body`, or `None` when the full scan must decide.
+pub(super) fn scan(body: &str) -> Option<Vec<Message>> {
+    let mut s = Scanner {
+        body: body.as_bytes(),
+        text: body,
+        at: 0,
+        depth: 0,
+    };
+    s.whitespace();
+    let messages = match s.peek()? {
+        b'{' => vec![s.message()?],
+        b'[' => {
+            s.enter()?;
+            let mut messages = Vec::new();
+            loop {
+                s.whitespace();
+                messages.push(s.message()?);
+                s.whitespace();
+                match s.next()? {
+                    b',' => {}
+                    b']' => break,
+                    _ => return None,
+                }
+            }
+            messages
+        }
+        _ => return None,
+    };
+    s.whitespace();
+    (s.at == s.body.len()).then_some(messages)
+}
+
+/// `params.name` and `params.uri`, when plain strings.
+#[derive(Default)]
+struct Params<'a> {
+    name: Option<&'a str>,
+    uri: Option<&'a str>,
+}
+
+struct Scanner<'a> {
+    body: &'a [u8],
+    /// `body` as text (checked UTF-8 by the caller).
+    text: &'a str,
+    at: usize,
+    depth: usize,
+}
+
+impl<'a> Scanner<'a> {
+    fn peek(&self) -> Option<u8> {
+        self.body.get(self.at).copied()
+    }
+
+    fn next(&mut self) -> Option<u8> {
+        let b = self.peek()?;
+        self.at += 1;
+        Some(b)
+    }
+
+    fn expect(&mut self, b: u8) -> Option<()> {
+        (self.next()? == b).then_some(())
+    }
+
+    /// JSON whitespace (RFC 8259 §2), as serde_json skips it.
+    fn whitespace(&mut self) {
+        while let Some(b' ' | b'\n' | b'\t' | b'\r') = self.peek() {
+            self.at += 1;
+        }
+    }
+
+    /// Steps into an array or object (at its opening bracket).
+    fn enter(&mut self) -> Option<()> {
+        self.depth += 1;
+        self.at += 1;
+        (self.depth <= MAX_DEPTH).then_some(())
+    }
+
+    /// A string without escapes, as it stands in the body.
+    fn plain_string(&mut self) -> Option<&'a str> {
+        self.expect(b'"')?;
+        let start = self.at;
+        loop {
+            match self.next()? {
+                b'"' => return Some(&self.text[start..self.at - 1]),
+                b'\\' | 0..=0x1f => return None,
+                _ => {}
+            }
+        }
+    }
+
+    /// A message object.
+    fn message(&mut self) -> Option<Message> {
+        let mut method = None;
+        let mut params = Params::default();
+        self.object(&MESSAGE_KEYS, |s, key| {
+            match key {
+                "method" => method = Some(s.plain_string()?),
+                "params" => params = s.params()?,
+                _ => s.skip_value()?,
+            }
+            Some(())
+        })?;
+        let own = |s: Option<&str>| s.map(str::to_owned);
+        let (tool, target) = match method {
+            Some("tools/call") => (own(params.name), None),
+            Some("prompts/get") => (None, own(params.name)),
+            Some("resources/read") => (None, own(params.uri)),
+            _ => (None, None),
+        };
+        Some(Message {
+            method: method
+                .map(|m| known_method(m).map_or_else(|| Cow::Owned(m.to_owned()), Cow::Borrowed)),
+            tool,
+            target,
+            arguments: None,
+        })
+    }
+
+    /// `params`: an object is read; an array, a literal or a plain string holds nothing read.
+    fn params(&mut self) -> Option<Params<'a>> {
+        let mut params = Params::default();
+        match self.peek()? {
+            b'{' => self.object(&PARAMS_KEYS, |s, key| {
+                match key {
+                    "name" => params.name = Some(s.plain_string()?),
+                    "uri" => params.uri = Some(s.plain_string()?),
+                    _ => s.skip_value()?,
+                }
+                Some(())
+            })?,
+            b'[' | b't' | b'f' | b'n' => self.skip_value()?,
+            b'"' => {
+                self.plain_string()?;
+            }
+            // A number is converted by the full scan (and may be out of range).
+            _ => return None,
+        }
+        Some(params)
+    }
+
+    /// An object whose keys pass the full scan's key check (see `Keys` there) without needing
+    /// to be folded: `member` reads or skips the value of each key.
+    fn object(
+        &mut self,
+        read: &[&str],
+        mut member: impl FnMut(&mut Self, &'a str) -> Option<()>,
+    ) -> Option<()> {
+        if self.peek()? != b'{' {
+            return None;
+        }
+        self.enter()?;
+        self.whitespace();
+        if self.peek()? == b'}' {
+            self.at += 1;
+            self.depth -= 1;
+            return Some(());
+        }
+        let mut seen = [""; MAX_KEYS];
+        let mut count = 0;
+        loop {
+            let key = self.plain_string()?;
+            // Printable ASCII folds to its ASCII lower case.
+            let printable = key.bytes().all(|b| matches!(b, b' '..=b'~'));
+            let duplicate = seen[..count].iter().any(|k| k.eq_ignore_ascii_case(key));
+            let variant = read
+                .iter()
+                .any(|r| r.eq_ignore_ascii_case(key) && *r != key);
+            if !printable || duplicate || variant || count == MAX_KEYS {
+                return None;
+            }
+            seen[count] = key;
+            count += 1;
+            self.whitespace();
+            self.expect(b':')?;
+            self.whitespace();
+            member(self, key)?;
+            self.whitespace();
+            match self.next()? {
+                b',' => self.whitespace(),
+                b'}' => break,
+                _ => return None,
+            }
+        }
+        self.depth -= 1;
+        Some(())
+    }
+
+    /// Any JSON value, checked but not read.
+    fn skip_value(&mut self) -> Option<()> {
+        match self.peek()? {
+            b'"' => self.skip_string(),
+            b'{' => {
+                self.enter()?;
+                self.whitespace();
+                if self.peek()? == b'}' {
+                    self.at += 1;
+                } else {
+                    loop {
+                        self.whitespace();
+                        self.skip_string()?;
+                        self.whitespace();
+                        self.expect(b':')?;
+                        self.whitespace();
+                        self.skip_value()?;
+                        self.whitespace();
+                        match self.next()? {
+                            b',' => {}
+                            b'}' => break,
+                            _ => return None,
+                        }
+                    }
+                }
+                self.depth -= 1;
+                Some(())
+            }
+            b'[' => {
+                self.enter()?;
+                self.whitespace();
+                if self.peek()? == b']' {
+                    self.at += 1;
+                } else {
+                    loop {
+                        self.whitespace();
+                        self.skip_value()?;
+                        self.whitespace();
+                        match self.next()? {
+                            b',' => {}
+                            b']' => break,
+                            _ => return None,
+                        }
+                    }
+                }
+                self.depth -= 1;
+                Some(())
+            }
+            b't' => self.literal(b"true"),
+            b'f' => self.literal(b"false"),
+            b'n' => self.literal(b"null"),
+            _ => self.skip_number(),
+        }
+    }
+
+    fn literal(&mut self, word: &[u8]) -> Option<()> {
+        let rest = self.body.get(self.at..)?;
+        rest.starts_with(word).then(|| self.at += word.len())
+    }
+
+    /// A string, escapes checked as serde_json checks skipped ones (`\u` takes any four hex
+    /// digits).
+    fn skip_string(&mut self) -> Option<()> {
+        self.expect(b'"')?;
+        loop {
+            match self.next()? {
+                b'"' => return Some(()),
+                b'\\' => match self.next()? {
+                    b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => {}
+                    b'u' => {
+                        for _ in 0..4 {
+                            if !self.next()?.is_ascii_hexdigit() {
+                                return None;
+                            }
+                        }
+                    }
+                    _ => return None,
+                },
+                0..=0x1f => return None,
+                _ => {}
+            }
+        }
+    }
+
+    /// `-? (0 | [1-9][0-9]*) (. [0-9]+)? ([eE] [+-]? [0-9]+)?`
+    fn skip_number(&mut self) -> Option<()> {
+        if self.peek()? == b'-' {
+            self.at += 1;
+        }
+        match self.next()? {
+            b'0' => {}
+            b'1'..=b'9' => self.digits(),
+            _ => return None,
+        }
+        if self.peek() == Some(b'.') {
+            self.at += 1;
+            self.some_digits()?;
+        }
+        if let Some(b'e' | b'E') = self.peek() {
+            self.at += 1;
+            if let Some(b'+' | b'-') = self.peek() {
+                self.at += 1;
+            }
+            self.some_digits()?;
+        }
+        Some(())
+    }
+
+    fn digits(&mut self) {
+        while self.peek().is_some_and(|b| b.is_ascii_digit()) {
+            self.at += 1;
+        }
+    }
+
+    fn some_digits(&mut self) -> Option<()> {
+        let start = self.at;
+        self.digits();
+        (self.at > start).then_some(())
+    }
+}
