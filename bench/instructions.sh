@@ -16,6 +16,7 @@
 #   MCP_WARDEN_SIDECAR_BIN=path (default: a release build) INSTR_KEEP=1 (keep callgrind files)
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/../scripts/lib/common.sh"
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$ROOT"
 
 COUNT=${INSTR_COUNT:-2000}
@@ -24,18 +25,7 @@ TARGETS=${INSTR_TARGETS:-nginx,audit-on,audit-off}
 
 apt_install nginx-light valgrind
 [[ -x "$VENV/bin/python" ]] || "$ROOT/scripts/setup-peers" --no-apt
-if [[ -n "${MCP_WARDEN_SIDECAR_BIN:-}" ]]; then
-  SIDECAR=$MCP_WARDEN_SIDECAR_BIN
-else
-  log "building the sidecar (release)"
-  cargo build --quiet --release -p mcp-warden-sidecar
-  SIDECAR="$ROOT/target/release/mcp-warden-sidecar"
-fi
-log "building the load generator (bench/loadgen, release)"
-cargo build --quiet --release --manifest-path "$ROOT/bench/loadgen/Cargo.toml" \
-  --target-dir "$ROOT/target/loadgen"
-LOADGEN="$ROOT/target/loadgen/release/mcp-warden-loadgen"
-PY="$VENV/bin/python"
+bench_binaries
 
 DIR="$RUN_DIR/instructions-$$"
 rm -rf "$DIR"

@@ -30,6 +30,7 @@
 #   BENCH_OAUTH_CODES=1000 BENCH_OAUTH_CHAINS=32 MCP_WARDEN_SIDECAR_BIN=path
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/../scripts/lib/common.sh"
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$ROOT"
 
 ROUNDS=${BENCH_ROUNDS:-3}
@@ -52,18 +53,7 @@ if want proxy && [[ ! -x "$OHA" ]]; then
   log "installing oha into $RUN_DIR/tools (cargo install, a few minutes once)"
   cargo install --quiet --locked --root "$RUN_DIR/tools" oha
 fi
-if [[ -n "${MCP_WARDEN_SIDECAR_BIN:-}" ]]; then
-  SIDECAR=$MCP_WARDEN_SIDECAR_BIN
-else
-  log "building the sidecar (release)"
-  cargo build --quiet --release -p mcp-warden-sidecar
-  SIDECAR="$ROOT/target/release/mcp-warden-sidecar"
-fi
-log "building the load generator (bench/loadgen, release)"
-cargo build --quiet --release --manifest-path "$ROOT/bench/loadgen/Cargo.toml" \
-  --target-dir "$ROOT/target/loadgen"
-LOADGEN="$ROOT/target/loadgen/release/mcp-warden-loadgen"
-PY="$VENV/bin/python"
+bench_binaries
 
 DIR="$RUN_DIR/bench"
 rm -rf "$DIR"
