@@ -6,14 +6,17 @@
 //! what the next one reuses.
 
 use std::collections::VecDeque;
-use std::hash::{BuildHasher, RandomState};
+use std::hash::BuildHasher;
 use std::sync::Mutex;
 
+use foldhash::fast::RandomState;
 use hashbrown::HashTable;
 
 /// Tokens and what they verified to, at most `capacity` of them; shared by the request threads.
 pub(super) struct TokenCache<V> {
-    /// SipHash with a random key, as `HashMap`'s: tokens come from clients.
+    /// foldhash with a random seed per cache: tokens come from clients, and only verified ones
+    /// are kept, so a client cannot choose colliding entries; a token is hundreds of bytes,
+    /// which SipHash took ~1k instructions a request to hash.
     hasher: RandomState,
     capacity: usize,
     entries: Mutex<Entries<V>>,
@@ -38,7 +41,7 @@ impl<V: Clone> TokenCache<V> {
     /// An empty cache holding at most `capacity` tokens.
     pub(super) fn new(capacity: usize) -> Self {
         TokenCache {
-            hasher: RandomState::new(),
+            hasher: RandomState::default(),
             capacity: capacity.max(1),
             entries: Mutex::new(Entries {
                 table: HashTable::new(),
