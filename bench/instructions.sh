@@ -83,23 +83,6 @@ nginx_conf "$DIR/proxy" "
     location / { proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection \"\"; }
   }"
 
-policy() { # policy FILE AUDIT
-  cat >"$1" <<EOF
-apiVersion: mcpwarden.dev/v1alpha1
-kind: McpAuthPolicy
-metadata: {name: bench}
-spec:
-  resource: {url: "$RESOURCE", scopesSupported: [mcp:tools]}
-  mode: jwt
-  jwt:
-    issuer: https://bench.mcp-warden.invalid
-    jwksUri: http://127.0.0.1:$UP_PORT/jwks.json
-    algorithms: [ES256, RS256]
-    requiredScopes: [mcp:tools]
-  audit: {enabled: $2}
-EOF
-}
-
 # measure TARGET REQUESTS: runs TARGET under callgrind, sends REQUESTS on one connection, stops
 # it and prints the instructions counted in all its threads.
 measure() {
@@ -113,7 +96,7 @@ measure() {
       ready="http://127.0.0.1:$PORT/"
       ;;
     audit-on | audit-off | tracing)
-      policy "$out/policy.yaml" "$([[ $target == audit-off ]] && echo false || echo true)"
+      bench_policy "$out/policy.yaml" "$([[ $target == audit-off ]] && echo false || echo true)"
       local env=(env -u OTEL_EXPORTER_OTLP_ENDPOINT)
       [[ $target == tracing ]] && env=(env)
       MCP_WARDEN_LOG=warn "${env[@]}" valgrind --tool=callgrind \

@@ -101,30 +101,13 @@ EOF
   mkdir -p "$1/tmp"
 }
 
-policy() { # policy FILE: the jwt-mode policy (ES256 and RS256 keys from the upstream's JWKS)
-  cat >"$1" <<EOF
-apiVersion: mcpwarden.dev/v1alpha1
-kind: McpAuthPolicy
-metadata: {name: bench}
-spec:
-  resource: {url: "$RESOURCE", scopesSupported: [mcp:tools]}
-  mode: jwt
-  jwt:
-    issuer: https://bench.mcp-warden.invalid
-    jwksUri: http://127.0.0.1:$UP_PORT/jwks.json
-    algorithms: [ES256, RS256]
-    requiredScopes: [mcp:tools]
-  audit: {enabled: $([[ "${BENCH_AUDIT:-on}" == off ]] && echo false || echo true)}
-EOF
-}
-
 start_sidecar() { # start_sidecar NAME UPSTREAM [flags]: sets SIDECAR_PID and SIDECAR_URL
   local name=$1 upstream=$2 port admin
   shift 2
   port=$(free_port)
   admin=$(free_port)
   [[ $name == sidecar ]] && port=$SIDECAR_PORT && admin=$ADMIN_PORT
-  policy "$DIR/$name-policy.yaml"
+  bench_policy "$DIR/$name-policy.yaml" "$([[ "${BENCH_AUDIT:-on}" == off ]] && echo false || echo true)"
   MCP_WARDEN_LOG=warn "$SIDECAR" --policy "$DIR/$name-policy.yaml" --upstream "$upstream" \
     --listen "127.0.0.1:$port" --admin "127.0.0.1:$admin" --resource-url "$RESOURCE" \
     --secrets-dir "$DIR/secrets" "$@" >"$DIR/$name.log" 2>&1 &
