@@ -36,11 +36,20 @@ SIDECAR_BIN = Path(
 START_TIMEOUT = 30.0
 
 
+_HANDED_OUT: set[int] = set()
+
+
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A TCP port on 127.0.0.1 that was free a moment ago and that this process was not given
+    before: the kernel may offer a port again once its probe socket is closed, and two ports
+    asked for one process (a sidecar's listen and admin ports) must differ."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
 
 
 def wait_until(check: Callable[[], bool], timeout: float, what: str, proc: Proc | None = None):
