@@ -73,6 +73,16 @@ class Ctx:
         return self.idp.mint(self.resource)
 
 
+def standard_alphabet(token: str) -> str:
+    """The same token spelled in the standard base64 alphabet (`+` and `/`).
+
+    A token without `-` or `_` reads the same in both alphabets, so one `+` is
+    appended to its signature instead: the token must change to be an attack.
+    """
+    spelled = token.replace("-", "+").replace("_", "/")
+    return spelled if spelled != token else token + "+"
+
+
 @pytest.fixture(scope="module")
 def ctx(idp, jwt_sidecar) -> Ctx:
     return Ctx(idp, jwt_sidecar)
@@ -171,7 +181,7 @@ TOKENS = {
     "two-segments": (lambda c: c.valid().rsplit(".", 1)[0], 401),
     "four-segments": (lambda c: c.valid() + ".e30", 401),
     "padded-segments": (lambda c: ".".join(p + "==" for p in c.valid().split(".")), 401),
-    "standard-base64-alphabet": (lambda c: c.valid().replace("-", "+").replace("_", "/") if ("-" in c.valid() or "_" in c.valid()) else c.valid() + "+", 401),
+    "standard-base64-alphabet": (lambda c: standard_alphabet(c.valid()), 401),
     "header-not-json": (lambda c: f"{b64url(b'not json')}.{segment(c.claims())}.{b64url(b'sig')}", 401),
     "header-json-array": (lambda c: f"{segment([hdr(c.real)])}.{segment(c.claims())}.{b64url(b'sig')}", 401),
     "signature-from-another-token": (lambda c: c.idp.mint(c.resource, sub="admin").rsplit(".", 1)[0] + "." + c.valid().rsplit(".", 1)[1], 401),
@@ -275,6 +285,12 @@ def smuggled(c: Ctx) -> bytes:
     return f"GET /mcp HTTP/1.1\r\nHost: 127.0.0.1:{c.sidecar.port}\r\n\r\n".encode()
 
 
+def form_body_token(c: Ctx) -> bytes:
+    """A POST whose only token is an `access_token` form field (RFC 6750 2.2, refused)."""
+    body = f"access_token={c.valid()}".encode()
+    return req(c, "Content-Type: application/x-www-form-urlencoded", f"Content-Length: {len(body)}", method="POST", body=body)
+
+
 # Each: id -> (raw request builder, accepted statuses). No token or a refused one: never upstream.
 TRANSPORT = {
     "token-over-16-kib": (lambda c: req(c, f"Authorization: Bearer {'a' * 20000}.{'b' * 100}.{'c' * 100}"), {401}),
@@ -293,7 +309,7 @@ TRANSPORT = {
     "non-ascii-authorization": (lambda c: req(c, "Authorization: Bearer \u00e9t\u00e9").replace(b"\xc3\xa9", b"\xe9"), {400}),
     "token-in-query-only": (lambda c: req(c, target=f"/mcp?access_token={c.valid()}"), {401}),
     "token-in-cookie-only": (lambda c: req(c, f"Cookie: access_token={c.valid()}"), {401}),
-    "token-in-form-body-only": (lambda c: req(c, "Content-Type: application/x-www-form-urlencoded", f"Content-Length: {len('access_token=' + c.valid())}", method="POST", body=f"access_token={c.valid()}".encode()), {401}),
+    "token-in-form-body-only": (lambda c: form_body_token(c), {401}),
     "cl-and-te-chunked-smuggling": (lambda c: req(c, "Content-Length: 4", "Transfer-Encoding: chunked", method="POST", body=b"0\r\n\r\n" + smuggled(c)), {400, 401}),
     "te-cl-valid-token-smuggling": (lambda c: req(c, f"Authorization: Bearer {c.valid()}-broken", "Transfer-Encoding: chunked", "Content-Length: 100", method="POST", body=b"5\r\nhello\r\n0\r\n\r\n" + smuggled(c)), {400, 401}),
     "te-xchunked": (lambda c: req(c, "Transfer-Encoding: xchunked", method="POST", body=b"0\r\n\r\n"), {400, 401, 501}),
