@@ -25,7 +25,7 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 
 use crate::metrics::{Metrics, Outcome, Reason, ToolMeters};
-use crate::rpc::{self, Message};
+use crate::rpc::{self, Message, Scanned, Seen};
 use crate::tap::{State, Tap};
 use crate::verify::Principal;
 
@@ -118,6 +118,13 @@ struct Format {
     include_arguments: bool,
     max_argument_bytes: usize,
     redact: Vec<String>,
+}
+
+/// A message as written: what it says, and its arguments when kept.
+type Call<'a> = (Seen<'a>, Option<&'a Value>);
+
+fn with_arguments(message: &Message) -> Call<'_> {
+    (message.seen(), message.arguments.as_ref())
 }
 
 /// A finished request on its way to the writer.
@@ -213,20 +220,6 @@ impl Entry {
             .is_none_or(|tap| tap.state() != State::Open)
     }
 
-    /// Reads the messages of a tapped body; a body that is not a JSON-RPC message, too large or
-    /// not read to the end is audited without them, as on the request path.
-    fn read_body(&mut self) {
-        let Some(bytes) = self.record.body.take().and_then(|tap| tap.take()) else {
-            return;
-        };
-        let scanned = if self.format.include_arguments {
-            rpc::scan_with_arguments(&bytes)
-        } else {
-            rpc::scan(&bytes)
-        };
-        self.record.messages = scanned.unwrap_or_default();
-    }
-
     /// How many lines this request gets: one per call, at least one (a tapped body not read yet
     /// counts as one).
     fn lines(&self) -> usize {
@@ -238,16 +231,42 @@ impl Entry {
             .max(1)
     }
 
-    /// Appends this request's lines (one per call of a batch) to `out`.
+    /// Appends this request's lines (one per call of a batch) to `out`. The messages of a
+    /// tapped body are read here, borrowed from it where the scan can; a body that is not a
+    /// JSON-RPC message, too large or not read to the end is audited without them, as on the
+    /// request path.
     fn write_lines(&self, out: &mut Vec<u8>, scribe: &mut Scribe) {
-        let calls = || self.record.messages.iter().filter(|m| m.method.is_some());
-        let count = calls().count();
+        let Some(tap) = &self.record.body else {
+            return self.write_calls(out, scribe, self.record.messages.iter().map(with_arguments));
+        };
+        match tap.take().as_deref() {
+            None => self.write_calls(out, scribe, std::iter::empty()),
+            Some(body) if self.format.include_arguments => {
+                let messages = rpc::scan_with_arguments(body).unwrap_or_default();
+                self.write_calls(out, scribe, messages.iter().map(with_arguments));
+            }
+            Some(body) => {
+                let scanned = rpc::scan_borrowed(body).unwrap_or(Scanned::Owned(Vec::new()));
+                self.write_calls(out, scribe, scanned.iter().map(|m| (m, None)));
+            }
+        }
+    }
+
+    /// Appends a line per call in `messages` (a line when there is none).
+    fn write_calls<'m>(
+        &self,
+        out: &mut Vec<u8>,
+        scribe: &mut Scribe,
+        messages: impl Iterator<Item = Call<'m>> + Clone,
+    ) {
+        let calls = messages.filter(|(m, _)| m.method.is_some());
+        let count = calls.clone().count();
         let session = self.record.session_digits();
         let session = session.as_ref().and_then(|d| std::str::from_utf8(d).ok());
         if count == 0 {
             self.line(out, scribe, session, None, 0);
         }
-        for (i, call) in calls().enumerate() {
+        for (i, call) in calls.enumerate() {
             self.line(out, scribe, session, Some((i, call)), count);
         }
     }
@@ -261,12 +280,12 @@ impl Entry {
         out: &mut Vec<u8>,
         scribe: &mut Scribe,
         session: Option<&str>,
-        call: Option<(usize, &Message)>,
+        call: Option<(usize, Call)>,
         calls: usize,
     ) {
         let (record, done, format) = (&self.record, &self.done, &*self.format);
-        let message = call.map(|(_, m)| m);
-        let method = message.and_then(|m| m.method.as_deref());
+        let message = call.map(|(_, (m, _))| m);
+        let method = message.and_then(|m| m.method);
         // Time, labels and HTTP method (a token) have nothing to escape.
         out.extend_from_slice(b"{\"time\":");
         scribe.clock.write(out, self.time);
@@ -294,17 +313,17 @@ impl Entry {
             (b"session", session),
             (b"trace_id", record.trace_id.as_deref()),
             (b"method", method),
-            (b"tool", message.and_then(|m| m.tool.as_deref())),
+            (b"tool", message.and_then(|m| m.tool)),
             (
                 b"resource_uri",
                 message
-                    .and_then(|m| m.target.as_deref())
+                    .and_then(|m| m.target)
                     .filter(|_| method == Some("resources/read")),
             ),
             (
                 b"prompt",
                 message
-                    .and_then(|m| m.target.as_deref())
+                    .and_then(|m| m.target)
                     .filter(|_| method == Some("prompts/get")),
             ),
         ];
@@ -320,9 +339,9 @@ impl Entry {
             field(out, b"batch_size");
             json::unsigned(out, calls as u64);
         }
-        let arguments = message
+        let arguments = call
+            .and_then(|(_, (_, arguments))| arguments)
             .filter(|_| format.include_arguments)
-            .and_then(|m| m.arguments.as_ref())
             .map(|a| format.arguments(a));
         if let Some(arguments) = arguments {
             field(out, b"arguments");
@@ -429,7 +448,7 @@ pub struct Record {
     /// The HTTP method.
     pub http_method: http::Method,
     /// The request path (without the query).
-    pub path: String,
+    pub path: Arc<str>,
     /// `Mcp-Session-Id`, hashed when written ([`Record::session`]).
     pub session_id: Option<Box<[u8]>>,
     /// The verified caller, when the audit trail is on.
@@ -458,7 +477,7 @@ impl Record {
             request_id,
             http_method: method.clone(),
             // Copies, not the header values: those keep the connection's whole read buffer.
-            path: path.to_owned(),
+            path: shared_path(path),
             session_id: headers.get(MCP_SESSION_ID).map(|v| v.as_bytes().into()),
             caller: None,
             messages: Vec::new(),
@@ -483,6 +502,19 @@ impl Record {
         );
         Some(digits)
     }
+}
+
+thread_local! {
+    /// The last request path on this thread: most requests are to the same path.
+    static PATH: RefCell<Option<Arc<str>>> = const { RefCell::new(None) };
+}
+
+/// `path`, shared with the last request's when it is the same.
+fn shared_path(path: &str) -> Arc<str> {
+    PATH.with_borrow_mut(|last| match last {
+        Some(last) if **last == *path => last.clone(),
+        _ => last.insert(path.into()).clone(),
+    })
 }
 
 /// How a request ended.
@@ -687,7 +719,6 @@ fn write_lines(mut rx: mpsc::Receiver<Entry>, mut out: Output) {
             if !entry.ready() && index > overflow && open {
                 return true;
             }
-            entry.read_body();
             entry.write_lines(&mut batch, &mut scribe);
             if batch.len() >= 256 * 1024 {
                 write(&mut out, &batch);
@@ -709,6 +740,7 @@ fn write(out: &mut Output, batch: &[u8]) {
 mod tests {
     use super::*;
     use crate::metrics::{Outcome, Reason};
+    use crate::tap::Tapped;
 
     #[test]
     fn request_ids_are_kept_when_well_formed() {
@@ -733,6 +765,15 @@ mod tests {
             assert_eq!(id.len(), 32);
             assert!(id.as_bytes().iter().all(u8::is_ascii_hexdigit), "{id:?}");
         }
+    }
+
+    #[test]
+    fn paths_are_shared_with_the_last_request_when_the_same() {
+        let record = |path: &str| Record::new(&http::Method::POST, path, &HeaderMap::new());
+        let (a, b, c) = (record("/mcp"), record("/mcp"), record("/other"));
+        assert!(Arc::ptr_eq(&a.path, &b.path));
+        assert_eq!((&*a.path, &*c.path), ("/mcp", "/other"));
+        assert_eq!(&*record("/mcp").path, "/mcp");
     }
 
     #[test]
@@ -887,6 +928,47 @@ mod tests {
             lines[2],
             expected(2, "prompts/get", serde_json::json!({"prompt": HOSTILE}))
         );
+    }
+
+    #[tokio::test]
+    async fn a_tapped_body_gets_the_lines_of_a_body_read_on_the_request_path() {
+        use http_body_util::{BodyExt, Full};
+        let bodies = [
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"password":"x","n":1}}}"#,
+            r#"[{"method":"resources/read","params":{"uri":"file:///a"}},{"id":1,"result":{}},{"method":"prompts/get","params":{"name":"p"}},{"method":"x/custom"}]"#,
+            // Escapes: read by the full scan.
+            r#"{"method":"tools/call","params":{"name":"a\"b\u0063","arguments":{}}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"result":{}}"#,
+            r#"{"method":"tools/call","params":{"name":"a","NAME":"b"}}"#,
+            "not json",
+            "",
+        ];
+        for body in bodies {
+            for include_arguments in [false, true] {
+                let format = || Format {
+                    policy: json::quoted("p"),
+                    include_arguments,
+                    max_argument_bytes: 1000,
+                    redact: vec!["password".into()],
+                };
+                let mut read = Record::new(&http::Method::POST, "/mcp", &HeaderMap::new());
+                read.messages = if include_arguments {
+                    rpc::scan_with_arguments(body.as_bytes())
+                } else {
+                    rpc::scan(body.as_bytes())
+                }
+                .unwrap_or_default();
+                let mut tapped = Record::new(&http::Method::POST, "/mcp", &HeaderMap::new());
+                tapped.request_id = read.request_id.clone();
+                let (tap, kept) = Tapped::new(Full::new(Bytes::from(body)), 1000);
+                tapped.body = Some(kept);
+                tap.collect().await.unwrap();
+                let (read, tapped) = (entry(format(), read), entry(format(), tapped));
+                assert!(tapped.ready());
+                assert_eq!(lines(&tapped), lines(&read), "{body}");
+            }
+        }
     }
 
     #[test]

@@ -31,6 +31,65 @@ pub struct Message {
     pub arguments: Option<Value>,
 }
 
+impl Message {
+    /// What this message says, borrowed.
+    pub fn seen(&self) -> Seen<'_> {
+        Seen {
+            method: self.method.as_deref(),
+            tool: self.tool.as_deref(),
+            target: self.target.as_deref(),
+        }
+    }
+}
+
+/// What the audit trail needs from one message (all of [`Message`] but `arguments`), borrowed
+/// from the body where the scan could.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Seen<'a> {
+    /// `method`; `None` for responses.
+    pub method: Option<&'a str>,
+    /// `params.name`, for `tools/call` only.
+    pub tool: Option<&'a str>,
+    /// `params.name` of a `prompts/get`, or `params.uri` of a `resources/read`, when a string.
+    pub target: Option<&'a str>,
+}
+
+impl Seen<'_> {
+    /// The message, owned. MCP's own methods are not copied.
+    fn to_message(self) -> Message {
+        Message {
+            method: self
+                .method
+                .map(|m| known_method(m).map_or_else(|| Cow::Owned(m.to_owned()), Cow::Borrowed)),
+            tool: self.tool.map(str::to_owned),
+            target: self.target.map(str::to_owned),
+            arguments: None,
+        }
+    }
+}
+
+/// The messages of a body as [`scan`] reads them, borrowed from the body where it could.
+pub enum Scanned<'a> {
+    /// A message object, read by the fast path.
+    One(Seen<'a>),
+    /// A batch, read by the fast path.
+    Batch(Vec<Seen<'a>>),
+    /// Read by the full scan.
+    Owned(Vec<Message>),
+}
+
+impl Scanned<'_> {
+    /// The messages.
+    pub fn iter(&self) -> impl Iterator<Item = Seen<'_>> + Clone {
+        let (seen, owned): (&[Seen], &[Message]) = match self {
+            Scanned::One(message) => (std::slice::from_ref(message), &[]),
+            Scanned::Batch(messages) => (messages, &[]),
+            Scanned::Owned(messages) => (&[], messages),
+        };
+        seen.iter().copied().chain(owned.iter().map(Message::seen))
+    }
+}
+
 /// Why a body was refused. The text is safe to send to the client.
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
 pub enum BodyError {
@@ -66,12 +125,31 @@ pub fn scan_with_arguments(body: &[u8]) -> Result<Vec<Message>, BodyError> {
     scan_body(body, true)
 }
 
+/// Like [`scan`], for readers that need the messages only while the body lives: where the fast
+/// path answers, nothing is copied.
+pub fn scan_borrowed(body: &[u8]) -> Result<Scanned<'_>, BodyError> {
+    let body = utf8(body)?;
+    if let Some(messages) = fast::scan(body) {
+        return Ok(messages);
+    }
+    full_scan_str(body, false).map(Scanned::Owned)
+}
+
 fn scan_body(body: &[u8], arguments: bool) -> Result<Vec<Message>, BodyError> {
     let body = utf8(body)?;
     if !arguments && let Some(messages) = fast::scan(body) {
-        return Ok(messages);
+        return Ok(owned(messages));
     }
     full_scan_str(body, arguments)
+}
+
+/// Fast-path messages, owned.
+fn owned(messages: Scanned) -> Vec<Message> {
+    match messages {
+        Scanned::One(message) => vec![message.to_message()],
+        Scanned::Batch(messages) => messages.into_iter().map(Seen::to_message).collect(),
+        Scanned::Owned(messages) => messages,
+    }
 }
 
 /// JSON is UTF-8 (RFC 8259 §8.1). The scans skip values they do not read without decoding them,
@@ -85,7 +163,7 @@ fn utf8(body: &[u8]) -> Result<&str, BodyError> {
 /// equality tests and the `rpc_fast` fuzz target.
 #[doc(hidden)]
 pub fn fast_scan(body: &[u8]) -> Option<Vec<Message>> {
-    fast::scan(utf8(body).ok()?)
+    fast::scan(utf8(body).ok()?).map(owned)
 }
 
 /// [`scan`] without its fast path. For the equality tests and the `rpc_fast` fuzz target.
@@ -694,6 +772,14 @@ mod fast_tests {
     ];
 
     fn agree(body: &[u8]) {
+        // The borrowed scan reads what the owned one reads.
+        let borrowed = scan_borrowed(body);
+        let borrowed = borrowed.as_ref().map(|s| s.iter().collect::<Vec<_>>());
+        let owned = scan(body);
+        let owned = owned
+            .as_ref()
+            .map(|m| m.iter().map(Message::seen).collect::<Vec<_>>());
+        assert_eq!(borrowed, owned, "{}", String::from_utf8_lossy(body));
         if let Some(fast) = fast_scan(body) {
             assert_eq!(
                 Ok(fast),

@@ -7,17 +7,15 @@
 //! accepts a body the full scan refuses. Values it does not read are skipped as serde_json skips
 //! them (`IgnoredAny`): syntax and escapes checked, numbers not converted.
 
-use std::borrow::Cow;
-
-use super::{MESSAGE_KEYS, Message, PARAMS_KEYS, known_method};
+use super::{MESSAGE_KEYS, PARAMS_KEYS, Scanned, Seen};
 
 /// Keys per object beyond which the full scan decides.
 const MAX_KEYS: usize = 16;
 /// Nesting beyond which the full scan decides (serde_json's own limit is 128).
 const MAX_DEPTH: usize = 64;
 
-/// The messages in `body`, or `None` when the full scan must decide.
-pub(super) fn scan(body: &str) -> Option<Vec<Message>> {
+/// The messages in `body`, borrowed from it, or `None` when the full scan must decide.
+pub(super) fn scan(body: &str) -> Option<Scanned<'_>> {
     let mut s = Scanner {
         body: body.as_bytes(),
         text: body,
@@ -26,7 +24,7 @@ pub(super) fn scan(body: &str) -> Option<Vec<Message>> {
     };
     s.whitespace();
     let messages = match s.peek()? {
-        b'{' => vec![s.message()?],
+        b'{' => Scanned::One(s.message()?),
         b'[' => {
             s.enter()?;
             let mut messages = Vec::new();
@@ -40,7 +38,7 @@ pub(super) fn scan(body: &str) -> Option<Vec<Message>> {
                     _ => return None,
                 }
             }
-            messages
+            Scanned::Batch(messages)
         }
         _ => return None,
     };
@@ -53,6 +51,12 @@ pub(super) fn scan(body: &str) -> Option<Vec<Message>> {
 struct Params<'a> {
     name: Option<&'a str>,
     uri: Option<&'a str>,
+}
+
+/// Whether `b` ends the plain run of a string: its closing quote, an escape, or a control
+/// character (refused).
+fn special(b: u8) -> bool {
+    b == b'"' || b == b'\\' || b < 0x20
 }
 
 struct Scanner<'a> {
@@ -96,17 +100,13 @@ impl<'a> Scanner<'a> {
     fn plain_string(&mut self) -> Option<&'a str> {
         self.expect(b'"')?;
         let start = self.at;
-        loop {
-            match self.next()? {
-                b'"' => return Some(&self.text[start..self.at - 1]),
-                b'\\' | 0..=0x1f => return None,
-                _ => {}
-            }
-        }
+        let end = start + self.body.get(start..)?.iter().position(|&b| special(b))?;
+        self.at = end + 1;
+        (self.body[end] == b'"').then(|| &self.text[start..end])
     }
 
     /// A message object.
-    fn message(&mut self) -> Option<Message> {
+    fn message(&mut self) -> Option<Seen<'a>> {
         let mut method = None;
         let mut params = Params::default();
         self.object(&MESSAGE_KEYS, |s, key| {
@@ -117,19 +117,16 @@ impl<'a> Scanner<'a> {
             }
             Some(())
         })?;
-        let own = |s: Option<&str>| s.map(str::to_owned);
         let (tool, target) = match method {
-            Some("tools/call") => (own(params.name), None),
-            Some("prompts/get") => (None, own(params.name)),
-            Some("resources/read") => (None, own(params.uri)),
+            Some("tools/call") => (params.name, None),
+            Some("prompts/get") => (None, params.name),
+            Some("resources/read") => (None, params.uri),
             _ => (None, None),
         };
-        Some(Message {
-            method: method
-                .map(|m| known_method(m).map_or_else(|| Cow::Owned(m.to_owned()), Cow::Borrowed)),
+        Some(Seen {
+            method,
             tool,
             target,
-            arguments: None,
         })
     }
 
@@ -181,7 +178,7 @@ impl<'a> Scanner<'a> {
             let duplicate = seen[..count].iter().any(|k| k.eq_ignore_ascii_case(key));
             let variant = read
                 .iter()
-                .any(|r| r.eq_ignore_ascii_case(key) && *r != key);
+                .any(|r| r.len() == key.len() && *r != key && r.eq_ignore_ascii_case(key));
             if !printable || duplicate || variant || count == MAX_KEYS {
                 return None;
             }
@@ -267,6 +264,7 @@ impl<'a> Scanner<'a> {
     fn skip_string(&mut self) -> Option<()> {
         self.expect(b'"')?;
         loop {
+            self.at += self.body.get(self.at..)?.iter().position(|&b| special(b))?;
             match self.next()? {
                 b'"' => return Some(()),
                 b'\\' => match self.next()? {
@@ -280,8 +278,7 @@ impl<'a> Scanner<'a> {
                     }
                     _ => return None,
                 },
-                0..=0x1f => return None,
-                _ => {}
+                _ => return None,
             }
         }
     }
