@@ -202,12 +202,16 @@ impl KeySet {
 
     /// Candidate keys for a token: those under its `kid`, or every key without a `kid` when the
     /// token names none. Only keys that accept `alg` are returned.
-    pub fn candidates(&self, kid: Option<&str>, alg: Algorithm) -> Vec<&VerificationKey> {
+    pub fn candidates(
+        &self,
+        kid: Option<&str>,
+        alg: Algorithm,
+    ) -> impl Iterator<Item = &VerificationKey> + Clone {
         let pool: &[VerificationKey] = match kid {
             Some(kid) => self.by_kid.get(kid).map_or(&[], Vec::as_slice),
             None => &self.unnamed,
         };
-        pool.iter().filter(|k| k.accepts(alg)).collect()
+        pool.iter().filter(move |k| k.accepts(alg))
     }
 
     /// Whether any key is known under `kid`.
@@ -256,26 +260,32 @@ mod tests {
         let (set, skipped) = KeySet::from_json(doc.as_bytes()).unwrap();
         assert_eq!((set.len(), skipped), (1, 3));
         assert!(set.has_kid("r1"));
-        assert_eq!(set.candidates(Some("r1"), Algorithm::RS256).len(), 1);
+        assert_eq!(set.candidates(Some("r1"), Algorithm::RS256).count(), 1);
     }
 
     #[test]
     fn refuses_algorithm_confusion() {
         let (set, _) = KeySet::from_json(format!(r#"{{"keys":[{RSA}]}}"#).as_bytes()).unwrap();
         assert!(
-            set.candidates(Some("r1"), Algorithm::HS256).is_empty(),
+            set.candidates(Some("r1"), Algorithm::HS256)
+                .next()
+                .is_none(),
             "HMAC with an RSA key"
         );
         assert!(
-            set.candidates(Some("r1"), Algorithm::PS256).is_empty(),
+            set.candidates(Some("r1"), Algorithm::PS256)
+                .next()
+                .is_none(),
             "the JWK pins RS256"
         );
         assert!(
-            set.candidates(Some("r1"), Algorithm::ES256).is_empty(),
+            set.candidates(Some("r1"), Algorithm::ES256)
+                .next()
+                .is_none(),
             "wrong family"
         );
         assert!(
-            set.candidates(None, Algorithm::RS256).is_empty(),
+            set.candidates(None, Algorithm::RS256).next().is_none(),
             "kid-less tokens only match kid-less keys"
         );
     }

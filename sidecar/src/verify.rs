@@ -5,8 +5,7 @@ use std::borrow::Cow;
 use std::str::FromStr;
 use std::sync::Arc;
 
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64_simd::{Out, URL_SAFE_NO_PAD};
 use jsonwebtoken::Algorithm;
 use serde_json::map::Entry;
 use serde_json::{Map, Value};
@@ -164,6 +163,43 @@ struct Cached {
 /// `b64` changes what is signed (RFC 7797), and `zip` and `enc` belong to encrypted tokens
 /// (RFC 7516), never to a signed one.
 const UNSUPPORTED_HEADERS: [&str; 4] = ["crit", "b64", "zip", "enc"];
+
+/// The header, payload and signature of a compact JWS: `None` unless there are exactly three
+/// parts.
+fn split_token(token: &str) -> Option<(&str, &str, &str)> {
+    let mut dots = memchr::memchr_iter(b'.', token.as_bytes());
+    let (first, second) = (dots.next()?, dots.next()?);
+    if dots.next().is_some() {
+        return None;
+    }
+    Some((
+        &token[..first],
+        &token[first + 1..second],
+        &token[second + 1..],
+    ))
+}
+
+/// One part of a token, decoded: base64url without padding, trailing bits zero (RFC 7515 §2).
+fn decode(part: &str) -> Result<Vec<u8>, TokenError> {
+    URL_SAFE_NO_PAD
+        .decode_to_vec(part)
+        .map_err(|_| TokenError::Malformed)
+}
+
+/// One part of a token decoded as [`decode`] does, into `buf`; refused when longer than `buf`.
+fn decode_into<'b>(part: &str, buf: &'b mut [u8]) -> Result<&'b [u8], TokenError> {
+    let part = part.as_bytes();
+    if URL_SAFE_NO_PAD
+        .decoded_length(part)
+        .is_ok_and(|len| len > buf.len())
+    {
+        return Err(TokenError::Malformed);
+    }
+    match URL_SAFE_NO_PAD.decode(part, Out::from_slice(buf)) {
+        Ok(decoded) => Ok(decoded),
+        Err(_) => Err(TokenError::Malformed),
+    }
+}
 
 /// A token's claims: a JSON object whose members are unique. A repeated claim is refused, as
 /// two readers could take different values of it.
@@ -364,15 +400,9 @@ impl Verifier {
         if token.len() > MAX_TOKEN_LEN {
             return Err(TokenError::Malformed);
         }
-        let mut parts = token.split('.');
-        let (Some(header_b64), Some(payload_b64), Some(signature_b64), None) =
-            (parts.next(), parts.next(), parts.next(), parts.next())
-        else {
-            return Err(TokenError::Malformed);
-        };
-        let header_json = URL_SAFE_NO_PAD
-            .decode(header_b64)
-            .map_err(|_| TokenError::Malformed)?;
+        let (header_b64, payload_b64, signature_b64) =
+            split_token(token).ok_or(TokenError::Malformed)?;
+        let header_json = decode(header_b64)?;
         let header: Header<'_> =
             serde_json::from_slice(&header_json).map_err(|_| TokenError::Malformed)?;
         if !self.token_types.is_empty()
@@ -403,8 +433,8 @@ impl Verifier {
         {
             keys = source.refetch_for_unknown_kid(kid).await;
         }
-        let candidates = keys.candidates(kid, alg);
-        if candidates.is_empty() {
+        let mut candidates = keys.candidates(kid, alg);
+        if candidates.clone().next().is_none() {
             return Err(match kid {
                 Some(kid) if !keys.has_kid(kid) => TokenError::UnknownKid,
                 Some(_) => TokenError::DisallowedAlg,
@@ -413,20 +443,12 @@ impl Verifier {
         }
         // Decoded on the stack: no signature of an accepted algorithm is longer (RSA 8192).
         let mut signature = [0; MAX_SIGNATURE_LEN];
-        let signature = match URL_SAFE_NO_PAD.decode_slice(signature_b64, &mut signature) {
-            Ok(len) => &signature[..len],
-            Err(_) => return Err(TokenError::Malformed),
-        };
+        let signature = decode_into(signature_b64, &mut signature)?;
         let signed = &token.as_bytes()[..header_b64.len() + 1 + payload_b64.len()];
-        if !candidates
-            .iter()
-            .any(|key| key.verifies(alg, signed, signature))
-        {
+        if !candidates.any(|key| key.verifies(alg, signed, signature)) {
             return Err(TokenError::BadSignature);
         }
-        let payload = URL_SAFE_NO_PAD
-            .decode(payload_b64)
-            .map_err(|_| TokenError::Malformed)?;
+        let payload = decode(payload_b64)?;
         let Claims(claims) = serde_json::from_slice(&payload).map_err(|_| TokenError::Malformed)?;
         let expires_at = self.check_claims(&claims)?;
         let scopes = Granted::from_claims(&claims);
@@ -504,6 +526,8 @@ mod tests {
     use super::*;
     use aws_lc_rs::rand::SystemRandom;
     use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair};
+    use base64::Engine as _;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
     use serde_json::json;
 
     const ISS: &str = "https://issuer.example";
@@ -721,6 +745,42 @@ mod tests {
                 Err(TokenError::Malformed),
                 "{header}"
             );
+        }
+    }
+
+    #[test]
+    fn decodes_parts_exactly_as_strictly_as_base64url_without_padding() {
+        let sample = URL_SAFE_NO_PAD.encode((0..=255).collect::<Vec<u8>>());
+        // Not a multiple of 3 bytes: what fits is told by the exact decoded length.
+        let mut buf = [0; 50];
+        let mut checked = 0;
+        // Every length around the decoder's block sizes, each character replaced in turn by
+        // one outside the alphabet, by padding, or by another in the alphabet.
+        for len in 0..=70 {
+            let part = &sample[..len];
+            for at in 0..=len {
+                for with in [
+                    "", "+", "/", "=", "==", " ", "\n", ".", "é", "\0", "A", "-", "_", "z",
+                ] {
+                    let end = if at < len { at + 1 } else { len };
+                    let mutated = format!("{}{with}{}", &part[..at], &part[end..]);
+                    let expected = URL_SAFE_NO_PAD.decode(&mutated).ok();
+                    assert_eq!(decode(&mutated).ok(), expected, "{mutated:?}");
+                    let into = decode_into(&mutated, &mut buf).ok().map(<[u8]>::to_vec);
+                    assert_eq!(into, expected.filter(|d| d.len() <= 50), "{mutated:?}");
+                    checked += 1;
+                }
+            }
+        }
+        assert!(checked > 30_000);
+    }
+
+    #[test]
+    fn splits_tokens_of_exactly_three_parts() {
+        assert_eq!(split_token("a.b.c"), Some(("a", "b", "c")));
+        assert_eq!(split_token(".."), Some(("", "", "")));
+        for token in ["", "a", "a.b", "a.b.c.", "a.b.c.d", "...", "a..b.c"] {
+            assert_eq!(split_token(token), None, "{token}");
         }
     }
 
