@@ -239,16 +239,17 @@ impl Entry {
         let Some(tap) = &self.record.body else {
             return self.write_calls(out, scribe, self.record.messages.iter().map(with_arguments));
         };
-        match tap.take().as_deref() {
-            None => self.write_calls(out, scribe, std::iter::empty()),
-            Some(body) if self.format.include_arguments => {
+        let read = tap.read(|body| {
+            if self.format.include_arguments {
                 let messages = rpc::scan_with_arguments(body).unwrap_or_default();
                 self.write_calls(out, scribe, messages.iter().map(with_arguments));
-            }
-            Some(body) => {
+            } else {
                 let scanned = rpc::scan_borrowed(body).unwrap_or(Scanned::Owned(Vec::new()));
                 self.write_calls(out, scribe, scanned.iter().map(|m| (m, None)));
             }
+        });
+        if read.is_none() {
+            self.write_calls(out, scribe, std::iter::empty());
         }
     }
 
@@ -286,29 +287,18 @@ impl Entry {
         let (record, done, format) = (&self.record, &self.done, &*self.format);
         let message = call.map(|(_, (m, _))| m);
         let method = message.and_then(|m| m.method);
-        // Time, labels and HTTP method (a token) have nothing to escape.
+        // The time has nothing to escape.
         out.extend_from_slice(b"{\"time\":");
         scribe.clock.write(out, self.time);
         out.extend_from_slice(b",\"kind\":\"mcp_warden.audit\",\"request_id\":");
-        json::string(out, record.request_id.to_str().unwrap_or_default());
-        out.extend_from_slice(b",\"policy\":");
-        out.extend_from_slice(&format.policy);
-        out.extend_from_slice(b",\"outcome\":\"");
-        out.extend_from_slice(done.outcome.as_str().as_bytes());
-        out.extend_from_slice(b"\",\"reason\":\"");
-        out.extend_from_slice(done.reason.as_str().as_bytes());
-        out.extend_from_slice(b"\",\"status\":");
-        json::unsigned(out, done.status.into());
-        out.extend_from_slice(b",\"latency_ms\":");
+        // Escaped all the same, though a well-formed id has nothing to escape.
+        json::string(
+            out,
+            std::str::from_utf8(record.request_id.as_bytes()).unwrap_or_default(),
+        );
+        out.extend_from_slice(scribe.labels(self));
         json::millis(out, done.latency);
-        out.extend_from_slice(b",\"http_method\":\"");
-        out.extend_from_slice(record.http_method.as_str().as_bytes());
-        out.extend_from_slice(b"\",\"path\":");
-        json::string(out, &record.path);
-        if let Some(principal) = &record.caller {
-            out.extend_from_slice(b",\"caller\":");
-            out.extend_from_slice(scribe.caller(principal));
-        }
+        out.extend_from_slice(scribe.target(record));
         let texts: [(&[u8], Option<&str>); 6] = [
             (b"session", session),
             (b"trace_id", record.trace_id.as_deref()),
@@ -352,27 +342,96 @@ impl Entry {
     }
 }
 
-/// What the writer keeps from line to line: its clock, and the last caller written with its JSON
-/// (a client's requests come with the same token, verified once and shared).
+/// What the writer keeps from line to line: its clock, and the parts of the last line that the
+/// next one likely shares, with what they were made of (a client's requests come with the same
+/// token, verified once and shared, to the same path, and mostly end the same way).
 #[derive(Default)]
 struct Scribe {
     clock: Clock,
-    caller: Option<(Arc<Principal>, Vec<u8>)>,
+    /// `,"policy":` to `,"latency_ms":`.
+    labels: Option<(Labels, Vec<u8>)>,
+    /// `,"http_method":` to the end of `caller`.
+    target: Option<(Target, Vec<u8>)>,
+}
+
+/// What the labels part of a line is made of.
+struct Labels {
+    format: Arc<Format>,
+    outcome: Outcome,
+    reason: Reason,
+    status: u16,
+}
+
+/// What the target part of a line is made of.
+struct Target {
+    method: http::Method,
+    path: Arc<str>,
+    caller: Option<Arc<Principal>>,
 }
 
 impl Scribe {
-    /// The JSON of `principal`'s caller object.
-    fn caller(&mut self, principal: &Arc<Principal>) -> &[u8] {
-        let known = self
-            .caller
-            .as_ref()
-            .is_some_and(|(last, _)| Arc::ptr_eq(last, principal));
+    /// `,"policy":…,"outcome":…,"reason":…,"status":…,"latency_ms":` of `entry`.
+    fn labels(&mut self, entry: &Entry) -> &[u8] {
+        let (format, done) = (&entry.format, &entry.done);
+        let known = self.labels.as_ref().is_some_and(|(last, _)| {
+            Arc::ptr_eq(&last.format, format)
+                && last.outcome == done.outcome
+                && last.reason == done.reason
+                && last.status == done.status
+        });
         if !known {
+            // Labels have nothing to escape.
             let mut json = Vec::new();
-            caller(&mut json, principal);
-            self.caller = Some((principal.clone(), json));
+            json.extend_from_slice(b",\"policy\":");
+            json.extend_from_slice(&format.policy);
+            json.extend_from_slice(b",\"outcome\":\"");
+            json.extend_from_slice(done.outcome.as_str().as_bytes());
+            json.extend_from_slice(b"\",\"reason\":\"");
+            json.extend_from_slice(done.reason.as_str().as_bytes());
+            json.extend_from_slice(b"\",\"status\":");
+            json::unsigned(&mut json, done.status.into());
+            json.extend_from_slice(b",\"latency_ms\":");
+            let labels = Labels {
+                format: format.clone(),
+                outcome: done.outcome,
+                reason: done.reason,
+                status: done.status,
+            };
+            self.labels = Some((labels, json));
         }
-        self.caller.as_ref().map_or(&[], |(_, json)| json)
+        self.labels.as_ref().map_or(&[], |(_, json)| json)
+    }
+
+    /// `,"http_method":…,"path":…` and `,"caller":…` when known, of `record`.
+    fn target(&mut self, record: &Record) -> &[u8] {
+        let known = self.target.as_ref().is_some_and(|(last, _)| {
+            last.method == record.http_method
+                && (Arc::ptr_eq(&last.path, &record.path) || last.path == record.path)
+                && match (&last.caller, &record.caller) {
+                    (Some(last), Some(caller)) => Arc::ptr_eq(last, caller),
+                    (None, None) => true,
+                    _ => false,
+                }
+        });
+        if !known {
+            // The HTTP method is a token: nothing to escape.
+            let mut json = Vec::new();
+            json.extend_from_slice(b",\"http_method\":\"");
+            json.extend_from_slice(record.http_method.as_str().as_bytes());
+            json.extend_from_slice(b"\",\"path\":");
+            json::string(&mut json, &record.path);
+            if let Some(principal) = &record.caller {
+                json.extend_from_slice(b",\"caller\":");
+                caller(&mut json, principal);
+            }
+            let target = Target {
+                method: record.http_method.clone(),
+                path: record.path.clone(),
+                caller: record.caller.clone(),
+            };
+            self.target = Some((target, json));
+        }
+        self.target.as_ref().map_or(&[], |(_, json)| json)
     }
 }
 
@@ -1011,6 +1070,84 @@ mod tests {
                 r#""alice2""#
             ]
         );
+    }
+
+    #[test]
+    fn each_line_has_its_own_labels_and_target_when_they_change() {
+        let format = |policy: &str| {
+            Arc::new(Format {
+                policy: json::quoted(policy),
+                include_arguments: false,
+                max_argument_bytes: 0,
+                redact: Vec::new(),
+            })
+        };
+        let (p, q) = (format("p"), format("q"));
+        let done = |outcome, reason, status| Done {
+            outcome,
+            reason,
+            status,
+            latency: Duration::from_millis(1),
+        };
+        let allowed = done(Outcome::Allowed, Reason::None, 200);
+        let entries = [
+            (&p, allowed, http::Method::POST, "/mcp"),
+            (&p, allowed, http::Method::POST, "/mcp"),
+            (&q, allowed, http::Method::POST, "/mcp"),
+            (
+                &q,
+                done(Outcome::Forbidden, Reason::InsufficientScope, 403),
+                http::Method::POST,
+                "/mcp",
+            ),
+            (
+                &q,
+                done(Outcome::Forbidden, Reason::InsufficientScope, 404),
+                http::Method::POST,
+                "/mcp",
+            ),
+            (
+                &q,
+                done(Outcome::Unauthorized, Reason::InsufficientScope, 404),
+                http::Method::POST,
+                "/mcp",
+            ),
+            (
+                &q,
+                done(Outcome::Unauthorized, Reason::Expired, 404),
+                http::Method::POST,
+                "/mcp",
+            ),
+            (&q, allowed, http::Method::GET, "/mcp"),
+            (&q, allowed, http::Method::GET, "/mcp/x"),
+            (&p, allowed, http::Method::GET, "/mcp/x"),
+        ];
+        let mut scribe = Scribe::default();
+        for (format, done, method, path) in entries {
+            let entry = Entry {
+                format: format.clone(),
+                time: SystemTime::UNIX_EPOCH,
+                record: Record::new(&method, path, &HeaderMap::new()),
+                done,
+            };
+            let (mut kept, mut fresh) = (Vec::new(), Vec::new());
+            entry.write_lines(&mut kept, &mut scribe);
+            entry.write_lines(&mut fresh, &mut Scribe::default());
+            assert_eq!(
+                String::from_utf8_lossy(&kept),
+                String::from_utf8_lossy(&fresh)
+            );
+            let line: Value = serde_json::from_slice(&fresh).unwrap();
+            assert_eq!(
+                line["policy"],
+                *String::from_utf8_lossy(&format.policy).trim_matches('"')
+            );
+            assert_eq!(line["status"], done.status);
+            assert_eq!(line["outcome"], done.outcome.as_str());
+            assert_eq!(line["reason"], done.reason.as_str());
+            assert_eq!(line["http_method"], method.as_str());
+            assert_eq!(line["path"], path);
+        }
     }
 
     #[test]

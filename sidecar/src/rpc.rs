@@ -152,6 +152,32 @@ fn owned(messages: Scanned) -> Vec<Message> {
     }
 }
 
+/// The length of the run of `bytes` that a JSON string holds as it is: up to its first quote,
+/// backslash or control character (or all of it). Eight bytes at a time.
+fn plain_run(bytes: &[u8]) -> usize {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    // The lowest byte flagged is the first match (a borrow only runs upwards from a match).
+    let zero = |w: u64| w.wrapping_sub(ONES) & !w & HIGH;
+    let mut words = bytes.chunks_exact(8);
+    let mut at = 0;
+    for word in &mut words {
+        let w = u64::from_le_bytes(word.try_into().unwrap_or_default());
+        let control = w.wrapping_sub(ONES * 0x20) & !w & HIGH;
+        let found =
+            control | zero(w ^ (ONES * u64::from(b'"'))) | zero(w ^ (ONES * u64::from(b'\\')));
+        if found != 0 {
+            return at + (found.trailing_zeros() / 8) as usize;
+        }
+        at += 8;
+    }
+    let rest = words.remainder();
+    at + rest
+        .iter()
+        .position(|&b| b == b'"' || b == b'\\' || b < 0x20)
+        .unwrap_or(rest.len())
+}
+
 /// JSON is UTF-8 (RFC 8259 §8.1). The scans skip values they do not read without decoding them,
 /// so the whole body is checked first: an app's decoder could read invalid bytes (an overlong
 /// `"`, say) as structure the scan never saw.
@@ -682,6 +708,45 @@ mod tests {
         assert_eq!(id_of(br#"{"id":{"x":1}}"#), Value::Null);
         assert_eq!(id_of(b"[1]"), Value::Null);
         assert_eq!(id_of(b"nope"), Value::Null);
+    }
+}
+
+#[cfg(test)]
+mod plain_run_tests {
+    use super::plain_run;
+
+    #[test]
+    fn plain_runs_end_at_the_first_quote_backslash_or_control_character() {
+        let slow = |b: &[u8]| {
+            b.iter()
+                .position(|&c| c == b'"' || c == b'\\' || c < 0x20)
+                .unwrap_or(b.len())
+        };
+        let specials = [b'"', b'\\', 0, 0x1f, b'\n'];
+        let others = [
+            b' ', b'!', b'#', b'[', b']', b'a', 0x7f, 0x80, 0xc3, 0xff, 0x20, 0x21,
+        ];
+        for len in 0..40 {
+            for at in 0..=len {
+                for &s in &specials {
+                    for &o in &others {
+                        let mut b = vec![o; len];
+                        if at < len {
+                            b[at] = s;
+                        }
+                        // A second special after the first must not hide it.
+                        if at + 1 < len {
+                            b[at + 1] = b'"';
+                        }
+                        assert_eq!(plain_run(&b), slow(&b), "{b:?}");
+                    }
+                }
+            }
+        }
+        let mixed: Vec<u8> = (0u8..=255).collect();
+        for start in 0..256 {
+            assert_eq!(plain_run(&mixed[start..]), slow(&mixed[start..]), "{start}");
+        }
     }
 }
 

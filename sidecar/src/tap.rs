@@ -6,6 +6,8 @@
 //! body is forwarded all the same and audited without its messages. The copy is the tapped
 //! body's own while it streams and is handed over once, whole, when the body ends: no lock.
 
+use std::cell::RefCell;
+use std::collections::VecDeque;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
@@ -56,14 +58,57 @@ impl Tap {
         State::of(self.state.load(Ordering::Acquire))
     }
 
-    /// The whole body, once it is [`State::Complete`] (taken: a second call gets nothing).
-    pub fn take(&self) -> Option<Vec<u8>> {
+    /// Reads the whole body with `read`, once it is [`State::Complete`].
+    pub fn read<R>(&self, read: impl FnOnce(&[u8]) -> R) -> Option<R> {
         if self.state() != State::Complete {
             return None;
         }
         let mut kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
-        Some(std::mem::take(&mut *kept))
+        let answer = read(&kept);
+        if kept.capacity() > KEEP_CAPACITY {
+            *kept = Vec::new();
+        }
+        Some(answer)
     }
+}
+
+/// Taps kept per thread for reuse.
+const POOL: usize = 64;
+/// Largest copy whose buffer is kept for reuse.
+const KEEP_CAPACITY: usize = 4096;
+
+thread_local! {
+    /// The taps made on this thread, oldest first, reused once nothing else holds them: the
+    /// audit writer's thread would otherwise free each tap and its copy, and this thread
+    /// allocate new ones (costly across threads).
+    static TAPS: RefCell<VecDeque<Arc<Tap>>> = const { RefCell::new(VecDeque::new()) };
+}
+
+/// A tap for a new body, and a buffer for its copy: reused when the oldest one made on this
+/// thread is free.
+fn new_tap() -> (Arc<Tap>, Vec<u8>) {
+    TAPS.with_borrow_mut(|taps| {
+        if let Some(mut oldest) = taps.pop_front() {
+            if let Some(tap) = Arc::get_mut(&mut oldest) {
+                let kept = tap.kept.get_mut().unwrap_or_else(|e| e.into_inner());
+                let mut kept = std::mem::take(kept);
+                kept.clear();
+                *tap.state.get_mut() = State::Open as u8;
+                taps.push_back(oldest.clone());
+                return (oldest, kept);
+            }
+            // Still read (and so are the younger ones).
+            taps.push_front(oldest);
+        }
+        let tap = Arc::new(Tap {
+            state: AtomicU8::new(State::Open as u8),
+            kept: Mutex::default(),
+        });
+        if taps.len() < POOL {
+            taps.push_back(tap.clone());
+        }
+        (tap, Vec::new())
+    })
 }
 
 /// A request body on its way to the app, kept in its [`Tap`] as it passes.
@@ -81,15 +126,12 @@ pub struct Tapped<B: Body<Data = Bytes> = Incoming> {
 impl<B: Body<Data = Bytes> + Unpin> Tapped<B> {
     /// Taps `body`, keeping at most `limit` bytes.
     pub fn new(body: B, limit: usize) -> (Tapped<B>, Arc<Tap>) {
-        let tap = Arc::new(Tap {
-            state: AtomicU8::new(State::Open as u8),
-            kept: Mutex::default(),
-        });
+        let (tap, kept) = new_tap();
         (
             Tapped {
                 body,
                 tap: tap.clone(),
-                kept: Vec::new(),
+                kept,
                 limit,
                 state: State::Open,
             },
@@ -109,7 +151,7 @@ impl<B: Body<Data = Bytes>> Tapped<B> {
             self.end(State::TooLarge);
             return;
         }
-        if self.kept.capacity() == 0 {
+        if self.kept.is_empty() {
             // The whole body in one allocation when its length is known (and within the limit).
             let length = length.and_then(|n| usize::try_from(n).ok());
             let length = length.filter(|n| *n <= self.limit).unwrap_or(0);
@@ -122,10 +164,10 @@ impl<B: Body<Data = Bytes>> Tapped<B> {
         if self.state != State::Open {
             return;
         }
-        if state == State::Complete {
-            let mut kept = self.tap.kept.lock().unwrap_or_else(|e| e.into_inner());
-            *kept = std::mem::take(&mut self.kept);
-        }
+        // Kept whatever the state, for the tap's next use.
+        let mut kept = self.tap.kept.lock().unwrap_or_else(|e| e.into_inner());
+        *kept = std::mem::take(&mut self.kept);
+        drop(kept);
         self.state = state;
         self.tap.state.store(state as u8, Ordering::Release);
     }
@@ -140,7 +182,7 @@ impl<B: Body<Data = Bytes> + Unpin> Body for Tapped<B> {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
         let this = self.get_mut();
-        let length = (this.kept.capacity() == 0).then(|| this.body.size_hint().exact());
+        let length = this.kept.is_empty().then(|| this.body.size_hint().exact());
         let polled = Pin::new(&mut this.body).poll_frame(cx);
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
@@ -199,6 +241,41 @@ mod tests {
         StreamBody::new(futures_util::stream::iter(frames))
     }
 
+    fn body(tap: &Tap) -> Option<Vec<u8>> {
+        tap.read(<[u8]>::to_vec)
+    }
+
+    #[tokio::test]
+    async fn taps_are_reused_once_nothing_holds_them() {
+        let (tapped, first) = Tapped::new(chunks(&["{\"a\":", "1}"]), 100);
+        tapped.collect().await.unwrap();
+        let held = Arc::as_ptr(&first);
+        // Still held: a new one.
+        let (tapped, second) = Tapped::new(chunks(&["[1]"]), 100);
+        assert_ne!(Arc::as_ptr(&second), held);
+        assert_eq!(second.state(), State::Open);
+        tapped.collect().await.unwrap();
+        assert_eq!(body(&second).as_deref(), Some(&b"[1]"[..]));
+        drop(first);
+        // The oldest, free again: reused, open and empty.
+        let (mut tapped, third) = Tapped::new(chunks(&["{}", "x"]), 100);
+        assert_eq!(Arc::as_ptr(&third), held);
+        assert_eq!(third.state(), State::Open);
+        assert_eq!(body(&third), None);
+        tapped.frame().await.unwrap().unwrap();
+        drop(tapped);
+        assert_eq!(third.state(), State::Abandoned);
+        assert_eq!(body(&third), None);
+        assert_eq!(body(&second).as_deref(), Some(&b"[1]"[..]));
+        // The oldest now is the second.
+        let second_ptr = Arc::as_ptr(&second);
+        drop((second, third));
+        let (tapped, fourth) = Tapped::new(chunks(&["{", "}"]), 100);
+        assert_eq!(Arc::as_ptr(&fourth), second_ptr);
+        tapped.collect().await.unwrap();
+        assert_eq!(body(&fourth).as_deref(), Some(&b"{}"[..]));
+    }
+
     #[tokio::test]
     async fn a_body_read_through_is_kept_whole() {
         let (tapped, tap) = Tapped::new(chunks(&["{\"a\":", "1", "}"]), 100);
@@ -206,8 +283,7 @@ mod tests {
         let forwarded = tapped.collect().await.unwrap().to_bytes();
         assert_eq!(&forwarded[..], b"{\"a\":1}");
         assert_eq!(tap.state(), State::Complete);
-        assert_eq!(tap.take().as_deref(), Some(&b"{\"a\":1}"[..]));
-        assert_eq!(tap.take().as_deref(), Some(&b""[..]));
+        assert_eq!(body(&tap).as_deref(), Some(&b"{\"a\":1}"[..]));
     }
 
     #[tokio::test]
@@ -216,8 +292,8 @@ mod tests {
         let frame = tapped.frame().await.unwrap().unwrap();
         assert_eq!(frame.data_ref().unwrap().len(), 10);
         assert!(tapped.frame().await.is_none());
-        let kept = tap.take().unwrap();
-        assert_eq!((&kept[..], kept.capacity()), (&b"0123456789"[..], 10));
+        assert_eq!(body(&tap).as_deref(), Some(&b"0123456789"[..]));
+        assert_eq!(tap.kept.lock().unwrap().capacity(), 10);
     }
 
     #[tokio::test]
@@ -226,11 +302,11 @@ mod tests {
         let forwarded = tapped.collect().await.unwrap().to_bytes();
         assert_eq!(&forwarded[..], b"1234567890x");
         assert_eq!(tap.state(), State::TooLarge);
-        assert_eq!(tap.take(), None);
+        assert_eq!(body(&tap), None);
         // Exactly the limit is kept.
         let (tapped, tap) = Tapped::new(chunks(&["12345", "67890"]), 10);
         tapped.collect().await.unwrap();
-        assert_eq!(tap.take().as_deref(), Some(&b"1234567890"[..]));
+        assert_eq!(body(&tap).as_deref(), Some(&b"1234567890"[..]));
     }
 
     #[tokio::test]
@@ -239,12 +315,12 @@ mod tests {
         tapped.frame().await.unwrap().unwrap();
         drop(tapped);
         assert_eq!(tap.state(), State::Abandoned);
-        assert_eq!(tap.take(), None);
+        assert_eq!(body(&tap), None);
         // An empty body never polled is complete.
         let (tapped, tap) = Tapped::new(Full::new(Bytes::new()), 100);
         drop(tapped);
         assert_eq!(tap.state(), State::Complete);
-        assert_eq!(tap.take().as_deref(), Some(&b""[..]));
+        assert_eq!(body(&tap).as_deref(), Some(&b""[..]));
     }
 
     #[tokio::test]
@@ -253,10 +329,10 @@ mod tests {
             Ok(Frame::data(Bytes::from_static(b"{"))),
             Err(std::io::Error::other("reset")),
         ];
-        let body = StreamBody::new(futures_util::stream::iter(frames));
-        let (tapped, tap) = Tapped::new(body, 100);
+        let broken = StreamBody::new(futures_util::stream::iter(frames));
+        let (tapped, tap) = Tapped::new(broken, 100);
         assert!(tapped.collect().await.is_err());
         assert_eq!(tap.state(), State::Failed);
-        assert_eq!(tap.take(), None);
+        assert_eq!(body(&tap), None);
     }
 }

@@ -7,7 +7,7 @@
 //! accepts a body the full scan refuses. Values it does not read are skipped as serde_json skips
 //! them (`IgnoredAny`): syntax and escapes checked, numbers not converted.
 
-use super::{MESSAGE_KEYS, PARAMS_KEYS, Scanned, Seen};
+use super::{MESSAGE_KEYS, PARAMS_KEYS, Scanned, Seen, plain_run};
 
 /// Keys per object beyond which the full scan decides.
 const MAX_KEYS: usize = 16;
@@ -53,12 +53,6 @@ struct Params<'a> {
     uri: Option<&'a str>,
 }
 
-/// Whether `b` ends the plain run of a string: its closing quote, an escape, or a control
-/// character (refused).
-fn special(b: u8) -> bool {
-    b == b'"' || b == b'\\' || b < 0x20
-}
-
 struct Scanner<'a> {
     body: &'a [u8],
     /// `body` as text (checked UTF-8 by the caller).
@@ -100,9 +94,9 @@ impl<'a> Scanner<'a> {
     fn plain_string(&mut self) -> Option<&'a str> {
         self.expect(b'"')?;
         let start = self.at;
-        let end = start + self.body.get(start..)?.iter().position(|&b| special(b))?;
+        let end = start + plain_run(self.body.get(start..)?);
         self.at = end + 1;
-        (self.body[end] == b'"').then(|| &self.text[start..end])
+        (*self.body.get(end)? == b'"').then(|| &self.text[start..end])
     }
 
     /// A message object.
@@ -264,7 +258,7 @@ impl<'a> Scanner<'a> {
     fn skip_string(&mut self) -> Option<()> {
         self.expect(b'"')?;
         loop {
-            self.at += self.body.get(self.at..)?.iter().position(|&b| special(b))?;
+            self.at += plain_run(self.body.get(self.at..)?);
             match self.next()? {
                 b'"' => return Some(()),
                 b'\\' => match self.next()? {
