@@ -769,8 +769,10 @@ fn write_lines(mut rx: mpsc::Receiver<Entry>, mut out: Output) {
             // All at once: the queue's permits are given back in one step.
             rx.blocking_recv_many(&mut waiting, QUEUE);
         }
-        let overflow = waiting.len().saturating_sub(QUEUE);
+        let queued = waiting.len();
+        let overflow = queued.saturating_sub(QUEUE);
         batch.clear();
+        let mut flushed = false;
         let mut index = 0;
         waiting.retain_mut(|entry| {
             index += 1;
@@ -779,13 +781,34 @@ fn write_lines(mut rx: mpsc::Receiver<Entry>, mut out: Output) {
                 return true;
             }
             entry.write_lines(&mut batch, &mut scribe);
-            if batch.len() >= 256 * 1024 {
+            if batch.len() >= FLUSH_BYTES {
                 write(&mut out, &batch);
                 batch.clear();
+                flushed = true;
             }
             false
         });
         write(&mut out, &batch);
+        // A burst the writer fell behind leaves both buffers at their peak: give that memory
+        // back once the rate drops, without reallocating on every batch at a steady rate.
+        if !flushed {
+            let used = batch.len();
+            trim(&mut batch, used, FLUSH_BYTES / 8);
+        }
+        trim(&mut waiting, queued, KEEP_WAITING);
+    }
+}
+
+/// Lines buffered before a write, at most (a burst's lines go out in writes of this size).
+const FLUSH_BYTES: usize = 256 * 1024;
+/// Entries the writer keeps room for between batches (a batch at ~25,000 requests/s).
+const KEEP_WAITING: usize = 256;
+
+/// Shrinks `buf` to `keep` items (or its length, if larger) when this batch used (at its peak,
+/// `used` items) under a quarter of it.
+fn trim<T>(buf: &mut Vec<T>, used: usize, keep: usize) {
+    if buf.capacity() > keep && used < buf.capacity() / 4 {
+        buf.shrink_to(keep.max(buf.len()));
     }
 }
 
@@ -800,6 +823,23 @@ mod tests {
     use super::*;
     use crate::metrics::{Outcome, Reason};
     use crate::tap::Tapped;
+
+    #[test]
+    fn writer_buffers_shrink_after_a_burst_not_at_a_steady_rate() {
+        let mut buf: Vec<u8> = Vec::with_capacity(1 << 20);
+        // Batches that fill a good part of it: kept as it is.
+        trim(&mut buf, 300 * 1024, 32 * 1024);
+        assert_eq!(buf.capacity(), 1 << 20);
+        // The burst is over: back to the room kept between batches.
+        buf.extend_from_slice(&[b'x'; 1000]);
+        trim(&mut buf, 1000, 32 * 1024);
+        assert!(buf.capacity() >= 32 * 1024 && buf.capacity() < 64 * 1024);
+        assert_eq!(buf.len(), 1000);
+        // Already small: untouched.
+        let before = buf.capacity();
+        trim(&mut buf, 10, 32 * 1024);
+        assert_eq!(buf.capacity(), before);
+    }
 
     #[test]
     fn request_ids_are_kept_when_well_formed() {

@@ -6,6 +6,7 @@
 //! policy comes from an `McpAuthPolicy` document on disk and is hot-reloaded.
 
 pub mod admin;
+pub mod allocator;
 pub mod app;
 pub mod audit;
 pub mod challenge;

@@ -10,6 +10,7 @@ use std::future::IntoFuture;
 use tokio::net::TcpListener;
 
 use crate::admin::{self, AdminState};
+use crate::allocator;
 use crate::app::{AppState, SharedRuntime};
 use crate::cli::Args;
 use crate::metrics::Metrics;
@@ -69,6 +70,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 
     let public = TcpListener::bind(args.listen).await?;
     let admin_listener = TcpListener::bind(args.admin).await?;
+    tokio::spawn(allocator::release_periodically());
     let (phase_tx, phase) = shutdown::channel();
     tokio::spawn(shutdown::on_signal(
         phase_tx,
