@@ -943,7 +943,7 @@ mod tests {
             "sub": HOSTILE, "azp": format!("client{HOSTILE}"), "iss": "https://issuer/\\",
             "scope": "read \"write\" a\\b",
         });
-        let claims = claims.as_object().unwrap().clone();
+        let claims = claims.as_object().unwrap().clone().into();
         let principal = Principal {
             scopes: crate::scopes::Granted::from_claims(&claims),
             claims,
@@ -1074,7 +1074,7 @@ mod tests {
     fn each_line_has_its_own_caller_when_callers_alternate() {
         let principal = |sub: &str| {
             let claims = serde_json::json!({"sub": sub, "scope": "s"});
-            let claims = claims.as_object().unwrap().clone();
+            let claims = claims.as_object().unwrap().clone().into();
             Arc::new(Principal {
                 scopes: crate::scopes::Granted::from_claims(&claims),
                 claims,

@@ -240,7 +240,7 @@ mod tests {
 
     fn principal(claims: serde_json::Value) -> Principal {
         Principal {
-            claims: claims.as_object().unwrap().clone(),
+            claims: claims.as_object().unwrap().clone().into(),
             scopes: Granted::default(),
             expires_at: 1,
         }

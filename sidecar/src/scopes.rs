@@ -8,34 +8,51 @@ use std::collections::BTreeSet;
 
 use serde_json::Value;
 
+use crate::verify::Claims;
+
 /// The scopes a token grants, from its `scope` and `scp` claims (string or array).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Granted(BTreeSet<String>);
+pub struct Granted(
+    /// The scopes sorted, each once, separated by single spaces: one allocation per token.
+    String,
+);
 
 impl Granted {
     /// Collects the scopes of a claims object.
-    pub fn from_claims(claims: &serde_json::Map<String, Value>) -> Self {
-        let mut set = BTreeSet::new();
-        for name in ["scope", "scp"] {
-            match claims.get(name) {
-                Some(Value::String(s)) => set.extend(s.split_ascii_whitespace().map(str::to_owned)),
-                Some(Value::Array(items)) => {
-                    for item in items.iter().filter_map(Value::as_str) {
-                        set.extend(item.split_ascii_whitespace().map(str::to_owned));
-                    }
+    pub fn from_claims(claims: &Claims) -> Self {
+        // Usually the scopes come sorted and unique already, and are copied as they are read.
+        let mut text = String::new();
+        let mut last = "";
+        let sorted = each_scope(claims, |scope| {
+            if !text.is_empty() {
+                if scope <= last {
+                    return false;
                 }
-                _ => {}
+                text.push(' ');
             }
+            text.push_str(scope);
+            last = scope;
+            true
+        });
+        if sorted {
+            return Granted(text);
         }
-        Granted(set)
+        let mut all = Vec::new();
+        each_scope(claims, |scope| {
+            all.push(scope);
+            true
+        });
+        all.sort_unstable();
+        all.dedup();
+        Granted(all.join(" "))
     }
 
     /// True when some granted scope covers `required`.
     pub fn covers(&self, required: &str) -> bool {
-        self.0.iter().any(|g| {
+        self.iter().any(|g| {
             required == g
                 || (required.len() > g.len()
-                    && required.starts_with(g.as_str())
+                    && required.starts_with(g)
                     && required.as_bytes()[g.len()] == b':')
         })
     }
@@ -47,8 +64,30 @@ impl Granted {
 
     /// The granted scopes, sorted.
     pub fn iter(&self) -> impl Iterator<Item = &str> {
-        self.0.iter().map(String::as_str)
+        self.0.split_ascii_whitespace()
     }
+}
+
+/// Calls `f` with each scope of a token's `scope` and `scp` claims, in the token's order,
+/// repeats included, until `f` answers false; returns false if it did.
+fn each_scope<'a>(claims: &'a Claims, mut f: impl FnMut(&'a str) -> bool) -> bool {
+    for name in ["scope", "scp"] {
+        let items = match claims.get(name) {
+            Some(Value::Array(items)) => items.as_slice(),
+            Some(value) => std::slice::from_ref(value),
+            None => continue,
+        };
+        for scope in items
+            .iter()
+            .filter_map(Value::as_str)
+            .flat_map(str::split_ascii_whitespace)
+        {
+            if !f(scope) {
+                return false;
+            }
+        }
+    }
+    true
 }
 
 /// Joins scopes with single spaces, without duplicates, keeping first-seen order.
@@ -72,7 +111,7 @@ mod tests {
     use serde_json::json;
 
     fn granted(v: Value) -> Granted {
-        Granted::from_claims(v.as_object().unwrap())
+        Granted::from_claims(&Claims::from(v.as_object().unwrap().clone()))
     }
 
     #[test]
@@ -80,6 +119,20 @@ mod tests {
         let g = granted(json!({"scope": "a b", "scp": ["c", "d e"]}));
         assert_eq!(g.iter().collect::<Vec<_>>(), ["a", "b", "c", "d", "e"]);
         assert_eq!(granted(json!({"scope": 5})), Granted::default());
+        assert_eq!(
+            granted(json!({"scope": " ", "scp": [7, ""]})),
+            Granted::default()
+        );
+    }
+
+    #[test]
+    fn keeps_each_scope_once_in_order() {
+        let g = granted(json!({"scope": "b  a\tb", "scp": ["a", "c", 1, "a:x b"]}));
+        assert_eq!(g.iter().collect::<Vec<_>>(), ["a", "a:x", "b", "c"]);
+        assert_eq!(g, granted(json!({"scp": "a:x c b a"})));
+        let sorted = granted(json!({"scope": "a b", "scp": "c"}));
+        assert_eq!(sorted.iter().collect::<Vec<_>>(), ["a", "b", "c"]);
+        assert_eq!(granted(json!({"scope": "a a"})).iter().count(), 1);
     }
 
     #[test]

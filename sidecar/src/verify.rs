@@ -7,16 +7,17 @@ use std::sync::Arc;
 
 use base64_simd::{Out, URL_SAFE_NO_PAD};
 use jsonwebtoken::Algorithm;
-use serde_json::map::Entry;
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use self::cache::TokenCache;
+pub use self::claims::Claims;
 use crate::jwks::JwksSource;
 use crate::keys::KeySet;
 use crate::metrics::Reason;
 use crate::scopes::Granted;
 
 mod cache;
+mod claims;
 
 /// Longest token accepted; real access tokens are a few KB at most.
 pub const MAX_TOKEN_LEN: usize = 16 * 1024;
@@ -31,7 +32,7 @@ pub const CACHE_TTL_SECONDS: u64 = 60;
 #[derive(Debug)]
 pub struct Principal {
     /// All claims of the token.
-    pub claims: Map<String, Value>,
+    pub claims: Claims,
     /// Scopes from `scope` / `scp`.
     pub scopes: Granted,
     /// `exp`, seconds since the epoch.
@@ -179,6 +180,13 @@ fn split_token(token: &str) -> Option<(&str, &str, &str)> {
     ))
 }
 
+/// A decoded part of a token read as JSON. The whole part must be UTF-8: checked once here, so
+/// that the parser does not check each string again.
+fn json<'a, T: serde::Deserialize<'a>>(part: &'a [u8]) -> Result<T, TokenError> {
+    let text = std::str::from_utf8(part).map_err(|_| TokenError::Malformed)?;
+    serde_json::from_str(text).map_err(|_| TokenError::Malformed)
+}
+
 /// One part of a token, decoded: base64url without padding, trailing bits zero (RFC 7515 §2).
 fn decode(part: &str) -> Result<Vec<u8>, TokenError> {
     URL_SAFE_NO_PAD
@@ -198,38 +206,6 @@ fn decode_into<'b>(part: &str, buf: &'b mut [u8]) -> Result<&'b [u8], TokenError
     match URL_SAFE_NO_PAD.decode(part, Out::from_slice(buf)) {
         Ok(decoded) => Ok(decoded),
         Err(_) => Err(TokenError::Malformed),
-    }
-}
-
-/// A token's claims: a JSON object whose members are unique. A repeated claim is refused, as
-/// two readers could take different values of it.
-struct Claims(Map<String, Value>);
-
-impl<'de> serde::Deserialize<'de> for Claims {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct Members;
-        impl<'de> serde::de::Visitor<'de> for Members {
-            type Value = Claims;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a JSON object")
-            }
-            fn visit_map<A: serde::de::MapAccess<'de>>(
-                self,
-                mut access: A,
-            ) -> Result<Claims, A::Error> {
-                let mut claims = Map::new();
-                while let Some((name, value)) = access.next_entry::<String, Value>()? {
-                    match claims.entry(name) {
-                        Entry::Vacant(slot) => slot.insert(value),
-                        Entry::Occupied(_) => {
-                            return Err(serde::de::Error::custom("repeated claim"));
-                        }
-                    };
-                }
-                Ok(Claims(claims))
-            }
-        }
-        deserializer.deserialize_map(Members)
     }
 }
 
@@ -403,8 +379,7 @@ impl Verifier {
         let (header_b64, payload_b64, signature_b64) =
             split_token(token).ok_or(TokenError::Malformed)?;
         let header_json = decode(header_b64)?;
-        let header: Header<'_> =
-            serde_json::from_slice(&header_json).map_err(|_| TokenError::Malformed)?;
+        let header: Header<'_> = json(&header_json)?;
         if !self.token_types.is_empty()
             && !header
                 .typ
@@ -449,7 +424,7 @@ impl Verifier {
             return Err(TokenError::BadSignature);
         }
         let payload = decode(payload_b64)?;
-        let Claims(claims) = serde_json::from_slice(&payload).map_err(|_| TokenError::Malformed)?;
+        let claims: Claims = json(&payload)?;
         let expires_at = self.check_claims(&claims)?;
         let scopes = Granted::from_claims(&claims);
         let principal = Principal {
@@ -477,7 +452,7 @@ impl Verifier {
     /// integer, not past), `nbf` (an integer not in the future, when present), `iss` (exactly
     /// the issuer, one string) and `aud` (a string or a list of strings naming this resource),
     /// `exp` and `nbf` with the leeway. Returns `exp`.
-    fn check_claims(&self, claims: &Map<String, Value>) -> Result<u64, TokenError> {
+    fn check_claims(&self, claims: &Claims) -> Result<u64, TokenError> {
         let present = |name: &str| claims.get(name).filter(|v| !v.is_null());
         let exp = present("exp").ok_or(TokenError::Malformed)?;
         let iss = present("iss").ok_or(TokenError::WrongIssuer)?;
