@@ -15,7 +15,7 @@ use mcp_warden_sidecar::challenge::Challenge;
 use mcp_warden_sidecar::keys::KeySet;
 use mcp_warden_sidecar::oauth::redirect;
 use mcp_warden_sidecar::rules::Rules;
-use mcp_warden_sidecar::verify::{Expectations, Keys, Verifier};
+use mcp_warden_sidecar::verify::{Claim, Expectations, Keys, Verifier};
 use serde_json::Value;
 
 const ISSUER: &str = "https://login.example.com";
@@ -96,14 +96,14 @@ pub fn bearer_jwt(data: &[u8]) {
     };
     // Whatever was accepted satisfies the policy.
     let claims = &principal.claims;
-    assert_eq!(claims.get("iss").and_then(Value::as_str), Some(ISSUER));
-    let audience_ok = |v: &Value| {
-        v.as_str()
-            .is_some_and(|a| a == AUDIENCE || a == format!("{AUDIENCE}/"))
-    };
+    assert_eq!(claims.get("iss").and_then(Claim::as_str), Some(ISSUER));
+    let audience_ok = |a: &str| a == AUDIENCE || a == format!("{AUDIENCE}/");
     match claims.get("aud") {
-        Some(Value::Array(list)) => assert!(list.iter().any(audience_ok), "{claims:?}"),
-        Some(aud) => assert!(audience_ok(aud), "{claims:?}"),
+        Some(Claim::Json(Value::Array(list))) => assert!(
+            list.iter().filter_map(Value::as_str).any(audience_ok),
+            "{claims:?}"
+        ),
+        Some(aud) => assert!(aud.as_str().is_some_and(audience_ok), "{claims:?}"),
         None => panic!("accepted without aud: {claims:?}"),
     }
     let now = jsonwebtoken::get_current_timestamp();

@@ -445,7 +445,7 @@ fn field(out: &mut Vec<u8>, name: &[u8]) {
 /// Appends the caller as far as the token told: `sub`, `client_id` (or `azp`), `iss` when they
 /// are strings, and the granted scopes.
 fn caller(out: &mut Vec<u8>, principal: &Principal) {
-    let text = |name: &str| principal.claims.get(name).and_then(Value::as_str);
+    let text = |name: &str| principal.claims.get(name).and_then(|claim| claim.as_str());
     out.push(b'{');
     for (name, value) in [
         (&b"\"sub\":"[..], text("sub")),

@@ -10,7 +10,7 @@
 use http::{HeaderMap, HeaderName, HeaderValue, header};
 use serde_json::Value;
 
-use crate::verify::Principal;
+use crate::verify::{Claim, Principal};
 
 /// Claim → header mapping of a policy, and what the forwarded headers say.
 #[derive(Clone, Debug)]
@@ -107,13 +107,14 @@ fn is_forwarding_info(name: &str) -> bool {
 
 /// The header value of a claim: `Ok(None)` when absent or null, an error when it cannot be
 /// encoded. Text goes as UTF-8 bytes; arrays are joined with `,`.
-fn claim_value(value: Option<&Value>) -> Result<Option<HeaderValue>, ()> {
+fn claim_value(value: Option<Claim<'_>>) -> Result<Option<HeaderValue>, ()> {
     let text = match value {
-        None | Some(Value::Null) => return Ok(None),
-        Some(Value::String(s)) => s.clone(),
-        Some(Value::Number(n)) => n.to_string(),
-        Some(Value::Bool(b)) => b.to_string(),
-        Some(Value::Array(items)) => items
+        None | Some(Claim::Json(Value::Null)) => return Ok(None),
+        Some(Claim::Str(s)) => s.to_owned(),
+        Some(Claim::Json(Value::String(s))) => s.clone(),
+        Some(Claim::Json(Value::Number(n))) => n.to_string(),
+        Some(Claim::Json(Value::Bool(b))) => b.to_string(),
+        Some(Claim::Json(Value::Array(items))) => items
             .iter()
             .map(|i| match i {
                 Value::String(s) => s.clone(),
@@ -121,7 +122,7 @@ fn claim_value(value: Option<&Value>) -> Result<Option<HeaderValue>, ()> {
             })
             .collect::<Vec<_>>()
             .join(","),
-        Some(Value::Object(_)) => return Err(()),
+        Some(Claim::Json(Value::Object(_))) => return Err(()),
     };
     // Control characters (CR, LF, NUL…) could end the header or be read differently downstream.
     if text.chars().any(char::is_control) {
@@ -196,7 +197,7 @@ impl Forwarding {
             let mut value = principal.claims.get(claim);
             // An unverified address proves nothing (anyone can put any address on an account).
             if claim == "email"
-                && principal.claims.get("email_verified") != Some(&Value::Bool(true))
+                && principal.claims.get("email_verified") != Some(Claim::Json(&Value::Bool(true)))
             {
                 value = None;
             }

@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 
 use serde_json::Value;
 
-use crate::verify::Claims;
+use crate::verify::{Claim, Claims};
 
 /// The scopes a token grants, from its `scope` and `scp` claims (string or array).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -72,16 +72,13 @@ impl Granted {
 /// repeats included, until `f` answers false; returns false if it did.
 fn each_scope<'a>(claims: &'a Claims, mut f: impl FnMut(&'a str) -> bool) -> bool {
     for name in ["scope", "scp"] {
-        let items = match claims.get(name) {
-            Some(Value::Array(items)) => items.as_slice(),
-            Some(value) => std::slice::from_ref(value),
-            None => continue,
+        let (text, items) = match claims.get(name) {
+            Some(Claim::Str(text)) => (text, &[][..]),
+            Some(Claim::Json(Value::Array(items))) => ("", items.as_slice()),
+            _ => continue,
         };
-        for scope in items
-            .iter()
-            .filter_map(Value::as_str)
-            .flat_map(str::split_ascii_whitespace)
-        {
+        let texts = std::iter::once(text).chain(items.iter().filter_map(Value::as_str));
+        for scope in texts.flat_map(str::split_ascii_whitespace) {
             if !f(scope) {
                 return false;
             }

@@ -10,7 +10,7 @@ use jsonwebtoken::Algorithm;
 use serde_json::Value;
 
 use self::cache::TokenCache;
-pub use self::claims::Claims;
+pub use self::claims::{Claim, Claims};
 use crate::jwks::JwksSource;
 use crate::keys::KeySet;
 use crate::metrics::Reason;
@@ -473,14 +473,13 @@ impl Verifier {
         if iss.as_str() != Some(self.issuer.as_str()) {
             return Err(TokenError::WrongIssuer);
         }
-        let ours = |a: &Value| {
-            a.as_str()
-                .is_some_and(|a| self.audiences.iter().any(|x| x == a))
-        };
+        let ours = |a: &str| self.audiences.iter().any(|x| x == a);
         let aud_ok = match aud {
-            Value::String(_) => ours(aud),
-            Value::Array(list) => list.iter().all(Value::is_string) && list.iter().any(ours),
-            _ => false,
+            Claim::Str(aud) => ours(aud),
+            Claim::Json(Value::Array(list)) => {
+                list.iter().all(Value::is_string) && list.iter().filter_map(Value::as_str).any(ours)
+            }
+            Claim::Json(_) => false,
         };
         if !aud_ok {
             return Err(TokenError::WrongAudience);
