@@ -244,7 +244,8 @@ impl Entry {
                 let messages = rpc::scan_with_arguments(body).unwrap_or_default();
                 self.write_calls(out, scribe, messages.iter().map(with_arguments));
             } else {
-                let scanned = rpc::scan_borrowed(body).unwrap_or(Scanned::Owned(Vec::new()));
+                let scanned =
+                    rpc::scan_borrowed(body).unwrap_or_else(|_| Scanned::Owned(Vec::new()));
                 self.write_calls(out, scribe, scanned.iter().map(|m| (m, None)));
             }
         });
@@ -291,11 +292,10 @@ impl Entry {
         out.extend_from_slice(b"{\"time\":");
         scribe.clock.write(out, self.time);
         out.extend_from_slice(b",\"kind\":\"mcp_warden.audit\",\"request_id\":");
-        // Escaped all the same, though a well-formed id has nothing to escape.
-        json::string(
-            out,
-            std::str::from_utf8(record.request_id.as_bytes()).unwrap_or_default(),
-        );
+        // A well-formed id has nothing to escape; any other is escaped all the same.
+        if !json::printable(out, record.request_id.as_bytes()) {
+            json::string(out, record.request_id.to_str().unwrap_or_default());
+        }
         out.extend_from_slice(scribe.labels(self));
         json::millis(out, done.latency);
         out.extend_from_slice(scribe.target(record));

@@ -153,29 +153,38 @@ fn owned(messages: Scanned) -> Vec<Message> {
 }
 
 /// The length of the run of `bytes` that a JSON string holds as it is: up to its first quote,
-/// backslash or control character (or all of it). Eight bytes at a time.
-fn plain_run(bytes: &[u8]) -> usize {
+/// backslash or control character (or all of it); with `PRINTABLE`, up to its first byte that is
+/// not printable ASCII too. Eight bytes at a time.
+fn plain_run<const PRINTABLE: bool>(bytes: &[u8]) -> usize {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGH: u64 = 0x8080_8080_8080_8080;
-    // The lowest byte flagged is the first match (a borrow only runs upwards from a match).
+    // Each mask flags its first match exactly (a borrow only runs upwards from a match), so the
+    // lowest byte flagged in any of them is the first to stop at.
     let zero = |w: u64| w.wrapping_sub(ONES) & !w & HIGH;
     let mut words = bytes.chunks_exact(8);
     let mut at = 0;
     for word in &mut words {
         let w = u64::from_le_bytes(word.try_into().unwrap_or_default());
         let control = w.wrapping_sub(ONES * 0x20) & !w & HIGH;
-        let found =
+        let mut found =
             control | zero(w ^ (ONES * u64::from(b'"'))) | zero(w ^ (ONES * u64::from(b'\\')));
+        if PRINTABLE {
+            found |= (w & HIGH) | zero(w ^ (ONES * 0x7f));
+        }
         if found != 0 {
             return at + (found.trailing_zeros() / 8) as usize;
         }
         at += 8;
     }
     let rest = words.remainder();
-    at + rest
-        .iter()
-        .position(|&b| b == b'"' || b == b'\\' || b < 0x20)
-        .unwrap_or(rest.len())
+    let stop = |b: u8| b == b'"' || b == b'\\' || b < 0x20 || (PRINTABLE && b >= 0x7f);
+    at + rest.iter().position(|&b| stop(b)).unwrap_or(rest.len())
+}
+
+/// The length of the run of printable ASCII at the start of `bytes` that a JSON string holds as
+/// it is (no quote, no backslash).
+pub(crate) fn printable_run(bytes: &[u8]) -> usize {
+    plain_run::<true>(bytes)
 }
 
 /// JSON is UTF-8 (RFC 8259 §8.1). The scans skip values they do not read without decoding them,
@@ -722,7 +731,12 @@ mod plain_run_tests {
                 .position(|&c| c == b'"' || c == b'\\' || c < 0x20)
                 .unwrap_or(b.len())
         };
-        let specials = [b'"', b'\\', 0, 0x1f, b'\n'];
+        let slow_printable = |b: &[u8]| {
+            b.iter()
+                .position(|&c| c == b'"' || c == b'\\' || !matches!(c, b' '..=b'~'))
+                .unwrap_or(b.len())
+        };
+        let specials = [b'"', b'\\', 0, 0x1f, b'\n', 0x7f, 0x80, 0xff];
         let others = [
             b' ', b'!', b'#', b'[', b']', b'a', 0x7f, 0x80, 0xc3, 0xff, 0x20, 0x21,
         ];
@@ -738,14 +752,24 @@ mod plain_run_tests {
                         if at + 1 < len {
                             b[at + 1] = b'"';
                         }
-                        assert_eq!(plain_run(&b), slow(&b), "{b:?}");
+                        assert_eq!(plain_run::<false>(&b), slow(&b), "{b:?}");
+                        assert_eq!(plain_run::<true>(&b), slow_printable(&b), "{b:?}");
                     }
                 }
             }
         }
         let mixed: Vec<u8> = (0u8..=255).collect();
         for start in 0..256 {
-            assert_eq!(plain_run(&mixed[start..]), slow(&mixed[start..]), "{start}");
+            let b = &mixed[start..];
+            assert_eq!(plain_run::<false>(b), slow(b), "{start}");
+            assert_eq!(plain_run::<true>(b), slow_printable(b), "{start}");
+            let reversed: Vec<u8> = b.iter().rev().copied().collect();
+            assert_eq!(plain_run::<false>(&reversed), slow(&reversed), "{start}");
+            assert_eq!(
+                plain_run::<true>(&reversed),
+                slow_printable(&reversed),
+                "{start}"
+            );
         }
     }
 }

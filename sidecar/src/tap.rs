@@ -3,11 +3,10 @@
 //! kept copy once the body is complete. The copy is made as the chunks pass (holding on to the
 //! chunks themselves would keep the connection's whole read buffer alive until the writer gets
 //! to them), up to a limit, into a buffer sized by the body's length when it is known; a larger
-//! body is forwarded all the same and audited without its messages. The copy is the tapped
-//! body's own while it streams and is handed over once, whole, when the body ends: no lock.
+//! body is forwarded all the same and audited without its messages. Taps and their buffers are
+//! reused on the thread that made them once the writer is done with them.
 
 use std::cell::RefCell;
-use std::collections::VecDeque;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
@@ -47,8 +46,10 @@ impl State {
 /// The kept copy of a tapped body, shared with whoever reads it afterwards.
 #[derive(Debug)]
 pub struct Tap {
+    /// Changed by the tapped body alone.
     state: AtomicU8,
-    /// Set once, when the body is complete (before the state says so).
+    limit: usize,
+    /// The copy so far; the whole body once [`State::Complete`].
     kept: Mutex<Vec<u8>>,
 }
 
@@ -77,99 +78,104 @@ const POOL: usize = 64;
 /// Largest copy whose buffer is kept for reuse.
 const KEEP_CAPACITY: usize = 4096;
 
+/// The taps made on this thread, reused once nothing else holds them: the audit writer's thread
+/// would otherwise free each tap and its copy, and this thread allocate new ones (costly across
+/// threads).
+struct Taps {
+    /// A ring, oldest at `next`.
+    ring: Vec<Arc<Tap>>,
+    next: usize,
+}
+
 thread_local! {
-    /// The taps made on this thread, oldest first, reused once nothing else holds them: the
-    /// audit writer's thread would otherwise free each tap and its copy, and this thread
-    /// allocate new ones (costly across threads).
-    static TAPS: RefCell<VecDeque<Arc<Tap>>> = const { RefCell::new(VecDeque::new()) };
+    static TAPS: RefCell<Taps> = const {
+        RefCell::new(Taps {
+            ring: Vec::new(),
+            next: 0,
+        })
+    };
 }
 
 /// A tap for a new body, and a buffer for its copy: reused when the oldest one made on this
 /// thread is free.
-fn new_tap() -> (Arc<Tap>, Vec<u8>) {
-    TAPS.with_borrow_mut(|taps| {
-        if let Some(mut oldest) = taps.pop_front() {
-            if let Some(tap) = Arc::get_mut(&mut oldest) {
-                let kept = tap.kept.get_mut().unwrap_or_else(|e| e.into_inner());
-                let mut kept = std::mem::take(kept);
-                kept.clear();
-                *tap.state.get_mut() = State::Open as u8;
-                taps.push_back(oldest.clone());
-                return (oldest, kept);
-            }
-            // Still read (and so are the younger ones).
-            taps.push_front(oldest);
+fn new_tap(limit: usize) -> Arc<Tap> {
+    TAPS.with_borrow_mut(|Taps { ring, next }| {
+        if let Some(oldest) = ring.get_mut(*next)
+            && let Some(tap) = Arc::get_mut(oldest)
+        {
+            tap.kept
+                .get_mut()
+                .unwrap_or_else(|e| e.into_inner())
+                .clear();
+            *tap.state.get_mut() = State::Open as u8;
+            tap.limit = limit;
+            let tap = oldest.clone();
+            *next = (*next + 1) % ring.len();
+            return tap;
         }
         let tap = Arc::new(Tap {
             state: AtomicU8::new(State::Open as u8),
+            limit,
             kept: Mutex::default(),
         });
-        if taps.len() < POOL {
-            taps.push_back(tap.clone());
+        if ring.len() < POOL {
+            // The youngest, just before the oldest.
+            ring.insert(*next, tap.clone());
+            *next = (*next + 1) % ring.len();
         }
-        (tap, Vec::new())
+        tap
     })
 }
 
-/// A request body on its way to the app, kept in its [`Tap`] as it passes.
+/// A request body on its way to the app, kept in its [`Tap`] as it passes. As small as the body
+/// itself and a pointer: requests with it are moved around whole.
 #[derive(Debug)]
 pub struct Tapped<B: Body<Data = Bytes> = Incoming> {
     body: B,
     tap: Arc<Tap>,
-    /// The copy so far, while [`State::Open`].
-    kept: Vec<u8>,
-    limit: usize,
-    /// The state last handed to the tap (only this body changes it).
-    state: State,
 }
 
 impl<B: Body<Data = Bytes> + Unpin> Tapped<B> {
     /// Taps `body`, keeping at most `limit` bytes.
     pub fn new(body: B, limit: usize) -> (Tapped<B>, Arc<Tap>) {
-        let (tap, kept) = new_tap();
+        let tap = new_tap(limit);
         (
             Tapped {
                 body,
                 tap: tap.clone(),
-                kept,
-                limit,
-                state: State::Open,
             },
             tap,
         )
     }
 }
 
-impl<B: Body<Data = Bytes>> Tapped<B> {
-    /// Keeps `chunk`; `length` is the body's whole length when known before its first chunk.
-    fn keep(&mut self, chunk: &[u8], length: Option<u64>) {
-        if self.state != State::Open {
+impl Tap {
+    /// Keeps `chunk`; `length` is what was left of the body before it, when known.
+    fn keep(&self, chunk: &[u8], length: Option<u64>) {
+        if self.state() != State::Open {
             return;
         }
-        if self.kept.len() + chunk.len() > self.limit {
-            self.kept = Vec::new();
+        let mut kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
+        if kept.len() + chunk.len() > self.limit {
+            *kept = Vec::new();
+            drop(kept);
             self.end(State::TooLarge);
             return;
         }
-        if self.kept.is_empty() {
+        if kept.is_empty() {
             // The whole body in one allocation when its length is known (and within the limit).
             let length = length.and_then(|n| usize::try_from(n).ok());
             let length = length.filter(|n| *n <= self.limit).unwrap_or(0);
-            self.kept.reserve_exact(length.max(chunk.len()));
+            kept.reserve_exact(length.max(chunk.len()));
         }
-        self.kept.extend_from_slice(chunk);
+        kept.extend_from_slice(chunk);
     }
 
-    fn end(&mut self, state: State) {
-        if self.state != State::Open {
-            return;
+    fn end(&self, state: State) {
+        // Only the tapped body changes the state.
+        if self.state() == State::Open {
+            self.state.store(state as u8, Ordering::Release);
         }
-        // Kept whatever the state, for the tap's next use.
-        let mut kept = self.tap.kept.lock().unwrap_or_else(|e| e.into_inner());
-        *kept = std::mem::take(&mut self.kept);
-        drop(kept);
-        self.state = state;
-        self.tap.state.store(state as u8, Ordering::Release);
     }
 }
 
@@ -182,19 +188,19 @@ impl<B: Body<Data = Bytes> + Unpin> Body for Tapped<B> {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
         let this = self.get_mut();
-        let length = this.kept.is_empty().then(|| this.body.size_hint().exact());
+        let length = this.body.size_hint().exact();
         let polled = Pin::new(&mut this.body).poll_frame(cx);
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
-                    this.keep(data, length.flatten());
+                    this.tap.keep(data, length);
                 }
                 if this.body.is_end_stream() {
-                    this.end(State::Complete);
+                    this.tap.end(State::Complete);
                 }
             }
-            Poll::Ready(Some(Err(_))) => this.end(State::Failed),
-            Poll::Ready(None) => this.end(State::Complete),
+            Poll::Ready(Some(Err(_))) => this.tap.end(State::Failed),
+            Poll::Ready(None) => this.tap.end(State::Complete),
             Poll::Pending => {}
         }
         polled
@@ -217,7 +223,7 @@ impl<B: Body<Data = Bytes>> Drop for Tapped<B> {
         } else {
             State::Abandoned
         };
-        self.end(state);
+        self.tap.end(state);
     }
 }
 
@@ -274,6 +280,34 @@ mod tests {
         assert_eq!(Arc::as_ptr(&fourth), second_ptr);
         tapped.collect().await.unwrap();
         assert_eq!(body(&fourth).as_deref(), Some(&b"{}"[..]));
+    }
+
+    #[tokio::test]
+    async fn many_taps_at_once_each_keep_their_own_body() {
+        for round in 0..3 {
+            let mut held = Vec::new();
+            for i in 0..100 {
+                let text = format!("{round}-{i}");
+                let (tapped, tap) = Tapped::new(Full::new(Bytes::from(text.clone())), 100);
+                tapped.collect().await.unwrap();
+                held.push((tap, text));
+            }
+            for (tap, text) in &held {
+                assert_eq!(body(tap).as_deref(), Some(text.as_bytes()));
+            }
+            let taps: std::collections::HashSet<_> =
+                held.iter().map(|(tap, _)| Arc::as_ptr(tap)).collect();
+            assert_eq!(taps.len(), 100);
+        }
+    }
+
+    #[tokio::test]
+    async fn large_copies_are_not_kept_for_reuse_once_read() {
+        let large = Bytes::from(vec![b' '; KEEP_CAPACITY + 1]);
+        let (tapped, tap) = Tapped::new(Full::new(large.clone()), 2 * KEEP_CAPACITY);
+        tapped.collect().await.unwrap();
+        assert_eq!(tap.read(<[u8]>::len), Some(large.len()));
+        assert_eq!(tap.kept.lock().unwrap().capacity(), 0);
     }
 
     #[tokio::test]

@@ -41,6 +41,18 @@ pub fn string(out: &mut Vec<u8>, text: &str) {
     out.push(b'"');
 }
 
+/// Appends `bytes` as a JSON string when they are printable ASCII without a quote or backslash
+/// (nothing to escape; checked eight bytes at a time), and says whether it did.
+pub fn printable(out: &mut Vec<u8>, bytes: &[u8]) -> bool {
+    if crate::rpc::printable_run(bytes) != bytes.len() {
+        return false;
+    }
+    out.push(b'"');
+    out.extend_from_slice(bytes);
+    out.push(b'"');
+    true
+}
+
 /// `text` as a JSON string.
 pub fn quoted(text: &str) -> Vec<u8> {
     let mut out = Vec::with_capacity(text.len() + 2);
@@ -64,6 +76,9 @@ fn plain(bytes: &[u8]) -> bool {
         }
     }
     let rest = chunks.remainder();
+    if rest.is_empty() {
+        return true;
+    }
     let mut last = [b' '; 16];
     last[..rest.len()].copy_from_slice(rest);
     clean(&last)
@@ -132,6 +147,29 @@ mod tests {
             let written = text(|out| string(out, s));
             assert_eq!(written, serde_json::to_string(s).unwrap(), "{s:?}");
             assert_eq!(serde_json::from_str::<String>(&written).unwrap(), *s);
+        }
+    }
+
+    #[test]
+    fn printable_ascii_is_written_as_serde_json_writes_it_and_the_rest_is_left() {
+        let mut all: Vec<u8> = (0u8..=255).collect();
+        all.extend_from_slice(b"abc");
+        for start in 0..all.len() {
+            for end in start..all.len().min(start + 40) {
+                let bytes = &all[start..end];
+                let mut out = Vec::new();
+                let written = printable(&mut out, bytes);
+                let plain = bytes
+                    .iter()
+                    .all(|&b| matches!(b, b' '..=b'~') && b != b'"' && b != b'\\');
+                assert_eq!(written, plain, "{bytes:?}");
+                if written {
+                    let text = std::str::from_utf8(bytes).unwrap();
+                    assert_eq!(out, serde_json::to_vec(text).unwrap());
+                } else {
+                    assert!(out.is_empty());
+                }
+            }
         }
     }
 

@@ -90,11 +90,22 @@ impl<'a> Scanner<'a> {
         (self.depth <= MAX_DEPTH).then_some(())
     }
 
+    /// A key of printable ASCII without escapes, as it stands in the body.
+    #[inline(always)]
+    fn printable_key(&mut self) -> Option<&'a [u8]> {
+        self.expect(b'"')?;
+        let start = self.at;
+        let end = start + plain_run::<true>(self.body.get(start..)?);
+        self.at = end + 1;
+        (*self.body.get(end)? == b'"').then(|| &self.body[start..end])
+    }
+
     /// A string without escapes, as it stands in the body.
+    #[inline(always)]
     fn plain_string(&mut self) -> Option<&'a str> {
         self.expect(b'"')?;
         let start = self.at;
-        let end = start + plain_run(self.body.get(start..)?);
+        let end = start + plain_run::<false>(self.body.get(start..)?);
         self.at = end + 1;
         (*self.body.get(end)? == b'"').then(|| &self.text[start..end])
     }
@@ -105,8 +116,8 @@ impl<'a> Scanner<'a> {
         let mut params = Params::default();
         self.object(&MESSAGE_KEYS, |s, key| {
             match key {
-                "method" => method = Some(s.plain_string()?),
-                "params" => params = s.params()?,
+                b"method" => method = Some(s.plain_string()?),
+                b"params" => params = s.params()?,
                 _ => s.skip_value()?,
             }
             Some(())
@@ -130,8 +141,8 @@ impl<'a> Scanner<'a> {
         match self.peek()? {
             b'{' => self.object(&PARAMS_KEYS, |s, key| {
                 match key {
-                    "name" => params.name = Some(s.plain_string()?),
-                    "uri" => params.uri = Some(s.plain_string()?),
+                    b"name" => params.name = Some(s.plain_string()?),
+                    b"uri" => params.uri = Some(s.plain_string()?),
                     _ => s.skip_value()?,
                 }
                 Some(())
@@ -151,7 +162,7 @@ impl<'a> Scanner<'a> {
     fn object(
         &mut self,
         read: &[&str],
-        mut member: impl FnMut(&mut Self, &'a str) -> Option<()>,
+        mut member: impl FnMut(&mut Self, &'a [u8]) -> Option<()>,
     ) -> Option<()> {
         if self.peek()? != b'{' {
             return None;
@@ -163,20 +174,23 @@ impl<'a> Scanner<'a> {
             self.depth -= 1;
             return Some(());
         }
-        let mut seen = [""; MAX_KEYS];
+        let mut seen: [Option<&[u8]>; MAX_KEYS] = [None; MAX_KEYS];
         let mut count = 0;
         loop {
-            let key = self.plain_string()?;
             // Printable ASCII folds to its ASCII lower case.
-            let printable = key.bytes().all(|b| matches!(b, b' '..=b'~'));
-            let duplicate = seen[..count].iter().any(|k| k.eq_ignore_ascii_case(key));
+            let key = self.printable_key()?;
+            let duplicate = seen[..count]
+                .iter()
+                .flatten()
+                .any(|k| k.eq_ignore_ascii_case(key));
             let variant = read
                 .iter()
-                .any(|r| r.len() == key.len() && *r != key && r.eq_ignore_ascii_case(key));
-            if !printable || duplicate || variant || count == MAX_KEYS {
+                .map(|r| r.as_bytes())
+                .any(|r| r.len() == key.len() && r != key && r.eq_ignore_ascii_case(key));
+            if duplicate || variant || count == MAX_KEYS {
                 return None;
             }
-            seen[count] = key;
+            seen[count] = Some(key);
             count += 1;
             self.whitespace();
             self.expect(b':')?;
@@ -258,7 +272,7 @@ impl<'a> Scanner<'a> {
     fn skip_string(&mut self) -> Option<()> {
         self.expect(b'"')?;
         loop {
-            self.at += plain_run(self.body.get(self.at..)?);
+            self.at += plain_run::<false>(self.body.get(self.at..)?);
             match self.next()? {
                 b'"' => return Some(()),
                 b'\\' => match self.next()? {
