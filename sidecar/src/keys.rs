@@ -1,9 +1,9 @@
 //! A set of verification keys parsed from a JWK Set, indexed by `kid`.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use aws_lc_rs::signature::{self as sig, ParsedPublicKey, RsaParameters, VerificationAlgorithm};
+use foldhash::HashMap;
 use jsonwebtoken::jwk::{AlgorithmParameters, Jwk, KeyAlgorithm, PublicKeyUse};
 use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey, DecodingKeyKind};
 
@@ -103,6 +103,8 @@ impl VerificationKey {
 /// Verification keys by `kid`; keys without a `kid` are kept apart.
 #[derive(Clone, Default)]
 pub struct KeySet {
+    /// Hashed with seeded foldhash: a lookup per token, in a map of the issuer's few keys, where
+    /// SipHash cost more than the lookup needs.
     by_kid: HashMap<String, Vec<VerificationKey>>,
     unnamed: Vec<VerificationKey>,
     /// Digest of the usable keys as published (order-independent), to tell a changed set from a

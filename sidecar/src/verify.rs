@@ -2,6 +2,7 @@
 //! `nbf`, with verified tokens cached until they expire.
 
 use std::borrow::Cow;
+use std::mem::MaybeUninit;
 use std::str::FromStr;
 use std::sync::Arc;
 
@@ -23,6 +24,8 @@ mod claims;
 pub const MAX_TOKEN_LEN: usize = 16 * 1024;
 /// Longest signature of an accepted algorithm, bytes (RSA with an 8192-bit key).
 const MAX_SIGNATURE_LEN: usize = 1024;
+/// Longest payload decoded on the stack, bytes; a longer one goes on the heap.
+const PAYLOAD_ON_STACK: usize = 2048;
 /// Most tokens kept in the verified-token cache.
 const CACHE_CAPACITY: usize = 10_000;
 /// Longest time a verified token is answered from the cache before it is verified again.
@@ -194,17 +197,19 @@ fn decode(part: &str) -> Result<Vec<u8>, TokenError> {
         .map_err(|_| TokenError::Malformed)
 }
 
-/// One part of a token decoded as [`decode`] does, into `buf`; refused when longer than `buf`.
-fn decode_into<'b>(part: &str, buf: &'b mut [u8]) -> Result<&'b [u8], TokenError> {
+/// One part of a token decoded as [`decode`] does, into `buf`: `None` when longer than `buf`.
+fn decode_into<'b>(
+    part: &str,
+    buf: &'b mut [MaybeUninit<u8>],
+) -> Result<Option<&'b [u8]>, TokenError> {
     let part = part.as_bytes();
-    if URL_SAFE_NO_PAD
-        .decoded_length(part)
-        .is_ok_and(|len| len > buf.len())
-    {
-        return Err(TokenError::Malformed);
+    match URL_SAFE_NO_PAD.decoded_length(part) {
+        Ok(len) if len > buf.len() => return Ok(None),
+        Ok(_) => {}
+        Err(_) => return Err(TokenError::Malformed),
     }
-    match URL_SAFE_NO_PAD.decode(part, Out::from_slice(buf)) {
-        Ok(decoded) => Ok(decoded),
+    match URL_SAFE_NO_PAD.decode(part, Out::from_uninit_slice(buf)) {
+        Ok(decoded) => Ok(Some(decoded)),
         Err(_) => Err(TokenError::Malformed),
     }
 }
@@ -417,14 +422,23 @@ impl Verifier {
             });
         }
         // Decoded on the stack: no signature of an accepted algorithm is longer (RSA 8192).
-        let mut signature = [0; MAX_SIGNATURE_LEN];
-        let signature = decode_into(signature_b64, &mut signature)?;
+        let mut signature = [MaybeUninit::uninit(); MAX_SIGNATURE_LEN];
+        let signature = decode_into(signature_b64, &mut signature)?.ok_or(TokenError::Malformed)?;
         let signed = &token.as_bytes()[..header_b64.len() + 1 + payload_b64.len()];
         if !candidates.any(|key| key.verifies(alg, signed, signature)) {
             return Err(TokenError::BadSignature);
         }
-        let payload = decode(payload_b64)?;
-        let claims: Claims = json(&payload)?;
+        // Decoded on the stack when it fits, as most payloads do.
+        let mut stack = [MaybeUninit::uninit(); PAYLOAD_ON_STACK];
+        let heap;
+        let payload = match decode_into(payload_b64, &mut stack)? {
+            Some(decoded) => decoded,
+            None => {
+                heap = decode(payload_b64)?;
+                &heap[..]
+            }
+        };
+        let claims: Claims = json(payload)?;
         let expires_at = self.check_claims(&claims)?;
         let scopes = Granted::from_claims(&claims);
         let principal = Principal {
@@ -561,6 +575,24 @@ mod tests {
             r#"{{"iss":"{ISS}","aud":["other","{AUD}/"],"exp":{exp},"nbf":1}}"#
         ));
         assert_eq!(check(&verifier, &listed).await, Ok(()));
+    }
+
+    #[tokio::test]
+    async fn reads_payloads_too_long_for_the_stack() {
+        let (verifier, sign) = setup();
+        let pad = "x".repeat(2 * PAYLOAD_ON_STACK);
+        let claims = format!(
+            r#"{{"iss":"{ISS}","aud":"{AUD}","exp":{},"pad":"{pad}"}}"#,
+            later()
+        );
+        let (principal, _) = verifier.verify_uncached(&sign(&claims)).await.unwrap();
+        let read = principal.claims.get("pad").and_then(Claim::as_str);
+        assert_eq!(read, Some(pad.as_str()));
+        let repeated = claims.replace(r#""pad""#, r#""exp""#);
+        assert_eq!(
+            check(&verifier, &sign(&repeated)).await,
+            Err(TokenError::Malformed)
+        );
     }
 
     #[tokio::test]
@@ -726,7 +758,7 @@ mod tests {
     fn decodes_parts_exactly_as_strictly_as_base64url_without_padding() {
         let sample = URL_SAFE_NO_PAD.encode((0..=255).collect::<Vec<u8>>());
         // Not a multiple of 3 bytes: what fits is told by the exact decoded length.
-        let mut buf = [0; 50];
+        let mut buf = [MaybeUninit::uninit(); 50];
         let mut checked = 0;
         // Every length around the decoder's block sizes, each character replaced in turn by
         // one outside the alphabet, by padding, or by another in the alphabet.
@@ -740,8 +772,14 @@ mod tests {
                     let mutated = format!("{}{with}{}", &part[..at], &part[end..]);
                     let expected = URL_SAFE_NO_PAD.decode(&mutated).ok();
                     assert_eq!(decode(&mutated).ok(), expected, "{mutated:?}");
-                    let into = decode_into(&mutated, &mut buf).ok().map(<[u8]>::to_vec);
-                    assert_eq!(into, expected.filter(|d| d.len() <= 50), "{mutated:?}");
+                    // Into the buffer: the same, or `None` for a part too long for it.
+                    match (&expected, decode_into(&mutated, &mut buf)) {
+                        (Some(expected), Ok(Some(decoded))) => assert_eq!(expected, decoded),
+                        (Some(expected), Ok(None)) => assert!(expected.len() > 50),
+                        (None, Ok(None)) => assert!(mutated.len() * 3 / 4 > 50, "{mutated:?}"),
+                        (None, Err(_)) => {}
+                        (_, other) => panic!("{mutated:?}: {other:?}"),
+                    }
                     checked += 1;
                 }
             }
