@@ -1,0 +1,367 @@
+//! HTTP/1.1 message heads on the connection to the app: the request head written, and the
+//! response head read, with how the response body is framed (RFC 9112 §6).
+
+use bytes::{Bytes, BytesMut};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, StatusCode, request};
+
+/// Most header fields in a response head from the app.
+const MAX_HEADERS: usize = 128;
+/// Largest response head from the app.
+pub const MAX_HEAD: usize = 64 * 1024;
+
+/// Why a response head from the app is unusable.
+#[derive(Debug, thiserror::Error)]
+pub enum BadHead {
+    /// Not HTTP/1.x, or malformed.
+    #[error("malformed response head from the app: {0}")]
+    Malformed(#[from] httparse::Error),
+    /// Larger than [`MAX_HEAD`].
+    #[error("the app's response head is larger than {MAX_HEAD} bytes")]
+    TooLarge,
+    /// A status the proxy does not pass on.
+    #[error("the app answered with status {0}, which the proxy does not pass on")]
+    Status(u16),
+    /// A header the `http` types refuse.
+    #[error("the app's response has an invalid header field")]
+    Header,
+    /// `Content-Length` values that are not one number.
+    #[error("the app's response has an invalid Content-Length")]
+    ContentLength,
+}
+
+/// How a request body is sent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Sending {
+    /// Exactly this many bytes (`Content-Length`, or nothing for an empty body of a method
+    /// without one).
+    Length(u64),
+    /// In chunks, length unknown.
+    Chunked,
+}
+
+/// Appends the head of a request to `out`: request line, the header fields except those that
+/// frame the body (the sidecar sets its own: `exact` is the body's length when known) and
+/// `Expect` (the body is sent without waiting for the app).
+pub fn write_request(parts: &request::Parts, exact: Option<u64>, out: &mut Vec<u8>) -> Sending {
+    out.extend_from_slice(parts.method.as_str().as_bytes());
+    out.push(b' ');
+    let target = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+    out.extend_from_slice(if target.is_empty() { "/" } else { target }.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    for (name, value) in &parts.headers {
+        if name == header::CONTENT_LENGTH
+            || name == header::TRANSFER_ENCODING
+            || name == header::EXPECT
+        {
+            continue;
+        }
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    let sending = match exact {
+        Some(0) if !method_has_body(&parts.method) => Sending::Length(0),
+        Some(length) => {
+            out.extend_from_slice(b"content-length: ");
+            out.extend_from_slice(itoa::Buffer::new().format(length).as_bytes());
+            out.extend_from_slice(b"\r\n");
+            Sending::Length(length)
+        }
+        None => {
+            out.extend_from_slice(b"transfer-encoding: chunked\r\n");
+            Sending::Chunked
+        }
+    };
+    out.extend_from_slice(b"\r\n");
+    sending
+}
+
+/// Methods whose requests normally carry a body: an empty one is sent as `Content-Length: 0`.
+fn method_has_body(method: &Method) -> bool {
+    matches!(*method, Method::POST | Method::PUT | Method::PATCH)
+}
+
+/// How a response body is framed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Framing {
+    /// No body (a response to HEAD, 204, 304).
+    Empty,
+    /// Exactly this many bytes.
+    Length(u64),
+    /// The chunked transfer coding.
+    Chunked,
+    /// Everything until the app closes the connection.
+    UntilClose,
+}
+
+/// A response head from the app.
+#[derive(Debug)]
+pub struct ResponseHead {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub framing: Framing,
+    /// Whether the connection may carry another request once this response is read.
+    pub keep_alive: bool,
+}
+
+/// Parses a response head at the start of `buf`: `None` while it is incomplete; once complete,
+/// its bytes are taken from `buf` (what follows is the body). Interim (1xx) responses are
+/// skipped.
+pub fn read_response(buf: &mut BytesMut, method: &Method) -> Result<Option<ResponseHead>, BadHead> {
+    loop {
+        let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut response = httparse::Response::new(&mut fields);
+        let length = match response.parse(buf)? {
+            httparse::Status::Partial if buf.len() >= MAX_HEAD => return Err(BadHead::TooLarge),
+            httparse::Status::Partial => return Ok(None),
+            httparse::Status::Complete(length) => length,
+        };
+        let code = response.code.unwrap_or_default();
+        if (100..200).contains(&code) {
+            if code == 101 {
+                return Err(BadHead::Status(code));
+            }
+            let _ = buf.split_to(length);
+            continue;
+        }
+        let status = StatusCode::from_u16(code).map_err(|_| BadHead::Status(code))?;
+        let http11 = response.version == Some(1);
+        // The values are shared with the head's bytes, not copied.
+        let base = buf.as_ptr() as usize;
+        let spans: Vec<(HeaderName, std::ops::Range<usize>)> = response
+            .headers
+            .iter()
+            .map(|field| {
+                let name =
+                    HeaderName::from_bytes(field.name.as_bytes()).map_err(|_| BadHead::Header)?;
+                let start = field.value.as_ptr() as usize - base;
+                Ok((name, start..start + field.value.len()))
+            })
+            .collect::<Result<_, BadHead>>()?;
+        let bytes: Bytes = buf.split_to(length).freeze();
+        let mut headers = HeaderMap::with_capacity(spans.len());
+        for (name, span) in spans {
+            let value =
+                HeaderValue::from_maybe_shared(bytes.slice(span)).map_err(|_| BadHead::Header)?;
+            headers.append(name, value);
+        }
+        let (framing, framed_by_both) = framing(&headers, status, method)?;
+        let keep_alive = http11
+            && !framed_by_both
+            && framing != Framing::UntilClose
+            && !has_token(&headers, header::CONNECTION, "close");
+        return Ok(Some(ResponseHead {
+            status,
+            headers,
+            framing,
+            keep_alive,
+        }));
+    }
+}
+
+/// The framing of a response body (RFC 9112 §6.3), and whether it came with both
+/// `Transfer-Encoding` and `Content-Length` (the connection is then not reused).
+fn framing(
+    headers: &HeaderMap,
+    status: StatusCode,
+    method: &Method,
+) -> Result<(Framing, bool), BadHead> {
+    if *method == Method::HEAD
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED
+    {
+        return Ok((Framing::Empty, false));
+    }
+    let has_length = headers.contains_key(header::CONTENT_LENGTH);
+    if headers.contains_key(header::TRANSFER_ENCODING) {
+        let chunked = headers
+            .get_all(header::TRANSFER_ENCODING)
+            .iter()
+            .next_back()
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.rsplit(',').next())
+            .is_some_and(|coding| coding.trim().eq_ignore_ascii_case("chunked"));
+        let framing = if chunked {
+            Framing::Chunked
+        } else {
+            Framing::UntilClose
+        };
+        return Ok((framing, has_length));
+    }
+    if !has_length {
+        return Ok((Framing::UntilClose, false));
+    }
+    let mut length = None;
+    for value in headers.get_all(header::CONTENT_LENGTH) {
+        let text = value.to_str().map_err(|_| BadHead::ContentLength)?;
+        for part in text.split(',') {
+            let part = part.trim();
+            if part.is_empty() || !part.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(BadHead::ContentLength);
+            }
+            let n: u64 = part.parse().map_err(|_| BadHead::ContentLength)?;
+            if length.is_some_and(|l| l != n) {
+                return Err(BadHead::ContentLength);
+            }
+            length = Some(n);
+        }
+    }
+    Ok((
+        Framing::Length(length.ok_or(BadHead::ContentLength)?),
+        false,
+    ))
+}
+
+/// Whether a comma-separated header names `token` (case-insensitively).
+fn has_token(headers: &HeaderMap, name: HeaderName, token: &str) -> bool {
+    headers
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(wire: &str, method: &Method) -> Result<Option<ResponseHead>, BadHead> {
+        read_response(&mut BytesMut::from(wire.as_bytes()), method)
+    }
+
+    fn framing_of(wire: &str) -> Framing {
+        parse(wire, &Method::GET).unwrap().unwrap().framing
+    }
+
+    #[test]
+    fn writes_request_heads_with_its_own_framing() {
+        let request = http::Request::post("/mcp?x=1")
+            .header("host", "app:8080")
+            .header("content-length", "999")
+            .header("transfer-encoding", "chunked")
+            .header("expect", "100-continue")
+            .header("x-a", "1")
+            .header("x-a", "2")
+            .body(())
+            .unwrap();
+        let (parts, ()) = request.into_parts();
+        let mut out = Vec::new();
+        assert_eq!(write_request(&parts, Some(5), &mut out), Sending::Length(5));
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "POST /mcp?x=1 HTTP/1.1\r\nhost: app:8080\r\nx-a: 1\r\nx-a: 2\r\ncontent-length: 5\r\n\r\n"
+        );
+        let mut out = Vec::new();
+        assert_eq!(write_request(&parts, None, &mut out), Sending::Chunked);
+        assert!(
+            String::from_utf8(out)
+                .unwrap()
+                .ends_with("transfer-encoding: chunked\r\n\r\n")
+        );
+        let (get, ()) = http::Request::get("/").body(()).unwrap().into_parts();
+        let mut out = Vec::new();
+        assert_eq!(write_request(&get, Some(0), &mut out), Sending::Length(0));
+        assert_eq!(out, b"GET / HTTP/1.1\r\n\r\n");
+    }
+
+    #[test]
+    fn reads_heads_and_their_framing() {
+        let mut buf = BytesMut::from(
+            &b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-A: 1\r\nx-a: 2\r\n\r\nhello"[..],
+        );
+        let head = read_response(&mut buf, &Method::POST).unwrap().unwrap();
+        assert_eq!(head.status, StatusCode::OK);
+        assert_eq!(head.framing, Framing::Length(5));
+        assert!(head.keep_alive);
+        assert_eq!(
+            head.headers.get_all("x-a").iter().collect::<Vec<_>>(),
+            ["1", "2"]
+        );
+        assert_eq!(&buf[..], b"hello");
+
+        assert_eq!(
+            framing_of("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"),
+            Framing::Chunked
+        );
+        assert_eq!(
+            framing_of("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, gzip\r\n\r\n"),
+            Framing::UntilClose
+        );
+        assert_eq!(framing_of("HTTP/1.1 200 OK\r\n\r\n"), Framing::UntilClose);
+        assert_eq!(
+            framing_of("HTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\n"),
+            Framing::Empty
+        );
+        assert_eq!(
+            framing_of("HTTP/1.1 304 Not Modified\r\n\r\n"),
+            Framing::Empty
+        );
+        assert_eq!(
+            framing_of("HTTP/1.1 200 OK\r\nContent-Length: 7, 7\r\n\r\n"),
+            Framing::Length(7)
+        );
+        let head = parse(
+            "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n",
+            &Method::HEAD,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(head.framing, Framing::Empty);
+    }
+
+    #[test]
+    fn decides_which_connections_are_reused() {
+        let keep = |wire: &str| parse(wire, &Method::GET).unwrap().unwrap().keep_alive;
+        assert!(keep(
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+        ));
+        assert!(!keep(
+            "HTTP/1.1 200 OK\r\nConnection: keep-alive, close\r\nContent-Length: 0\r\n\r\n"
+        ));
+        assert!(!keep("HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n"));
+        assert!(!keep("HTTP/1.1 200 OK\r\n\r\n"));
+        assert!(!keep(
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n"
+        ));
+    }
+
+    #[test]
+    fn skips_interim_responses() {
+        let mut buf = BytesMut::from(&b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: x\r\n\r\nHTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n"[..]);
+        let head = read_response(&mut buf, &Method::POST).unwrap().unwrap();
+        assert_eq!(head.status, StatusCode::CREATED);
+        assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn waits_for_the_rest_of_a_head_within_a_limit() {
+        assert!(
+            parse("HTTP/1.1 200 OK\r\nContent-Le", &Method::GET)
+                .unwrap()
+                .is_none()
+        );
+        let big = format!("HTTP/1.1 200 OK\r\nX-Big: {}", "a".repeat(MAX_HEAD));
+        assert!(matches!(parse(&big, &Method::GET), Err(BadHead::TooLarge)));
+    }
+
+    #[test]
+    fn refuses_bad_heads() {
+        for wire in [
+            "HTTP/1.1 200 OK\r\nContent-Length: 5, 6\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: +5\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: \r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: 99999999999999999999999\r\n\r\n",
+            "HTTP/1.1 101 Switching Protocols\r\n\r\n",
+            "HTTP/2 200 OK\r\n\r\n",
+            "HTTP/1.1 20 OK\r\n\r\n",
+            "NOT HTTP\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nBad Name: x\r\n\r\n",
+        ] {
+            assert!(parse(wire, &Method::GET).is_err(), "{wire:?}");
+        }
+    }
+}
