@@ -1,6 +1,8 @@
 //! HTTP/1.1 message heads on the connection to the app: the request head written, and the
 //! response head read, with how the response body is framed (RFC 9112 §6).
 
+use std::mem::MaybeUninit;
+
 use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, StatusCode, request};
@@ -111,14 +113,43 @@ pub struct ResponseHead {
 /// skipped.
 pub fn read_response(buf: &mut BytesMut, method: &Method) -> Result<Option<ResponseHead>, BadHead> {
     loop {
-        let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let mut response = httparse::Response::new(&mut fields);
-        let length = match response.parse(buf)? {
-            httparse::Status::Partial if buf.len() >= MAX_HEAD => return Err(BadHead::TooLarge),
-            httparse::Status::Partial => return Ok(None),
-            httparse::Status::Complete(length) => length,
+        // Where each field's name and value lie in the head (it is at most MAX_HEAD bytes), so
+        // the values can share the head's bytes once they are frozen.
+        let mut spans = [[0u32; 4]; MAX_HEADERS];
+        let (length, code, http11, count) = {
+            let mut fields = [const { MaybeUninit::<httparse::Header>::uninit() }; MAX_HEADERS];
+            let mut response = httparse::Response::new(&mut []);
+            let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(
+                &mut response,
+                buf,
+                &mut fields,
+            )?;
+            let length = match parsed {
+                httparse::Status::Partial if buf.len() >= MAX_HEAD => {
+                    return Err(BadHead::TooLarge);
+                }
+                httparse::Status::Partial => return Ok(None),
+                httparse::Status::Complete(length) => length,
+            };
+            let base = buf.as_ptr() as usize;
+            let offset = |part: &[u8]| (part.as_ptr() as usize - base) as u32;
+            for (span, field) in spans.iter_mut().zip(response.headers.iter()) {
+                let name = field.name.as_bytes();
+                *span = [
+                    offset(name),
+                    name.len() as u32,
+                    offset(field.value),
+                    field.value.len() as u32,
+                ];
+            }
+            let code = response.code.unwrap_or_default();
+            (
+                length,
+                code,
+                response.version == Some(1),
+                response.headers.len(),
+            )
         };
-        let code = response.code.unwrap_or_default();
         if (100..200).contains(&code) {
             if code == 101 {
                 return Err(BadHead::Status(code));
@@ -127,31 +158,22 @@ pub fn read_response(buf: &mut BytesMut, method: &Method) -> Result<Option<Respo
             continue;
         }
         let status = StatusCode::from_u16(code).map_err(|_| BadHead::Status(code))?;
-        let http11 = response.version == Some(1);
-        // The values are shared with the head's bytes, not copied.
-        let base = buf.as_ptr() as usize;
-        let spans: Vec<(HeaderName, std::ops::Range<usize>)> = response
-            .headers
-            .iter()
-            .map(|field| {
-                let name =
-                    HeaderName::from_bytes(field.name.as_bytes()).map_err(|_| BadHead::Header)?;
-                let start = field.value.as_ptr() as usize - base;
-                Ok((name, start..start + field.value.len()))
-            })
-            .collect::<Result<_, BadHead>>()?;
         let bytes: Bytes = buf.split_to(length).freeze();
-        let mut headers = HeaderMap::with_capacity(spans.len());
-        for (name, span) in spans {
-            let value =
-                HeaderValue::from_maybe_shared(bytes.slice(span)).map_err(|_| BadHead::Header)?;
+        let mut headers = HeaderMap::with_capacity(count);
+        let mut facts = Facts::default();
+        for &[name_at, name_len, value_at, value_len] in &spans[..count] {
+            let name = &bytes[name_at as usize..(name_at + name_len) as usize];
+            let name = HeaderName::from_bytes(name).map_err(|_| BadHead::Header)?;
+            let value = bytes.slice(value_at as usize..(value_at + value_len) as usize);
+            let value = HeaderValue::from_maybe_shared(value).map_err(|_| BadHead::Header)?;
+            facts.note(&name, &value)?;
             headers.append(name, value);
         }
-        let (framing, framed_by_both) = framing(&headers, status, method)?;
+        let framing = facts.framing(status, method);
         let keep_alive = http11
-            && !framed_by_both
+            && !(facts.chunked.is_some() && facts.length.is_some())
             && framing != Framing::UntilClose
-            && !has_token(&headers, header::CONNECTION, "close");
+            && !facts.close;
         return Ok(Some(ResponseHead {
             status,
             headers,
@@ -161,67 +183,56 @@ pub fn read_response(buf: &mut BytesMut, method: &Method) -> Result<Option<Respo
     }
 }
 
-/// The framing of a response body (RFC 9112 §6.3), and whether it came with both
-/// `Transfer-Encoding` and `Content-Length` (the connection is then not reused).
-fn framing(
-    headers: &HeaderMap,
-    status: StatusCode,
-    method: &Method,
-) -> Result<(Framing, bool), BadHead> {
-    if *method == Method::HEAD
-        || status == StatusCode::NO_CONTENT
-        || status == StatusCode::NOT_MODIFIED
-    {
-        return Ok((Framing::Empty, false));
-    }
-    let has_length = headers.contains_key(header::CONTENT_LENGTH);
-    if headers.contains_key(header::TRANSFER_ENCODING) {
-        let chunked = headers
-            .get_all(header::TRANSFER_ENCODING)
-            .iter()
-            .next_back()
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.rsplit(',').next())
-            .is_some_and(|coding| coding.trim().eq_ignore_ascii_case("chunked"));
-        let framing = if chunked {
-            Framing::Chunked
-        } else {
-            Framing::UntilClose
-        };
-        return Ok((framing, has_length));
-    }
-    if !has_length {
-        return Ok((Framing::UntilClose, false));
-    }
-    let mut length = None;
-    for value in headers.get_all(header::CONTENT_LENGTH) {
-        let text = value.to_str().map_err(|_| BadHead::ContentLength)?;
-        for part in text.split(',') {
-            let part = part.trim();
-            if part.is_empty() || !part.bytes().all(|b| b.is_ascii_digit()) {
-                return Err(BadHead::ContentLength);
-            }
-            let n: u64 = part.parse().map_err(|_| BadHead::ContentLength)?;
-            if length.is_some_and(|l| l != n) {
-                return Err(BadHead::ContentLength);
-            }
-            length = Some(n);
-        }
-    }
-    Ok((
-        Framing::Length(length.ok_or(BadHead::ContentLength)?),
-        false,
-    ))
+/// What a response head's fields say about its body and its connection.
+#[derive(Default)]
+struct Facts {
+    /// `Content-Length`, every value the same number.
+    length: Option<u64>,
+    /// `Transfer-Encoding`: whether its last coding is `chunked`.
+    chunked: Option<bool>,
+    /// `Connection: close`.
+    close: bool,
 }
 
-/// Whether a comma-separated header names `token` (case-insensitively).
-fn has_token(headers: &HeaderMap, name: HeaderName, token: &str) -> bool {
-    headers
-        .get_all(name)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|t| t.trim().eq_ignore_ascii_case(token))
+impl Facts {
+    fn note(&mut self, name: &HeaderName, value: &HeaderValue) -> Result<(), BadHead> {
+        if name == header::CONTENT_LENGTH {
+            let text = value.to_str().map_err(|_| BadHead::ContentLength)?;
+            for part in text.split(',').map(str::trim) {
+                if part.is_empty() || !part.bytes().all(|b| b.is_ascii_digit()) {
+                    return Err(BadHead::ContentLength);
+                }
+                let n: u64 = part.parse().map_err(|_| BadHead::ContentLength)?;
+                if self.length.is_some_and(|l| l != n) {
+                    return Err(BadHead::ContentLength);
+                }
+                self.length = Some(n);
+            }
+        } else if name == header::TRANSFER_ENCODING {
+            let last = value.to_str().ok().and_then(|v| v.rsplit(',').next());
+            self.chunked = Some(last.is_some_and(|c| c.trim().eq_ignore_ascii_case("chunked")));
+        } else if name == header::CONNECTION {
+            self.close |= value
+                .to_str()
+                .is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("close")));
+        }
+        Ok(())
+    }
+
+    /// The framing of the body (RFC 9112 §6.3): `Transfer-Encoding` over `Content-Length`.
+    fn framing(&self, status: StatusCode, method: &Method) -> Framing {
+        if *method == Method::HEAD
+            || status == StatusCode::NO_CONTENT
+            || status == StatusCode::NOT_MODIFIED
+        {
+            return Framing::Empty;
+        }
+        match (self.chunked, self.length) {
+            (Some(true), _) => Framing::Chunked,
+            (Some(false), _) | (None, None) => Framing::UntilClose,
+            (None, Some(length)) => Framing::Length(length),
+        }
+    }
 }
 
 #[cfg(test)]
