@@ -350,3 +350,45 @@ fn parse_challenge(value: &[u8]) -> Option<Vec<(String, String)>> {
         rest = rest.strip_prefix(", ")?;
     }
 }
+
+/// An app's response as the proxy reads it: the head, then a chunked body, which must decode the
+/// same whether it arrives whole or a byte at a time.
+pub fn app_response(data: &[u8]) {
+    use mcp_warden_sidecar::pool::{chunked, head};
+    let mut buf = bytes::BytesMut::from(data);
+    let Ok(Some(head)) = head::read_response(&mut buf, &http::Method::GET) else {
+        return;
+    };
+    if head.framing != head::Framing::Chunked {
+        return;
+    }
+    let decode = |step: usize| {
+        let mut decoder = chunked::Decoder::default();
+        let mut body = Vec::new();
+        for piece in buf.chunks(step) {
+            let mut input = bytes::Bytes::copy_from_slice(piece);
+            loop {
+                match decoder.decode(&mut input) {
+                    Ok(Some(data)) => body.extend_from_slice(&data),
+                    Ok(None) => break,
+                    Err(_) => return None,
+                }
+            }
+            if decoder.is_done() {
+                return Some((body, input.len()));
+            }
+        }
+        Some((body, usize::MAX))
+    };
+    let whole = decode(buf.len().max(1));
+    let bytewise = decode(1);
+    match (whole, bytewise) {
+        // Decoded alike; what followed the end (if it came) is left over, not read.
+        (Some((a, rest)), Some((b, _))) => {
+            assert_eq!(a, b);
+            assert!(rest == usize::MAX || rest <= buf.len());
+        }
+        (None, None) => {}
+        (whole, bytewise) => panic!("whole {whole:?} vs byte by byte {bytewise:?}"),
+    }
+}

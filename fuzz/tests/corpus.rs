@@ -55,3 +55,8 @@ fn policy_document() {
 fn challenge_metadata() {
     run("challenge_metadata", mcp_warden_fuzz::challenge_metadata);
 }
+
+#[test]
+fn app_response() {
+    run("app_response", mcp_warden_fuzz::app_response);
+}

@@ -16,8 +16,8 @@
 //! any byte of a response) is sent once more on a new connection, when the whole request went
 //! out in its first write.
 
-mod chunked;
-mod head;
+pub mod chunked;
+pub mod head;
 
 use std::io;
 use std::net::SocketAddr;
