@@ -101,8 +101,11 @@ pub enum Framing {
 /// A response head from the app.
 #[derive(Debug)]
 pub struct ResponseHead {
+    /// The final status (interim responses are skipped).
     pub status: StatusCode,
+    /// The header fields, as sent.
     pub headers: HeaderMap,
+    /// How the body is framed.
     pub framing: Framing,
     /// Whether the connection may carry another request once this response is read.
     pub keep_alive: bool,
