@@ -943,9 +943,9 @@ mod tests {
             "sub": HOSTILE, "azp": format!("client{HOSTILE}"), "iss": "https://issuer/\\",
             "scope": "read \"write\" a\\b",
         });
-        let claims = claims.as_object().unwrap().clone().into();
+        let claims: crate::verify::Claims = claims.as_object().unwrap().clone().into();
         let principal = Principal {
-            scopes: crate::scopes::Granted::from_claims(&claims),
+            scopes: claims.granted(),
             claims,
             expires_at: 0,
         };
@@ -1074,9 +1074,9 @@ mod tests {
     fn each_line_has_its_own_caller_when_callers_alternate() {
         let principal = |sub: &str| {
             let claims = serde_json::json!({"sub": sub, "scope": "s"});
-            let claims = claims.as_object().unwrap().clone().into();
+            let claims: crate::verify::Claims = claims.as_object().unwrap().clone().into();
             Arc::new(Principal {
-                scopes: crate::scopes::Granted::from_claims(&claims),
+                scopes: claims.granted(),
                 claims,
                 expires_at: 0,
             })

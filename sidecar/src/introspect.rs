@@ -15,7 +15,6 @@ use tokio::sync::OnceCell;
 use url::Url;
 
 use crate::metrics::{IntrospectionResult, Metrics};
-use crate::scopes::Granted;
 use crate::verify::{Claims, MAX_TOKEN_LEN, Principal, TokenError};
 
 /// Most answers kept in the cache.
@@ -169,7 +168,7 @@ impl Introspector {
             return Err(TokenError::NotYetValid);
         }
         let claims = Claims::from(claims);
-        let scopes = Granted::from_claims(&claims);
+        let scopes = claims.granted();
         Ok(Principal {
             claims,
             scopes,

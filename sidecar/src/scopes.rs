@@ -6,10 +6,6 @@
 
 use std::collections::BTreeSet;
 
-use serde_json::Value;
-
-use crate::verify::{Claim, Claims};
-
 /// The scopes a token grants, from its `scope` and `scp` claims (string or array).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Granted(
@@ -18,12 +14,13 @@ pub struct Granted(
 );
 
 impl Granted {
-    /// Collects the scopes of a claims object.
-    pub fn from_claims(claims: &Claims) -> Self {
+    /// Collects the scopes `each` lists: it calls its argument with each scope in the token's
+    /// order, repeats included, until that answers false, and returns false if it did.
+    pub fn collect<'a>(each: impl Fn(&mut dyn FnMut(&'a str) -> bool) -> bool) -> Self {
         // Usually the scopes come sorted and unique already, and are copied as they are read.
         let mut text = String::new();
         let mut last = "";
-        let sorted = each_scope(claims, |scope| {
+        let sorted = each(&mut |scope| {
             if !text.is_empty() {
                 if scope <= last {
                     return false;
@@ -38,7 +35,7 @@ impl Granted {
             return Granted(text);
         }
         let mut all = Vec::new();
-        each_scope(claims, |scope| {
+        each(&mut |scope| {
             all.push(scope);
             true
         });
@@ -68,25 +65,6 @@ impl Granted {
     }
 }
 
-/// Calls `f` with each scope of a token's `scope` and `scp` claims, in the token's order,
-/// repeats included, until `f` answers false; returns false if it did.
-fn each_scope<'a>(claims: &'a Claims, mut f: impl FnMut(&'a str) -> bool) -> bool {
-    for name in ["scope", "scp"] {
-        let (text, items) = match claims.get(name) {
-            Some(Claim::Str(text)) => (text, &[][..]),
-            Some(Claim::Json(Value::Array(items))) => ("", items.as_slice()),
-            _ => continue,
-        };
-        let texts = std::iter::once(text).chain(items.iter().filter_map(Value::as_str));
-        for scope in texts.flat_map(str::split_ascii_whitespace) {
-            if !f(scope) {
-                return false;
-            }
-        }
-    }
-    true
-}
-
 /// Joins scopes with single spaces, without duplicates, keeping first-seen order.
 pub fn join<'a>(scopes: impl IntoIterator<Item = &'a str>) -> String {
     let mut seen = BTreeSet::new();
@@ -107,8 +85,8 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn granted(v: Value) -> Granted {
-        Granted::from_claims(&Claims::from(v.as_object().unwrap().clone()))
+    fn granted(v: serde_json::Value) -> Granted {
+        crate::verify::Claims::from(v.as_object().unwrap().clone()).granted()
     }
 
     #[test]

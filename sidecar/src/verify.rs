@@ -440,7 +440,7 @@ impl Verifier {
         };
         let claims: Claims = json(payload)?;
         let expires_at = self.check_claims(&claims)?;
-        let scopes = Granted::from_claims(&claims);
+        let scopes = claims.granted();
         let principal = Principal {
             claims,
             scopes,

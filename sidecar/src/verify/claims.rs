@@ -12,6 +12,7 @@ use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
 
 use super::Text;
+use crate::scopes::Granted;
 
 /// Claims up to this many are checked for repeats as they are read, each against those before
 /// it; a token with more is checked once read, by sorting the names.
@@ -84,6 +85,30 @@ impl fmt::Debug for Claim<'_> {
 }
 
 impl Claims {
+    /// The scopes the token grants, from its `scope` and `scp` claims (string or array).
+    pub fn granted(&self) -> Granted {
+        Granted::collect(|f| self.each_scope(f))
+    }
+
+    /// Calls `f` with each scope of the `scope` and `scp` claims, in the token's order, repeats
+    /// included, until `f` answers false; returns false if it did.
+    fn each_scope<'a>(&'a self, f: &mut dyn FnMut(&'a str) -> bool) -> bool {
+        for name in ["scope", "scp"] {
+            let (text, items) = match self.get(name) {
+                Some(Claim::Str(text)) => (text, &[][..]),
+                Some(Claim::Json(Value::Array(items))) => ("", items.as_slice()),
+                _ => continue,
+            };
+            let texts = std::iter::once(text).chain(items.iter().filter_map(Value::as_str));
+            for scope in texts.flat_map(str::split_ascii_whitespace) {
+                if !f(scope) {
+                    return false;
+                }
+            }
+        }
+        true
+    }
+
     /// The value of the claim `name`.
     pub fn get(&self, name: &str) -> Option<Claim<'_>> {
         let text = self.text.as_bytes();
