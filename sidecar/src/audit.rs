@@ -552,6 +552,7 @@ impl Record {
             .map(|digits| digits.iter().map(|&d| char::from(d)).collect())
     }
 
+    #[inline]
     fn session_digits(&self) -> Option<[u8; 16]> {
         let id = self.session_id.as_ref()?;
         let mut digits = [0u8; 16];
