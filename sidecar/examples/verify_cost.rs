@@ -9,8 +9,11 @@
 //!
 //!     cargo run --release -p mcp-warden-sidecar --example verify_cost -- [RS256|ES256] [N]
 //!
-//! Under callgrind, count one phase with `--collect-atstart=no --toggle-collect='*phase_cold*'`
-//! (or `phase_bare`, `phase_warm`) and divide by `N`.
+//! Under callgrind, count one phase with `--collect-atstart=no
+//! --toggle-collect='verify_cost::phase_cold'` (or `phase_bare`, `phase_warm`) and divide by `N`
+//! (`'*phase_cold*'` would also match the phase's async block, whose entry toggles counting off).
+//! The cold phase's work around the signature is its total less
+//! `parsed_verify_sig`'s inclusive count.
 
 use std::hint::black_box;
 use std::sync::Arc;
