@@ -6,8 +6,9 @@
 
 # The builder's Rust must equal rust-toolchain.toml's channel, or rustup fetches another toolchain.
 ARG RUST_IMAGE=docker.io/library/rust:1.95.0-bookworm
-# The binary links libc, libm and libgcc_s (unwinding), glibc >= 2.34: distroless "cc" has exactly
-# those (the "static" and "base" images lack libgcc_s). Measured with the workspace release
+# The binary links libc, libm and libgcc_s (unwinding), glibc >= 2.36 (built on bookworm, its
+# relocations are packed: sidecar/build.rs): distroless "cc" has exactly those (the "static" and
+# "base" images lack libgcc_s). Measured with the workspace release
 # profile: 10.8 MB stripped, 4.7 MB gzipped (fat LTO).
 ARG RUNTIME_IMAGE=gcr.io/distroless/cc-debian12:nonroot
 
