@@ -56,12 +56,18 @@ const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 
+/// Whether a header is hop-by-hop by its name alone (RFC 9110 §7.6.1; `Connection` may name
+/// more).
+pub fn is_hop_by_hop(name: &HeaderName) -> bool {
+    HOP_BY_HOP.contains(name) || *name == KEEP_ALIVE
+}
+
 /// Removes hop-by-hop headers, including those named in `Connection`.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     // Found in one pass over the names: removing a name that is not there still hashes it.
     let mut present: Vec<HeaderName> = headers
         .keys()
-        .filter(|name| HOP_BY_HOP.contains(name) || *name == KEEP_ALIVE)
+        .filter(|name| is_hop_by_hop(name))
         .cloned()
         .collect();
     if present.is_empty() {

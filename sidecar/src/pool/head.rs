@@ -7,6 +7,8 @@ use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, StatusCode, request};
 
+use crate::forward::is_hop_by_hop;
+
 /// Most header fields in a response head from the app.
 const MAX_HEADERS: usize = 128;
 /// Largest response head from the app.
@@ -170,7 +172,11 @@ pub fn read_response(buf: &mut BytesMut, method: &Method) -> Result<Option<Respo
             let value = bytes.slice(value_at as usize..(value_at + value_len) as usize);
             let value = HeaderValue::from_maybe_shared(value).map_err(|_| BadHead::Header)?;
             facts.note(&name, &value)?;
-            headers.append(name, value);
+            // Hop-by-hop fields stay here; a `Connection` naming other fields is kept for the
+            // proxy to remove those too.
+            if !is_hop_by_hop(&name) || (name == header::CONNECTION && names_fields(&value)) {
+                headers.append(name, value);
+            }
         }
         let framing = facts.framing(status, method);
         let keep_alive = http11
@@ -184,6 +190,15 @@ pub fn read_response(buf: &mut BytesMut, method: &Method) -> Result<Option<Respo
             keep_alive,
         }));
     }
+}
+
+/// Whether a `Connection` value names fields (anything but `close` and `keep-alive`).
+fn names_fields(value: &HeaderValue) -> bool {
+    value.to_str().map_or(true, |v| {
+        v.split(',')
+            .map(str::trim)
+            .any(|t| !t.eq_ignore_ascii_case("close") && !t.eq_ignore_ascii_case("keep-alive"))
+    })
 }
 
 /// What a response head's fields say about its body and its connection.
@@ -340,6 +355,30 @@ mod tests {
         assert!(!keep(
             "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n"
         ));
+    }
+
+    #[test]
+    fn leaves_hop_by_hop_fields_out() {
+        let head = parse(
+            "HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nKeep-Alive: timeout=5\r\nTransfer-Encoding: chunked\r\nUpgrade: h2c\r\nTrailer: x\r\nX-A: 1\r\n\r\n",
+            &Method::GET,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(head.framing, Framing::Chunked);
+        assert_eq!(head.headers.keys().collect::<Vec<_>>(), ["x-a"]);
+        // A `Connection` naming a field stays, for the proxy to remove that field too.
+        let head = parse(
+            "HTTP/1.1 200 OK\r\nConnection: close, X-A\r\nX-A: 1\r\nContent-Length: 0\r\n\r\n",
+            &Method::GET,
+        )
+        .unwrap()
+        .unwrap();
+        assert!(!head.keep_alive);
+        assert!(head.headers.contains_key(header::CONNECTION));
+        let mut headers = head.headers;
+        crate::forward::strip_hop_by_hop(&mut headers);
+        assert_eq!(headers.keys().collect::<Vec<_>>(), ["content-length"]);
     }
 
     #[test]
