@@ -299,30 +299,22 @@ impl Entry {
         out.extend_from_slice(scribe.labels(self));
         json::millis(out, done.latency);
         out.extend_from_slice(scribe.target(record));
-        let texts: [(&[u8], Option<&str>); 6] = [
-            (b"session", session),
-            (b"trace_id", record.trace_id.as_deref()),
-            (b"method", method),
-            (b"tool", message.and_then(|m| m.tool)),
-            (
-                b"resource_uri",
-                message
-                    .and_then(|m| m.target)
-                    .filter(|_| method == Some("resources/read")),
-            ),
-            (
-                b"prompt",
-                message
-                    .and_then(|m| m.target)
-                    .filter(|_| method == Some("prompts/get")),
-            ),
-        ];
-        for (name, value) in texts {
+        let mut text = |name: &[u8], value: Option<&str>| {
             if let Some(value) = value {
                 field(out, name);
                 json::string(out, value);
             }
-        }
+        };
+        text(b"session", session);
+        text(b"trace_id", record.trace_id.as_deref());
+        text(b"method", method);
+        text(b"tool", message.and_then(|m| m.tool));
+        let target = message.and_then(|m| m.target);
+        text(
+            b"resource_uri",
+            target.filter(|_| method == Some("resources/read")),
+        );
+        text(b"prompt", target.filter(|_| method == Some("prompts/get")));
         if let Some((i, _)) = call.filter(|_| calls > 1) {
             field(out, b"batch_index");
             json::unsigned(out, i as u64);
@@ -436,6 +428,7 @@ impl Scribe {
 }
 
 /// Appends `,"name":`.
+#[inline]
 fn field(out: &mut Vec<u8>, name: &[u8]) {
     out.extend_from_slice(b",\"");
     out.extend_from_slice(name);
