@@ -46,6 +46,8 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 const MAX_IDLE: usize = 64;
 /// How long connecting to the app may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Most bytes of a request body gathered for the first write (more are sent as they come).
+const FIRST_WRITE: usize = 64 * 1024;
 /// Bytes read from the app at a time while a response head arrives.
 const HEAD_READ: usize = 4096;
 /// Most bytes of a response body read from the app at a time.
@@ -103,9 +105,9 @@ impl Pool {
         let mut out = Vec::with_capacity(1024);
         let sending = head::write_request(&parts, body.size_hint().exact(), &mut out);
         let mut sent = 0;
-        // The body's bytes already at hand go out with the head.
+        // The body's bytes already at hand go out with the head (up to a bound).
         let mut ended = body.is_end_stream();
-        while !ended {
+        while !ended && out.len() < FIRST_WRITE {
             match futures_util::FutureExt::now_or_never(body.frame()) {
                 None => break,
                 Some(frame) => ended = add_frame(frame, sending, &mut sent, &mut out)?,
@@ -138,16 +140,15 @@ impl Pool {
         let head = match head {
             Some(head) => head,
             None => {
-                // The rest of the body, then the response.
-                while !ended {
-                    out.clear();
-                    ended = add_frame(body.frame().await, sending, &mut sent, &mut out)?;
-                    if ended {
-                        finish_body(sending, sent, &mut out)?;
-                    }
-                    exchange.stream.write_all(&out).await?;
-                }
-                exchange.response_head(&parts.method).await?
+                // The rest of the body, then the response; an app that answers before the end
+                // of the body gets no more of it, and its connection is not reused.
+                let cut_short = !ended
+                    && exchange
+                        .send_rest(&mut body, sending, &mut sent, &mut out)
+                        .await?;
+                let mut head = exchange.response_head(&parts.method).await?;
+                head.keep_alive &= !cut_short;
+                head
             }
         };
         let mut response = Response::new(Reply {
@@ -271,6 +272,44 @@ impl Exchange {
             Ok(head) => Ok(Some(head)),
             Err(HeadError::Closed) if self.read.is_empty() => Err(Failed::Retry),
             Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Sends the rest of a request body, until its end or until the app has something to say
+    /// (an early answer, or the end of the connection): whether it stopped early.
+    async fn send_rest(
+        &mut self,
+        body: &mut Outgoing,
+        sending: Sending,
+        sent: &mut u64,
+        out: &mut Vec<u8>,
+    ) -> Result<bool, Error> {
+        let (mut read, mut write) = self.stream.split();
+        let mut probe = [0u8; 1];
+        loop {
+            out.clear();
+            let ended = tokio::select! {
+                biased;
+                peeked = read.peek(&mut probe) => {
+                    peeked?;
+                    return Ok(true);
+                }
+                frame = body.frame() => add_frame(frame, sending, sent, out)?,
+            };
+            if ended {
+                finish_body(sending, *sent, out)?;
+            }
+            tokio::select! {
+                biased;
+                peeked = read.peek(&mut probe) => {
+                    peeked?;
+                    return Ok(true);
+                }
+                written = write.write_all(out) => written?,
+            }
+            if ended {
+                return Ok(false);
+            }
         }
     }
 
@@ -635,6 +674,42 @@ mod tests {
         drop(tx);
         assert_eq!(sending.await.unwrap().unwrap().await.unwrap(), "ok");
         server.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn an_early_answer_stops_the_body() {
+        let (listener, pool) = app().await;
+        let server = tokio::spawn(async move {
+            let mut conn = accept(&listener).await;
+            let mut line = String::new();
+            while line != "\r\n" {
+                line.clear();
+                conn.read_line(&mut line).await.unwrap();
+            }
+            // The body is never read; the connection stays open.
+            let answer = b"HTTP/1.1 413 Content Too Large\r\nContent-Length: 0\r\n\r\n";
+            conn.write_all(answer).await.unwrap();
+            tokio::time::sleep(Duration::from_secs(30)).await;
+        });
+        // An endless body, far past what the sockets buffer.
+        let chunk = Bytes::from(vec![b'x'; 1 << 20]);
+        let stream = futures_util::stream::repeat_with(move || Ok::<_, io::Error>(chunk.clone()));
+        let body = Either::Right(Either::Right(axum::body::Body::from_stream(stream)));
+        let request = Request::post("/mcp")
+            .header("host", "app")
+            .body(body)
+            .unwrap();
+        let response = tokio::time::timeout(Duration::from_secs(20), pool.send(request))
+            .await
+            .expect("the early answer is read while the body is still being sent")
+            .unwrap();
+        assert_eq!(response.status(), 413);
+        assert_eq!(text(response).await.unwrap(), "");
+        assert!(
+            pool.take().is_none(),
+            "a connection cut short is not reused"
+        );
+        server.abort();
     }
 
     fn tokio_stream_from(
