@@ -4,7 +4,7 @@
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 /// Defines a label enum whose values are exported in snake_case.
@@ -172,9 +172,7 @@ impl Metrics {
     pub fn register(registry: &mut Registry) -> Self {
         let m = Metrics {
             requests: Family::default(),
-            duration: Family::new_with_constructor(|| {
-                Histogram::new(exponential_buckets(0.0005, 2.0, 16))
-            }),
+            duration: Family::new_with_constructor(|| Histogram::new(doubling_buckets(0.0005, 16))),
             jwks_refresh: Family::default(),
             token_cache_hits: Counter::default(),
             introspections: Family::default(),
@@ -385,6 +383,13 @@ impl ToolMeters {
             .map_or(&self.other, |(_, s)| s);
         series[outcome as usize].inc();
     }
+}
+
+/// `count` histogram bucket bounds from `start`, each twice the one before: the values of
+/// prometheus-client's `exponential_buckets(start, 2.0, count)`, without its `powf`, which was
+/// the binary's only use of libm (a shared library less to load and keep mapped).
+pub fn doubling_buckets(start: f64, count: usize) -> impl Iterator<Item = f64> {
+    std::iter::successors(Some(start), |b| Some(b * 2.0)).take(count)
 }
 
 /// Renders the registry in the OpenMetrics text format.

@@ -4,7 +4,7 @@ use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEn
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 /// Label enums exported in snake_case (`invalid_grant`, `authorization_code`).
@@ -141,7 +141,7 @@ pub struct Propagation(pub Histogram);
 impl Default for Propagation {
     fn default() -> Self {
         // 5 ms .. ~40 s.
-        Propagation(Histogram::new(exponential_buckets(0.005, 2.0, 14)))
+        Propagation(Histogram::new(crate::metrics::doubling_buckets(0.005, 14)))
     }
 }
 

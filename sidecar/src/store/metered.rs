@@ -9,7 +9,7 @@ use std::fmt::Write;
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 use super::{LogBatch, Store, StoreError};
@@ -94,7 +94,7 @@ impl StoreMetrics {
             // 100 µs .. ~3.3 s: loopback Redis answers in well under a millisecond, a timeout
             // shows up in the top buckets.
             duration: Family::new_with_constructor(|| {
-                Histogram::new(exponential_buckets(0.0001, 2.0, 16))
+                Histogram::new(crate::metrics::doubling_buckets(0.0001, 16))
             }),
             errors: Family::default(),
         };
