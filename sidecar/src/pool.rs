@@ -19,7 +19,7 @@
 pub mod chunked;
 pub mod head;
 
-use std::io;
+use std::io::{self, Write as _};
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -225,7 +225,8 @@ fn add_frame(
         }
         Sending::Length(_) => out.extend_from_slice(&data),
         Sending::Chunked => {
-            out.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+            // Writing to a `Vec` cannot fail.
+            let _ = write!(out, "{:x}\r\n", data.len());
             out.extend_from_slice(&data);
             out.extend_from_slice(b"\r\n");
         }
@@ -582,6 +583,12 @@ mod tests {
         Some((lines, String::from_utf8(body).unwrap()))
     }
 
+    /// Reads one request from the sidecar and sends it `response`.
+    async fn answer(conn: &mut tokio::io::BufReader<TcpStream>, response: &[u8]) {
+        request(conn).await.unwrap();
+        conn.write_all(response).await.unwrap();
+    }
+
     async fn app() -> (TcpListener, Pool) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let pool = Pool::new(&listener.local_addr().unwrap().to_string());
@@ -612,14 +619,8 @@ mod tests {
             conn.flush().await.unwrap();
             tokio::time::sleep(Duration::from_millis(50)).await;
             conn.write_all(b"c\r\n2\r\nde\r\n0\r\n\r\n").await.unwrap();
-            request(&mut conn).await.unwrap();
-            conn.write_all(b"HTTP/1.1 204 No Content\r\n\r\n")
-                .await
-                .unwrap();
-            request(&mut conn).await.unwrap();
-            conn.write_all(b"HTTP/1.1 200 OK\r\n\r\nuntil close")
-                .await
-                .unwrap();
+            answer(&mut conn, b"HTTP/1.1 204 No Content\r\n\r\n").await;
+            answer(&mut conn, b"HTTP/1.1 200 OK\r\n\r\nuntil close").await;
             drop(conn);
             assert!(
                 tokio::time::timeout(Duration::from_millis(200), listener.accept())
@@ -723,25 +724,16 @@ mod tests {
         let (listener, pool) = app().await;
         let server = tokio::spawn(async move {
             let mut conn = accept(&listener).await;
-            request(&mut conn).await.unwrap();
-            conn.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\n1")
-                .await
-                .unwrap();
+            answer(&mut conn, b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\n1").await;
             drop(conn); // closed while idle
             let mut conn = accept(&listener).await;
-            request(&mut conn).await.unwrap();
-            conn.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\n2")
-                .await
-                .unwrap();
+            answer(&mut conn, b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\n2").await;
             // Read the next request, then close without answering: the sidecar had not seen
             // the close when it sent; the request goes out again on a new connection.
             request(&mut conn).await.unwrap();
             drop(conn);
             let mut conn = accept(&listener).await;
-            request(&mut conn).await.unwrap();
-            conn.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\n3")
-                .await
-                .unwrap();
+            answer(&mut conn, b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\n3").await;
             // Closed again without an answer, and the retry too: an error, no third try.
             request(&mut conn).await.unwrap();
             drop(conn);
@@ -773,21 +765,24 @@ mod tests {
         let (listener, pool) = app().await;
         let server = tokio::spawn(async move {
             let mut conn = accept(&listener).await;
-            request(&mut conn).await.unwrap();
-            conn.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort")
-                .await
-                .unwrap();
+            answer(
+                &mut conn,
+                b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort",
+            )
+            .await;
             drop(conn);
             let mut conn = accept(&listener).await;
-            request(&mut conn).await.unwrap();
-            conn.write_all(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n")
-                .await
-                .unwrap();
+            answer(
+                &mut conn,
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+            )
+            .await;
             let mut conn = accept(&listener).await;
-            request(&mut conn).await.unwrap();
-            conn.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 1, 2\r\n\r\n")
-                .await
-                .unwrap();
+            answer(
+                &mut conn,
+                b"HTTP/1.1 200 OK\r\nContent-Length: 1, 2\r\n\r\n",
+            )
+            .await;
             let mut conn = accept(&listener).await;
             request(&mut conn).await.unwrap();
             // More than the response holds: the connection is not reused.
@@ -795,10 +790,7 @@ mod tests {
                 .await
                 .unwrap();
             let mut conn = accept(&listener).await;
-            request(&mut conn).await.unwrap();
-            conn.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\n3")
-                .await
-                .unwrap();
+            answer(&mut conn, b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\n3").await;
         });
         assert!(text(pool.send(post("a")).await.unwrap()).await.is_err());
         assert!(text(pool.send(post("b")).await.unwrap()).await.is_err());

@@ -171,10 +171,7 @@ pub fn read_response(buf: &mut BytesMut, method: &Method) -> Result<Option<Respo
             let name = HeaderName::from_bytes(name).map_err(|_| BadHead::Header)?;
             let value = bytes.slice(value_at as usize..(value_at + value_len) as usize);
             let value = HeaderValue::from_maybe_shared(value).map_err(|_| BadHead::Header)?;
-            facts.note(&name, &value)?;
-            // Hop-by-hop fields stay here; a `Connection` naming other fields is kept for the
-            // proxy to remove those too.
-            if !is_hop_by_hop(&name) || (name == header::CONNECTION && names_fields(&value)) {
+            if facts.note(&name, &value)? {
                 headers.append(name, value);
             }
         }
@@ -192,15 +189,6 @@ pub fn read_response(buf: &mut BytesMut, method: &Method) -> Result<Option<Respo
     }
 }
 
-/// Whether a `Connection` value names fields (anything but `close` and `keep-alive`).
-fn names_fields(value: &HeaderValue) -> bool {
-    value.to_str().map_or(true, |v| {
-        v.split(',')
-            .map(str::trim)
-            .any(|t| !t.eq_ignore_ascii_case("close") && !t.eq_ignore_ascii_case("keep-alive"))
-    })
-}
-
 /// What a response head's fields say about its body and its connection.
 #[derive(Default)]
 struct Facts {
@@ -213,7 +201,9 @@ struct Facts {
 }
 
 impl Facts {
-    fn note(&mut self, name: &HeaderName, value: &HeaderValue) -> Result<(), BadHead> {
+    /// Notes what a field says, and whether it is passed on: hop-by-hop fields stay here, but a
+    /// `Connection` naming other fields is kept for the proxy to remove those too.
+    fn note(&mut self, name: &HeaderName, value: &HeaderValue) -> Result<bool, BadHead> {
         if name == header::CONTENT_LENGTH {
             let text = value.to_str().map_err(|_| BadHead::ContentLength)?;
             for part in text.split(',').map(str::trim) {
@@ -230,11 +220,20 @@ impl Facts {
             let last = value.to_str().ok().and_then(|v| v.rsplit(',').next());
             self.chunked = Some(last.is_some_and(|c| c.trim().eq_ignore_ascii_case("chunked")));
         } else if name == header::CONNECTION {
-            self.close |= value
-                .to_str()
-                .is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("close")));
+            let Ok(text) = value.to_str() else {
+                return Ok(true);
+            };
+            let mut names_fields = false;
+            for token in text.split(',').map(str::trim) {
+                if token.eq_ignore_ascii_case("close") {
+                    self.close = true;
+                } else if !token.eq_ignore_ascii_case("keep-alive") {
+                    names_fields = true;
+                }
+            }
+            return Ok(names_fields);
         }
-        Ok(())
+        Ok(!is_hop_by_hop(name))
     }
 
     /// The framing of the body (RFC 9112 §6.3): `Transfer-Encoding` over `Content-Length`.
