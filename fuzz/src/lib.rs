@@ -354,7 +354,8 @@ fn parse_challenge(value: &[u8]) -> Option<Vec<(String, String)>> {
 /// An app's response as the proxy reads it: the head, then a chunked body, which must decode the
 /// same whether it arrives whole or a byte at a time.
 pub fn app_response(data: &[u8]) {
-    use mcp_warden_sidecar::pool::{chunked, head};
+    use mcp_warden_sidecar::chunked;
+    use mcp_warden_sidecar::pool::head;
     let mut buf = bytes::BytesMut::from(data);
     let Ok(Some(head)) = head::read_response(&mut buf, &http::Method::GET) else {
         return;
@@ -390,5 +391,49 @@ pub fn app_response(data: &[u8]) {
         }
         (None, None) => {}
         (whole, bytewise) => panic!("whole {whole:?} vs byte by byte {bytewise:?}"),
+    }
+}
+
+/// A client's request head as the sidecar's HTTP/1.1 server reads it: never a panic, and the same
+/// request (or the same refusal) whether the bytes arrive whole or in two reads split anywhere.
+pub fn client_request(data: &[u8]) {
+    use mcp_warden_sidecar::http1::head::read_request;
+    const LIMIT: usize = 4096;
+    let describe = |buf: &mut bytes::BytesMut| match read_request(buf, LIMIT) {
+        Ok(Some(head)) => Some(Ok(format!(
+            "{:?} {:?} {:?} {:?} {} {} rest={}",
+            head.parts.method,
+            head.parts.uri,
+            head.parts.headers,
+            head.framing,
+            head.keep_alive,
+            head.expects_continue,
+            buf.len()
+        ))),
+        Ok(None) => None,
+        Err(e) => Some(Err(e)),
+    };
+    let whole = describe(&mut bytes::BytesMut::from(data));
+    for split in [data.len() / 3, data.len() / 2, data.len().saturating_sub(1)] {
+        let mut buf = bytes::BytesMut::from(&data[..split]);
+        let early = describe(&mut buf);
+        let late = match early {
+            // A refusal from the first part stands; a complete head cannot change.
+            Some(Err(_)) => continue,
+            Some(Ok(_)) => early,
+            None => {
+                buf.extend_from_slice(&data[split..]);
+                describe(&mut buf)
+            }
+        };
+        if let (Some(Ok(a)), Some(Ok(b))) = (&whole, &late) {
+            // A head complete in the first part leaves the rest unread.
+            let strip = |s: &str| s.rsplit_once(" rest=").map(|(a, _)| a.to_owned());
+            assert_eq!(strip(a), strip(b));
+        } else if matches!(whole, Some(Err(_))) {
+            assert!(matches!(late, Some(Err(_))), "{whole:?} vs {late:?}");
+        } else {
+            assert_eq!(whole.is_none(), late.is_none(), "{whole:?} vs {late:?}");
+        }
     }
 }

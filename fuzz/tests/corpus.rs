@@ -60,3 +60,8 @@ fn challenge_metadata() {
 fn app_response() {
     run("app_response", mcp_warden_fuzz::app_response);
 }
+
+#[test]
+fn client_request() {
+    run("client_request", mcp_warden_fuzz::client_request);
+}

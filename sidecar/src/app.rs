@@ -14,7 +14,6 @@ use axum::body::Body;
 use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, Method, Request, StatusCode, header};
 use http_body_util::{BodyExt, Either};
-use hyper::body::Incoming;
 use tower::ServiceExt;
 
 use crate::audit::{Done, Record, X_REQUEST_ID};
@@ -25,6 +24,7 @@ use crate::oauth::upstream_token::UpstreamTokenError;
 use crate::origin::{OriginCheck, Origins, is_preflight};
 use crate::peer::Peer;
 use crate::proxy::{Outgoing, Upstream};
+use crate::request_body::{ReadError, RequestBody};
 use crate::request_span;
 use crate::rpc;
 use crate::rules::MAX_RPC_BODY;
@@ -60,7 +60,7 @@ fn local(response: Response) -> Reply {
 type Answer = (Reply, Outcome, Reason);
 
 /// Answers one request of the public port from the client at `peer`.
-pub async fn handle(state: &AppState, request: Request<Incoming>, peer: Peer) -> Reply {
+pub async fn handle(state: &AppState, request: Request<RequestBody>, peer: Peer) -> Reply {
     let started = Instant::now();
     let runtime = state.runtime.load_full();
     let mut record = Record::new(request.method(), request.uri().path(), request.headers());
@@ -95,7 +95,7 @@ pub async fn handle(state: &AppState, request: Request<Incoming>, peer: Peer) ->
 async fn serve(
     state: &AppState,
     rt: &Runtime,
-    mut request: Request<Incoming>,
+    mut request: Request<RequestBody>,
     peer: Peer,
     record: &mut Record,
 ) -> Answer {
@@ -204,7 +204,7 @@ pub fn credentials(headers: &http::HeaderMap) -> Credentials<'_> {
 async fn authorize_and_forward(
     state: &AppState,
     rt: &Runtime,
-    request: Request<Incoming>,
+    request: Request<RequestBody>,
     peer: &Peer,
     record: &mut Record,
 ) -> Answer {
@@ -498,7 +498,7 @@ type Refusal = (Response, Outcome, Reason);
 /// Whether the rules must read the request's body: every POST (an empty one is refused), and any
 /// other method whose body is not known to be empty, since an app may route JSON-RPC on any
 /// method.
-fn carries_body(request: &Request<Incoming>) -> bool {
+fn carries_body(request: &Request<RequestBody>) -> bool {
     request.method() == Method::POST || !hyper::body::Body::is_end_stream(request.body())
 }
 
@@ -508,7 +508,7 @@ fn carries_body(request: &Request<Incoming>) -> bool {
 /// read for the audit trail only) such bodies go to the app unchanged.
 async fn read_messages(
     rt: &Runtime,
-    request: Request<Incoming>,
+    request: Request<RequestBody>,
     record: &mut Record,
 ) -> Result<Request<Outgoing>, Answer> {
     let (parts, body) = request.into_parts();
@@ -583,7 +583,7 @@ enum Buffered {
     TooLarge(Body),
 }
 
-async fn buffer(mut body: Incoming, limit: usize) -> Result<Buffered, hyper::Error> {
+async fn buffer(mut body: RequestBody, limit: usize) -> Result<Buffered, ReadError> {
     let mut chunks: Vec<bytes::Bytes> = Vec::new();
     let mut total = 0;
     while let Some(frame) = body.frame().await {
@@ -594,7 +594,7 @@ async fn buffer(mut body: Incoming, limit: usize) -> Result<Buffered, hyper::Err
         total += data.len();
         chunks.push(data);
         if total > limit {
-            let read = futures_util::stream::iter(chunks.into_iter().map(Ok::<_, hyper::Error>));
+            let read = futures_util::stream::iter(chunks.into_iter().map(Ok::<_, ReadError>));
             let rest = futures_util::StreamExt::chain(read, body.into_data_stream());
             return Ok(Buffered::TooLarge(Body::from_stream(rest)));
         }

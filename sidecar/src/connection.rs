@@ -1,11 +1,11 @@
 //! One client connection on the public port (HTTP/1.1 or HTTP/2), held to [`Limits`] so slow or
-//! idle clients cannot keep connections open.
+//! idle clients cannot keep connections open. The protocol is told from the client's first
+//! bytes: HTTP/1.1 connections are served by [`crate::http1`], HTTP/2 ones by hyper.
 //!
 //! A connection must deliver a request's headers within the header read timeout: counted from
 //! when it opens, and on HTTP/1.1 from the first byte of each later request. A connection with no
-//! request in flight is closed after the idle timeout. Both are enforced here rather than by
-//! hyper, whose HTTP/1 header timer also runs while a keep-alive connection merely waits, which
-//! would close pooled connections of a proxy in front (nginx keeps them 60 s) and race its reuse.
+//! request in flight is closed after the idle timeout. On HTTP/2 both are enforced here rather
+//! than by hyper.
 //!
 //! On the way out (see [`crate::shutdown`]) a connection answers HTTP/1.1 requests with
 //! `Connection: close` and tells HTTP/2 clients to go (GOAWAY) while the port still serves; once
@@ -18,22 +18,22 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{HeaderValue, Method, StatusCode, Version, header};
+use http::{Method, Request};
 use hyper::body::{Frame, Incoming, SizeHint};
-use hyper::server::conn::{http1, http2};
-use hyper::service::HttpService;
+use hyper::server::conn::http2;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::{Notify, OwnedSemaphorePermit, watch};
 use tokio::time::Instant;
 
 use crate::app::{Reply, ReplyBody};
+use crate::http1;
 use crate::peer::Peer;
+use crate::request_body::RequestBody;
 use crate::shutdown::{self, Phase};
 
 /// How client connections are bounded (`--header-read-timeout`, `--idle-timeout`,
@@ -62,7 +62,7 @@ const CLOSE_GRACE: Duration = Duration::from_secs(1);
 pub async fn serve<F>(
     stream: TcpStream,
     peer: SocketAddr,
-    handler: impl Fn(hyper::Request<Incoming>, Peer) -> F + Send + 'static,
+    handler: impl Fn(Request<RequestBody>, Peer) -> F + Send + 'static,
     limits: Limits,
     phase: watch::Receiver<Phase>,
     _permit: OwnedSemaphorePermit,
@@ -71,26 +71,54 @@ pub async fn serve<F>(
     F: Future<Output = Reply> + Send + 'static,
 {
     let client = Peer::new(peer);
-    let activity = Arc::new(Activity::new(phase.clone()));
+    let opened = Instant::now();
+    // The protocol, from the client's first bytes (within the header read timeout).
+    let http2 = tokio::select! {
+        biased;
+        sniffed = speaks_http2(&stream) => match sniffed {
+            Ok(http2) => http2,
+            Err(_) => return,
+        },
+        () = tokio::time::sleep_until(opened + limits.header_read_timeout) => return,
+        () = shutdown::reached(phase.clone(), Phase::Stopping) => return,
+    };
+    if http2 {
+        serve_http2(stream, client, handler, limits, phase, opened).await;
+    } else {
+        let config = http1::Config {
+            header_read_timeout: limits.header_read_timeout,
+            idle_timeout: limits.idle_timeout,
+            max_header_bytes: limits.max_header_bytes,
+        };
+        let handler = move |request: Request<http1::body::Body>, peer| {
+            handler(request.map(RequestBody::Http1), peer)
+        };
+        http1::serve(stream, client, handler, config, phase).await;
+    }
+}
+
+/// Serves an HTTP/2 connection with hyper, under `limits`.
+async fn serve_http2<F>(
+    stream: TcpStream,
+    client: Peer,
+    handler: impl Fn(Request<RequestBody>, Peer) -> F + Send + 'static,
+    limits: Limits,
+    phase: watch::Receiver<Phase>,
+    opened: Instant,
+) where
+    F: Future<Output = Reply> + Send + 'static,
+{
+    let activity = Arc::new(Activity::new(phase.clone(), opened));
     let tracked = activity.clone();
-    let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
+    let service = hyper::service::service_fn(move |request: Request<Incoming>| {
         let busy = Busy::begin(tracked.clone());
-        let version = request.version();
         let get = request.method() == Method::GET;
         // Boxed where it starts: hyper moves the service's future around by value, and a
         // request's future is kilobytes large.
-        let answer = Box::pin(handler(request, client.clone()));
+        let answer = Box::pin(handler(request.map(RequestBody::Http2), client.clone()));
         async move {
-            let mut response = answer.await;
-            if version < Version::HTTP_2
-                && response.status() != StatusCode::SWITCHING_PROTOCOLS
-                && *busy.0.phase.borrow() >= Phase::Leaving
-            {
-                response
-                    .headers_mut()
-                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
-            }
-            let stream = get && is_event_stream(&response);
+            let response = answer.await;
+            let stream = get && http1::is_event_stream(response.headers());
             // The request counts as in flight until its response body is done (SSE streams).
             Ok::<_, Infallible>(response.map(|body| Tracked {
                 body,
@@ -102,43 +130,16 @@ pub async fn serve<F>(
             }))
         }
     });
-    // The protocol, from the client's first bytes (within the header read timeout).
-    let http2 = tokio::select! {
-        biased;
-        sniffed = speaks_http2(&stream) => match sniffed {
-            Ok(http2) => http2,
-            Err(_) => return,
-        },
-        () = tokio::time::sleep_until(activity.opened + limits.header_read_timeout) => return,
-        () = shutdown::reached(phase.clone(), Phase::Stopping) => return,
-    };
-    let io = TokioIo::new(Watched {
-        inner: stream,
-        activity: activity.clone(),
-        read_before: false,
-    });
-    let conn = if http2 {
-        let mut builder = http2::Builder::new(TokioExecutor::new());
-        builder
-            .enable_connect_protocol()
-            .max_concurrent_streams(limits.max_streams)
-            .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX));
-        Served::Http2(Box::pin(builder.serve_connection(io, service)))
-    } else {
-        let mut builder = http1::Builder::new();
-        // The head's size exactly; the buffer bound alone lets a head a little over it through
-        // when a read happens to take it whole.
-        builder
-            .max_header_size(limits.max_header_bytes)
-            .max_buf_size(limits.max_header_bytes);
-        Served::Http1(Box::pin(
-            builder.serve_connection(io, service).with_upgrades(),
-        ))
-    };
+    let mut builder = http2::Builder::new(TokioExecutor::new());
+    builder
+        .enable_connect_protocol()
+        .max_concurrent_streams(limits.max_streams)
+        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX));
+    let conn = builder.serve_connection(TokioIo::new(stream), service);
     // Made once and polled again on wake-ups of this task (made anew, each would register
     // another waiter or timer on every wake).
-    let leaving = phase_reached(&phase, Phase::Leaving);
-    let stopping = phase_reached(&phase, Phase::Stopping);
+    let leaving = shutdown::reached_cheaply(&phase, Phase::Leaving);
+    let stopping = shutdown::reached_cheaply(&phase, Phase::Stopping);
     // A new connection's first deadline: its headers.
     let timer = tokio::time::sleep_until(activity.opened + limits.header_read_timeout);
     let finished = activity.finished.notified();
@@ -149,12 +150,9 @@ pub async fn serve<F>(
         tokio::select! {
             result = conn.as_mut() => return log_end(result),
             () = &mut leaving, if !told_to_go => {
-                // HTTP/2 clients open a new connection for their next request (HTTP/1.1 ones
-                // get `Connection: close` on their next response); streams in flight go on.
+                // Clients open a new connection for their next request; streams in flight go on.
                 told_to_go = true;
-                if activity.http2.load(Ordering::Acquire) {
-                    conn.as_mut().graceful_shutdown();
-                }
+                conn.as_mut().graceful_shutdown();
                 continue;
             }
             () = &mut stopping => {
@@ -184,31 +182,12 @@ pub async fn serve<F>(
             result = conn.as_mut() => return log_end(result),
             () = tokio::time::sleep(CLOSE_GRACE) => {
                 if activity.in_flight.load(Ordering::Acquire) == 0 {
-                    tracing::debug!(%peer, "connection timed out; closed");
+                    tracing::debug!("HTTP/2 connection timed out; closed");
                     return;
                 }
             }
         }
     }
-}
-
-/// Resolves once `phase` reaches `at`, like [`shutdown::reached`], but cheap to poll on every
-/// wake-up of a connection's task: once polled (and so registered for the phase's next move), it
-/// only looks at the channel's version (an atomic) until the phase moves or the task's waker
-/// changes.
-fn phase_reached(phase: &watch::Receiver<Phase>, at: Phase) -> impl Future<Output = ()> {
-    let moved = phase.clone();
-    let mut reached = Box::pin(shutdown::reached(phase.clone(), at));
-    let mut registered: Option<Waker> = None;
-    std::future::poll_fn(move |cx| {
-        if registered.as_ref().is_some_and(|w| w.will_wake(cx.waker()))
-            && matches!(moved.has_changed(), Ok(false))
-        {
-            return Poll::Pending;
-        }
-        registered = Some(cx.waker().clone());
-        reached.as_mut().poll(cx)
-    })
 }
 
 /// The connection preface an HTTP/2 client starts with; HTTP/1.1 requests start otherwise.
@@ -218,9 +197,6 @@ const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 const PEEK_AGAIN: Duration = Duration::from_millis(10);
 
 /// Whether the client speaks HTTP/2, told from its first bytes while leaving them in the socket.
-/// hyper then reads the request from its first byte into a read buffer of its own: handed the
-/// first bytes separately (as hyper-util's protocol detection does), hyper grows that buffer to
-/// 16 KiB for the connection's whole life.
 async fn speaks_http2(stream: &TcpStream) -> io::Result<bool> {
     let mut first = [0u8; H2_PREFACE.len()];
     loop {
@@ -235,68 +211,12 @@ async fn speaks_http2(stream: &TcpStream) -> io::Result<bool> {
     }
 }
 
-/// A connection hyper serves in the protocol its client speaks.
-enum Served<S: HttpService<Incoming>> {
-    Http1(Pin<Box<http1::UpgradeableConnection<TokioIo<Watched>, S>>>),
-    Http2(Pin<Box<http2::Connection<TokioIo<Watched>, S, TokioExecutor>>>),
-}
-
-impl<S, B> Served<S>
-where
-    S: HttpService<Incoming, ResBody = B>,
-    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    S::Future: Send + 'static,
-    B: hyper::body::Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
-    /// Finishes the requests in flight and closes (HTTP/2: GOAWAY first).
-    fn graceful_shutdown(self: Pin<&mut Self>) {
-        match self.get_mut() {
-            Served::Http1(conn) => conn.as_mut().graceful_shutdown(),
-            Served::Http2(conn) => conn.as_mut().graceful_shutdown(),
-        }
-    }
-}
-
-impl<S, B> Future for Served<S>
-where
-    S: HttpService<Incoming, ResBody = B>,
-    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    S::Future: Send + 'static,
-    B: hyper::body::Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
-    type Output = Result<(), Box<dyn std::error::Error + Send + Sync>>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.get_mut() {
-            Served::Http1(conn) => conn.as_mut().poll(cx).map_err(Into::into),
-            Served::Http2(conn) => conn.as_mut().poll(cx).map_err(Into::into),
-        }
-    }
-}
-
-fn is_event_stream(response: &Reply) -> bool {
-    response
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| {
-            v.split(';')
-                .next()
-                .is_some_and(|t| t.trim().eq_ignore_ascii_case("text/event-stream"))
-        })
-}
-
 /// Resolves when a response body must end early.
 type StopSignal = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// A response body that keeps its request in flight until it is done or dropped. An SSE stream
-/// a client opened with GET has no end of its own: it is ended (a complete response: the last
-/// chunk on HTTP/1.1, END_STREAM on HTTP/2) once the phase reaches [`Phase::Stopping`], and the
-/// client reconnects (to another replica).
+/// a client opened with GET has no end of its own: it is ended (END_STREAM) once the phase
+/// reaches [`Phase::Stopping`], and the client reconnects (to another replica).
 struct Tracked {
     body: ReplyBody,
     _busy: Busy,
@@ -336,13 +256,13 @@ impl hyper::body::Body for Tracked {
     }
 }
 
-fn log_end(result: Result<(), Box<dyn std::error::Error + Send + Sync>>) {
+fn log_end(result: Result<(), hyper::Error>) {
     if let Err(e) = result {
         tracing::debug!(error = %e, "connection ended with an error");
     }
 }
 
-/// What a connection is doing, for its timeouts. Requests and reads only update these atomics;
+/// What an HTTP/2 connection is doing, for its timeouts. Requests only update these atomics;
 /// the connection's task reads them when its timer fires ([`Activity::next_check`]), so a request
 /// does not wake it.
 struct Activity {
@@ -351,21 +271,15 @@ struct Activity {
     in_flight: AtomicUsize,
     /// Whether a request has ever started.
     served: AtomicBool,
-    /// Whether the client speaks HTTP/2 (decided by its first bytes).
-    http2: AtomicBool,
     /// The shutdown phase.
     phase: watch::Receiver<Phase>,
     /// Nanoseconds after `opened` when the last request finished.
     idle_since: AtomicU64,
-    /// Nanoseconds after `opened` when the first byte arrived while idle, or [`NEVER`].
-    heard_at: AtomicU64,
     /// Whether the connection's task waits for the requests in flight to finish.
     waiting: AtomicBool,
     /// Wakes that task once they have.
     finished: Notify,
 }
-
-const NEVER: u64 = u64::MAX;
 
 /// What a connection's task does after looking at its [`Activity`].
 enum Check {
@@ -379,46 +293,25 @@ enum Check {
 }
 
 impl Activity {
-    fn new(phase: watch::Receiver<Phase>) -> Activity {
+    fn new(phase: watch::Receiver<Phase>, opened: Instant) -> Activity {
         Activity {
-            opened: Instant::now(),
+            opened,
             in_flight: AtomicUsize::new(0),
             served: AtomicBool::new(false),
-            http2: AtomicBool::new(false),
             phase,
             idle_since: AtomicU64::new(0),
-            heard_at: AtomicU64::new(NEVER),
             waiting: AtomicBool::new(false),
             finished: Notify::new(),
         }
     }
 
     fn now(&self) -> u64 {
-        u64::try_from(self.opened.elapsed().as_nanos()).unwrap_or(NEVER - 1)
+        u64::try_from(self.opened.elapsed().as_nanos()).unwrap_or(u64::MAX)
     }
 
-    fn at(&self, nanos: u64) -> Instant {
-        self.opened + Duration::from_nanos(nanos)
-    }
-
-    /// Bytes arrived from the client.
-    fn heard(&self, first: &[u8], first_read: bool) {
-        if first_read && first.starts_with(b"PRI") {
-            self.http2.store(true, Ordering::Release);
-        }
-        if self.in_flight.load(Ordering::Acquire) == 0
-            && self.heard_at.load(Ordering::Relaxed) == NEVER
-        {
-            let _ = self.heard_at.compare_exchange(
-                NEVER,
-                self.now(),
-                Ordering::AcqRel,
-                Ordering::Relaxed,
-            );
-        }
-    }
-
-    /// When the connection may be closed, or `None` while a request is in flight.
+    /// When the connection may be closed, or `None` while a request is in flight. Frames
+    /// between requests (pings, window updates) are not request headers; a stream whose headers
+    /// never complete is not in flight and ends with the idle timeout.
     fn deadline(&self, limits: &Limits) -> Option<Instant> {
         if self.in_flight.load(Ordering::SeqCst) > 0 {
             return None;
@@ -426,19 +319,14 @@ impl Activity {
         if !self.served.load(Ordering::Acquire) {
             return Some(self.opened + limits.header_read_timeout);
         }
-        let heard = self.heard_at.load(Ordering::Acquire);
-        // HTTP/2 frames between requests (pings, window updates) are not request headers; a
-        // stream whose headers never complete is not in flight and ends with the idle timeout.
-        if heard != NEVER && !self.http2.load(Ordering::Acquire) {
-            return Some(self.at(heard) + limits.header_read_timeout);
-        }
-        Some(self.at(self.idle_since.load(Ordering::Acquire)) + limits.idle_timeout)
+        let idle_since = Duration::from_nanos(self.idle_since.load(Ordering::Acquire));
+        Some(self.opened + idle_since + limits.idle_timeout)
     }
 
     /// Looks at the deadline when the timer fires (or the requests it waited for finished).
-    /// Whatever happens after this look (a request finishing, a first byte of the next one)
-    /// sets a deadline no sooner than the shorter timeout from then, so looking again at the
-    /// latest that much later is never late, and no request has to re-arm the timer.
+    /// Whatever happens after this look (a request finishing) sets a deadline no sooner than
+    /// the shorter timeout from then, so looking again at the latest that much later is never
+    /// late, and no request has to re-arm the timer.
     fn next_check(&self, limits: &Limits) -> Check {
         loop {
             let now = Instant::now();
@@ -476,68 +364,12 @@ impl Drop for Busy {
     fn drop(&mut self) {
         let activity = &self.0;
         if activity.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 {
-            activity.heard_at.store(NEVER, Ordering::Release);
             activity.idle_since.store(activity.now(), Ordering::Release);
             // Only a connection whose timer fired during this request waits to be told.
             if activity.waiting.swap(false, Ordering::SeqCst) {
                 activity.finished.notify_one();
             }
         }
-    }
-}
-
-/// The client's socket, noting when bytes arrive.
-struct Watched {
-    inner: TcpStream,
-    activity: Arc<Activity>,
-    read_before: bool,
-}
-
-impl AsyncRead for Watched {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        let before = buf.filled().len();
-        let polled = Pin::new(&mut this.inner).poll_read(cx, buf);
-        if matches!(polled, Poll::Ready(Ok(()))) && buf.filled().len() > before {
-            this.activity
-                .heard(&buf.filled()[before..], !this.read_before);
-            this.read_before = true;
-        }
-        polled
-    }
-}
-
-impl AsyncWrite for Watched {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
     }
 }
 
@@ -591,7 +423,7 @@ mod tests {
         let permit = Arc::new(Semaphore::new(1)).try_acquire_owned().unwrap();
         let (open, _) = tokio::sync::mpsc::channel(1);
         let router = router();
-        let handler = move |request: hyper::Request<Incoming>, _: Peer| {
+        let handler = move |request: Request<RequestBody>, _: Peer| {
             let router = router.clone();
             async move {
                 let Ok(response) = tower::ServiceExt::oneshot(router, request).await;

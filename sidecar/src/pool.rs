@@ -5,7 +5,7 @@
 //! own): the request is written, then the response head read, and the response body is read
 //! from the socket as the client's connection asks for it. The request head and as much of the
 //! body as is already there go out in one write. The app is the sidecar's own neighbour, but
-//! its responses are still held to HTTP/1.1's framing rules ([`head`], [`chunked`]); a response
+//! its responses are still held to HTTP/1.1's framing rules ([`head`], [`crate::chunked`]); a response
 //! whose framing cannot be trusted ends its connection.
 //!
 //! A connection goes back to its pool once the app's response has been read to the end; one
@@ -16,7 +16,6 @@
 //! any byte of a response) is sent once more on a new connection, when the whole request went
 //! out in its first write.
 
-pub mod chunked;
 pub mod head;
 
 use std::io::{self, Write as _};
@@ -29,16 +28,18 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use http::{Request, Response};
 use http_body_util::{BodyExt, Either};
-use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 
+use crate::chunked;
+use crate::request_body::RequestBody;
 use crate::tap::Tapped;
 use head::{Framing, Sending};
 
 /// A request body on its way to the app: as the client sent it, tapped for the audit trail, or
 /// rebuilt after the sidecar read it.
-pub type Outgoing = Either<Incoming, Either<Tapped, axum::body::Body>>;
+pub type Outgoing = Either<RequestBody, Either<Tapped, axum::body::Body>>;
 
 /// How long an unused connection is kept.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);

@@ -3,6 +3,8 @@
 //! only some time after it was told to stop, so new connections still arrive); then the port
 //! stops accepting and the connections drain.
 
+use std::pin::Pin;
+use std::task::{Poll, Waker};
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -29,6 +31,32 @@ pub fn channel() -> (watch::Sender<Phase>, watch::Receiver<Phase>) {
 /// Resolves once `phase` has reached `at` (at once if it already has, or if the sender is gone).
 pub async fn reached(mut phase: watch::Receiver<Phase>, at: Phase) {
     let _ = phase.wait_for(|now| *now >= at).await;
+}
+
+/// Like [`reached`], but cheap to poll on every wake-up of a connection's task: once polled (and
+/// so registered for the phase's next move), it only looks at the channel's version (an atomic)
+/// until the phase moves or the task's waker changes. Once resolved, it stays resolved.
+pub fn reached_cheaply(phase: &watch::Receiver<Phase>, at: Phase) -> impl Future<Output = ()> {
+    let moved = phase.clone();
+    let mut reached: Option<Pin<Box<dyn Future<Output = ()> + Send>>> =
+        Some(Box::pin(reached(phase.clone(), at)));
+    let mut registered: Option<Waker> = None;
+    std::future::poll_fn(move |cx| {
+        let Some(waiting) = reached.as_mut() else {
+            return Poll::Ready(());
+        };
+        if registered.as_ref().is_some_and(|w| w.will_wake(cx.waker()))
+            && matches!(moved.has_changed(), Ok(false))
+        {
+            return Poll::Pending;
+        }
+        registered = Some(cx.waker().clone());
+        if waiting.as_mut().poll(cx).is_ready() {
+            reached = None;
+            return Poll::Ready(());
+        }
+        Poll::Pending
+    })
 }
 
 /// Waits for SIGTERM or SIGINT, then moves `phase` to [`Phase::Leaving`], and after `delay` (or

@@ -13,7 +13,9 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::body::{Body, Frame, SizeHint};
+
+use crate::request_body::RequestBody;
 
 /// What became of a tapped body.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -130,7 +132,7 @@ fn new_tap(limit: usize) -> Arc<Tap> {
 /// A request body on its way to the app, kept in its [`Tap`] as it passes. As small as the body
 /// itself and a pointer: requests with it are moved around whole.
 #[derive(Debug)]
-pub struct Tapped<B: Body<Data = Bytes> = Incoming> {
+pub struct Tapped<B: Body<Data = Bytes> = RequestBody> {
     body: B,
     tap: Arc<Tap>,
 }

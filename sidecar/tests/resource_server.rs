@@ -571,7 +571,9 @@ async fn audited_request_bodies_stream_to_the_app() {
             .await
             .unwrap();
     tokio::spawn(conn);
+    // hyper's connection-level client adds no Host field; HTTP/1.1 requires one.
     let request = http::Request::post(sidecar.url())
+        .header("host", sidecar.addr.to_string())
         .header("authorization", format!("Bearer {token}"))
         .header("content-type", "application/json")
         .body(body)

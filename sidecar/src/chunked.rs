@@ -1,5 +1,5 @@
-//! The chunked transfer coding of the app's responses (RFC 9112 §7.1), decoded as the bytes
-//! arrive: data is handed on as slices of what was read, without copying; size lines and
+//! The chunked transfer coding (RFC 9112 §7.1) of the app's responses and of clients' request
+//! bodies, decoded as the bytes arrive: data is handed on as slices of what was read, without copying; size lines and
 //! trailers, which may arrive split across reads, are held until complete, within limits.
 
 use bytes::{Buf, Bytes};
@@ -11,7 +11,7 @@ const MAX_TRAILERS: usize = 16 * 1024;
 
 /// Why a chunked body is malformed.
 #[derive(Debug, thiserror::Error)]
-#[error("malformed chunked response body from the app: {0}")]
+#[error("malformed chunked body: {0}")]
 pub struct Malformed(&'static str);
 
 /// Where the decoder stands.
