@@ -470,7 +470,7 @@ where
         .headers()
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-    // Reading would make hyper send `100 Continue` and invite the body we are refusing.
+    // Reading would send `100 Continue` and invite the body we are refusing.
     let awaits_continue = request.headers().contains_key(header::EXPECT);
     let drained = match declared {
         _ if awaits_continue => false,
