@@ -468,7 +468,225 @@ async fn linger(mut stream: TcpStream) {
 
 #[cfg(test)]
 mod tests {
+    use std::convert::Infallible;
+
+    use http_body_util::{Full, StreamBody};
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    use tokio::net::TcpListener;
+
     use super::*;
+
+    const CONFIG: Config = Config {
+        header_read_timeout: Duration::from_secs(10),
+        idle_timeout: Duration::from_secs(60),
+        max_header_bytes: 16 * 1024,
+    };
+
+    type Answer = Response<http_body_util::Either<Full<Bytes>, StreamBody<EventStream>>>;
+    type EventStream = futures_util::stream::Iter<
+        std::vec::IntoIter<Result<hyper::body::Frame<Bytes>, Infallible>>,
+    >;
+
+    /// Answers each request with its path and its body as read, or (`/stream`) with two pieces
+    /// of unknown total length, or (`/ignore`) without reading the body.
+    async fn answer(request: Request<Body>) -> Answer {
+        let path = request.uri().path().to_owned();
+        let body = match path.as_str() {
+            "/ignore" => String::new(),
+            _ => {
+                let bytes = request.into_body().collect().await.map(|b| b.to_bytes());
+                match bytes {
+                    Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+                    Err(e) => format!("error: {e}"),
+                }
+            }
+        };
+        if path == "/stream" {
+            let frames = vec![
+                Ok(hyper::body::Frame::data(Bytes::from_static(b"one"))),
+                Ok(hyper::body::Frame::data(Bytes::from_static(b"two!"))),
+            ];
+            let body = StreamBody::new(futures_util::stream::iter(frames));
+            return Response::new(http_body_util::Either::Right(body));
+        }
+        Response::new(http_body_util::Either::Left(Full::new(Bytes::from(
+            format!("{path}:{body}"),
+        ))))
+    }
+
+    /// A client connected to a connection served by [`serve`] with [`answer`].
+    async fn connect() -> TcpStream {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap());
+        let (client, accepted) = tokio::join!(client, listener.accept());
+        let (stream, peer) = accepted.unwrap();
+        let (_, phase) = shutdown::channel();
+        tokio::spawn(async move {
+            let handler = |request, _| answer(request);
+            serve(stream, Peer::new(peer), handler, CONFIG, phase).await;
+        });
+        client.unwrap()
+    }
+
+    /// Everything the server sends until it closes the connection.
+    async fn read_all(client: &mut TcpStream) -> String {
+        let mut seen = Vec::new();
+        let read = client.read_to_end(&mut seen);
+        let _ = tokio::time::timeout(Duration::from_secs(10), read).await;
+        String::from_utf8(seen).unwrap()
+    }
+
+    /// What the server sends until `end` has arrived.
+    async fn read_until(client: &mut TcpStream, end: &str) -> String {
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !String::from_utf8_lossy(&seen).ends_with(end) {
+            let read = tokio::time::timeout(Duration::from_secs(10), client.read(&mut buf));
+            match read.await {
+                Ok(Ok(n)) if n > 0 => seen.extend_from_slice(&buf[..n]),
+                _ => break,
+            }
+        }
+        String::from_utf8(seen).unwrap()
+    }
+
+    fn bodies(wire: &str) -> Vec<&str> {
+        wire.split("HTTP/1.1 ")
+            .skip(1)
+            .map(|response| response.split("\r\n\r\n").nth(1).unwrap_or_default())
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn pipelined_requests_are_answered_in_order() {
+        let mut client = connect().await;
+        client
+            .write_all(
+                b"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc\
+                  POST /b HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n\
+                  2\r\nde\r\n1;ext=1\r\nf\r\n0\r\nTrailer: t\r\n\r\n\
+                  GET /c HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+            )
+            .await
+            .unwrap();
+        let wire = read_all(&mut client).await;
+        assert_eq!(bodies(&wire), ["/a:abc", "/b:def", "/c:"], "{wire}");
+    }
+
+    #[tokio::test]
+    async fn a_client_that_expects_100_continue_gets_it_when_the_body_is_read() {
+        let mut client = connect().await;
+        client
+            .write_all(b"POST /a HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 5\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let interim = read_until(&mut client, "\r\n\r\n").await;
+        assert_eq!(interim, "HTTP/1.1 100 Continue\r\n\r\n");
+        client.write_all(b"hello").await.unwrap();
+        let wire = read_all(&mut client).await;
+        assert_eq!(bodies(&wire), ["/a:hello"], "{wire}");
+    }
+
+    #[tokio::test]
+    async fn an_unread_small_body_is_dropped_and_the_connection_goes_on() {
+        let mut client = connect().await;
+        client
+            .write_all(
+                b"POST /ignore HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello\
+                  GET /next HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+            )
+            .await
+            .unwrap();
+        let wire = read_all(&mut client).await;
+        assert_eq!(bodies(&wire), ["/ignore:", "/next:"], "{wire}");
+    }
+
+    #[tokio::test]
+    async fn an_unread_large_body_ends_the_connection_after_the_response() {
+        let mut client = connect().await;
+        let length = body::DRAIN_LIMIT * 4;
+        let head = format!("POST /ignore HTTP/1.1\r\nHost: x\r\nContent-Length: {length}\r\n\r\n");
+        client.write_all(head.as_bytes()).await.unwrap();
+        let writer = tokio::spawn(async move {
+            let chunk = vec![b'x'; 64 * 1024];
+            for _ in 0..4 {
+                if client.write_all(&chunk).await.is_err() {
+                    break;
+                }
+            }
+            client
+        });
+        let mut client = writer.await.unwrap();
+        let wire = read_all(&mut client).await;
+        assert!(wire.starts_with("HTTP/1.1 200 OK\r\n"), "{wire}");
+        assert!(
+            wire.contains("connection: close\r\n") || !wire.contains("keep-alive"),
+            "{wire}"
+        );
+        assert_eq!(bodies(&wire), ["/ignore:"], "{wire}");
+        // The connection is closed: nothing more is answered.
+        let _ = client
+            .write_all(b"GET /next HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await;
+        assert_eq!(read_all(&mut client).await, "");
+    }
+
+    #[tokio::test]
+    async fn a_body_of_unknown_length_is_chunked_or_ends_with_the_connection() {
+        let mut client = connect().await;
+        client
+            .write_all(b"GET /stream HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let wire = read_all(&mut client).await;
+        assert!(wire.contains("transfer-encoding: chunked\r\n"), "{wire}");
+        assert!(
+            wire.ends_with("\r\n\r\n3\r\none\r\n4\r\ntwo!\r\n0\r\n\r\n"),
+            "{wire}"
+        );
+
+        let mut client = connect().await;
+        client
+            .write_all(b"GET /stream HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+            .await
+            .unwrap();
+        let wire = read_all(&mut client).await;
+        assert!(wire.contains("connection: close\r\n"), "{wire}");
+        assert!(wire.ends_with("\r\n\r\nonetwo!"), "{wire}");
+    }
+
+    #[tokio::test]
+    async fn a_broken_chunked_body_fails_and_ends_the_connection() {
+        let mut client = connect().await;
+        client
+            .write_all(
+                b"POST /a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n\
+                  GET /next HTTP/1.1\r\nHost: x\r\n\r\n",
+            )
+            .await
+            .unwrap();
+        let wire = read_all(&mut client).await;
+        assert_eq!(bodies(&wire).len(), 1, "{wire}");
+        assert!(
+            bodies(&wire)[0].starts_with("/a:error: malformed chunked body"),
+            "{wire}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_refused_head_gets_its_status_and_the_connection_closes() {
+        let mut client = connect().await;
+        client
+            .write_all(b"POST /a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n")
+            .await
+            .unwrap();
+        let wire = read_all(&mut client).await;
+        assert!(
+            wire.starts_with("HTTP/1.1 501 Not Implemented\r\n"),
+            "{wire}"
+        );
+        assert!(wire.contains("connection: close\r\n"), "{wire}");
+    }
 
     #[test]
     fn chunk_sizes_are_hex_lines() {
