@@ -292,29 +292,37 @@ impl Entry {
         out.extend_from_slice(b"{\"time\":");
         scribe.clock.write(out, self.time);
         out.extend_from_slice(b",\"kind\":\"mcp_warden.audit\",\"request_id\":");
-        // A well-formed id has nothing to escape; any other is escaped all the same.
-        if !json::printable(out, record.request_id.as_bytes()) {
+        // An id made here is hex digits and a well-formed one has nothing to escape; any other
+        // is escaped all the same.
+        let id = record.request_id.as_bytes();
+        if record.id_made {
+            out.push(b'"');
+            out.extend_from_slice(id);
+            out.push(b'"');
+        } else if !json::printable(out, id) {
             json::string(out, record.request_id.to_str().unwrap_or_default());
         }
         out.extend_from_slice(scribe.labels(self));
         json::millis(out, done.latency);
         out.extend_from_slice(scribe.target(record));
-        let mut text = |name: &[u8], value: Option<&str>| {
-            if let Some(value) = value {
-                field(out, name);
-                json::string(out, value);
-            }
-        };
-        text(b"session", session);
-        text(b"trace_id", record.trace_id.as_deref());
-        text(b"method", method);
-        text(b"tool", message.and_then(|m| m.tool));
+        text(out, b"session", session);
+        text(out, b"trace_id", record.trace_id.as_deref());
+        match method.and_then(method_field) {
+            Some(json) => out.extend_from_slice(json),
+            None => text(out, b"method", method),
+        }
+        text(out, b"tool", message.and_then(|m| m.tool));
         let target = message.and_then(|m| m.target);
         text(
+            out,
             b"resource_uri",
             target.filter(|_| method == Some("resources/read")),
         );
-        text(b"prompt", target.filter(|_| method == Some("prompts/get")));
+        text(
+            out,
+            b"prompt",
+            target.filter(|_| method == Some("prompts/get")),
+        );
         if let Some((i, _)) = call.filter(|_| calls > 1) {
             field(out, b"batch_index");
             json::unsigned(out, i as u64);
@@ -427,6 +435,38 @@ impl Scribe {
     }
 }
 
+/// `,"method":"…"` for the usual MCP methods, written ahead (nothing to escape in them).
+fn method_field(method: &str) -> Option<&'static [u8]> {
+    macro_rules! fields {
+        ($($name:literal),*) => {
+            match method {
+                $($name => Some(concat!(",\"method\":\"", $name, "\"").as_bytes()),)*
+                _ => None,
+            }
+        };
+    }
+    fields!(
+        "tools/call",
+        "tools/list",
+        "resources/read",
+        "resources/list",
+        "resources/templates/list",
+        "prompts/get",
+        "prompts/list",
+        "initialize",
+        "ping",
+        "notifications/initialized"
+    )
+}
+
+/// Appends `,"name":` and `value` when there is one.
+fn text(out: &mut Vec<u8>, name: &[u8], value: Option<&str>) {
+    if let Some(value) = value {
+        field(out, name);
+        json::string(out, value);
+    }
+}
+
 /// Appends `,"name":`.
 #[inline]
 fn field(out: &mut Vec<u8>, name: &[u8]) {
@@ -511,22 +551,22 @@ pub struct Record {
     pub body: Option<Arc<Tap>>,
     /// The trace this request belongs to, when tracing is on.
     pub trace_id: Option<String>,
+    /// Whether `request_id` was made here (hex digits), not the client's.
+    id_made: bool,
 }
 
 impl Record {
     /// Starts a record from the request head: keeps a well-formed client `X-Request-Id`, else
     /// makes one.
     pub fn new(method: &http::Method, path: &str, headers: &HeaderMap) -> Self {
-        let request_id = headers
-            .get(X_REQUEST_ID)
-            .and_then(|v| {
-                well_formed_id(v.as_bytes())
-                    .then(|| HeaderValue::from_bytes(v.as_bytes()).ok())
-                    .flatten()
-            })
-            .unwrap_or_else(new_request_id);
+        let kept = headers.get(X_REQUEST_ID).and_then(|v| {
+            well_formed_id(v.as_bytes())
+                .then(|| HeaderValue::from_bytes(v.as_bytes()).ok())
+                .flatten()
+        });
+        let id_made = kept.is_none();
         Record {
-            request_id,
+            request_id: kept.unwrap_or_else(new_request_id),
             http_method: method.clone(),
             // Copies, not the header values: those keep the connection's whole read buffer.
             path: shared_path(path),
@@ -535,6 +575,7 @@ impl Record {
             messages: Vec::new(),
             body: None,
             trace_id: None,
+            id_made,
         }
     }
 

@@ -187,6 +187,12 @@ pub(crate) fn printable_run(bytes: &[u8]) -> usize {
     plain_run::<true>(bytes)
 }
 
+/// The length of the run at the start of `bytes` that a JSON string holds as it is (no quote,
+/// backslash or control character).
+pub(crate) fn unescaped_run(bytes: &[u8]) -> usize {
+    plain_run::<false>(bytes)
+}
+
 /// JSON is UTF-8 (RFC 8259 §8.1). The scans skip values they do not read without decoding them,
 /// so the whole body is checked first: an app's decoder could read invalid bytes (an overlong
 /// `"`, say) as structure the scan never saw.
@@ -829,6 +835,22 @@ mod fast_tests {
         r#"{"method":"tools/call","PARAMS":{"name":"delete_repo"}}"#,
         r#"{"method":"tools/call","params":{"naKe":"x","name":"y"}}"#,
         r#"{"id":1,"ID":2,"method":"ping"}"#,
+        r#"{"ID":1,"id":2,"method":"ping"}"#,
+        r#"{"JSONRPC":"2.0","id":1,"method":"ping"}"#,
+        r#"{"JSONRPC":"2.0","jsonrpc":"2.0","method":"ping"}"#,
+        r#"{"jsonrpc":"2.0","jsonRPC":"2.0","method":"ping"}"#,
+        r#"{"jsonrpc":"2.0","jsonrpc":"2.0","method":"ping"}"#,
+        r#"{"method":"ping","method":"ping"}"#,
+        r#"{"params":{},"params":{},"method":"ping"}"#,
+        r#"{"x":1,"X":2,"method":"ping"}"#,
+        r#"{"x":1,"y":2,"x":3,"method":"ping"}"#,
+        r#"{"method":"tools/call","params":{"arguments":{},"Arguments":{},"name":"a"}}"#,
+        r#"{"method":"tools/call","params":{"_META":{},"_meta":{},"name":"a"}}"#,
+        r#"{"method":"tools/call","params":{"_meta":{"name":"b"},"name":"a","arguments":{"name":1}}}"#,
+        r#"{"method":"tools/call","params":{"Uri":"x","name":"a"}}"#,
+        r#"{"method":"resources/read","params":{"URI":"x","uri":"y"}}"#,
+        r#"{"a":1,"b":2,"c":3,"d":4,"e":5,"f":6,"g":7,"h":8,"method":"ping"}"#,
+        r#"{"a":1,"b":2,"c":3,"d":4,"e":5,"f":6,"g":7,"h":8,"i":9,"method":"ping"}"#,
         r#"{"id":1,"Id":2}"#,
         r#"{"a":1,"b":2,"c":3,"d":4,"e":5,"f":6,"g":7,"h":8,"i":9,"j":10,"k":11,"l":12,"m":13,"n":14,"o":15,"p":16,"q":17,"method":"ping"}"#,
         r#"{"a":1,"b":2,"c":3,"d":4,"e":5,"f":6,"g":7,"h":8,"method":"ping","Method":"x"}"#,
@@ -897,6 +919,56 @@ mod fast_tests {
     }
 
     #[test]
+    fn fast_path_agrees_with_the_full_scan_on_keys_in_any_case_and_order() {
+        // Known keys, their case variants and other keys, at both levels, in many orders.
+        const TOP: &[&str] = &[
+            "\"method\":\"tools/call\"",
+            "\"Method\":\"x\"",
+            "\"params\":{@P@}",
+            "\"PARAMS\":{}",
+            "\"jsonrpc\":\"2.0\"",
+            "\"JsonRpc\":\"2.0\"",
+            "\"id\":1",
+            "\"ID\":2",
+            "\"x\":1",
+            "\"X\":1",
+        ];
+        const PARAMS: &[&str] = &[
+            "\"name\":\"a\"",
+            "\"Name\":\"b\"",
+            "\"uri\":\"u\"",
+            "\"URI\":\"v\"",
+            "\"arguments\":{\"name\":1}",
+            "\"ARGUMENTS\":{}",
+            "\"_meta\":{}",
+            "\"y\":[]",
+            "\"Y\":null",
+        ];
+        // A small linear congruential generator: the same bodies on every run.
+        let mut state = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = |n: usize| {
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1);
+            (state >> 33) as usize % n
+        };
+        let mut answered = 0;
+        for _ in 0..20_000 {
+            let mut pick = |from: &[&str]| -> Vec<String> {
+                (0..1 + next(5))
+                    .map(|_| from[next(from.len())].to_owned())
+                    .collect()
+            };
+            let params = pick(PARAMS).join(",");
+            let body = format!("{{{}}}", pick(TOP).join(",")).replace("@P@", &params);
+            agree(body.as_bytes());
+            answered += usize::from(fast_scan(body.as_bytes()).is_some());
+        }
+        // Not all left to the full scan.
+        assert!(answered > 1000, "{answered}");
+    }
+
+    #[test]
     fn fast_path_answers_the_usual_bodies() {
         for body in [
             TRICKY[0],
@@ -905,6 +977,8 @@ mod fast_tests {
             TRICKY[3],
             TRICKY[7],
             r#"[{"method":"ping"},{"method":"tools/call","params":{"name":"a"}}]"#,
+            r#"{"params":{"_meta":{"progressToken":1},"arguments":{},"name":"a"},"id":"x","method":"tools/call","jsonrpc":"2.0"}"#,
+            r#"{"JSONRPC":"2.0","Id":1,"method":"ping","x":1,"X-y":2}"#,
         ] {
             assert!(fast_scan(body.as_bytes()).is_some(), "{body}");
         }

@@ -60,28 +60,9 @@ pub fn quoted(text: &str) -> Vec<u8> {
     out
 }
 
-/// Whether `b` is written escaped.
-fn special(b: u8) -> bool {
-    b < 0x20 || b == b'"' || b == b'\\'
-}
-
-/// Whether `bytes` need no escapes: checked 16 at a time (the last ones padded), without
-/// branching on each byte.
+/// Whether `bytes` need no escapes (eight bytes at a time).
 fn plain(bytes: &[u8]) -> bool {
-    let clean = |chunk: &[u8; 16]| !chunk.iter().fold(false, |any, &b| any | special(b));
-    let mut chunks = bytes.chunks_exact(16);
-    for chunk in &mut chunks {
-        if !clean(chunk.try_into().unwrap_or(&[0; 16])) {
-            return false;
-        }
-    }
-    let rest = chunks.remainder();
-    if rest.is_empty() {
-        return true;
-    }
-    let mut last = [b' '; 16];
-    last[..rest.len()].copy_from_slice(rest);
-    clean(&last)
+    crate::rpc::unescaped_run(bytes) == bytes.len()
 }
 
 /// Appends `n` in decimal digits.

@@ -6,11 +6,20 @@
 //! nesting, invalid JSON, trailing data — it answers `None` and the full scan decides, so it never
 //! accepts a body the full scan refuses. Values it does not read are skipped as serde_json skips
 //! them (`IgnoredAny`): syntax and escapes checked, numbers not converted.
+//!
+//! The usual keys of each level are known ahead (in lower case), so that for them the checks for
+//! duplicates and case variants are a bit each; other keys are compared with one another.
 
 use super::{MESSAGE_KEYS, PARAMS_KEYS, Scanned, Seen, plain_run};
 
-/// Keys per object beyond which the full scan decides.
-const MAX_KEYS: usize = 16;
+/// The keys of a message object known ahead: those read first (the ones whose case variants
+/// are refused), then the usual others.
+const MESSAGE: [&str; 4] = [MESSAGE_KEYS[0], MESSAGE_KEYS[1], "jsonrpc", "id"];
+/// The keys of `params` known ahead: `name` (case variants refused), `uri` (read), then the
+/// usual others.
+const PARAMS: [&str; 4] = [PARAMS_KEYS[0], "uri", "arguments", "_meta"];
+/// Keys per object, other than those known ahead, beyond which the full scan decides.
+const MAX_OTHER_KEYS: usize = 8;
 /// Nesting beyond which the full scan decides (serde_json's own limit is 128).
 const MAX_DEPTH: usize = 64;
 
@@ -114,10 +123,10 @@ impl<'a> Scanner<'a> {
     fn message(&mut self) -> Option<Seen<'a>> {
         let mut method = None;
         let mut params = Params::default();
-        self.object(&MESSAGE_KEYS, |s, key| {
+        self.object(&MESSAGE, MESSAGE_KEYS.len(), |s, key| {
             match key {
-                b"method" => method = Some(s.plain_string()?),
-                b"params" => params = s.params()?,
+                Some(0) => method = Some(s.plain_string()?),
+                Some(1) => params = s.params()?,
                 _ => s.skip_value()?,
             }
             Some(())
@@ -139,10 +148,10 @@ impl<'a> Scanner<'a> {
     fn params(&mut self) -> Option<Params<'a>> {
         let mut params = Params::default();
         match self.peek()? {
-            b'{' => self.object(&PARAMS_KEYS, |s, key| {
+            b'{' => self.object(&PARAMS, PARAMS_KEYS.len(), |s, key| {
                 match key {
-                    b"name" => params.name = Some(s.plain_string()?),
-                    b"uri" => params.uri = Some(s.plain_string()?),
+                    Some(0) => params.name = Some(s.plain_string()?),
+                    Some(1) => params.uri = Some(s.plain_string()?),
                     _ => s.skip_value()?,
                 }
                 Some(())
@@ -158,11 +167,15 @@ impl<'a> Scanner<'a> {
     }
 
     /// An object whose keys pass the full scan's key check (see `Keys` there) without needing
-    /// to be folded: `member` reads or skips the value of each key.
-    fn object(
+    /// to be folded: `member` reads or skips the value of each key, told which of `known` it is
+    /// (exactly). Keys that are printable ASCII fold to their ASCII lower case; the first
+    /// `variants` of `known` (lower case, as all of them) refuse their case variants.
+    #[inline(always)]
+    fn object<const N: usize>(
         &mut self,
-        read: &[&str],
-        mut member: impl FnMut(&mut Self, &'a [u8]) -> Option<()>,
+        known: &[&str; N],
+        variants: usize,
+        mut member: impl FnMut(&mut Self, Option<usize>) -> Option<()>,
     ) -> Option<()> {
         if self.peek()? != b'{' {
             return None;
@@ -174,28 +187,41 @@ impl<'a> Scanner<'a> {
             self.depth -= 1;
             return Some(());
         }
-        let mut seen: [Option<&[u8]>; MAX_KEYS] = [None; MAX_KEYS];
+        // The known keys seen (in any case), a bit each.
+        let mut seen = 0u32;
+        let mut others: [&[u8]; MAX_OTHER_KEYS] = [&[]; MAX_OTHER_KEYS];
         let mut count = 0;
         loop {
-            // Printable ASCII folds to its ASCII lower case.
             let key = self.printable_key()?;
-            let duplicate = seen[..count]
-                .iter()
-                .flatten()
-                .any(|k| k.eq_ignore_ascii_case(key));
-            let variant = read
-                .iter()
-                .map(|r| r.as_bytes())
-                .any(|r| r.len() == key.len() && r != key && r.eq_ignore_ascii_case(key));
-            if duplicate || variant || count == MAX_KEYS {
-                return None;
+            let exact = known.iter().position(|k| k.as_bytes() == key);
+            let folded = exact.or_else(|| {
+                known
+                    .iter()
+                    .position(|k| k.as_bytes().eq_ignore_ascii_case(key))
+            });
+            match folded {
+                // A case variant of a key read.
+                Some(i) if exact.is_none() && i < variants => return None,
+                Some(i) => {
+                    if seen & (1 << i) != 0 {
+                        return None;
+                    }
+                    seen |= 1 << i;
+                }
+                None => {
+                    if count == MAX_OTHER_KEYS
+                        || others[..count].iter().any(|k| k.eq_ignore_ascii_case(key))
+                    {
+                        return None;
+                    }
+                    others[count] = key;
+                    count += 1;
+                }
             }
-            seen[count] = Some(key);
-            count += 1;
             self.whitespace();
             self.expect(b':')?;
             self.whitespace();
-            member(self, key)?;
+            member(self, exact)?;
             self.whitespace();
             match self.next()? {
                 b',' => self.whitespace(),
