@@ -26,7 +26,7 @@ use tokio::sync::mpsc;
 
 use crate::metrics::{Metrics, Outcome, Reason, ToolMeters};
 use crate::rpc::{self, Message, Scanned, Seen};
-use crate::tap::{State, Tap};
+use crate::tap::{self, State, Tap};
 use crate::verify::Principal;
 
 mod json;
@@ -792,6 +792,8 @@ fn write_lines(mut rx: mpsc::Receiver<Entry>, mut out: Output) {
     let mut batch = Vec::new();
     let mut scribe = Scribe::default();
     let mut waiting: Vec<Entry> = Vec::new();
+    // The taps of the bodies read, given back after each batch.
+    let mut spent = Vec::new();
     let mut open = true;
     while open || !waiting.is_empty() {
         if waiting.is_empty() && rx.blocking_recv_many(&mut waiting, QUEUE) == 0 {
@@ -816,6 +818,7 @@ fn write_lines(mut rx: mpsc::Receiver<Entry>, mut out: Output) {
                 return true;
             }
             entry.write_lines(&mut batch, &mut scribe);
+            spent.extend(entry.record.body.take());
             if batch.len() >= FLUSH_BYTES {
                 write(&mut out, &batch);
                 batch.clear();
@@ -824,6 +827,7 @@ fn write_lines(mut rx: mpsc::Receiver<Entry>, mut out: Output) {
             false
         });
         write(&mut out, &batch);
+        tap::give_back(&mut spent);
         // A burst the writer fell behind leaves both buffers at their peak: give that memory
         // back once the rate drops, without reallocating on every batch at a steady rate.
         if !flushed {
@@ -831,6 +835,7 @@ fn write_lines(mut rx: mpsc::Receiver<Entry>, mut out: Output) {
             trim(&mut batch, used, FLUSH_BYTES / 8);
         }
         trim(&mut waiting, queued, KEEP_WAITING);
+        trim(&mut spent, queued, KEEP_WAITING);
     }
 }
 

@@ -4,7 +4,9 @@
 //! chunks themselves would keep the connection's whole read buffer alive until the writer gets
 //! to them), up to a limit, into a buffer sized by the body's length when it is known; a larger
 //! body is forwarded all the same and audited without its messages. Taps and their buffers are
-//! reused on the thread that made them once the writer is done with them.
+//! given back by the writer once it has read them ([`give_back`]) and reused for new bodies:
+//! they are not freed on the writer's thread and allocated anew on the request's (costly across
+//! threads, and at the rate the writer gathers more of them are out than a thread could keep).
 
 use std::cell::RefCell;
 use std::pin::Pin;
@@ -75,58 +77,83 @@ impl Tap {
     }
 }
 
-/// Taps kept per thread for reuse.
-const POOL: usize = 64;
+/// Taps kept free for reuse, at most (as many as a gathering writer holds at a high rate).
+const FREE_TAPS: usize = 1024;
+/// Taps a thread takes from [`FREE`] at a time.
+const TAKE: usize = 64;
 /// Largest copy whose buffer is kept for reuse.
 const KEEP_CAPACITY: usize = 4096;
 
-/// The taps made on this thread, reused once nothing else holds them: the audit writer's thread
-/// would otherwise free each tap and its copy, and this thread allocate new ones (costly across
-/// threads).
-struct Taps {
-    /// A ring, oldest at `next`.
-    ring: Vec<Arc<Tap>>,
-    next: usize,
-}
+/// Taps given back, free for any thread to reuse.
+static FREE: Pool = Pool {
+    free: Mutex::new(Vec::new()),
+};
 
 thread_local! {
-    static TAPS: RefCell<Taps> = const {
-        RefCell::new(Taps {
-            ring: Vec::new(),
-            next: 0,
-        })
-    };
+    /// The free taps this thread took from [`FREE`], used first.
+    static TAPS: RefCell<Vec<Arc<Tap>>> = const { RefCell::new(Vec::new()) };
 }
 
-/// A tap for a new body, and a buffer for its copy: reused when the oldest one made on this
-/// thread is free.
+/// A tap for a new body, and a buffer for its copy: a free one when there is one.
 fn new_tap(limit: usize) -> Arc<Tap> {
-    TAPS.with_borrow_mut(|Taps { ring, next }| {
-        if let Some(oldest) = ring.get_mut(*next)
-            && let Some(tap) = Arc::get_mut(oldest)
-        {
-            tap.kept
-                .get_mut()
-                .unwrap_or_else(|e| e.into_inner())
-                .clear();
-            *tap.state.get_mut() = State::Open as u8;
-            tap.limit = limit;
-            let tap = oldest.clone();
-            *next = (*next + 1) % ring.len();
-            return tap;
+    TAPS.with_borrow_mut(|taps| FREE.take(taps, limit))
+}
+
+/// Gives read taps back for reuse (all of `taps`, which is left empty); beyond [`FREE_TAPS`]
+/// they are dropped.
+pub fn give_back(taps: &mut Vec<Arc<Tap>>) {
+    FREE.give_back(taps);
+}
+
+/// Free taps.
+struct Pool {
+    free: Mutex<Vec<Arc<Tap>>>,
+}
+
+impl Pool {
+    /// A tap for a new body: from `taps` (refilled from the pool when empty), else a new one.
+    fn take(&self, taps: &mut Vec<Arc<Tap>>, limit: usize) -> Arc<Tap> {
+        if taps.is_empty() {
+            let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
+            let from = free.len().saturating_sub(TAKE);
+            taps.extend(free.drain(from..));
         }
-        let tap = Arc::new(Tap {
+        while let Some(mut tap) = taps.pop() {
+            // A body not dropped yet still holds it: let it go.
+            if let Some(free) = Arc::get_mut(&mut tap) {
+                free.kept
+                    .get_mut()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .clear();
+                *free.state.get_mut() = State::Open as u8;
+                free.limit = limit;
+                return tap;
+            }
+        }
+        Arc::new(Tap {
             state: AtomicU8::new(State::Open as u8),
             limit,
             kept: Mutex::default(),
-        });
-        if ring.len() < POOL {
-            // The youngest, just before the oldest.
-            ring.insert(*next, tap.clone());
-            *next = (*next + 1) % ring.len();
+        })
+    }
+
+    fn give_back(&self, taps: &mut Vec<Arc<Tap>>) {
+        if taps.is_empty() {
+            return;
         }
-        tap
-    })
+        for tap in taps.iter().filter(|tap| tap.state() != State::Complete) {
+            // Not read: a partial copy may be large.
+            let mut kept = tap.kept.lock().unwrap_or_else(|e| e.into_inner());
+            if kept.capacity() > KEEP_CAPACITY {
+                *kept = Vec::new();
+            }
+        }
+        let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
+        let room = FREE_TAPS.saturating_sub(free.len()).min(taps.len());
+        free.extend(taps.drain(..room));
+        drop(free);
+        taps.clear();
+    }
 }
 
 /// A request body on its way to the app, kept in its [`Tap`] as it passes. As small as the body
@@ -253,35 +280,64 @@ mod tests {
         tap.read(<[u8]>::to_vec)
     }
 
-    #[tokio::test]
-    async fn taps_are_reused_once_nothing_holds_them() {
-        let (tapped, first) = Tapped::new(chunks(&["{\"a\":", "1}"]), 100);
-        tapped.collect().await.unwrap();
-        let held = Arc::as_ptr(&first);
-        // Still held: a new one.
-        let (tapped, second) = Tapped::new(chunks(&["[1]"]), 100);
-        assert_ne!(Arc::as_ptr(&second), held);
-        assert_eq!(second.state(), State::Open);
-        tapped.collect().await.unwrap();
-        assert_eq!(body(&second).as_deref(), Some(&b"[1]"[..]));
-        drop(first);
-        // The oldest, free again: reused, open and empty.
-        let (mut tapped, third) = Tapped::new(chunks(&["{}", "x"]), 100);
-        assert_eq!(Arc::as_ptr(&third), held);
-        assert_eq!(third.state(), State::Open);
-        assert_eq!(body(&third), None);
-        tapped.frame().await.unwrap().unwrap();
-        drop(tapped);
-        assert_eq!(third.state(), State::Abandoned);
-        assert_eq!(body(&third), None);
-        assert_eq!(body(&second).as_deref(), Some(&b"[1]"[..]));
-        // The oldest now is the second.
-        let second_ptr = Arc::as_ptr(&second);
-        drop((second, third));
-        let (tapped, fourth) = Tapped::new(chunks(&["{", "}"]), 100);
-        assert_eq!(Arc::as_ptr(&fourth), second_ptr);
-        tapped.collect().await.unwrap();
-        assert_eq!(body(&fourth).as_deref(), Some(&b"{}"[..]));
+    #[test]
+    fn taps_given_back_are_reused_when_nothing_else_holds_them() {
+        let pool = Pool {
+            free: Mutex::new(Vec::new()),
+        };
+        let mut local = Vec::new();
+        let read = pool.take(&mut local, 100);
+        read.keep(b"{}", None);
+        read.end(State::Complete);
+        let held = pool.take(&mut local, 100);
+        let abandoned = pool.take(&mut local, 100);
+        abandoned.keep(&[b' '; KEEP_CAPACITY + 1], None);
+        abandoned.end(State::Abandoned);
+        let (read_at, held_at, abandoned_at) = (
+            Arc::as_ptr(&read),
+            Arc::as_ptr(&held),
+            Arc::as_ptr(&abandoned),
+        );
+        // Still held elsewhere (a body not dropped yet): given back, but not reused.
+        let body = held.clone();
+        pool.give_back(&mut vec![read, held, abandoned]);
+        assert_eq!(pool.free.lock().unwrap().len(), 3);
+        // Open and empty again; a large partial copy was let go.
+        let mut reused = Vec::new();
+        for _ in 0..2 {
+            let tap = pool.take(&mut local, 10);
+            assert_eq!((tap.state(), tap.limit), (State::Open, 10));
+            assert!(tap.kept.lock().unwrap().is_empty());
+            assert!(tap.kept.lock().unwrap().capacity() <= KEEP_CAPACITY);
+            reused.push(Arc::as_ptr(&tap));
+        }
+        reused.sort();
+        let mut expected = vec![read_at, abandoned_at];
+        expected.sort();
+        assert_eq!(reused, expected);
+        // The held one was let go: the next is new.
+        let new = pool.take(&mut local, 10);
+        assert_ne!(Arc::as_ptr(&new), held_at);
+        assert!(pool.free.lock().unwrap().is_empty() && local.is_empty());
+        drop(body);
+    }
+
+    #[test]
+    fn the_pool_keeps_a_bounded_number_of_free_taps() {
+        let pool = Pool {
+            free: Mutex::new(Vec::new()),
+        };
+        let mut local = Vec::new();
+        let mut taps: Vec<_> = (0..FREE_TAPS + 10)
+            .map(|_| pool.take(&mut local, 10))
+            .collect();
+        pool.give_back(&mut taps);
+        assert!(taps.is_empty());
+        assert_eq!(pool.free.lock().unwrap().len(), FREE_TAPS);
+        // A thread takes a share at a time.
+        pool.take(&mut local, 10);
+        assert_eq!(local.len(), TAKE - 1);
+        assert_eq!(pool.free.lock().unwrap().len(), FREE_TAPS - TAKE);
     }
 
     #[tokio::test]
