@@ -18,6 +18,7 @@ use tower::ServiceExt;
 
 use crate::audit::{Done, Record, X_REQUEST_ID};
 use crate::challenge::error_body;
+use crate::forward::Unforwardable;
 use crate::metrics::{Metrics, Outcome, Reason};
 use crate::oauth::revocation::Status;
 use crate::oauth::upstream_token::UpstreamTokenError;
@@ -58,6 +59,9 @@ fn local(response: Response) -> Reply {
 }
 
 type Answer = (Reply, Outcome, Reason);
+
+/// [`X_REQUEST_ID`], as the request's fields to the app borrow it.
+static REQUEST_ID: http::HeaderName = X_REQUEST_ID;
 
 /// Answers one request of the public port from the client at `peer`.
 pub async fn handle(state: &AppState, request: Request<RequestBody>, peer: Peer) -> Reply {
@@ -339,66 +343,73 @@ async fn authorize_and_forward(
     }
 
     let (mut parts, body) = request.into_parts();
-    let client = Some(peer.forwarded_for().clone());
-    if let Err(e) = rt.forwarding.apply(&mut parts.headers, &principal, client) {
+    let unforwardable = |e: Unforwardable| {
         tracing::warn!(policy = %rt.policy, claim = %e.claim, "refused: a mapped claim cannot be sent as a header");
         let response = error_body(StatusCode::FORBIDDEN, "forbidden", &e.to_string());
-        return refuse(
-            Request::from_parts(parts, body),
-            (response, Outcome::Forbidden, Reason::UnforwardableClaim),
-        )
-        .await;
-    }
-    if let Some(inject) = &rt.upstream_token {
-        let sid = principal.claims.get("sid").and_then(|v| v.as_str());
-        let token = match sid {
-            // Boxed: the exchange's future would triple the size of every request's.
-            Some(sid) => Box::pin(inject.proxy.upstream_token(sid)).await,
-            None => Err(UpstreamTokenError::SessionEnded),
-        };
-        match token {
-            Ok(value) => {
-                parts.headers.insert(inject.header.clone(), value);
+        (response, Outcome::Forbidden, Reason::UnforwardableClaim)
+    };
+    // Before the request's fields are made, so they are not part of this future while it waits.
+    let upstream_token = match &rt.upstream_token {
+        Some(inject) => {
+            // A request refused for its claims fetches no token.
+            if let Err(e) = rt.forwarding.check(&principal) {
+                return refuse(Request::from_parts(parts, body), unforwardable(e)).await;
             }
-            Err(UpstreamTokenError::SessionEnded) => {
-                let answer = (
-                    rt.challenge.unauthorized(Some(TokenError::Revoked)),
-                    Outcome::Unauthorized,
-                    Reason::Revoked,
-                );
-                return refuse(Request::from_parts(parts, body), answer).await;
-            }
-            Err(UpstreamTokenError::Unavailable { retry_after }) => {
-                let mut response = error_body(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "temporarily_unavailable",
-                    "the upstream token of this session is not available right now",
-                );
-                response
-                    .headers_mut()
-                    .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
-                return refuse(
-                    Request::from_parts(parts, body),
-                    (
-                        response,
-                        Outcome::UpstreamError,
-                        Reason::UpstreamUnavailable,
-                    ),
-                )
-                .await;
+            let sid = principal.claims.get("sid").and_then(|v| v.as_str());
+            let token = match sid {
+                // Boxed: the exchange's future would triple the size of every request's.
+                Some(sid) => Box::pin(inject.proxy.upstream_token(sid)).await,
+                None => Err(UpstreamTokenError::SessionEnded),
+            };
+            match token {
+                Ok(value) => Some((&inject.header, value)),
+                Err(UpstreamTokenError::SessionEnded) => {
+                    let answer = (
+                        rt.challenge.unauthorized(Some(TokenError::Revoked)),
+                        Outcome::Unauthorized,
+                        Reason::Revoked,
+                    );
+                    return refuse(Request::from_parts(parts, body), answer).await;
+                }
+                Err(UpstreamTokenError::Unavailable { retry_after }) => {
+                    let mut response = error_body(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "temporarily_unavailable",
+                        "the upstream token of this session is not available right now",
+                    );
+                    response
+                        .headers_mut()
+                        .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
+                    return refuse(
+                        Request::from_parts(parts, body),
+                        (
+                            response,
+                            Outcome::UpstreamError,
+                            Reason::UpstreamUnavailable,
+                        ),
+                    )
+                    .await;
+                }
             }
         }
+        None => None,
+    };
+    let client = Some(peer.forwarded_for().clone());
+    let mut fields = match rt.forwarding.rewrite(&parts.headers, &principal, client) {
+        Ok(fields) => fields,
+        Err(e) => return refuse(Request::from_parts(parts, body), unforwardable(e)).await,
+    };
+    if let Some((name, value)) = upstream_token {
+        fields.set(name, value);
     }
-    parts
-        .headers
-        .insert(X_REQUEST_ID, record.request_id.clone());
+    fields.set(&REQUEST_ID, record.request_id.clone());
     let span = telemetry::start_client("upstream", Vec::new);
     if let Some(cx) = &span {
         telemetry::inject(cx, &mut parts.headers);
     }
     let forwarded = state
         .upstream
-        .forward(Request::from_parts(parts, body))
+        .forward(Request::from_parts(parts, body), fields)
         .await;
     if let Some(cx) = &span {
         let failed = forwarded

@@ -9,6 +9,7 @@
 
 use http::{HeaderMap, HeaderName, HeaderValue, header};
 use serde_json::Value;
+use smallvec::SmallVec;
 
 use crate::verify::{Claim, Principal};
 
@@ -53,8 +54,8 @@ const HOP_BY_HOP: [HeaderName; 7] = [
 
 /// Pre-parsed, so the request path does not parse the name on every request.
 const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
-const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 
 /// Whether a header is hop-by-hop by its name alone (RFC 9110 §7.6.1; `Connection` may name
 /// more).
@@ -171,59 +172,149 @@ impl Forwarding {
         self.private.iter().any(|p| same_header(name, p.as_str()))
     }
 
-    /// Prepares request headers for the app: drops hop-by-hop headers, `Authorization`, client
-    /// copies of identity and forwarding headers; sets the identity headers from the claims
-    /// (`email` only when `email_verified` is true) and `X-Forwarded-For`/`-Proto` (the proxy
-    /// sets `X-Forwarded-Host`). `client` is the client's address as `X-Forwarded-For` gives it.
-    pub fn apply(
+    /// What changes in a request's header fields on the way to the app: hop-by-hop fields,
+    /// `Authorization` and client copies of identity and forwarding fields are left out; the
+    /// identity fields are set from the claims (`email` only when `email_verified` is true), and
+    /// `X-Forwarded-For`/`-Proto` (the proxy sets `X-Forwarded-Host`). `client` is the client's
+    /// address as `X-Forwarded-For` gives it.
+    pub fn rewrite(
         &self,
-        headers: &mut HeaderMap,
+        headers: &HeaderMap,
         principal: &Principal,
         client: Option<HeaderValue>,
-    ) -> Result<(), Unforwardable> {
-        strip_hop_by_hop(headers);
-        headers.remove(header::AUTHORIZATION);
-        let spoofable: Vec<HeaderName> = headers
-            .keys()
-            .filter(|name| {
-                let name = name.as_str();
-                is_forwarding_info(name)
-                    || self.is_private(name)
-                    || self
-                        .claims
-                        .iter()
-                        .any(|(_, mapped)| same_header(name, mapped.as_str()))
-            })
-            .cloned()
-            .collect();
-        for name in spoofable {
-            headers.remove(name);
-        }
+    ) -> Result<Rewrite<'_>, Unforwardable> {
+        let mut rewrite = Rewrite::new(headers);
+        rewrite.forwarding = Some(self);
         for (claim, name) in &self.claims {
-            let mut value = principal.claims.get(claim);
-            // An unverified address proves nothing (anyone can put any address on an account).
-            if claim == "email"
-                && principal.claims.get("email_verified") != Some(Claim::Json(&Value::Bool(true)))
-            {
-                value = None;
-            }
-            match claim_value(value) {
-                Ok(Some(value)) => {
-                    headers.insert(name.clone(), value);
-                }
-                Ok(None) => {}
-                Err(()) => {
-                    return Err(Unforwardable {
-                        claim: claim.clone(),
-                    });
-                }
+            if let Some(value) = self.header_value_of(principal, claim)? {
+                rewrite.set(name, value);
             }
         }
         if let Some(client) = client {
-            headers.insert(X_FORWARDED_FOR, client);
+            rewrite.set(&X_FORWARDED_FOR, client);
         }
-        headers.insert(X_FORWARDED_PROTO, self.proto.clone());
+        rewrite.set(&X_FORWARDED_PROTO, self.proto.clone());
+        Ok(rewrite)
+    }
+
+    /// Whether every mapped claim of `principal` can be sent as a header value.
+    pub fn check(&self, principal: &Principal) -> Result<(), Unforwardable> {
+        for (claim, _) in &self.claims {
+            self.header_value_of(principal, claim)?;
+        }
         Ok(())
+    }
+
+    /// The header value of a mapped claim of `principal`.
+    fn header_value_of(
+        &self,
+        principal: &Principal,
+        claim: &str,
+    ) -> Result<Option<HeaderValue>, Unforwardable> {
+        let mut value = principal.claims.get(claim);
+        // An unverified address proves nothing (anyone can put any address on an account).
+        if claim == "email"
+            && principal.claims.get("email_verified") != Some(Claim::Json(&Value::Bool(true)))
+        {
+            value = None;
+        }
+        claim_value(value).map_err(|()| Unforwardable {
+            claim: claim.to_owned(),
+        })
+    }
+
+    /// Whether a client field is one only the sidecar may set (or, `Authorization`, one the app
+    /// must not see).
+    fn withholds(&self, name: &HeaderName) -> bool {
+        if *name == header::AUTHORIZATION {
+            return true;
+        }
+        let name = name.as_str();
+        is_forwarding_info(name)
+            || self.is_private(name)
+            || self
+                .claims
+                .iter()
+                .any(|(_, mapped)| same_header(name, mapped.as_str()))
+    }
+}
+
+/// How a request's header fields change on the way to the app: the client's fields, less those
+/// the sidecar leaves out, then the sidecar's own. The request head is written from it
+/// ([`Rewrite::for_each_field`]) rather than by editing the client's header map.
+#[derive(Default)]
+pub struct Rewrite<'a> {
+    /// Leaves out the client's credentials, identity and forwarding fields (without it, only
+    /// hop-by-hop fields are left out).
+    forwarding: Option<&'a Forwarding>,
+    /// Field names the client's `Connection` header lists: hop-by-hop too.
+    listed: Vec<HeaderName>,
+    /// `Host`, first, instead of the client's.
+    host: Option<&'a HeaderValue>,
+    /// Fields the sidecar sets, after the client's; a client field of the same name is left out.
+    /// (Small, and without an allocation for the usual few: it is part of a request's future.)
+    added: SmallVec<[(&'a HeaderName, HeaderValue); 4]>,
+}
+
+impl<'a> Rewrite<'a> {
+    /// Leaves out the hop-by-hop fields of `headers` (those named in `Connection` included).
+    pub fn new(headers: &HeaderMap) -> Self {
+        let mut rewrite = Rewrite::default();
+        // Most requests have no `Connection` field; looking for one by name would hash it.
+        if headers.keys().any(|name| name == header::CONNECTION) {
+            rewrite.listed = headers
+                .get_all(header::CONNECTION)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(','))
+                .map(str::trim)
+                .filter(|name| !name.eq_ignore_ascii_case("keep-alive"))
+                .filter_map(|name| HeaderName::from_bytes(name.as_bytes()).ok())
+                .collect();
+        }
+        rewrite
+    }
+
+    /// Sets `name` (after the client's fields, in the order set), leaving out the client's.
+    pub fn set(&mut self, name: &'a HeaderName, value: HeaderValue) {
+        match self.added.iter_mut().find(|(n, _)| *n == name) {
+            Some((_, v)) => *v = value,
+            None => self.added.push((name, value)),
+        }
+    }
+
+    /// Sets `Host`: the first field, instead of the client's.
+    pub fn set_host(&mut self, value: &'a HeaderValue) {
+        self.host = Some(value);
+    }
+
+    /// Whether a client field goes to the app.
+    fn keeps(&self, name: &HeaderName) -> bool {
+        !(is_hop_by_hop(name)
+            || (self.host.is_some() && name == header::HOST)
+            || self.listed.contains(name)
+            || self.added.iter().any(|(n, _)| *n == name)
+            || self.forwarding.is_some_and(|f| f.withholds(name)))
+    }
+
+    /// Calls `f` with each field the app receives, in order: `Host`, the client's fields that
+    /// go on, then the sidecar's.
+    pub fn for_each_field(
+        &self,
+        headers: &HeaderMap,
+        mut f: impl FnMut(&HeaderName, &HeaderValue),
+    ) {
+        if let Some(host) = self.host {
+            f(&header::HOST, host);
+        }
+        for (name, value) in headers {
+            if self.keeps(name) {
+                f(name, value);
+            }
+        }
+        for (name, value) in &self.added {
+            f(name, value);
+        }
     }
 }
 
@@ -245,6 +336,22 @@ mod tests {
         )
     }
 
+    /// `headers` as the app receives them.
+    fn apply(
+        forwarding: &Forwarding,
+        headers: &mut HeaderMap,
+        principal: &Principal,
+        client: Option<HeaderValue>,
+    ) -> Result<(), Unforwardable> {
+        let rewrite = forwarding.rewrite(headers, principal, client)?;
+        let mut received = HeaderMap::new();
+        rewrite.for_each_field(headers, |name, value| {
+            received.append(name, value.clone());
+        });
+        *headers = received;
+        Ok(())
+    }
+
     fn principal(claims: serde_json::Value) -> Principal {
         Principal {
             claims: claims.as_object().unwrap().clone().into(),
@@ -263,7 +370,7 @@ mod tests {
         h.insert(header::CONNECTION, "keep-alive, x-hop".parse().unwrap());
         h.insert("x-hop", "1".parse().unwrap());
         h.insert("mcp-session-id", "s1".parse().unwrap());
-        forwarding().apply(&mut h, &principal, None).unwrap();
+        apply(&forwarding(), &mut h, &principal, None).unwrap();
         assert!(h.get(header::AUTHORIZATION).is_none());
         assert_eq!(h["x-auth-subject"], "alice");
         assert_eq!(h["x-auth-groups"], "a,b");
@@ -304,7 +411,7 @@ mod tests {
             h.append(name, "mallory".parse().unwrap());
         }
         h.insert("x-auth-subjects", "kept".parse().unwrap());
-        forwarding().apply(&mut h, &principal, None).unwrap();
+        apply(&forwarding(), &mut h, &principal, None).unwrap();
         assert_eq!(h.get_all("x-auth-subject").iter().count(), 1);
         assert_eq!(h["x-auth-subject"], "alice");
         for gone in ["x-auth_subject", "x_auth_subject", "x_auth-groups"] {
@@ -330,7 +437,7 @@ mod tests {
         }
         let peer = crate::peer::Peer::new("[::ffff:192.0.2.7]:1234".parse().unwrap());
         let client = Some(peer.forwarded_for().clone());
-        forwarding().apply(&mut h, &principal, client).unwrap();
+        apply(&forwarding(), &mut h, &principal, client).unwrap();
         assert_eq!(h["x-forwarded-for"], "192.0.2.7");
         assert_eq!(h["x-forwarded-proto"], "https");
         for gone in [
@@ -363,9 +470,7 @@ mod tests {
         ] {
             let mut h = HeaderMap::new();
             h.insert("x-auth-email", "mallory@x.test".parse().unwrap());
-            forwarding()
-                .apply(&mut h, &principal(claims.clone()), None)
-                .unwrap();
+            apply(&forwarding(), &mut h, &principal(claims.clone()), None).unwrap();
             assert_eq!(h.get("x-auth-email").is_some(), forwarded, "{claims}");
         }
     }
@@ -379,8 +484,12 @@ mod tests {
             serde_json::json!({"nested": 1}),
         ] {
             let mut h = HeaderMap::new();
-            let result =
-                forwarding().apply(&mut h, &principal(serde_json::json!({"sub": bad})), None);
+            let result = apply(
+                &forwarding(),
+                &mut h,
+                &principal(serde_json::json!({"sub": bad})),
+                None,
+            );
             assert_eq!(
                 result,
                 Err(Unforwardable {
@@ -390,13 +499,13 @@ mod tests {
         }
         // Non-ASCII text travels as UTF-8.
         let mut h = HeaderMap::new();
-        forwarding()
-            .apply(
-                &mut h,
-                &principal(serde_json::json!({"sub": "s", "name": "José"})),
-                None,
-            )
-            .unwrap();
+        apply(
+            &forwarding(),
+            &mut h,
+            &principal(serde_json::json!({"sub": "s", "name": "José"})),
+            None,
+        )
+        .unwrap();
         assert_eq!(h["x-auth-name"].as_bytes(), "José".as_bytes());
     }
 }

@@ -33,6 +33,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 
 use crate::chunked;
+use crate::forward::Rewrite;
 use crate::request_body::RequestBody;
 use crate::tap::Tapped;
 use head::{Framing, Sending};
@@ -99,12 +100,29 @@ impl Pool {
         }))
     }
 
-    /// Sends `request` (its URI in origin form) on an idle connection or a new one, and returns
-    /// the response head; the body streams from the connection.
-    pub async fn send(&self, request: Request<Outgoing>) -> Result<Response<Reply>, Error> {
-        let (parts, mut body) = request.into_parts();
+    /// Sends `request` (its URI in origin form) with the header fields `fields` gives, on an
+    /// idle connection or a new one, and returns the response head; the body streams from the
+    /// connection. The request head is written before the future is returned (it keeps
+    /// neither `fields` nor the request's header map).
+    pub fn send<'p>(
+        &'p self,
+        request: Request<Outgoing>,
+        fields: &Rewrite<'_>,
+    ) -> impl Future<Output = Result<Response<Reply>, Error>> + use<'p> {
+        let (parts, body) = request.into_parts();
         let mut out = Vec::with_capacity(1024);
-        let sending = head::write_request(&parts, body.size_hint().exact(), &mut out);
+        let sending = head::write_request(&parts, fields, body.size_hint().exact(), &mut out);
+        self.exchange(parts.method, body, out, sending)
+    }
+
+    /// Sends a request whose head is in `out`, then its body, and reads the response head.
+    async fn exchange(
+        &self,
+        method: http::Method,
+        mut body: Outgoing,
+        mut out: Vec<u8>,
+        sending: Sending,
+    ) -> Result<Response<Reply>, Error> {
         let mut sent = 0;
         // The body's bytes already at hand go out with the head (up to a bound).
         let mut ended = body.is_end_stream();
@@ -125,12 +143,12 @@ impl Pool {
             stream,
             read: BytesMut::new(),
         };
-        let attempt = exchange.start(&out, &parts.method, reused && ended).await;
+        let attempt = exchange.start(&out, &method, reused && ended).await;
         let head = match attempt {
             Ok(head) => head,
             Err(Failed::Retry) => {
                 exchange.stream = self.connect().await?;
-                match exchange.start(&out, &parts.method, false).await {
+                match exchange.start(&out, &method, false).await {
                     Ok(head) => head,
                     Err(Failed::Retry) => unreachable!("a new connection is not retried"),
                     Err(Failed::Fatal(e)) => return Err(e),
@@ -147,7 +165,7 @@ impl Pool {
                     && exchange
                         .send_rest(&mut body, sending, &mut sent, &mut out)
                         .await?;
-                let mut head = exchange.response_head(&parts.method).await?;
+                let mut head = exchange.response_head(&method).await?;
                 head.keep_alive &= !cut_short;
                 head
             }
@@ -630,18 +648,24 @@ mod tests {
             );
         });
         assert_eq!(
-            text(pool.send(post("{}")).await.unwrap()).await.unwrap(),
+            text(pool.send(post("{}"), &Rewrite::default()).await.unwrap())
+                .await
+                .unwrap(),
             "hello"
         );
         assert_eq!(
-            text(pool.send(post("{}")).await.unwrap()).await.unwrap(),
+            text(pool.send(post("{}"), &Rewrite::default()).await.unwrap())
+                .await
+                .unwrap(),
             "abcde"
         );
-        let response = pool.send(post("{}")).await.unwrap();
+        let response = pool.send(post("{}"), &Rewrite::default()).await.unwrap();
         assert_eq!(response.status(), 204);
         assert_eq!(text(response).await.unwrap(), "");
         assert_eq!(
-            text(pool.send(post("{}")).await.unwrap()).await.unwrap(),
+            text(pool.send(post("{}"), &Rewrite::default()).await.unwrap())
+                .await
+                .unwrap(),
             "until close"
         );
         server.await.unwrap();
@@ -669,7 +693,8 @@ mod tests {
             .header("host", "app")
             .body(body)
             .unwrap();
-        let sending = tokio::spawn(async move { pool.send(request).await.map(text) });
+        let sending =
+            tokio::spawn(async move { pool.send(request, &Rewrite::default()).await.map(text) });
         tx.send(Ok(Bytes::from_static(b"one"))).await.unwrap();
         tokio::time::sleep(Duration::from_millis(20)).await;
         tx.send(Ok(Bytes::from_static(b"two"))).await.unwrap();
@@ -701,10 +726,13 @@ mod tests {
             .header("host", "app")
             .body(body)
             .unwrap();
-        let response = tokio::time::timeout(Duration::from_secs(20), pool.send(request))
-            .await
-            .expect("the early answer is read while the body is still being sent")
-            .unwrap();
+        let response = tokio::time::timeout(
+            Duration::from_secs(20),
+            pool.send(request, &Rewrite::default()),
+        )
+        .await
+        .expect("the early answer is read while the body is still being sent")
+        .unwrap();
         assert_eq!(response.status(), 413);
         assert_eq!(text(response).await.unwrap(), "");
         assert!(
@@ -745,19 +773,25 @@ mod tests {
             assert!(third.await.is_err());
         });
         assert_eq!(
-            text(pool.send(post("a")).await.unwrap()).await.unwrap(),
+            text(pool.send(post("a"), &Rewrite::default()).await.unwrap())
+                .await
+                .unwrap(),
             "1"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert_eq!(
-            text(pool.send(post("b")).await.unwrap()).await.unwrap(),
+            text(pool.send(post("b"), &Rewrite::default()).await.unwrap())
+                .await
+                .unwrap(),
             "2"
         );
         assert_eq!(
-            text(pool.send(post("c")).await.unwrap()).await.unwrap(),
+            text(pool.send(post("c"), &Rewrite::default()).await.unwrap())
+                .await
+                .unwrap(),
             "3"
         );
-        assert!(pool.send(post("d")).await.is_err());
+        assert!(pool.send(post("d"), &Rewrite::default()).await.is_err());
         server.await.unwrap();
     }
 
@@ -793,15 +827,27 @@ mod tests {
             let mut conn = accept(&listener).await;
             answer(&mut conn, b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\n3").await;
         });
-        assert!(text(pool.send(post("a")).await.unwrap()).await.is_err());
-        assert!(text(pool.send(post("b")).await.unwrap()).await.is_err());
-        assert!(pool.send(post("c")).await.is_err());
+        assert!(
+            text(pool.send(post("a"), &Rewrite::default()).await.unwrap())
+                .await
+                .is_err()
+        );
+        assert!(
+            text(pool.send(post("b"), &Rewrite::default()).await.unwrap())
+                .await
+                .is_err()
+        );
+        assert!(pool.send(post("c"), &Rewrite::default()).await.is_err());
         assert_eq!(
-            text(pool.send(post("d")).await.unwrap()).await.unwrap(),
+            text(pool.send(post("d"), &Rewrite::default()).await.unwrap())
+                .await
+                .unwrap(),
             "1"
         );
         assert_eq!(
-            text(pool.send(post("e")).await.unwrap()).await.unwrap(),
+            text(pool.send(post("e"), &Rewrite::default()).await.unwrap())
+                .await
+                .unwrap(),
             "3"
         );
         server.await.unwrap();

@@ -3,15 +3,17 @@
 //! upstream connection with it.
 
 use axum::response::Response;
+use futures_util::FutureExt as _;
+use futures_util::future::Either;
 use http::uri::{PathAndQuery, Scheme};
 use http::{HeaderValue, Request, StatusCode, Uri, header};
 
 use crate::challenge::error_body;
-use crate::forward::strip_hop_by_hop;
+use crate::forward::{Rewrite, strip_hop_by_hop};
 pub use crate::pool::Outgoing;
 use crate::pool::{self, Pool};
 
-const X_FORWARDED_HOST: http::HeaderName = http::HeaderName::from_static("x-forwarded-host");
+static X_FORWARDED_HOST: http::HeaderName = http::HeaderName::from_static("x-forwarded-host");
 
 /// Why the upstream URL is unusable.
 #[derive(Debug, thiserror::Error)]
@@ -71,28 +73,37 @@ impl Upstream {
         Ok(Uri::from(pq))
     }
 
-    /// Sends the (already sanitised) request to the app and streams the answer back.
-    /// Connection failures become a clean 502; the app's own statuses pass through.
-    pub async fn forward(
-        &self,
+    /// Sends the request to the app with the header fields `fields` gives (plus `Host` and
+    /// `X-Forwarded-Host`) and streams the answer back. Connection failures become a clean 502;
+    /// the app's own statuses pass through. The request head is written before the future is
+    /// returned.
+    // The error is the response the client gets, as large as any other.
+    #[allow(clippy::result_large_err)]
+    pub fn forward<'u>(
+        &'u self,
         mut request: Request<Outgoing>,
-    ) -> Result<http::Response<pool::Reply>, Response> {
-        let original_host = request.headers().get(header::HOST).cloned();
-        *request.uri_mut() = self.target(request.uri()).map_err(|_| {
-            error_body(
-                StatusCode::BAD_REQUEST,
-                "invalid_request",
-                "bad request target",
-            )
-        })?;
-        *request.version_mut() = http::Version::HTTP_11;
-        let headers = request.headers_mut();
-        headers.insert(header::HOST, self.authority_header.clone());
-        if let Some(host) = original_host {
-            headers.insert(X_FORWARDED_HOST, host);
+        mut fields: Rewrite<'u>,
+    ) -> impl Future<Output = Result<http::Response<pool::Reply>, Response>> + use<'u> {
+        if let Some(host) = request.headers().get(header::HOST) {
+            fields.set(&X_FORWARDED_HOST, host.clone());
         }
-        match self.pool.send(request).await {
+        fields.set_host(&self.authority_header);
+        let target = match self.target(request.uri()) {
+            Ok(target) => target,
+            Err(_) => {
+                let response = error_body(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request",
+                    "bad request target",
+                );
+                return Either::Right(std::future::ready(Err(response)));
+            }
+        };
+        *request.uri_mut() = target;
+        // A combinator rather than an async block, which would hold the exchange twice.
+        Either::Left(self.pool.send(request, &fields).map(move |sent| match sent {
             Ok(mut response) => {
+                // What the response's `Connection` names (the pool left out the rest).
                 strip_hop_by_hop(response.headers_mut());
                 Ok(response)
             }
@@ -104,7 +115,7 @@ impl Upstream {
                     "the MCP server is not reachable",
                 ))
             }
-        }
+        }))
     }
 }
 

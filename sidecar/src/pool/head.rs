@@ -7,7 +7,7 @@ use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, StatusCode, request};
 
-use crate::forward::is_hop_by_hop;
+use crate::forward::{Rewrite, is_hop_by_hop};
 
 /// Most header fields in a response head from the app.
 const MAX_HEADERS: usize = 128;
@@ -44,27 +44,32 @@ pub enum Sending {
     Chunked,
 }
 
-/// Appends the head of a request to `out`: request line, the header fields except those that
-/// frame the body (the sidecar sets its own: `exact` is the body's length when known) and
-/// `Expect` (the body is sent without waiting for the app).
-pub fn write_request(parts: &request::Parts, exact: Option<u64>, out: &mut Vec<u8>) -> Sending {
+/// Appends the head of a request to `out`: request line, the header fields `fields` gives except
+/// those that frame the body (the sidecar sets its own: `exact` is the body's length when known)
+/// and `Expect` (the body is sent without waiting for the app).
+pub fn write_request(
+    parts: &request::Parts,
+    fields: &Rewrite<'_>,
+    exact: Option<u64>,
+    out: &mut Vec<u8>,
+) -> Sending {
     out.extend_from_slice(parts.method.as_str().as_bytes());
     out.push(b' ');
     let target = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
     out.extend_from_slice(if target.is_empty() { "/" } else { target }.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
-    for (name, value) in &parts.headers {
+    fields.for_each_field(&parts.headers, |name, value| {
         if name == header::CONTENT_LENGTH
             || name == header::TRANSFER_ENCODING
             || name == header::EXPECT
         {
-            continue;
+            return;
         }
         out.extend_from_slice(name.as_str().as_bytes());
         out.extend_from_slice(b": ");
         out.extend_from_slice(value.as_bytes());
         out.extend_from_slice(b"\r\n");
-    }
+    });
     let sending = match exact {
         Some(0) if !method_has_body(&parts.method) => Sending::Length(0),
         Some(length) => {
@@ -277,13 +282,19 @@ mod tests {
             .unwrap();
         let (parts, ()) = request.into_parts();
         let mut out = Vec::new();
-        assert_eq!(write_request(&parts, Some(5), &mut out), Sending::Length(5));
+        assert_eq!(
+            write_request(&parts, &Rewrite::default(), Some(5), &mut out),
+            Sending::Length(5)
+        );
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "POST /mcp?x=1 HTTP/1.1\r\nhost: app:8080\r\nx-a: 1\r\nx-a: 2\r\ncontent-length: 5\r\n\r\n"
         );
         let mut out = Vec::new();
-        assert_eq!(write_request(&parts, None, &mut out), Sending::Chunked);
+        assert_eq!(
+            write_request(&parts, &Rewrite::default(), None, &mut out),
+            Sending::Chunked
+        );
         assert!(
             String::from_utf8(out)
                 .unwrap()
@@ -291,7 +302,10 @@ mod tests {
         );
         let (get, ()) = http::Request::get("/").body(()).unwrap().into_parts();
         let mut out = Vec::new();
-        assert_eq!(write_request(&get, Some(0), &mut out), Sending::Length(0));
+        assert_eq!(
+            write_request(&get, &Rewrite::default(), Some(0), &mut out),
+            Sending::Length(0)
+        );
         assert_eq!(out, b"GET / HTTP/1.1\r\n\r\n");
     }
 
