@@ -158,7 +158,8 @@ pub fn read_request(buf: &mut BytesMut, max_bytes: usize) -> Result<Option<Reque
         parts,
         framing,
         keep_alive,
-        expects_continue: facts.expects_continue && framing != Framing::Empty,
+        // HTTP/1.0 clients are never sent `100 Continue` (RFC 9110 §10.1.1).
+        expects_continue: http11 && facts.expects_continue && framing != Framing::Empty,
     }))
 }
 
@@ -377,6 +378,9 @@ mod tests {
                 .expects_continue
         );
         assert!(!head("GET / HTTP/1.1\nHost: a\nExpect: 100-continue\n\n").expects_continue);
+        assert!(
+            !head("POST / HTTP/1.0\nExpect: 100-continue\nContent-Length: 3\n\n").expects_continue
+        );
     }
 
     #[test]
