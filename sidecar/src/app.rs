@@ -186,7 +186,11 @@ pub enum Credentials<'a> {
 
 /// The bearer token of a request, if it has exactly one `Authorization: Bearer` header.
 pub fn credentials(headers: &http::HeaderMap) -> Credentials<'_> {
-    let mut values = headers.get_all(header::AUTHORIZATION).iter();
+    // Looked for in one pass over the few fields of a request, without hashing the name.
+    let mut values = headers
+        .iter()
+        .filter(|(name, _)| *name == header::AUTHORIZATION)
+        .map(|(_, value)| value);
     let Some(value) = values.next() else {
         return Credentials::None;
     };
@@ -196,9 +200,11 @@ pub fn credentials(headers: &http::HeaderMap) -> Credentials<'_> {
     let Ok(value) = value.to_str() else {
         return Credentials::Ambiguous;
     };
-    match value.split_once(' ') {
-        Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => {
-            Credentials::Bearer(token.trim())
+    // The scheme ends at the first space.
+    const BEARER: &str = "bearer ";
+    match value.get(..BEARER.len()) {
+        Some(scheme) if scheme.eq_ignore_ascii_case(BEARER) => {
+            Credentials::Bearer(value[BEARER.len()..].trim_ascii())
         }
         // Another scheme (Basic…) is not a bearer token: challenge as if none was sent.
         _ => Credentials::None,
@@ -615,4 +621,37 @@ async fn buffer(mut body: RequestBody, limit: usize) -> Result<Buffered, ReadErr
         1 => chunks.remove(0),
         _ => chunks.concat().into(),
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn of(values: &[&str]) -> Credentials<'static> {
+        let mut headers = http::HeaderMap::new();
+        headers.insert(header::ACCEPT, HeaderValue::from_static("*/*"));
+        for value in values {
+            headers.append(header::AUTHORIZATION, value.parse().unwrap());
+        }
+        // Leaked: the test's headers outlive the token they lend.
+        credentials(Box::leak(Box::new(headers)))
+    }
+
+    #[test]
+    fn finds_one_bearer_token() {
+        assert_eq!(of(&["Bearer abc"]), Credentials::Bearer("abc"));
+        assert_eq!(of(&["bEARER   abc "]), Credentials::Bearer("abc"));
+        assert_eq!(of(&["Bearer "]), Credentials::Bearer(""));
+        assert_eq!(of(&[]), Credentials::None);
+        assert_eq!(of(&["Bearer"]), Credentials::None);
+        assert_eq!(of(&["Bearerx abc"]), Credentials::None);
+        assert_eq!(of(&["Basic YTpi"]), Credentials::None);
+        assert_eq!(of(&["Bearer a", "Bearer b"]), Credentials::Ambiguous);
+        let mut headers = http::HeaderMap::new();
+        headers.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_bytes(b"Bearer \xe9").unwrap(),
+        );
+        assert_eq!(credentials(&headers), Credentials::Ambiguous);
+    }
 }

@@ -597,7 +597,17 @@ impl Record {
     /// Starts a record from the request head: keeps a well-formed client `X-Request-Id`, else
     /// makes one.
     pub fn new(method: &http::Method, path: &str, headers: &HeaderMap) -> Self {
-        let kept = headers.get(X_REQUEST_ID).and_then(|v| {
+        // Both found in one pass over the few fields of a request (two look-ups hash both
+        // names); the first of each counts, as `get` would take it.
+        let (mut request_id, mut session_id) = (None, None);
+        for (name, value) in headers {
+            if request_id.is_none() && *name == X_REQUEST_ID {
+                request_id = Some(value);
+            } else if session_id.is_none() && *name == MCP_SESSION_ID {
+                session_id = Some(value);
+            }
+        }
+        let kept = request_id.and_then(|v| {
             well_formed_id(v.as_bytes())
                 .then(|| HeaderValue::from_bytes(v.as_bytes()).ok())
                 .flatten()
@@ -608,7 +618,7 @@ impl Record {
             http_method: method.clone(),
             // Copies, not the header values: those keep the connection's whole read buffer.
             path: shared_path(path),
-            session_id: headers.get(MCP_SESSION_ID).map(|v| v.as_bytes().into()),
+            session_id: session_id.map(|v| v.as_bytes().into()),
             caller: None,
             messages: Vec::new(),
             body: None,

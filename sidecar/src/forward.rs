@@ -42,25 +42,23 @@ pub struct Unforwardable {
     pub claim: String,
 }
 
-const HOP_BY_HOP: [HeaderName; 7] = [
-    header::CONNECTION,
-    header::PROXY_AUTHENTICATE,
-    header::PROXY_AUTHORIZATION,
-    header::TE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
-    header::UPGRADE,
-];
-
 /// Pre-parsed, so the request path does not parse the name on every request.
-const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 
 /// Whether a header is hop-by-hop by its name alone (RFC 9110 §7.6.1; `Connection` may name
 /// more).
 pub fn is_hop_by_hop(name: &HeaderName) -> bool {
-    HOP_BY_HOP.contains(name) || *name == KEEP_ALIVE
+    // Compared one by one: standard names as numbers (no array of names made per call).
+    *name == header::CONNECTION
+        || *name == header::PROXY_AUTHENTICATE
+        || *name == header::PROXY_AUTHORIZATION
+        || *name == header::TE
+        || *name == header::TRAILER
+        || *name == header::TRANSFER_ENCODING
+        || *name == header::UPGRADE
+        || *name == KEEP_ALIVE
 }
 
 /// Removes hop-by-hop headers, including those named in `Connection`.
@@ -251,6 +249,8 @@ pub struct Rewrite<'a> {
     listed: Vec<HeaderName>,
     /// `Host`, first, instead of the client's.
     host: Option<&'a HeaderValue>,
+    /// The client's `Host`.
+    client_host: Option<HeaderValue>,
     /// Fields the sidecar sets, after the client's; a client field of the same name is left out.
     /// (Small, and without an allocation for the usual few: it is part of a request's future.)
     added: SmallVec<[(&'a HeaderName, HeaderValue); 4]>,
@@ -260,8 +260,17 @@ impl<'a> Rewrite<'a> {
     /// Leaves out the hop-by-hop fields of `headers` (those named in `Connection` included).
     pub fn new(headers: &HeaderMap) -> Self {
         let mut rewrite = Rewrite::default();
-        // Most requests have no `Connection` field; looking for one by name would hash it.
-        if headers.keys().any(|name| name == header::CONNECTION) {
+        // One pass over the few fields of a request: looking for `Connection` (most requests
+        // have none) and `Host` by name would hash each.
+        let mut connection = false;
+        for (name, value) in headers {
+            if *name == header::CONNECTION {
+                connection = true;
+            } else if *name == header::HOST && rewrite.client_host.is_none() {
+                rewrite.client_host = Some(value.clone());
+            }
+        }
+        if connection {
             rewrite.listed = headers
                 .get_all(header::CONNECTION)
                 .iter()
@@ -273,6 +282,11 @@ impl<'a> Rewrite<'a> {
                 .collect();
         }
         rewrite
+    }
+
+    /// The client's `Host` (the first, if several), taken.
+    pub fn take_client_host(&mut self) -> Option<HeaderValue> {
+        self.client_host.take()
     }
 
     /// Sets `name` (after the client's fields, in the order set), leaving out the client's.

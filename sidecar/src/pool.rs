@@ -141,7 +141,7 @@ impl Pool {
         };
         let mut exchange = Exchange {
             stream,
-            read: BytesMut::new(),
+            read: BytesMut::with_capacity(HEAD_READ),
         };
         let attempt = exchange.start(&out, &method, reused && ended).await;
         let head = match attempt {

@@ -6,7 +6,7 @@ use axum::response::Response;
 use futures_util::FutureExt as _;
 use futures_util::future::Either;
 use http::uri::{PathAndQuery, Scheme};
-use http::{HeaderValue, Request, StatusCode, Uri, header};
+use http::{HeaderValue, Request, StatusCode, Uri};
 
 use crate::challenge::error_body;
 use crate::forward::{Rewrite, strip_hop_by_hop};
@@ -84,8 +84,8 @@ impl Upstream {
         mut request: Request<Outgoing>,
         mut fields: Rewrite<'u>,
     ) -> impl Future<Output = Result<http::Response<pool::Reply>, Response>> + use<'u> {
-        if let Some(host) = request.headers().get(header::HOST) {
-            fields.set(&X_FORWARDED_HOST, host.clone());
+        if let Some(host) = fields.take_client_host() {
+            fields.set(&X_FORWARDED_HOST, host);
         }
         fields.set_host(&self.authority_header);
         let target = match self.target(request.uri()) {

@@ -209,22 +209,31 @@ impl Facts {
     /// Notes what a field says, and whether it is passed on: hop-by-hop fields stay here, but a
     /// `Connection` naming other fields is kept for the proxy to remove those too.
     fn note(&mut self, name: &HeaderName, value: &HeaderValue) -> Result<bool, BadHead> {
+        // Each field's usual value first: one number, one coding, one token (no list to split).
         if name == header::CONTENT_LENGTH {
             let text = value.to_str().map_err(|_| BadHead::ContentLength)?;
-            for part in text.split(',').map(str::trim) {
-                if part.is_empty() || !part.bytes().all(|b| b.is_ascii_digit()) {
-                    return Err(BadHead::ContentLength);
+            if text.bytes().all(|b| b.is_ascii_digit()) {
+                self.note_length(text)?;
+            } else {
+                for part in text.split(',').map(str::trim) {
+                    self.note_length(part)?;
                 }
-                let n: u64 = part.parse().map_err(|_| BadHead::ContentLength)?;
-                if self.length.is_some_and(|l| l != n) {
-                    return Err(BadHead::ContentLength);
-                }
-                self.length = Some(n);
             }
         } else if name == header::TRANSFER_ENCODING {
-            let last = value.to_str().ok().and_then(|v| v.rsplit(',').next());
-            self.chunked = Some(last.is_some_and(|c| c.trim().eq_ignore_ascii_case("chunked")));
+            let chunked = value.as_bytes().eq_ignore_ascii_case(b"chunked") || {
+                let last = value.to_str().ok().and_then(|v| v.rsplit(',').next());
+                last.is_some_and(|c| c.trim().eq_ignore_ascii_case("chunked"))
+            };
+            self.chunked = Some(chunked);
         } else if name == header::CONNECTION {
+            let bytes = value.as_bytes();
+            if bytes.eq_ignore_ascii_case(b"keep-alive") {
+                return Ok(false);
+            }
+            if bytes.eq_ignore_ascii_case(b"close") {
+                self.close = true;
+                return Ok(false);
+            }
             let Ok(text) = value.to_str() else {
                 return Ok(true);
             };
@@ -239,6 +248,19 @@ impl Facts {
             return Ok(names_fields);
         }
         Ok(!is_hop_by_hop(name))
+    }
+
+    /// Notes one value of `Content-Length`: digits only, and the same number as any other.
+    fn note_length(&mut self, part: &str) -> Result<(), BadHead> {
+        if part.is_empty() || !part.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(BadHead::ContentLength);
+        }
+        let n: u64 = part.parse().map_err(|_| BadHead::ContentLength)?;
+        if self.length.is_some_and(|l| l != n) {
+            return Err(BadHead::ContentLength);
+        }
+        self.length = Some(n);
+        Ok(())
     }
 
     /// The framing of the body (RFC 9112 §6.3): `Transfer-Encoding` over `Content-Length`.
@@ -367,6 +389,13 @@ mod tests {
         assert!(!keep("HTTP/1.1 200 OK\r\n\r\n"));
         assert!(!keep(
             "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n"
+        ));
+        // A lone token, any case.
+        assert!(!keep(
+            "HTTP/1.1 200 OK\r\nConnection: Close\r\nContent-Length: 0\r\n\r\n"
+        ));
+        assert!(keep(
+            "HTTP/1.1 200 OK\r\nConnection: Keep-Alive\r\nContent-Length: 0\r\n\r\n"
         ));
     }
 
