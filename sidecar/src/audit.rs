@@ -13,7 +13,9 @@ use std::cell::RefCell;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
 use aws_lc_rs::digest;
@@ -67,17 +69,38 @@ impl Destination {
 /// A running writer: its destination and its queue.
 type Running = (Destination, Queue);
 
+/// What a writer is sent.
+enum Queued {
+    /// A finished request.
+    Request(Entry),
+    /// Write every line queued before this now (not waiting for bodies still streaming), then
+    /// say so.
+    Flush(Option<tokio::sync::oneshot::Sender<()>>),
+}
+
+/// A writer started, for [`Writers::finish`].
+struct Started {
+    /// Its queue, without keeping it open.
+    queue: mpsc::WeakSender<Queued>,
+    thread: JoinHandle<()>,
+    /// Set when it is to write what it has without gathering more.
+    finishing: Arc<AtomicBool>,
+}
+
+/// How long [`Writers::finish`] waits for each writer.
+const FINISH: Duration = Duration::from_secs(5);
+
 /// The way to a writer thread: its queue, and the thread to wake when the queue fills while the
 /// writer gathers (see [`GATHER`]).
 #[derive(Clone)]
 struct Queue {
     /// `None` only while dropped.
-    tx: Option<mpsc::Sender<Entry>>,
+    tx: Option<mpsc::Sender<Queued>>,
     writer: std::thread::Thread,
 }
 
 impl Queue {
-    fn sender(&self) -> &mpsc::Sender<Entry> {
+    fn sender(&self) -> &mpsc::Sender<Queued> {
         self.tx.as_ref().expect("only taken when dropped")
     }
 
@@ -104,6 +127,8 @@ impl Drop for Queue {
 #[derive(Clone)]
 pub struct Writers {
     current: Arc<Mutex<Option<Running>>>,
+    /// Every writer started and not known to have stopped.
+    started: Arc<Mutex<Vec<Started>>>,
     dropped: Counter,
 }
 
@@ -112,6 +137,7 @@ impl Writers {
     pub fn new(metrics: &Metrics) -> Self {
         Writers {
             current: Arc::default(),
+            started: Arc::default(),
             dropped: metrics.audit_dropped.clone(),
         }
     }
@@ -127,15 +153,61 @@ impl Writers {
         }
         let out = Output::open(&dest)?;
         let (tx, rx) = mpsc::channel(QUEUE);
+        let finishing = Arc::new(AtomicBool::new(false));
+        let flag = finishing.clone();
         let writer = std::thread::Builder::new()
             .name("mcp-warden-audit".into())
-            .spawn(move || write_lines(rx, out))?;
+            .spawn(move || write_lines(rx, out, &flag))?;
+        let mut started = self.started.lock().unwrap_or_else(|e| e.into_inner());
+        started.retain(|s| !s.thread.is_finished());
+        started.push(Started {
+            queue: tx.downgrade(),
+            thread: writer,
+            finishing,
+        });
         let queue = Queue {
             tx: Some(tx),
-            writer: writer.thread().clone(),
+            writer: started
+                .last()
+                .map(|s| s.thread.thread().clone())
+                .expect("just pushed"),
         };
         *current = Some((dest, queue.clone()));
         Ok(queue)
+    }
+
+    /// Has every line queued so far written, by every writer (at shutdown, once requests are
+    /// drained): a writer still in use writes what it holds without gathering more, one whose
+    /// policy is gone writes the rest and stops. Waits at most [`FINISH`] for each.
+    pub async fn finish(&self) {
+        let started = std::mem::take(&mut *self.started.lock().unwrap_or_else(|e| e.into_inner()));
+        for Started {
+            queue,
+            thread,
+            finishing,
+        } in started
+        {
+            finishing.store(true, Ordering::Release);
+            thread.thread().unpark();
+            let written = async {
+                match queue.upgrade() {
+                    Some(queue) => {
+                        let (ack, written) = tokio::sync::oneshot::channel();
+                        if queue.send(Queued::Flush(Some(ack))).await.is_ok() {
+                            drop(queue);
+                            let _ = written.await;
+                        }
+                    }
+                    // Every queue gone: the writer writes the rest and stops.
+                    None => {
+                        let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+                    }
+                }
+            };
+            if tokio::time::timeout(FINISH, written).await.is_err() {
+                tracing::warn!("audit lines still not written at shutdown");
+            }
+        }
     }
 }
 
@@ -236,13 +308,13 @@ impl Auditor {
             record,
             done,
         };
-        if let Err(e) = queue.sender().try_send(entry) {
-            let entry = match e {
-                mpsc::error::TrySendError::Full(entry)
-                | mpsc::error::TrySendError::Closed(entry) => entry,
-            };
-            // Counted per line, as the lines of a batch would have been written.
-            self.dropped.inc_by(entry.lines() as u64);
+        if let Err(e) = queue.sender().try_send(Queued::Request(entry)) {
+            if let mpsc::error::TrySendError::Full(Queued::Request(entry))
+            | mpsc::error::TrySendError::Closed(Queued::Request(entry)) = e
+            {
+                // Counted per line, as the lines of a batch would have been written.
+                self.dropped.inc_by(entry.lines() as u64);
+            }
             return;
         }
         queue.wake_if_filling();
@@ -840,19 +912,24 @@ const WAKE_AT: usize = 512;
 /// The writer thread: formats and writes what is queued, a batch at a time, until every
 /// sender is gone. Requests whose body is still streaming to the app wait for it (their lines
 /// come later); when there are more of them than [`QUEUE`], the oldest are written without
-/// their messages.
-fn write_lines(mut rx: mpsc::Receiver<Entry>, mut out: Output) {
-    let mut batch = Vec::new();
-    let mut scribe = Scribe::default();
-    let mut waiting: Vec<Entry> = Vec::new();
-    // The taps of the bodies read, given back after each batch.
-    let mut spent = Vec::new();
+/// their messages. Once `finishing` ([`Writers::finish`]) it no longer gathers, and a flush has
+/// everything queued before it written.
+fn write_lines(mut rx: mpsc::Receiver<Queued>, out: Output, finishing: &AtomicBool) {
+    let mut writer = Writer {
+        out,
+        batch: Vec::new(),
+        scribe: Scribe::default(),
+        spent: Vec::new(),
+        flushed: false,
+    };
+    let mut waiting: Vec<Queued> = Vec::new();
+    let mut acks = Vec::new();
     let mut open = true;
     while open || !waiting.is_empty() {
         if waiting.is_empty() && rx.blocking_recv_many(&mut waiting, QUEUE) == 0 {
             break; // Every sender is gone.
         }
-        gather(&rx, Instant::now() + GATHER);
+        gather(&rx, Instant::now() + GATHER, finishing);
         // Once every sender is gone nothing more comes: what is queued then is the rest.
         open = !rx.is_closed();
         if !rx.is_empty() {
@@ -861,41 +938,82 @@ fn write_lines(mut rx: mpsc::Receiver<Entry>, mut out: Output) {
         }
         let queued = waiting.len();
         let overflow = queued.saturating_sub(QUEUE);
-        batch.clear();
-        let mut flushed = false;
-        let mut index = 0;
-        waiting.retain_mut(|entry| {
-            index += 1;
-            // At shutdown, bodies still streaming are not waited for.
-            if !entry.ready() && index > overflow && open {
-                return true;
-            }
-            entry.write_lines(&mut batch, &mut scribe);
-            spent.extend(entry.record.body.take());
-            if batch.len() >= FLUSH_BYTES {
-                write(&mut out, &batch);
-                batch.clear();
-                flushed = true;
-            }
-            false
-        });
-        write(&mut out, &batch);
-        tap::give_back(&mut spent);
+        writer.batch.clear();
+        writer.flushed = false;
+        // At shutdown, bodies still streaming are not waited for.
+        let all = !open || finishing.load(Ordering::Acquire);
+        writer.write_ready(&mut waiting, overflow, all, &mut acks);
+        if !acks.is_empty() && !waiting.is_empty() {
+            writer.write_ready(&mut waiting, 0, true, &mut acks);
+        }
+        write(&mut writer.out, &writer.batch);
+        tap::give_back(&mut writer.spent);
+        for ack in acks.drain(..) {
+            let _ = ack.send(());
+        }
         // A burst the writer fell behind leaves both buffers at their peak: give that memory
         // back once the rate drops, without reallocating on every batch at a steady rate.
-        if !flushed {
-            let used = batch.len();
-            trim(&mut batch, used, FLUSH_BYTES / 8);
+        if !writer.flushed {
+            let used = writer.batch.len();
+            trim(&mut writer.batch, used, FLUSH_BYTES / 8);
         }
         trim(&mut waiting, queued, KEEP_WAITING);
-        trim(&mut spent, queued, KEEP_WAITING);
+        trim(&mut writer.spent, queued, KEEP_WAITING);
     }
 }
 
-/// Waits until `until` for more requests to queue, unless [`WAKE_AT`] of them do first or every
-/// sender goes. Parked, not asleep: [`Queue`] wakes it.
-fn gather(rx: &mpsc::Receiver<Entry>, until: Instant) {
-    while rx.len() < WAKE_AT && !rx.is_closed() {
+/// The writer thread's state from batch to batch.
+struct Writer {
+    out: Output,
+    /// Lines not written yet.
+    batch: Vec<u8>,
+    scribe: Scribe,
+    /// The taps of the bodies read, given back after each batch.
+    spent: Vec<Arc<Tap>>,
+    /// Whether this batch was written in parts.
+    flushed: bool,
+}
+
+impl Writer {
+    /// Formats the lines of the requests in `waiting` that are ready (all when `all`, and the
+    /// first `overflow` anyway), leaving the others; takes the flushes' acknowledgements.
+    fn write_ready(
+        &mut self,
+        waiting: &mut Vec<Queued>,
+        overflow: usize,
+        all: bool,
+        acks: &mut Vec<tokio::sync::oneshot::Sender<()>>,
+    ) {
+        let mut index = 0;
+        waiting.retain_mut(|queued| {
+            index += 1;
+            let entry = match queued {
+                Queued::Request(entry) => entry,
+                Queued::Flush(ack) => {
+                    acks.extend(ack.take());
+                    return false;
+                }
+            };
+            if !all && index > overflow && !entry.ready() {
+                return true;
+            }
+            entry.write_lines(&mut self.batch, &mut self.scribe);
+            self.spent.extend(entry.record.body.take());
+            if self.batch.len() >= FLUSH_BYTES {
+                write(&mut self.out, &self.batch);
+                self.batch.clear();
+                self.flushed = true;
+            }
+            false
+        });
+    }
+}
+
+/// Waits until `until` for more requests to queue, unless [`WAKE_AT`] of them do first, every
+/// sender goes or the writer is `finishing`. Parked, not asleep: [`Queue`] and
+/// [`Writers::finish`] wake it.
+fn gather(rx: &mpsc::Receiver<Queued>, until: Instant, finishing: &AtomicBool) {
+    while rx.len() < WAKE_AT && !rx.is_closed() && !finishing.load(Ordering::Acquire) {
         let Some(left) = until
             .checked_duration_since(Instant::now())
             .filter(|d| !d.is_zero())
@@ -1325,6 +1443,55 @@ mod tests {
         );
     }
 
+    #[tokio::test]
+    async fn finish_has_every_line_queued_written_bodies_still_streaming_included() {
+        let dir = std::env::temp_dir().join(format!("mcp-warden-finish-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("audit.log");
+        let metrics = Metrics::register(&mut prometheus_client::registry::Registry::default());
+        let writers = Writers::new(&metrics);
+        let spec = AuditSpec {
+            destination: path.to_string_lossy().into_owned(),
+            ..AuditSpec::default()
+        };
+        let auditor = Auditor::new("p", Some(&spec), &writers, &metrics).unwrap();
+        let done = Done {
+            outcome: Outcome::Allowed,
+            reason: Reason::None,
+            status: 200,
+            latency: Duration::from_millis(1),
+        };
+        let record = |id: &str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(X_REQUEST_ID, id.parse().unwrap());
+            Record::new(&http::Method::POST, "/mcp", &headers)
+        };
+        let mut ids: Vec<String> = (0..100).map(|i| format!("r-{i}")).collect();
+        for id in &ids {
+            auditor.finish(record(id), done);
+        }
+        // A body the app is still reading: not waited for.
+        let (_streaming, tap) = Tapped::new(
+            http_body_util::StreamBody::new(futures_util::stream::pending::<
+                Result<hyper::body::Frame<Bytes>, std::convert::Infallible>,
+            >()),
+            1000,
+        );
+        let mut open = record("open");
+        open.body = Some(tap);
+        auditor.finish(open, done);
+        ids.push("open".into());
+        writers.finish().await;
+        let written: Vec<String> = std::fs::read_to_string(&path)
+            .unwrap()
+            .lines()
+            .map(|line| serde_json::from_str::<Value>(line).unwrap()["request_id"].to_string())
+            .map(|id| id.trim_matches('"').to_owned())
+            .collect();
+        assert_eq!(written, ids);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
     #[test]
     fn redacts_named_fields_at_any_depth() {
         let mut v = serde_json::json!({"password": "x", "nested": [{"token": "y", "keep": 1}]});
@@ -1354,7 +1521,11 @@ mod tests {
         let (tx, rx) = mpsc::channel(QUEUE);
         let (ended_tx, ended) = std::sync::mpsc::channel();
         let writer = std::thread::spawn(move || {
-            gather(&rx, Instant::now() + Duration::from_secs(3600));
+            gather(
+                &rx,
+                Instant::now() + Duration::from_secs(3600),
+                &AtomicBool::new(false),
+            );
             let _ = ended_tx.send(());
         });
         let queue = Queue {
@@ -1371,11 +1542,17 @@ mod tests {
     fn requests_filling_the_queue_end_the_gathering() {
         let (queue, ended) = gathering_for_an_hour();
         for _ in 0..WAKE_AT - 1 {
-            queue.sender().try_send(plain_entry()).unwrap();
+            queue
+                .sender()
+                .try_send(Queued::Request(plain_entry()))
+                .unwrap();
             queue.wake_if_filling();
         }
         assert!(ended.try_recv().is_err(), "still gathering");
-        queue.sender().try_send(plain_entry()).unwrap();
+        queue
+            .sender()
+            .try_send(Queued::Request(plain_entry()))
+            .unwrap();
         queue.wake_if_filling();
         ended
             .recv_timeout(HANG)
@@ -1415,7 +1592,10 @@ mod tests {
         // 30 requests at 500 a second: written in one or two batches (a third if this machine
         // is slow to come back from the sleeps), not one every few requests.
         for _ in 0..30 {
-            queue.sender().try_send(plain_entry()).unwrap();
+            queue
+                .sender()
+                .try_send(Queued::Request(plain_entry()))
+                .unwrap();
             queue.wake_if_filling();
             std::thread::sleep(Duration::from_millis(2));
         }

@@ -58,6 +58,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         keys_ready = runtime.verifier.ready(),
         "mcp-warden sidecar starting"
     );
+    let audit = ctx.audit.clone();
     let serving: SharedRuntime = Arc::new(ArcSwap::from_pointee(runtime));
     tokio::spawn(reload::watch(
         args.policy.clone(),
@@ -110,6 +111,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         r = async { tokio::join!(admin_server.into_future(), public_done).0 } => { r?; }
         () = deadline => tracing::warn!("drain period over; closing the remaining streams"),
     }
+    // The lines of the requests served are written before the process ends.
+    audit.finish().await;
     Ok(())
 }
 

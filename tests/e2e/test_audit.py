@@ -202,3 +202,19 @@ def test_disabled_audit_writes_nothing(start_sidecar, idp, fastmcp, work, http):
     # An enabled audit trail opens (creates) its file at start; a disabled one never does.
     assert not path.exists()
     sidecar.stop()
+
+
+def test_the_last_lines_are_written_at_shutdown(start_sidecar, idp, work, http):
+    # The writer gathers lines before writing them: those of the requests just before SIGTERM
+    # must not be lost when the process ends.
+    path = work / f"audit-{uuid.uuid4().hex[:6]}.log"
+    sidecar = start_sidecar(f"http://127.0.0.1:{free_port()}", audit_policy(idp, path))
+    ids = [f"last-{i}" for i in range(50)]
+    for request_id in ids:
+        r = http.post(sidecar.url, json=rpc_body("tools/list"),
+                      headers={"Accept": ACCEPT, "X-Request-Id": request_id})
+        assert r.status_code == 401
+    sidecar.stop()
+    assert sidecar.proc.popen.returncode == 0
+    written = [e["request_id"] for e in AuditLog(path).lines()]
+    assert written == ids
