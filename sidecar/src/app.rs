@@ -6,6 +6,7 @@
 //! the audit trail read the request's JSON-RPC messages.
 
 use std::borrow::Cow;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -72,7 +73,11 @@ pub async fn handle(state: &AppState, request: Request<RequestBody>, peer: Peer)
         .map(|tracer| telemetry::server_span(tracer, request.headers(), request.method()));
     record.trace_id = trace.as_ref().map(telemetry::trace_id);
     let served = serve(state, &runtime, request, peer, &mut record);
-    let (mut response, outcome, reason) = telemetry::within(trace.clone(), served).await;
+    // Awaited where it is made without tracing: each move copies the whole request's future.
+    let (mut response, outcome, reason) = match &trace {
+        None => served.await,
+        Some(cx) => telemetry::within(Some(cx.clone()), served).await,
+    };
     let latency = started.elapsed();
     runtime
         .meters
@@ -478,7 +483,17 @@ const DRAIN_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 /// Finishes a refused request. HTTP/1.1 can only reuse the connection once the request body has
 /// been read, so a small body is read (bounded in size and time) and discarded; otherwise the
 /// response says `Connection: close` instead of the connection dropping without notice.
-async fn refuse<B>(request: Request<B>, (mut response, outcome, reason): Refusal) -> Answer
+///
+/// Boxed: the wait would otherwise be part of every request's future.
+fn refuse<B>(request: Request<B>, refusal: Refusal) -> Pin<Box<impl Future<Output = Answer>>>
+where
+    B: hyper::body::Body,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    Box::pin(drain_or_close(request, refusal))
+}
+
+async fn drain_or_close<B>(request: Request<B>, (mut response, outcome, reason): Refusal) -> Answer
 where
     B: hyper::body::Body,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,

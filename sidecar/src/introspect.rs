@@ -111,7 +111,8 @@ impl Introspector {
         if let Some(hit) = self.cached(token) {
             return Ok((hit, true));
         }
-        let claims = match self.introspect(token).await {
+        // Boxed: only a miss pays for it, and every request's future stays small.
+        let claims = match Box::pin(self.introspect(token)).await {
             Ok(claims) => claims,
             Err(why) => {
                 tracing::warn!(policy = %self.settings.policy, error = %why, "token introspection failed");

@@ -343,7 +343,9 @@ impl Verifier {
         if let Some(hit) = self.cached(token, hash) {
             return Ok((hit, true));
         }
-        let (principal, generation) = self.verify_uncached(token).await?;
+        // Boxed: only a miss pays for it, and every request's future stays small (this one holds
+        // a key fetch's).
+        let (principal, generation) = Box::pin(self.verify_uncached(token)).await?;
         let principal = Arc::new(principal);
         self.remember(token, hash, &principal, generation);
         Ok((principal, false))
