@@ -85,7 +85,11 @@ pub fn unsigned(out: &mut Vec<u8>, n: u64) {
 pub fn millis(out: &mut Vec<u8>, time: Duration) {
     let micros = (time.as_nanos() + 500) / 1000;
     let micros = u64::try_from(micros).unwrap_or(u64::MAX);
-    unsigned(out, micros / 1000);
+    match micros / 1000 {
+        // Under 10 ms, the usual: one digit.
+        whole @ 0..=9 => out.push(b'0' + whole as u8),
+        whole => unsigned(out, whole),
+    }
     out.push(b'.');
     let fraction = micros % 1000;
     let digits = [fraction / 100, fraction / 10 % 10, fraction % 10];

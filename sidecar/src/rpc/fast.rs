@@ -127,7 +127,7 @@ impl<'a> Scanner<'a> {
             match key {
                 Some(0) => method = Some(s.plain_string()?),
                 Some(1) => params = s.params()?,
-                _ => s.skip_value()?,
+                _ => s.skip_usual()?,
             }
             Some(())
         })?;
@@ -231,6 +231,33 @@ impl<'a> Scanner<'a> {
         }
         self.depth -= 1;
         Some(())
+    }
+
+    /// Any JSON value, as [`Scanner::skip_value`] skips it; a string without escapes or a
+    /// positive integer (the usual `jsonrpc` and `id`) skipped here, without a call.
+    #[inline(always)]
+    fn skip_usual(&mut self) -> Option<()> {
+        match self.peek()? {
+            b'"' => {
+                let rest = self.body.get(self.at + 1..)?;
+                let end = plain_run::<false>(rest);
+                if rest.get(end) != Some(&b'"') {
+                    return self.skip_string();
+                }
+                self.at += end + 2;
+                Some(())
+            }
+            b'1'..=b'9' => {
+                let start = self.at;
+                self.digits();
+                if let Some(b'.' | b'e' | b'E') = self.peek() {
+                    self.at = start;
+                    return self.skip_number();
+                }
+                Some(())
+            }
+            _ => self.skip_value(),
+        }
     }
 
     /// Any JSON value, checked but not read.
