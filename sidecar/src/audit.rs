@@ -570,6 +570,7 @@ fn method_field(method: &str) -> Option<&'static [u8]> {
 }
 
 /// Appends `,"name":` and `value` when there is one.
+#[inline(always)]
 fn text(out: &mut Vec<u8>, name: &[u8], value: Option<&str>) {
     if let Some(value) = value {
         field(out, name);

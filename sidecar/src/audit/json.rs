@@ -83,8 +83,11 @@ pub fn unsigned(out: &mut Vec<u8>, n: u64) {
 
 /// Appends `time` in milliseconds, rounded to the microsecond (`12.345`, `3.5`, `0.0`).
 pub fn millis(out: &mut Vec<u8>, time: Duration) {
-    let micros = (time.as_nanos() + 500) / 1000;
-    let micros = u64::try_from(micros).unwrap_or(u64::MAX);
+    // Whole seconds are whole microseconds: no 128-bit division.
+    let micros = time
+        .as_secs()
+        .saturating_mul(1_000_000)
+        .saturating_add(u64::from((time.subsec_nanos() + 500) / 1000));
     match micros / 1000 {
         // Under 10 ms, the usual: one digit.
         whole @ 0..=9 => out.push(b'0' + whole as u8),
