@@ -32,6 +32,7 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use crate::header_maps;
 use crate::peer::Peer;
 use crate::shutdown::{self, Phase};
 use body::{Body, Shared};
@@ -255,7 +256,7 @@ impl Connection<'_> {
             keep_alive && !leaving,
         );
         let events = method == Method::GET && is_event_stream(&parts.headers);
-        drop(parts);
+        header_maps::give_back(parts.headers);
         let sent = match decided.out {
             Out::Nothing => write_all(&self.shared.stream, &mut [IoSlice::new(&self.out)])
                 .await

@@ -34,6 +34,7 @@ use tokio::net::TcpStream;
 
 use crate::chunked;
 use crate::forward::Rewrite;
+use crate::header_maps;
 use crate::request_body::RequestBody;
 use crate::tap::Tapped;
 use head::{Framing, Sending};
@@ -112,6 +113,7 @@ impl Pool {
         let (parts, body) = request.into_parts();
         let mut out = Vec::with_capacity(1024);
         let sending = head::write_request(&parts, fields, body.size_hint().exact(), &mut out);
+        header_maps::give_back(parts.headers);
         self.exchange(parts.method, body, out, sending)
     }
 

@@ -8,7 +8,9 @@ use std::mem::MaybeUninit;
 
 use bytes::BytesMut;
 use http::header::{self, HeaderName, HeaderValue};
-use http::{HeaderMap, Method, StatusCode, Uri, Version, request};
+use http::{Method, StatusCode, Uri, Version, request};
+
+use crate::header_maps;
 
 /// Most header fields in a request head; more get 431.
 pub const MAX_HEADERS: usize = 100;
@@ -127,7 +129,7 @@ pub fn read_request(buf: &mut BytesMut, max_bytes: usize) -> Result<Option<Reque
     let slice = |at: u32, len: u32| head.slice(at as usize..(at + len) as usize);
     let uri = Uri::from_maybe_shared(slice(target.0, target.1))
         .map_err(|_| Refused::Malformed("invalid request target"))?;
-    let mut headers = HeaderMap::with_capacity(count);
+    let mut headers = header_maps::take(count);
     let mut facts = Facts::default();
     for &[name_at, name_len, value_at, value_len] in &spans[..count] {
         let name = HeaderName::from_bytes(&head[name_at as usize..(name_at + name_len) as usize])

@@ -8,6 +8,7 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, StatusCode, request};
 
 use crate::forward::{Rewrite, is_hop_by_hop};
+use crate::header_maps;
 
 /// Most header fields in a response head from the app.
 const MAX_HEADERS: usize = 128;
@@ -169,7 +170,7 @@ pub fn read_response(buf: &mut BytesMut, method: &Method) -> Result<Option<Respo
         }
         let status = StatusCode::from_u16(code).map_err(|_| BadHead::Status(code))?;
         let bytes: Bytes = buf.split_to(length).freeze();
-        let mut headers = HeaderMap::with_capacity(count);
+        let mut headers = header_maps::take(count);
         let mut facts = Facts::default();
         for &[name_at, name_len, value_at, value_len] in &spans[..count] {
             let name = &bytes[name_at as usize..(name_at + name_len) as usize];
