@@ -174,7 +174,7 @@ pub fn read_response(buf: &mut BytesMut, method: &Method) -> Result<Option<Respo
         let mut facts = Facts::default();
         for &[name_at, name_len, value_at, value_len] in &spans[..count] {
             let name = &bytes[name_at as usize..(name_at + name_len) as usize];
-            let name = HeaderName::from_bytes(name).map_err(|_| BadHead::Header)?;
+            let name = field_name(name)?;
             let value = bytes.slice(value_at as usize..(value_at + value_len) as usize);
             let value = HeaderValue::from_maybe_shared(value).map_err(|_| BadHead::Header)?;
             if facts.note(&name, &value)? {
@@ -193,6 +193,26 @@ pub fn read_response(buf: &mut BytesMut, method: &Method) -> Result<Option<Respo
             keep_alive,
         }));
     }
+}
+
+/// `Mcp-Session-Id`, which MCP apps send on most responses (made once, not per response).
+static MCP_SESSION_ID: HeaderName = HeaderName::from_static("mcp-session-id");
+
+/// The name of a response field. The names apps send on most responses, as they usually spell
+/// them, are known without parsing (and a custom one without an allocation).
+fn field_name(raw: &[u8]) -> Result<HeaderName, BadHead> {
+    Ok(match raw {
+        b"Content-Type" | b"content-type" => header::CONTENT_TYPE,
+        b"Content-Length" | b"content-length" => header::CONTENT_LENGTH,
+        b"Date" | b"date" => header::DATE,
+        b"Server" | b"server" => header::SERVER,
+        b"Connection" | b"connection" => header::CONNECTION,
+        b"Transfer-Encoding" | b"transfer-encoding" => header::TRANSFER_ENCODING,
+        b"Cache-Control" | b"cache-control" => header::CACHE_CONTROL,
+        b"Vary" | b"vary" => header::VARY,
+        b"Mcp-Session-Id" | b"mcp-session-id" => MCP_SESSION_ID.clone(),
+        _ => HeaderName::from_bytes(raw).map_err(|_| BadHead::Header)?,
+    })
 }
 
 /// What a response head's fields say about its body and its connection.
@@ -422,6 +442,27 @@ mod tests {
         let mut headers = head.headers;
         crate::forward::strip_hop_by_hop(&mut headers);
         assert_eq!(headers.keys().collect::<Vec<_>>(), ["content-length"]);
+    }
+
+    #[test]
+    fn knows_the_usual_names_as_parsing_would() {
+        for raw in [
+            "Content-Type",
+            "content-length",
+            "Date",
+            "server",
+            "Connection",
+            "Transfer-Encoding",
+            "cache-control",
+            "Vary",
+            "Mcp-Session-Id",
+            "mcp-session-id",
+            "X-Other",
+        ] {
+            let parsed = HeaderName::from_bytes(raw.as_bytes()).unwrap();
+            assert_eq!(field_name(raw.as_bytes()).unwrap(), parsed, "{raw}");
+        }
+        assert!(field_name(b"Bad Name").is_err());
     }
 
     #[test]
