@@ -14,7 +14,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -24,7 +24,6 @@ use http::{HeaderMap, HeaderValue};
 use mcp_warden_policy::{AUDIT_TO_STDERR, AuditSpec};
 use prometheus_client::metrics::counter::Counter;
 use serde_json::Value;
-use tokio::sync::mpsc;
 
 use crate::metrics::{Metrics, Outcome, Reason, ToolMeters};
 use crate::rpc::{self, Message, Scanned, Seen};
@@ -32,6 +31,7 @@ use crate::tap::{self, State, Tap};
 use crate::verify::Principal;
 
 mod json;
+mod queue;
 
 /// Requests waiting for the writer before new ones are dropped.
 const QUEUE: usize = 8192;
@@ -81,7 +81,7 @@ enum Queued {
 /// A writer started, for [`Writers::finish`].
 struct Started {
     /// Its queue, without keeping it open.
-    queue: mpsc::WeakSender<Queued>,
+    queue: Weak<queue::Shared<Queued>>,
     thread: JoinHandle<()>,
     /// Set when it is to write what it has without gathering more.
     finishing: Arc<AtomicBool>,
@@ -90,37 +90,8 @@ struct Started {
 /// How long [`Writers::finish`] waits for each writer.
 const FINISH: Duration = Duration::from_secs(5);
 
-/// The way to a writer thread: its queue, and the thread to wake when the queue fills while the
-/// writer gathers (see [`GATHER`]).
-#[derive(Clone)]
-struct Queue {
-    /// `None` only while dropped.
-    tx: Option<mpsc::Sender<Queued>>,
-    writer: std::thread::Thread,
-}
-
-impl Queue {
-    fn sender(&self) -> &mpsc::Sender<Queued> {
-        self.tx.as_ref().expect("only taken when dropped")
-    }
-
-    /// Wakes the writer before its gathering time is up once [`WAKE_AT`] requests wait (an
-    /// atomic read per request; a system call only then).
-    fn wake_if_filling(&self) {
-        if QUEUE - self.sender().capacity() >= WAKE_AT {
-            self.writer.unpark();
-        }
-    }
-}
-
-impl Drop for Queue {
-    /// The writer learns at once that a sender is gone: once all are, it writes the rest
-    /// without waiting for the end of its gathering time.
-    fn drop(&mut self) {
-        drop(self.tx.take());
-        self.writer.unpark();
-    }
-}
+/// The way to a writer thread.
+type Queue = queue::Sender<Queued>;
 
 /// The writer in use, kept across policy reloads so a reload with the same destination keeps
 /// the same thread and file.
@@ -147,12 +118,12 @@ impl Writers {
         let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
         if let Some((d, queue)) = current.as_ref()
             && *d == dest
-            && !queue.sender().is_closed()
+            && !queue.is_closed()
         {
             return Ok(queue.clone());
         }
         let out = Output::open(&dest)?;
-        let (tx, rx) = mpsc::channel(QUEUE);
+        let (pending, rx) = queue::channel(QUEUE, WAKE_AT);
         let finishing = Arc::new(AtomicBool::new(false));
         let flag = finishing.clone();
         let writer = std::thread::Builder::new()
@@ -160,18 +131,12 @@ impl Writers {
             .spawn(move || write_lines(rx, out, &flag))?;
         let mut started = self.started.lock().unwrap_or_else(|e| e.into_inner());
         started.retain(|s| !s.thread.is_finished());
+        let queue = pending.sender(writer.thread().clone());
         started.push(Started {
-            queue: tx.downgrade(),
+            queue: Arc::downgrade(queue.shared()),
             thread: writer,
             finishing,
         });
-        let queue = Queue {
-            tx: Some(tx),
-            writer: started
-                .last()
-                .map(|s| s.thread.thread().clone())
-                .expect("just pushed"),
-        };
         *current = Some((dest, queue.clone()));
         Ok(queue)
     }
@@ -188,22 +153,16 @@ impl Writers {
         } in started
         {
             finishing.store(true, Ordering::Release);
-            thread.thread().unpark();
-            let written = async {
-                match queue.upgrade() {
-                    Some(queue) => {
-                        let (ack, written) = tokio::sync::oneshot::channel();
-                        if queue.send(Queued::Flush(Some(ack))).await.is_ok() {
-                            drop(queue);
-                            let _ = written.await;
-                        }
-                    }
-                    // Every queue gone: the writer writes the rest and stops.
-                    None => {
-                        let _ = tokio::task::spawn_blocking(move || thread.join()).await;
-                    }
-                }
+            // Gone: the writer wrote the rest and stopped.
+            let Some(queue) = queue.upgrade() else {
+                continue;
             };
+            let (ack, written) = tokio::sync::oneshot::channel();
+            queue.push_anyway(Queued::Flush(Some(ack)));
+            // Acknowledged, or dropped with the queue if the writer stops first (then it wrote
+            // the rest).
+            drop(queue);
+            thread.thread().unpark();
             if tokio::time::timeout(FINISH, written).await.is_err() {
                 tracing::warn!("audit lines still not written at shutdown");
             }
@@ -308,16 +267,10 @@ impl Auditor {
             record,
             done,
         };
-        if let Err(e) = queue.sender().try_send(Queued::Request(entry)) {
-            if let mpsc::error::TrySendError::Full(Queued::Request(entry))
-            | mpsc::error::TrySendError::Closed(Queued::Request(entry)) = e
-            {
-                // Counted per line, as the lines of a batch would have been written.
-                self.dropped.inc_by(entry.lines() as u64);
-            }
-            return;
+        if let Err(Queued::Request(entry)) = queue.try_send(Queued::Request(entry)) {
+            // Counted per line, as the lines of a batch would have been written.
+            self.dropped.inc_by(entry.lines() as u64);
         }
-        queue.wake_if_filling();
     }
 }
 
@@ -915,7 +868,7 @@ const WAKE_AT: usize = 512;
 /// come later); when there are more of them than [`QUEUE`], the oldest are written without
 /// their messages. Once `finishing` ([`Writers::finish`]) it no longer gathers, and a flush has
 /// everything queued before it written.
-fn write_lines(mut rx: mpsc::Receiver<Queued>, out: Output, finishing: &AtomicBool) {
+fn write_lines(rx: queue::Receiver<Queued>, out: Output, finishing: &AtomicBool) {
     let mut writer = Writer {
         out,
         batch: Vec::new(),
@@ -927,16 +880,13 @@ fn write_lines(mut rx: mpsc::Receiver<Queued>, out: Output, finishing: &AtomicBo
     let mut acks = Vec::new();
     let mut open = true;
     while open || !waiting.is_empty() {
-        if waiting.is_empty() && rx.blocking_recv_many(&mut waiting, QUEUE) == 0 {
+        if waiting.is_empty() && !rx.wait() {
             break; // Every sender is gone.
         }
         gather(&rx, Instant::now() + GATHER, finishing);
         // Once every sender is gone nothing more comes: what is queued then is the rest.
         open = !rx.is_closed();
-        if !rx.is_empty() {
-            // All at once: the queue's permits are given back in one step.
-            rx.blocking_recv_many(&mut waiting, QUEUE);
-        }
+        rx.take(&mut waiting);
         let queued = waiting.len();
         let overflow = queued.saturating_sub(QUEUE);
         writer.batch.clear();
@@ -1013,7 +963,7 @@ impl Writer {
 /// Waits until `until` for more requests to queue, unless [`WAKE_AT`] of them do first, every
 /// sender goes or the writer is `finishing`. Parked, not asleep: [`Queue`] and
 /// [`Writers::finish`] wake it.
-fn gather(rx: &mpsc::Receiver<Queued>, until: Instant, finishing: &AtomicBool) {
+fn gather(rx: &queue::Receiver<Queued>, until: Instant, finishing: &AtomicBool) {
     while rx.len() < WAKE_AT && !rx.is_closed() && !finishing.load(Ordering::Acquire) {
         let Some(left) = until
             .checked_duration_since(Instant::now())
@@ -1519,7 +1469,7 @@ mod tests {
     /// A thread gathering for an hour, and a queue whose requests wake it; `ended` reports
     /// when it stops gathering.
     fn gathering_for_an_hour() -> (Queue, std::sync::mpsc::Receiver<()>) {
-        let (tx, rx) = mpsc::channel(QUEUE);
+        let (pending, rx) = queue::channel(QUEUE, WAKE_AT);
         let (ended_tx, ended) = std::sync::mpsc::channel();
         let writer = std::thread::spawn(move || {
             gather(
@@ -1529,11 +1479,7 @@ mod tests {
             );
             let _ = ended_tx.send(());
         });
-        let queue = Queue {
-            tx: Some(tx),
-            writer: writer.thread().clone(),
-        };
-        (queue, ended)
+        (pending.sender(writer.thread().clone()), ended)
     }
 
     /// Bounds only how long a broken wake-up would hang the test.
@@ -1543,18 +1489,10 @@ mod tests {
     fn requests_filling_the_queue_end_the_gathering() {
         let (queue, ended) = gathering_for_an_hour();
         for _ in 0..WAKE_AT - 1 {
-            queue
-                .sender()
-                .try_send(Queued::Request(plain_entry()))
-                .unwrap();
-            queue.wake_if_filling();
+            assert!(queue.try_send(Queued::Request(plain_entry())).is_ok());
         }
         assert!(ended.try_recv().is_err(), "still gathering");
-        queue
-            .sender()
-            .try_send(Queued::Request(plain_entry()))
-            .unwrap();
-        queue.wake_if_filling();
+        assert!(queue.try_send(Queued::Request(plain_entry())).is_ok());
         ended
             .recv_timeout(HANG)
             .expect("woken by the request that fills the queue");
@@ -1593,11 +1531,7 @@ mod tests {
         // 30 requests at 500 a second: written in one or two batches (a third if this machine
         // is slow to come back from the sleeps), not one every few requests.
         for _ in 0..30 {
-            queue
-                .sender()
-                .try_send(Queued::Request(plain_entry()))
-                .unwrap();
-            queue.wake_if_filling();
+            assert!(queue.try_send(Queued::Request(plain_entry())).is_ok());
             std::thread::sleep(Duration::from_millis(2));
         }
         drop((queue, writers));
