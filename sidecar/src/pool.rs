@@ -163,9 +163,9 @@ impl Pool {
             None => {
                 // The rest of the body, then the response; an app that answers before the end
                 // of the body gets no more of it, and its connection is not reused.
+                // Boxed: a body that is not at hand at once is rare.
                 let cut_short = !ended
-                    && exchange
-                        .send_rest(&mut body, sending, &mut sent, &mut out)
+                    && Box::pin(exchange.send_rest(&mut body, sending, &mut sent, &mut out))
                         .await?;
                 let mut head = exchange.response_head(&method).await?;
                 head.keep_alive &= !cut_short;
@@ -216,11 +216,15 @@ impl Pool {
         }
     }
 
-    async fn connect(&self) -> Result<TcpStream, Error> {
-        let stream = tokio::time::timeout(CONNECT_TIMEOUT, connect(&self.0.address))
-            .await
-            .map_err(|_| "connecting to the app timed out")??;
-        Ok(stream)
+    /// Boxed: a new connection is rare, and its future (a name look-up, a timer) would otherwise
+    /// be part of every request's.
+    fn connect(&self) -> Pin<Box<impl Future<Output = Result<TcpStream, Error>> + '_>> {
+        Box::pin(async move {
+            let stream = tokio::time::timeout(CONNECT_TIMEOUT, connect(&self.0.address))
+                .await
+                .map_err(|_| "connecting to the app timed out")??;
+            Ok(stream)
+        })
     }
 }
 
