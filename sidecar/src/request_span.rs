@@ -2,19 +2,24 @@
 //! it ([`Record`]) once it is done: the MCP method and tool, the outcome and reason, no token.
 
 use opentelemetry::trace::{Status, TraceContextExt as _};
+use std::borrow::Cow;
+use std::sync::Arc;
+
 use opentelemetry::{Context, KeyValue};
 
 use crate::audit::{Done, Record};
+use crate::telemetry;
 
 /// Names the server span of a finished request and records what the sidecar decided.
 pub fn finish(cx: &Context, policy: &str, record: &Record, done: &Done) {
     let span = cx.span();
-    let mut attributes = vec![
+    let mut attributes = Vec::with_capacity(12);
+    attributes.extend([
         KeyValue::new(
             "http.request.method",
-            record.http_method.as_str().to_owned(),
+            telemetry::method_name(&record.http_method),
         ),
-        KeyValue::new("url.path", record.path.clone()),
+        KeyValue::new("url.path", Arc::clone(&record.path)),
         KeyValue::new("http.response.status_code", i64::from(done.status)),
         KeyValue::new("mcp_warden.policy", policy.to_owned()),
         KeyValue::new("mcp_warden.outcome", done.outcome.as_str()),
@@ -23,24 +28,20 @@ pub fn finish(cx: &Context, policy: &str, record: &Record, done: &Done) {
             "mcp_warden.request_id",
             record.request_id.to_str().unwrap_or_default().to_owned(),
         ),
-    ];
-    let calls: Vec<_> = record
-        .messages
-        .iter()
-        .filter(|m| m.method.is_some())
-        .collect();
-    let mut name = record.http_method.as_str().to_owned();
-    if let [call] = calls[..] {
-        let method = call.method.as_deref().unwrap_or_default().to_owned();
-        name = match (&call.tool, &call.target) {
-            (Some(tool), _) => format!("{method} {tool}"),
-            (None, Some(_)) if method == "prompts/get" => method.clone(),
-            _ => method.clone(),
+    ]);
+    let mut calls = record.messages.iter().filter(|m| m.method.is_some());
+    let (first, more) = (calls.next(), calls.count());
+    let mut name = telemetry::method_name(&record.http_method);
+    if let (Some(call), 0) = (first, more) {
+        let method = call.method.clone().unwrap_or_default();
+        name = match &call.tool {
+            Some(tool) => Cow::Owned(format!("{method} {tool}")),
+            None => method.clone(),
         };
         if let Some(tool) = &call.tool {
             attributes.push(KeyValue::new("gen_ai.tool.name", tool.clone()));
         }
-        match (method.as_str(), &call.target) {
+        match (&*method, &call.target) {
             ("resources/read", Some(uri)) => {
                 attributes.push(KeyValue::new("mcp.resource.uri", uri.clone()))
             }
@@ -50,9 +51,9 @@ pub fn finish(cx: &Context, policy: &str, record: &Record, done: &Done) {
             _ => {}
         }
         attributes.push(KeyValue::new("mcp.method.name", method));
-    } else if calls.len() > 1 {
-        name = "batch".into();
-        attributes.push(KeyValue::new("jsonrpc.batch.size", calls.len() as i64));
+    } else if more > 0 {
+        name = Cow::Borrowed("batch");
+        attributes.push(KeyValue::new("jsonrpc.batch.size", (more + 1) as i64));
     }
     if let Some(session) = record.session() {
         attributes.push(KeyValue::new("mcp_warden.session", session));

@@ -9,12 +9,13 @@
 //! `traceparent`; the app receives the context of the upstream call's span. JWKS fetches,
 //! identity-provider calls and store operations are child spans of whatever span is current.
 
+use std::borrow::Cow;
 use std::future::Future;
 use std::sync::OnceLock;
 
 use http::HeaderMap;
 use opentelemetry::context::WithContext;
-use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
+use opentelemetry::propagation::{Extractor, TextMapPropagator};
 use opentelemetry::trace::{FutureExt as _, SpanKind, Status, TraceContextExt as _, Tracer as _};
 use opentelemetry::{Context, KeyValue};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
@@ -93,37 +94,84 @@ impl Extractor for Headers<'_> {
     }
 }
 
-struct HeadersMut<'a>(&'a mut HeaderMap);
-
-impl Injector for HeadersMut<'_> {
-    fn set(&mut self, key: &str, value: String) {
-        if let (Ok(name), Ok(value)) = (
-            http::HeaderName::from_bytes(key.as_bytes()),
-            http::HeaderValue::from_str(&value),
-        ) {
-            self.0.insert(name, value);
-        }
-    }
-}
-
 const TRACEPARENT: http::HeaderName = http::HeaderName::from_static("traceparent");
 const TRACESTATE: http::HeaderName = http::HeaderName::from_static("tracestate");
 
 /// The server span of one request, child of the client's `traceparent` when it sent one.
 pub fn server_span(tracer: &SdkTracer, headers: &HeaderMap, method: &http::Method) -> Context {
-    let parent = TraceContextPropagator::new().extract(&Headers(headers));
+    let parent = if headers.contains_key(TRACEPARENT) {
+        TraceContextPropagator::new().extract(&Headers(headers))
+    } else {
+        Context::current()
+    };
     let span = tracer
-        .span_builder(method.as_str().to_owned())
+        .span_builder(method_name(method))
         .with_kind(SpanKind::Server)
         .start_with_context(tracer, &parent);
     parent.with_span(span)
 }
 
-/// Replaces the client's trace headers with the context of `cx`.
+/// The name of `method`, borrowed for the standard ones.
+pub fn method_name(method: &http::Method) -> Cow<'static, str> {
+    const STANDARD: [http::Method; 9] = [
+        http::Method::GET,
+        http::Method::POST,
+        http::Method::DELETE,
+        http::Method::OPTIONS,
+        http::Method::HEAD,
+        http::Method::PUT,
+        http::Method::PATCH,
+        http::Method::CONNECT,
+        http::Method::TRACE,
+    ];
+    const NAMES: [&str; 9] = [
+        "GET", "POST", "DELETE", "OPTIONS", "HEAD", "PUT", "PATCH", "CONNECT", "TRACE",
+    ];
+    match STANDARD.iter().position(|m| m == method) {
+        Some(i) => Cow::Borrowed(NAMES[i]),
+        None => Cow::Owned(method.as_str().to_owned()),
+    }
+}
+
+/// Replaces the client's trace headers with the context of `cx` (W3C Trace Context: a
+/// `traceparent`, and the `tracestate` when it has entries).
 pub fn inject(cx: &Context, headers: &mut HeaderMap) {
     headers.remove(TRACEPARENT);
     headers.remove(TRACESTATE);
-    TraceContextPropagator::new().inject_context(cx, &mut HeadersMut(headers));
+    let span = cx.span();
+    let context = span.span_context();
+    if !context.is_valid() {
+        return;
+    }
+    headers.insert(TRACEPARENT, traceparent(context));
+    let state = context.trace_state().header();
+    if !state.is_empty()
+        && let Ok(value) = http::HeaderValue::from_str(&state)
+    {
+        headers.insert(TRACESTATE, value);
+    }
+}
+
+/// `00-<trace id>-<span id>-<flags>`, the version this crate writes.
+fn traceparent(context: &opentelemetry::trace::SpanContext) -> http::HeaderValue {
+    let mut value = [0u8; 55];
+    value[..3].copy_from_slice(b"00-");
+    hex_into(&context.trace_id().to_bytes(), &mut value[3..35]);
+    value[35] = b'-';
+    hex_into(&context.span_id().to_bytes(), &mut value[36..52]);
+    value[52] = b'-';
+    let sampled = context.trace_flags() & opentelemetry::trace::TraceFlags::SAMPLED;
+    hex_into(&[sampled.to_u8()], &mut value[53..]);
+    http::HeaderValue::from_bytes(&value).expect("hex digits and dashes")
+}
+
+/// Writes `bytes` as lowercase hex digits into `out` (twice as long).
+fn hex_into(bytes: &[u8], out: &mut [u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for (pair, byte) in out.chunks_exact_mut(2).zip(bytes) {
+        pair[0] = DIGITS[usize::from(byte >> 4)];
+        pair[1] = DIGITS[usize::from(byte & 0xf)];
+    }
 }
 
 /// Runs `work` in a client span named `name` (child of the current span) when tracing is on;
@@ -180,7 +228,9 @@ pub fn within<F: Future>(
 
 /// The hex trace id of `cx`.
 pub fn trace_id(cx: &Context) -> String {
-    cx.span().span_context().trace_id().to_string()
+    let mut digits = [0u8; 32];
+    hex_into(&cx.span().span_context().trace_id().to_bytes(), &mut digits);
+    std::str::from_utf8(&digits).expect("hex digits").to_owned()
 }
 
 /// Sets an attribute on the span of `cx`.
