@@ -18,6 +18,7 @@
 
 pub mod head;
 
+use std::cell::RefCell;
 use std::io::{self, Write as _};
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -111,7 +112,7 @@ impl Pool {
         fields: &Rewrite<'_>,
     ) -> impl Future<Output = Result<Response<Reply>, Error>> + use<'p> {
         let (parts, body) = request.into_parts();
-        let mut out = Vec::with_capacity(1024);
+        let mut out = take_buffer();
         let sending = head::write_request(&parts, fields, body.size_hint().exact(), &mut out);
         header_maps::give_back(parts.headers);
         self.exchange(parts.method, body, out, sending)
@@ -172,6 +173,7 @@ impl Pool {
                 head
             }
         };
+        give_back_buffer(out);
         let mut response = Response::new(Reply {
             stream: Some(exchange.stream),
             buffered: exchange.read.freeze(),
@@ -226,6 +228,37 @@ impl Pool {
             Ok(stream)
         })
     }
+}
+
+thread_local! {
+    /// Emptied request buffers, kept for the next requests on this thread.
+    static BUFFERS: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Room of a new request buffer: a request head and a small body.
+const BUFFER: usize = 1024;
+/// Most request buffers kept per thread, and the largest kept.
+const KEEP_BUFFERS: usize = 4;
+const MAX_KEPT_BUFFER: usize = 4 * BUFFER;
+
+/// A request buffer: one used before, or a new one.
+fn take_buffer() -> Vec<u8> {
+    BUFFERS
+        .with_borrow_mut(Vec::pop)
+        .unwrap_or_else(|| Vec::with_capacity(BUFFER))
+}
+
+/// Keeps `buffer` for [`take_buffer`] on this thread, unless enough are kept or it is large.
+fn give_back_buffer(mut buffer: Vec<u8>) {
+    if buffer.capacity() > MAX_KEPT_BUFFER {
+        return;
+    }
+    buffer.clear();
+    BUFFERS.with_borrow_mut(|kept| {
+        if kept.len() < KEEP_BUFFERS {
+            kept.push(buffer);
+        }
+    });
 }
 
 /// Adds a frame of the request body to `out`, framed as `sending` says: whether the body ended.

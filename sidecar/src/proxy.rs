@@ -9,7 +9,7 @@ use http::uri::{PathAndQuery, Scheme};
 use http::{HeaderValue, Request, StatusCode, Uri};
 
 use crate::challenge::error_body;
-use crate::forward::{Rewrite, strip_hop_by_hop};
+use crate::forward::Rewrite;
 pub use crate::pool::Outgoing;
 use crate::pool::{self, Pool};
 
@@ -101,20 +101,16 @@ impl Upstream {
         };
         *request.uri_mut() = target;
         // A combinator rather than an async block, which would hold the exchange twice.
-        Either::Left(self.pool.send(request, &fields).map(move |sent| match sent {
-            Ok(mut response) => {
-                // What the response's `Connection` names (the pool left out the rest).
-                strip_hop_by_hop(response.headers_mut());
-                Ok(response)
-            }
-            Err(e) => {
+        // The response comes without hop-by-hop fields: the pool leaves them out.
+        Either::Left(self.pool.send(request, &fields).map(move |sent| {
+            sent.map_err(|e| {
                 tracing::warn!(error = %e, upstream = %self.authority, "upstream request failed");
-                Err(error_body(
+                error_body(
                     StatusCode::BAD_GATEWAY,
                     "upstream_unavailable",
                     "the MCP server is not reachable",
-                ))
-            }
+                )
+            })
         }))
     }
 }

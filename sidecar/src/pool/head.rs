@@ -7,7 +7,7 @@ use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, StatusCode, request};
 
-use crate::forward::{Rewrite, is_hop_by_hop};
+use crate::forward::{Rewrite, is_hop_by_hop, strip_hop_by_hop};
 use crate::header_maps;
 
 /// Most header fields in a response head from the app.
@@ -111,7 +111,7 @@ pub enum Framing {
 pub struct ResponseHead {
     /// The final status (interim responses are skipped).
     pub status: StatusCode,
-    /// The header fields, as sent.
+    /// The header fields, as sent, less hop-by-hop ones (those `Connection` names included).
     pub headers: HeaderMap,
     /// How the body is framed.
     pub framing: Framing,
@@ -172,14 +172,20 @@ pub fn read_response(buf: &mut BytesMut, method: &Method) -> Result<Option<Respo
         let bytes: Bytes = buf.split_to(length).freeze();
         let mut headers = header_maps::take(count);
         let mut facts = Facts::default();
+        let mut names_fields = false;
         for &[name_at, name_len, value_at, value_len] in &spans[..count] {
             let name = &bytes[name_at as usize..(name_at + name_len) as usize];
             let name = field_name(name)?;
             let value = bytes.slice(value_at as usize..(value_at + value_len) as usize);
             let value = HeaderValue::from_maybe_shared(value).map_err(|_| BadHead::Header)?;
             if facts.note(&name, &value)? {
+                names_fields |= name == header::CONNECTION;
                 headers.append(name, value);
             }
+        }
+        if names_fields {
+            // What `Connection` names goes too, with it.
+            strip_hop_by_hop(&mut headers);
         }
         let framing = facts.framing(status, method);
         let keep_alive = http11
@@ -430,7 +436,7 @@ mod tests {
         .unwrap();
         assert_eq!(head.framing, Framing::Chunked);
         assert_eq!(head.headers.keys().collect::<Vec<_>>(), ["x-a"]);
-        // A `Connection` naming a field stays, for the proxy to remove that field too.
+        // A field that `Connection` names goes too.
         let head = parse(
             "HTTP/1.1 200 OK\r\nConnection: close, X-A\r\nX-A: 1\r\nContent-Length: 0\r\n\r\n",
             &Method::GET,
@@ -438,10 +444,7 @@ mod tests {
         .unwrap()
         .unwrap();
         assert!(!head.keep_alive);
-        assert!(head.headers.contains_key(header::CONNECTION));
-        let mut headers = head.headers;
-        crate::forward::strip_hop_by_hop(&mut headers);
-        assert_eq!(headers.keys().collect::<Vec<_>>(), ["content-length"]);
+        assert_eq!(head.headers.keys().collect::<Vec<_>>(), ["content-length"]);
     }
 
     #[test]
