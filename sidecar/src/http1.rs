@@ -27,7 +27,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, Method, Request, Response, Version, header};
 use http_body_util::BodyExt as _;
-use tokio::io::AsyncWriteExt as _;
+use tokio::io::{AsyncWriteExt as _, Interest};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -170,7 +170,7 @@ impl Connection<'_> {
                     if input.buf.capacity() - input.buf.len() < HEAD_READ / 4 {
                         input.buf.reserve(HEAD_READ);
                     }
-                    self.shared.stream.try_read_buf(&mut input.buf)
+                    read_some(&self.shared.stream, &mut input.buf)
                 };
                 match read {
                     Ok(0) => return End::Drop,
@@ -421,6 +421,21 @@ fn chunk_size(buf: &mut [u8; 18], size: usize) -> &[u8] {
         }
     }
     &buf[at..]
+}
+
+/// Reads what the socket has into the room `buf` has. A read that leaves room unused took all
+/// there was: the socket is then taken as not readable until the reactor says otherwise, so the
+/// next read waits for it instead of making a system call that finds nothing (nginx does the
+/// same). This cannot miss bytes: ones that arrived after the read raise a new event.
+pub(crate) fn read_some(stream: &TcpStream, buf: &mut BytesMut) -> io::Result<usize> {
+    let room = buf.capacity() - buf.len();
+    let read = stream.try_read_buf(buf)?;
+    if read > 0 && read < room {
+        let _ = stream.try_io(Interest::READABLE, || {
+            Err::<(), _>(io::ErrorKind::WouldBlock.into())
+        });
+    }
+    Ok(read)
 }
 
 /// Writes all of `bufs` (empty ones are skipped).

@@ -274,7 +274,7 @@ impl hyper::body::Body for Body {
                 _ => READ_SIZE,
             };
             input.buf.reserve(want);
-            match shared.stream.try_read_buf(&mut input.buf) {
+            match super::read_some(&shared.stream, &mut input.buf) {
                 Ok(0) => {
                     input.left = Left::Broken;
                     this.ended = true;
