@@ -13,7 +13,7 @@ use crate::telemetry;
 /// Names the server span of a finished request and records what the sidecar decided.
 pub fn finish(cx: &Context, policy: &str, record: &Record, done: &Done) {
     let span = cx.span();
-    let mut attributes = Vec::with_capacity(12);
+    let mut attributes = Vec::with_capacity(telemetry::SERVER_ATTRIBUTES);
     attributes.extend([
         KeyValue::new(
             "http.request.method",

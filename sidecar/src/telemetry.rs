@@ -96,6 +96,9 @@ impl Extractor for Headers<'_> {
 const TRACEPARENT: http::HeaderName = http::HeaderName::from_static("traceparent");
 const TRACESTATE: http::HeaderName = http::HeaderName::from_static("tracestate");
 
+/// How many attributes a server span gets at most (set when the request is done).
+pub const SERVER_ATTRIBUTES: usize = 12;
+
 /// The server span of one request, child of the client's `traceparent` when it sent one.
 pub fn server_span(tracer: &SdkTracer, headers: &HeaderMap, method: &http::Method) -> Context {
     let parent = if headers.contains_key(TRACEPARENT) {
@@ -106,6 +109,8 @@ pub fn server_span(tracer: &SdkTracer, headers: &HeaderMap, method: &http::Metho
     let span = tracer
         .span_builder(method_name(method))
         .with_kind(SpanKind::Server)
+        // Room for the attributes `request_span::finish` sets: the span keeps this vector.
+        .with_attributes(Vec::with_capacity(SERVER_ATTRIBUTES))
         .start_with_context(tracer, &parent);
     parent.with_span(span)
 }

@@ -430,28 +430,36 @@ pub fn encode(batch: &[SpanData], resource: &[u8], resource_schema: &str) -> Vec
         };
         message(&mut groups[group].1, 2, &mut scratch, |out| span(out, data));
     }
-    let mut resource_spans = Vec::with_capacity(
-        resource.len() + 64 + groups.iter().map(|g| g.1.len() + 64).sum::<usize>(),
-    );
-    delimited(&mut resource_spans, 1, resource);
-    let mut scope_spans = Vec::new();
-    for (first, spans) in &groups {
-        let instrumentation = &batch[*first].instrumentation_scope;
-        scope_spans.clear();
-        message(&mut scope_spans, 1, &mut scratch, |out| {
-            scope(out, instrumentation)
-        });
-        scope_spans.extend_from_slice(spans);
-        text(
-            &mut scope_spans,
-            3,
-            instrumentation.schema_url().unwrap_or_default().as_bytes(),
-        );
-        delimited(&mut resource_spans, 2, &scope_spans);
+    // The lengths are known now: every span is copied once more, into the request.
+    let scopes: Vec<(Vec<u8>, &str, usize)> = groups
+        .iter()
+        .map(|(first, spans)| {
+            let instrumentation = &batch[*first].instrumentation_scope;
+            let mut encoded = Vec::new();
+            scope(&mut encoded, instrumentation);
+            let schema = instrumentation.schema_url().unwrap_or_default();
+            let len = delimited_len(1, encoded.len()) + spans.len() + text_len(3, schema.len());
+            (encoded, schema, len)
+        })
+        .collect();
+    let resource_spans_len = delimited_len(1, resource.len())
+        + scopes
+            .iter()
+            .map(|(_, _, len)| delimited_len(2, *len))
+            .sum::<usize>()
+        + text_len(3, resource_schema.len());
+    let mut request = Vec::with_capacity(delimited_len(1, resource_spans_len));
+    tag(&mut request, 1, LEN);
+    varint(&mut request, resource_spans_len as u64);
+    delimited(&mut request, 1, resource);
+    for ((encoded, schema, len), (_, spans)) in scopes.iter().zip(&groups) {
+        tag(&mut request, 2, LEN);
+        varint(&mut request, *len as u64);
+        delimited(&mut request, 1, encoded);
+        request.extend_from_slice(spans);
+        text(&mut request, 3, schema.as_bytes());
     }
-    text(&mut resource_spans, 3, resource_schema.as_bytes());
-    let mut request = Vec::with_capacity(resource_spans.len() + 8);
-    delimited(&mut request, 1, &resource_spans);
+    text(&mut request, 3, resource_schema.as_bytes());
     request
 }
 
