@@ -14,6 +14,7 @@ pub mod chunked;
 pub mod cli;
 pub mod connection;
 pub mod forward;
+pub mod head_fields;
 pub mod header_maps;
 pub mod http1;
 pub mod introspect;

@@ -186,6 +186,43 @@ impl Input {
         }
     }
 
+    /// Reads more of the body from `stream`, after what is owed of a `100 Continue`. A failure
+    /// leaves the body broken.
+    fn poll_fill(
+        &mut self,
+        stream: &TcpStream,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<(), BodyError>> {
+        let filled = ready!(self.poll_read_more(stream, cx));
+        if filled.is_err() {
+            self.left = Left::Broken;
+        }
+        Poll::Ready(filled)
+    }
+
+    fn poll_read_more(
+        &mut self,
+        stream: &TcpStream,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<(), BodyError>> {
+        ready!(self.poll_continue(stream, cx))?;
+        let want = match self.left {
+            Left::Length(n) => usize::try_from(n).unwrap_or(usize::MAX).min(READ_SIZE),
+            _ => READ_SIZE,
+        };
+        self.buf.reserve(want);
+        loop {
+            match super::read_some(stream, &mut self.buf) {
+                Ok(0) => return Poll::Ready(Err(BodyError::Closed)),
+                Ok(_) => return Poll::Ready(Ok(())),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    ready!(stream.poll_read_ready(cx))?;
+                }
+                Err(e) => return Poll::Ready(Err(e.into())),
+            }
+        }
+    }
+
     /// Writes what is owed of a `100 Continue`.
     fn poll_continue(&mut self, stream: &TcpStream, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         while let Some(written) = self.continue_owed {
@@ -264,35 +301,9 @@ impl hyper::body::Body for Body {
                     return Poll::Ready(Some(Err(e)));
                 }
             }
-            if let Err(e) = ready!(input.poll_continue(&shared.stream, cx)) {
-                input.left = Left::Broken;
+            if let Err(e) = ready!(input.poll_fill(&shared.stream, cx)) {
                 this.ended = true;
-                return Poll::Ready(Some(Err(e.into())));
-            }
-            let want = match input.left {
-                Left::Length(n) => usize::try_from(n).unwrap_or(usize::MAX).min(READ_SIZE),
-                _ => READ_SIZE,
-            };
-            input.buf.reserve(want);
-            match super::read_some(&shared.stream, &mut input.buf) {
-                Ok(0) => {
-                    input.left = Left::Broken;
-                    this.ended = true;
-                    return Poll::Ready(Some(Err(BodyError::Closed)));
-                }
-                Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    if let Err(e) = ready!(shared.stream.poll_read_ready(cx)) {
-                        input.left = Left::Broken;
-                        this.ended = true;
-                        return Poll::Ready(Some(Err(e.into())));
-                    }
-                }
-                Err(e) => {
-                    input.left = Left::Broken;
-                    this.ended = true;
-                    return Poll::Ready(Some(Err(e.into())));
-                }
+                return Poll::Ready(Some(Err(e)));
             }
         }
     }

@@ -10,6 +10,7 @@ use bytes::BytesMut;
 use http::header::{self, HeaderName, HeaderValue};
 use http::{Method, StatusCode, Uri, Version, request};
 
+use crate::head_fields;
 use crate::header_maps;
 
 /// Most header fields in a request head; more get 431.
@@ -100,41 +101,25 @@ pub fn read_request(buf: &mut BytesMut, max_bytes: usize) -> Result<Option<Reque
             }
             httparse::Status::Complete(length) => length,
         };
-        let base = buf.as_ptr() as usize;
         // The head is at most `max_bytes` (a u32 on any configuration the CLI accepts).
-        let offset = |part: &[u8]| (part.as_ptr() as usize - base) as u32;
-        for (span, field) in spans.iter_mut().zip(request.headers.iter()) {
-            let name = field.name.as_bytes();
-            *span = [
-                offset(name),
-                name.len() as u32,
-                offset(field.value),
-                field.value.len() as u32,
-            ];
-        }
+        let count = head_fields::record(&mut spans, buf, request.headers);
         let method = request.method.unwrap_or_default();
         let method = Method::from_bytes(method.as_bytes())
             .map_err(|_| Refused::Malformed("invalid method"))?;
         let target = request.path.unwrap_or_default().as_bytes();
-        let target = (offset(target), target.len() as u32);
-        (
-            length,
-            method,
-            target,
-            request.version == Some(1),
-            request.headers.len(),
-        )
+        let target = (head_fields::offset(buf, target), target.len() as u32);
+        (length, method, target, request.version == Some(1), count)
     };
     let head = buf.split_to(length).freeze();
-    let slice = |at: u32, len: u32| head.slice(at as usize..(at + len) as usize);
-    let uri = Uri::from_maybe_shared(slice(target.0, target.1))
-        .map_err(|_| Refused::Malformed("invalid request target"))?;
+    let target = head.slice(target.0 as usize..(target.0 + target.1) as usize);
+    let uri =
+        Uri::from_maybe_shared(target).map_err(|_| Refused::Malformed("invalid request target"))?;
     let mut headers = header_maps::take(count);
     let mut facts = Facts::default();
-    for &[name_at, name_len, value_at, value_len] in &spans[..count] {
-        let name = HeaderName::from_bytes(&head[name_at as usize..(name_at + name_len) as usize])
-            .map_err(|_| Refused::Malformed("invalid header name"))?;
-        let value = HeaderValue::from_maybe_shared(slice(value_at, value_len))
+    for (name, value) in head_fields::fields(&spans[..count], &head) {
+        let name =
+            HeaderName::from_bytes(name).map_err(|_| Refused::Malformed("invalid header name"))?;
+        let value = HeaderValue::from_maybe_shared(value)
             .map_err(|_| Refused::Malformed("invalid header value"))?;
         facts.note(&name, &value)?;
         headers.append(name, value);

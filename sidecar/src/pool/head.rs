@@ -8,6 +8,7 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, StatusCode, request};
 
 use crate::forward::{Rewrite, is_hop_by_hop, strip_hop_by_hop};
+use crate::head_fields;
 use crate::header_maps;
 
 /// Most header fields in a response head from the app.
@@ -142,24 +143,9 @@ pub fn read_response(buf: &mut BytesMut, method: &Method) -> Result<Option<Respo
                 httparse::Status::Partial => return Ok(None),
                 httparse::Status::Complete(length) => length,
             };
-            let base = buf.as_ptr() as usize;
-            let offset = |part: &[u8]| (part.as_ptr() as usize - base) as u32;
-            for (span, field) in spans.iter_mut().zip(response.headers.iter()) {
-                let name = field.name.as_bytes();
-                *span = [
-                    offset(name),
-                    name.len() as u32,
-                    offset(field.value),
-                    field.value.len() as u32,
-                ];
-            }
+            let count = head_fields::record(&mut spans, buf, response.headers);
             let code = response.code.unwrap_or_default();
-            (
-                length,
-                code,
-                response.version == Some(1),
-                response.headers.len(),
-            )
+            (length, code, response.version == Some(1), count)
         };
         if (100..200).contains(&code) {
             if code == 101 {
@@ -173,10 +159,8 @@ pub fn read_response(buf: &mut BytesMut, method: &Method) -> Result<Option<Respo
         let mut headers = header_maps::take(count);
         let mut facts = Facts::default();
         let mut names_fields = false;
-        for &[name_at, name_len, value_at, value_len] in &spans[..count] {
-            let name = &bytes[name_at as usize..(name_at + name_len) as usize];
+        for (name, value) in head_fields::fields(&spans[..count], &bytes) {
             let name = field_name(name)?;
-            let value = bytes.slice(value_at as usize..(value_at + value_len) as usize);
             let value = HeaderValue::from_maybe_shared(value).map_err(|_| BadHead::Header)?;
             if facts.note(&name, &value)? {
                 names_fields |= name == header::CONNECTION;
