@@ -188,12 +188,13 @@ def _fmt(v, spec: str = ".1f") -> str:
 
 
 def table(rows: list[tuple]) -> str:
-    """rows: (figure, sidecar, baseline, baseline name, goal), numbers or text; the ratio
-    sidecar/baseline is computed when both are numbers."""
+    """rows: (figure, sidecar, baseline, baseline name, goal, format[, ratio]), numbers or text;
+    the ratio, unless given, is sidecar/baseline when both are numbers."""
     head = ("figure", "sidecar", "baseline", "(baseline)", "ratio", "goal")
     lines = []
-    for figure, value, base, base_name, goal, spec in rows:
-        ratio = (value / base if isinstance(value, (int, float)) and isinstance(base, (int, float))
+    for figure, value, base, base_name, goal, spec, *given in rows:
+        ratio = (given[0] if given else
+                 value / base if isinstance(value, (int, float)) and isinstance(base, (int, float))
                  and base else None)
         lines.append((figure, _fmt(value, spec), _fmt(base, spec), base_name,
                       f"{ratio:.2f}x" if ratio is not None else "-", goal))
@@ -206,6 +207,16 @@ def table(rows: list[tuple]) -> str:
         if n == 0:
             out.append("-" * len(out[0]))
     return "\n".join(out)
+
+
+def paired_ratio(results: list[dict], key: str, target: str, baseline: str) -> float | None:
+    """The median over rounds of target/baseline, each ratio from one round's two runs."""
+    by_round = {}
+    for r in results:
+        if r["kind"] == "proxy" and r["target"] in (target, baseline) and r.get(key):
+            by_round.setdefault(r["round"], {})[r["target"]] = r[key]
+    ratios = [v[target] / v[baseline] for v in by_round.values() if len(v) == 2]
+    return statistics.median(ratios) if ratios else None
 
 
 def report(path: Path) -> None:
@@ -229,6 +240,13 @@ def report(path: Path) -> None:
             ("proxy: CPU ms per 1k requests, saturated", p["sidecar"]("cpu_sat_ms_per_1k"), p["nginx"]("cpu_sat_ms_per_1k"), "nginx", "<= 1.00x", ".1f"),
             ("proxy: RSS MB", p["sidecar"]("rss_mb"), p["nginx"]("rss_mb"), "nginx", "<= 12 MB", ".1f"),
             ("proxy: errors", p["sidecar"]("errors"), p["nginx"]("errors"), "nginx", "0", ".0f"),
+        ]
+    if any(r["kind"] == "proxy" and r["target"] == "audit-off" for r in results):
+        rows += [
+            (f"audit: CPU ms per 1k requests, {phase}", med(key, kind="proxy", target="sidecar"),
+             med(key, kind="proxy", target="audit-off"), "audit off", "<= 1.05x", ".1f",
+             paired_ratio(results, key, "sidecar", "audit-off"))
+            for phase, key in (("saturated", "cpu_sat_ms_per_1k"), ("at 1000/s", "cpu_ms_per_1k"))
         ]
     for alg in ("RS256", "ES256"):
         if not any(r["kind"] == "cold" and r["alg"] == alg for r in results):
@@ -277,7 +295,8 @@ def report(path: Path) -> None:
           f"where rounds apply\n")
     print(table(rows))
     print("\nCPU and memory: the measured proxy's processes only (time on CPU and RSS from "
-          "/proc).\nsse streams: opened/failed/dropped/fewest events a stream received.")
+          "/proc).\naudit rows: the median of the rounds' on/off ratios (each round's pair run back to "
+          "back).\nsse streams: opened/failed/dropped/fewest events a stream received.")
 
 
 def main() -> None:

@@ -9,6 +9,9 @@
 #        Load: oha (cargo install into .run/tools when missing). Per target and round: throughput
 #        with 16 connections for BENCH_SECONDS, then latency at a fixed 1000 requests/s; CPU seconds
 #        (utime+stime from /proc) of the proxy's processes over each phase, and their RSS.
+#        With the audit trail on (the default), a second sidecar with it off joins the rounds: the
+#        audit rows are the median of the rounds' on/off CPU ratios (each pair measured back to
+#        back, so a round's machine state affects both).
 # cold   Per round, BENCH_COLD_TOKENS (10,000) distinct valid RS256 tokens never sent before, then
 #        as many ES256 ones: each set sent once (every request a verification) and then cycled
 #        three times more (every request a cache hit), 16 connections (bench/loadgen). Verification cost = cold minus warm CPU per request, against
@@ -161,6 +164,7 @@ bench_proxy() {
       direct) echo "http://127.0.0.1:$UP_PORT/mcp" ;;
       nginx) echo "http://127.0.0.1:$PROXY_PORT/mcp" ;;
       sidecar) echo "$RESOURCE" ;;
+      audit-off) echo "$AUDIT_OFF_URL" ;;
     esac
   }
   target_pids() {
@@ -168,6 +172,7 @@ bench_proxy() {
       direct) nginx_pids "$DIR/up" ;;
       nginx) nginx_pids "$DIR/proxy" ;;
       sidecar) echo "$MAIN_PID" ;;
+      audit-off) echo "$AUDIT_OFF_PID" ;;
     esac
   }
   oha_run() { # oha_run URL OUT.json SECONDS [extra oha flags]
@@ -179,8 +184,9 @@ bench_proxy() {
   }
 
   # Every target must answer 200 with the tools/list result before we measure it.
-  local t got code round url sat0 cpu0 cpu1 rss hwm
-  for t in direct nginx sidecar; do
+  local t got code round url sat0 cpu0 cpu1 rss hwm targets="direct nginx sidecar"
+  [[ -n "${AUDIT_OFF_PID:-}" ]] && targets+=" audit-off"
+  for t in $targets; do
     got=$(curl -s -X POST "$(target_url $t)" -H "Authorization: Bearer $TOKEN" \
       -H 'Content-Type: application/json' -H 'Accept: application/json, text/event-stream' -d "$BODY")
     [[ "$got" == "$TOOLS_LIST" ]] || die "$t answered: $got"
@@ -189,7 +195,7 @@ bench_proxy() {
   [[ "$code" == 401 ]] || die "the sidecar let a request without a token through ($code)"
 
   for round in $(seq 1 "$ROUNDS"); do
-    for t in direct nginx sidecar; do
+    for t in $targets; do
       url=$(target_url "$t")
       log "proxy round $round/$ROUNDS: $t"
       oha_run "$url" /dev/null 2 -c "$CONNECTIONS"   # warm-up
@@ -301,6 +307,11 @@ bench_oauth() {
 if want proxy || want cold; then
   start_sidecar sidecar "http://127.0.0.1:$UP_PORT"
   MAIN_PID=$SIDECAR_PID
+fi
+if want proxy && [[ "${BENCH_AUDIT:-on}" != off ]]; then
+  BENCH_AUDIT=off start_sidecar audit-off "http://127.0.0.1:$UP_PORT"
+  AUDIT_OFF_PID=$SIDECAR_PID
+  AUDIT_OFF_URL=$SIDECAR_URL
 fi
 machine() { echo "{\"kind\": \"machine\", \"load\": $(cut -d' ' -f2 /proc/loadavg)}" >>"$RESULTS"; }
 if want proxy; then machine && bench_proxy; fi
