@@ -23,8 +23,6 @@ use opentelemetry_sdk::trace::{SdkTracer, SdkTracerProvider};
 
 pub use opentelemetry::trace::Span;
 
-mod otlp;
-
 static TRACER: OnceLock<SdkTracer> = OnceLock::new();
 
 /// Why tracing could not start.
@@ -62,7 +60,10 @@ pub fn init() -> Result<Option<Guard>, TelemetryError> {
     if !wanted() || TRACER.get().is_some() {
         return Ok(None);
     }
-    let exporter = otlp::Exporter::from_env()?;
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_http()
+        .build()
+        .map_err(|e| TelemetryError(e.to_string()))?;
     let resource = opentelemetry_sdk::Resource::builder()
         .with_service_name(env("OTEL_SERVICE_NAME").unwrap_or_else(|| "mcp-warden-sidecar".into()))
         .build();
