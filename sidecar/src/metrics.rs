@@ -4,8 +4,11 @@
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
+
+mod sharded;
+
+pub use sharded::{ShardedCounter, ShardedHistogram};
 
 /// Defines a label enum whose values are exported in snake_case.
 macro_rules! label_enum {
@@ -150,13 +153,13 @@ pub struct ToolLabels {
 #[derive(Clone)]
 pub struct Metrics {
     /// Requests on the public port.
-    pub requests: Family<RequestLabels, Counter>,
+    pub requests: Family<RequestLabels, ShardedCounter>,
     /// Time from request to response head, including the upstream.
-    pub duration: Family<DurationLabels, Histogram>,
+    pub duration: Family<DurationLabels, ShardedHistogram>,
     /// JWKS fetches.
     pub jwks_refresh: Family<JwksLabels, Counter>,
     /// Requests whose token was found in the verified-token cache.
-    pub token_cache_hits: Counter,
+    pub token_cache_hits: ShardedCounter,
     /// Introspection requests (opaque tokens) by answer.
     pub introspections: Family<IntrospectionLabels, Counter>,
     /// Policy file reloads.
@@ -164,7 +167,7 @@ pub struct Metrics {
     /// Audit lines dropped because the writer fell behind.
     pub audit_dropped: Counter,
     /// `tools/call` messages by tool, for the tools a policy names.
-    pub tool_calls: Family<ToolLabels, Counter>,
+    pub tool_calls: Family<ToolLabels, ShardedCounter>,
 }
 
 impl Metrics {
@@ -172,9 +175,11 @@ impl Metrics {
     pub fn register(registry: &mut Registry) -> Self {
         let m = Metrics {
             requests: Family::default(),
-            duration: Family::new_with_constructor(|| Histogram::new(doubling_buckets(0.0005, 16))),
+            duration: Family::new_with_constructor(|| {
+                ShardedHistogram::new(doubling_buckets(0.0005, 16))
+            }),
             jwks_refresh: Family::default(),
-            token_cache_hits: Counter::default(),
+            token_cache_hits: ShardedCounter::default(),
             introspections: Family::default(),
             reloads: Family::default(),
             audit_dropped: Counter::default(),
@@ -340,8 +345,8 @@ fn slot(outcome: Outcome, reason: Reason) -> usize {
 pub struct PolicyMeters {
     policy: String,
     families: Metrics,
-    requests: Vec<Option<Counter>>,
-    duration: Vec<Histogram>,
+    requests: Vec<Option<ShardedCounter>>,
+    duration: Vec<ShardedHistogram>,
 }
 
 impl PolicyMeters {
@@ -369,8 +374,8 @@ impl PolicyMeters {
 
 /// One policy's tool-call counters, resolved ahead of time.
 pub struct ToolMeters {
-    named: Vec<(String, Vec<Counter>)>,
-    other: Vec<Counter>,
+    named: Vec<(String, Vec<ShardedCounter>)>,
+    other: Vec<ShardedCounter>,
 }
 
 impl ToolMeters {
@@ -398,4 +403,188 @@ pub fn render(registry: &Registry) -> String {
     prometheus_client::encoding::text::encode(&mut out, registry)
         .expect("writing to a String cannot fail");
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prometheus_client::metrics::histogram::Histogram;
+
+    /// The families of [`Metrics`] as they were built from prometheus-client's own `Counter` and
+    /// `Histogram`, with the same series created up front.
+    fn reference(
+        registry: &mut Registry,
+        policies: &[&str],
+        tools: (&str, &[&str]),
+    ) -> ReferenceFamilies {
+        let f = ReferenceFamilies {
+            requests: Family::default(),
+            duration: Family::new_with_constructor(|| Histogram::new(doubling_buckets(0.0005, 16))),
+            jwks_refresh: Family::default(),
+            token_cache_hits: Counter::default(),
+            introspections: Family::default(),
+            reloads: Family::default(),
+            audit_dropped: Counter::default(),
+            tool_calls: Family::default(),
+        };
+        for &result in FetchResult::ALL {
+            drop(f.reloads.get_or_create(&ReloadLabels { result }));
+        }
+        for &policy in policies {
+            let policy = policy.to_owned();
+            for &(outcome, reason) in EXPECTED {
+                let policy = policy.clone();
+                drop(f.requests.get_or_create(&RequestLabels {
+                    policy,
+                    outcome,
+                    reason,
+                }));
+            }
+            for &outcome in Outcome::ALL {
+                drop(f.duration.get_or_create(&DurationLabels {
+                    policy: policy.clone(),
+                    outcome,
+                }));
+                if policy != tools.0 {
+                    continue;
+                }
+                for &tool in tools.1.iter().chain(&["other"]) {
+                    drop(f.tool_calls.get_or_create(&ToolLabels {
+                        policy: policy.clone(),
+                        tool: tool.to_owned(),
+                        outcome,
+                    }));
+                }
+            }
+            for &result in FetchResult::ALL {
+                let policy = policy.clone();
+                drop(f.jwks_refresh.get_or_create(&JwksLabels { policy, result }));
+            }
+        }
+        let r = registry.sub_registry_with_prefix("mcp_warden");
+        r.register(
+            "requests",
+            "Requests on the public port by outcome and reason",
+            f.requests.clone(),
+        );
+        r.register(
+            "request_duration_seconds",
+            "Time to the response head, including the upstream",
+            f.duration.clone(),
+        );
+        r.register(
+            "jwks_refresh",
+            "JWKS fetches by result",
+            f.jwks_refresh.clone(),
+        );
+        r.register(
+            "token_cache_hits",
+            "Requests served from the verified-token cache",
+            f.token_cache_hits.clone(),
+        );
+        r.register(
+            "introspections",
+            "Token introspection requests by answer (cache misses only)",
+            f.introspections.clone(),
+        );
+        r.register(
+            "policy_reloads",
+            "Policy file reloads by result",
+            f.reloads.clone(),
+        );
+        r.register(
+            "audit_dropped",
+            "Audit lines dropped because the audit queue was full",
+            f.audit_dropped.clone(),
+        );
+        r.register(
+            "tool_calls",
+            "tools/call messages by tool (spec.audit.toolMetrics, others as \"other\") and outcome",
+            f.tool_calls.clone(),
+        );
+        f
+    }
+
+    struct ReferenceFamilies {
+        requests: Family<RequestLabels, Counter>,
+        duration: Family<DurationLabels, Histogram>,
+        jwks_refresh: Family<JwksLabels, Counter>,
+        token_cache_hits: Counter,
+        introspections: Family<IntrospectionLabels, Counter>,
+        reloads: Family<ReloadLabels, Counter>,
+        audit_dropped: Counter,
+        tool_calls: Family<ToolLabels, Counter>,
+    }
+
+    /// Asserts that two renderings hold the same families in the same order and the same lines.
+    /// A family prints its series in hash-map order, so series lines are compared as sets.
+    fn assert_same_exposition(ours: &str, theirs: &str) {
+        fn heads(text: &str) -> Vec<&str> {
+            text.lines().filter(|l| l.starts_with('#')).collect()
+        }
+        fn sorted(text: &str) -> Vec<&str> {
+            let mut lines: Vec<&str> = text.lines().collect();
+            lines.sort_unstable();
+            lines
+        }
+        assert_eq!(heads(ours), heads(theirs));
+        let (ours, theirs) = (sorted(ours), sorted(theirs));
+        let missing: Vec<_> = theirs.iter().filter(|l| !ours.contains(l)).collect();
+        let extra: Vec<_> = ours.iter().filter(|l| !theirs.contains(l)).collect();
+        assert!(ours == theirs, "missing: {missing:#?}\nextra: {extra:#?}");
+    }
+
+    #[test]
+    fn exposition_matches_prometheus_client_types() {
+        let (mut ours, mut theirs) = (Registry::default(), Registry::default());
+        let metrics = Metrics::register(&mut ours);
+        let tools = ["echo".to_owned()];
+        let meters = [metrics.for_policy("a"), metrics.for_policy("b")];
+        let tool_meters = metrics.tools_for("a", &tools);
+        let reference = reference(&mut theirs, &["a", "b"], ("a", &["echo"]));
+
+        let requests = [
+            (0, Outcome::Allowed, Reason::None, 0.003),
+            (0, Outcome::Allowed, Reason::None, 0.0001),
+            (0, Outcome::Unauthorized, Reason::Expired, 0.0005),
+            (1, Outcome::Forbidden, Reason::InsufficientScope, 0.7),
+            // A pair outside EXPECTED, counted through the family.
+            (1, Outcome::Allowed, Reason::Revoked, 100.0),
+        ];
+        for (policy, outcome, reason, seconds) in requests {
+            meters[policy].observe(outcome, reason, seconds);
+            let policy = ["a", "b"][policy].to_owned();
+            let labels = RequestLabels {
+                policy: policy.clone(),
+                outcome,
+                reason,
+            };
+            reference.requests.get_or_create(&labels).inc();
+            let labels = DurationLabels { policy, outcome };
+            reference.duration.get_or_create(&labels).observe(seconds);
+        }
+        for (tool, counted, outcome) in [
+            ("echo", "echo", Outcome::Allowed),
+            ("echo", "echo", Outcome::Allowed),
+            ("rm", "other", Outcome::Forbidden),
+        ] {
+            tool_meters.observe(tool, outcome);
+            let labels = ToolLabels {
+                policy: "a".to_owned(),
+                tool: counted.to_owned(),
+                outcome,
+            };
+            reference.tool_calls.get_or_create(&labels).inc();
+        }
+        for _ in 0..2 {
+            metrics.token_cache_hits.inc();
+            reference.token_cache_hits.inc();
+        }
+
+        let (ours, theirs) = (render(&ours), render(&theirs));
+        assert_same_exposition(&ours, &theirs);
+        assert!(ours.contains(
+            "mcp_warden_tool_calls_total{policy=\"a\",tool=\"echo\",outcome=\"allowed\"} 2\n"
+        ));
+    }
 }
