@@ -36,6 +36,8 @@ use crate::tap::{State, Tapped};
 use crate::telemetry;
 use crate::verify::TokenError;
 
+pub mod snapshot;
+
 /// The policy in force, swapped whole on reload and shared by every serving thread.
 pub type SharedRuntime = Arc<ArcSwap<Runtime>>;
 
@@ -67,7 +69,7 @@ static REQUEST_ID: http::HeaderName = X_REQUEST_ID;
 /// Answers one request of the public port from the client at `peer`.
 pub async fn handle(state: &AppState, request: Request<RequestBody>, peer: Peer) -> Reply {
     let started = Instant::now();
-    let runtime = state.runtime.load_full();
+    let runtime = snapshot::current(&state.runtime);
     let mut record = Record::new(request.method(), request.uri().path(), request.headers());
     let trace = telemetry::tracer()
         .map(|tracer| telemetry::server_span(tracer, request.headers(), request.method()));

@@ -5,6 +5,7 @@ use std::borrow::Cow;
 use std::mem::MaybeUninit;
 use std::str::FromStr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use base64_simd::{Out, URL_SAFE_NO_PAD};
 use jsonwebtoken::Algorithm;
@@ -19,6 +20,7 @@ use crate::scopes::Granted;
 
 mod cache;
 mod claims;
+mod front;
 
 /// Longest token accepted; real access tokens are a few KB at most.
 pub const MAX_TOKEN_LEN: usize = 16 * 1024;
@@ -32,7 +34,7 @@ const CACHE_CAPACITY: usize = 10_000;
 pub const CACHE_TTL_SECONDS: u64 = 60;
 
 /// A verified caller.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct Principal {
     /// All claims of the token.
     pub claims: Claims,
@@ -151,7 +153,12 @@ pub struct Verifier {
     leeway: u64,
     token_types: Vec<String>,
     cache: TokenCache<Cached>,
+    /// This verifier's number, naming its tokens in the per-thread cache fronts.
+    id: u64,
 }
+
+/// The next [`Verifier`]'s number.
+static NEXT_VERIFIER: AtomicU64 = AtomicU64::new(1);
 
 /// A verified token, valid from the cache while the key set it was verified with is current
 /// and until `valid_until` (its `exp`, at most [`CACHE_TTL_SECONDS`] after verification).
@@ -160,6 +167,14 @@ struct Cached {
     principal: Arc<Principal>,
     generation: u64,
     valid_until: u64,
+}
+
+impl Cached {
+    /// Whether the entry may answer while the key set of `generation` is in force, at `now`
+    /// (seconds since the epoch).
+    fn fresh(&self, generation: u64, now: u64) -> bool {
+        self.generation == generation && self.valid_until > now
+    }
 }
 
 /// Header members that change how a token must be read, none of which this verifier implements:
@@ -318,6 +333,7 @@ impl Verifier {
             leeway: expect.leeway,
             token_types: expect.token_types.iter().map(|t| typ_key(t)).collect(),
             cache: TokenCache::new(CACHE_CAPACITY),
+            id: NEXT_VERIFIER.fetch_add(1, Ordering::Relaxed),
         }
     }
 
@@ -351,11 +367,22 @@ impl Verifier {
         Ok((principal, false))
     }
 
+    /// The principal cached for `token`: from this thread's front when it keeps the token,
+    /// which takes no lock and writes nothing other threads write; else from the shared cache.
     fn cached(&self, token: &str, hash: u64) -> Option<Arc<Principal>> {
+        let key = front::Key {
+            verifier: self.id,
+            hash,
+        };
+        let (generation, now) = (self.generation(), jsonwebtoken::get_current_timestamp());
+        if let Some(principal) = front::get(key, token, generation, now) {
+            return Some(principal);
+        }
         let hit = self.cache.get(token, hash)?;
-        (hit.generation == self.generation()
-            && hit.valid_until > jsonwebtoken::get_current_timestamp())
-        .then_some(hit.principal)
+        if !hit.fresh(generation, now) {
+            return None;
+        }
+        Some(front::offer(key, token, &hit).unwrap_or(hit.principal))
     }
 
     fn remember(&self, token: &str, hash: u64, principal: &Arc<Principal>, generation: u64) {
@@ -707,6 +734,26 @@ mod tests {
         };
         assert!(cached(3).await && cached(2).await && cached(1).await);
         assert!(!cached(0).await, "the oldest was evicted");
+    }
+
+    #[tokio::test]
+    async fn a_token_hit_again_on_one_thread_is_answered_from_its_own_copy() {
+        let (verifier, sign) = setup();
+        let token = sign(&format!(
+            r#"{{"iss":"{ISS}","aud":"{AUD}","exp":{}}}"#,
+            later()
+        ));
+        let mut answers = Vec::new();
+        for _ in 0..4 {
+            answers.push(verifier.verify(&token).await.unwrap());
+        }
+        let flags: Vec<bool> = answers.iter().map(|(_, cached)| *cached).collect();
+        assert_eq!(flags, [false, true, true, true], "hits are counted as such");
+        let shared = &answers[0].0;
+        assert!(Arc::ptr_eq(&answers[1].0, shared), "the shared entry");
+        assert!(!Arc::ptr_eq(&answers[2].0, shared), "this thread's copy");
+        assert!(Arc::ptr_eq(&answers[3].0, &answers[2].0));
+        assert_eq!(answers[3].0.expires_at, shared.expires_at);
     }
 
     #[tokio::test]

@@ -17,6 +17,9 @@ use crate::shutdown::{self, Phase};
 
 /// Connections waiting for a busy thread before the acceptor waits too.
 const BACKLOG: usize = 256;
+/// How often a serving thread lets go of a policy a reload replaced (see
+/// [`app::snapshot::release_replaced`]), should no request have done so.
+const RELEASE_REPLACED: Duration = Duration::from_secs(1);
 
 /// An accepted connection on its way to a serving thread, with its place under the cap.
 type Accepted = (std::net::TcpStream, SocketAddr, OwnedSemaphorePermit);
@@ -49,6 +52,7 @@ impl Workers {
                 .name(format!("serve-{index}"))
                 .spawn(move || {
                     runtime.block_on(serve_thread(rx, state, limits, phase));
+                    app::snapshot::release();
                     let _ = done_tx.send(());
                 })?;
             senders.push(tx);
@@ -84,9 +88,15 @@ async fn serve_thread(
     let (open_tx, mut open_rx) = mpsc::channel::<()>(1);
     let until_stopped = shutdown::reached(phase.clone(), Phase::Stopping);
     tokio::pin!(until_stopped);
+    let mut release = tokio::time::interval(RELEASE_REPLACED);
+    release.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let (stream, peer, permit) = tokio::select! {
             () = &mut until_stopped => break,
+            _ = release.tick() => {
+                app::snapshot::release_replaced();
+                continue;
+            }
             next = incoming.recv() => match next {
                 Some(accepted) => accepted,
                 None => break,

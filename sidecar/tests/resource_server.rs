@@ -466,16 +466,45 @@ async fn cached_keys_survive_an_idp_outage_and_new_kids_are_refetched() {
 async fn verified_tokens_are_cached_until_expiry() {
     let w = world("").await;
     let token = w.token("mcp:tools");
-    for _ in 0..3 {
+    // The third and later are answered from the serving thread's own copy: hits all the same.
+    for _ in 0..4 {
         assert_eq!(w.post(Some(&token), call("echo")).await.status(), 200);
     }
     assert!(
         w.sidecar
             .metrics()
-            .contains("mcp_warden_token_cache_hits_total 2"),
+            .contains("mcp_warden_token_cache_hits_total 3"),
         "{}",
         w.sidecar.metrics()
     );
+}
+
+#[tokio::test]
+async fn a_reloaded_policy_applies_from_the_next_request() {
+    let w = world("").await;
+    let token = w.token("mcp:tools");
+    // Enough requests for the serving thread to hold the policy and the token of its own.
+    for _ in 0..4 {
+        assert_eq!(w.post(Some(&token), call("echo")).await.status(), 200);
+    }
+    let policy = |rules: &'static str| {
+        let issuer = w.idp.issuer.clone();
+        move |resource: &str| policy_yaml(&issuer, resource, rules)
+    };
+    let admin = "  rules:\n  - {method: tools/call, tools: [echo], scopes: [mcp:admin]}\n";
+    let replaced = std::sync::Arc::downgrade(&w.sidecar.state.runtime.load_full());
+    w.sidecar.reload(policy(admin)).await;
+    // The serving thread lets go of the replaced policy even without a request to see the change.
+    for _ in 0..100 {
+        if replaced.strong_count() == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(replaced.strong_count(), 0, "the replaced policy is freed");
+    assert_eq!(w.post(Some(&token), call("echo")).await.status(), 403);
+    w.sidecar.reload(policy("")).await;
+    assert_eq!(w.post(Some(&token), call("echo")).await.status(), 200);
 }
 
 #[tokio::test]

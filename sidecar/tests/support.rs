@@ -174,8 +174,19 @@ pub struct Sidecar {
     pub base: String,
     pub state: Arc<AppState>,
     pub registry: Arc<Registry>,
+    /// What [`Sidecar::reload`] builds a policy with.
+    ctx: BuildContext,
     /// Serving stops when this is dropped.
     _serving: tokio::sync::watch::Sender<mcp_warden_sidecar::shutdown::Phase>,
+}
+
+/// A runtime for `doc`, its keys fetched.
+async fn built(doc: PolicyDocument, ctx: &BuildContext) -> Runtime {
+    let runtime = Runtime::build(doc, ctx).await.expect("runtime builds");
+    if let Some(source) = runtime.verifier.remote() {
+        let _ = source.refresh().await;
+    }
+    runtime
 }
 
 pub fn policy_yaml(issuer: &str, resource: &str, extra_spec: &str) -> String {
@@ -213,10 +224,7 @@ impl Sidecar {
             audit: mcp_warden_sidecar::audit::Writers::new(&metrics),
             oauth: mcp_warden_sidecar::oauth::Shared::register(&mut registry),
         };
-        let runtime = Runtime::build(doc, &ctx).await.expect("runtime builds");
-        if let Some(source) = runtime.verifier.remote() {
-            let _ = source.refresh().await;
-        }
+        let runtime = built(doc, &ctx).await;
         let state = Arc::new(AppState {
             runtime: Arc::new(ArcSwap::from_pointee(runtime)),
             upstream: Upstream::new(upstream).unwrap(),
@@ -237,8 +245,16 @@ impl Sidecar {
             base,
             state,
             registry: Arc::new(registry),
+            ctx,
             _serving: serving,
         }
+    }
+
+    /// Puts `policy` (as [`Sidecar::start`] takes it) in force, as a reload does.
+    pub async fn reload(&self, policy: impl Fn(&str) -> String) {
+        let doc = PolicyDocument::from_yaml(&policy(&self.url())).expect("valid policy");
+        let runtime = built(doc, &self.ctx).await;
+        self.state.runtime.store(Arc::new(runtime));
     }
 
     pub fn url(&self) -> String {
