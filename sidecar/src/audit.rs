@@ -1,13 +1,16 @@
 //! The audit trail: one JSON line per MCP request on the protected path (one per call of a
 //! JSON-RPC batch), saying who called what and what the sidecar decided.
 //!
-//! The request path only offers what it learned about the request (its [`Record`], moved, not
-//! copied) to a bounded queue; a writer thread formats the lines and owns the destination
-//! (stderr, or a file rotated by size). When no scope rule reads the request body, the body
-//! streams to the app through a [`Tap`] and the writer reads its JSON-RPC messages from the
-//! kept copy once the body is complete. When the queue is full the request's lines are dropped
-//! and counted (`mcp_warden_audit_dropped_total`): auditing never stalls a request.
-//! Bearer tokens are never written; tool arguments only with `includeArguments`.
+//! The request thread formats its request's lines into a batch of its own (a lane, bounded),
+//! and a writer thread takes the batches of all threads whole every so often and owns the
+//! destination (stderr, or a file rotated by size): per request nothing crosses threads, so
+//! the serving threads share no cache line for it. When no scope rule reads the request body,
+//! the body streams to the app through a [`Tap`] that keeps a copy, and the lines are written
+//! from the copy once the body is complete (almost always before the response: otherwise the
+//! request goes to the writer, which waits for the body's end). When a thread's batch is full
+//! the request's lines are dropped and counted (`mcp_warden_audit_dropped_total`): auditing
+//! never stalls a request. Bearer tokens are never written; tool arguments only with
+//! `includeArguments`.
 
 use std::cell::RefCell;
 use std::fs::{File, OpenOptions};
@@ -31,9 +34,10 @@ use crate::tap::{self, State, Tap};
 use crate::verify::Principal;
 
 mod json;
-mod queue;
+mod lanes;
 
-/// Requests waiting for the writer before new ones are dropped.
+/// Lines a serving thread's batch holds before new requests' lines are dropped (a request
+/// whose body is still streaming counts for one).
 const QUEUE: usize = 8192;
 /// Longest client-supplied `X-Request-Id` kept.
 const MAX_REQUEST_ID: usize = 128;
@@ -66,32 +70,61 @@ impl Destination {
     }
 }
 
-/// A running writer: its destination and its queue.
+/// A running writer: its destination and the way to it.
 type Running = (Destination, Queue);
 
-/// What a writer is sent.
-enum Queued {
-    /// A finished request.
-    Request(Entry),
-    /// Write every line queued before this now (not waiting for bodies still streaming), then
-    /// say so.
-    Flush(Option<tokio::sync::oneshot::Sender<()>>),
-}
+/// The way to a writer thread: each serving thread's batch of lines (and of requests whose
+/// body is still streaming), with what that thread keeps from line to line.
+type Queue = lanes::Sender<Entry, Scribe>;
 
 /// A writer started, for [`Writers::finish`].
 struct Started {
-    /// Its queue, without keeping it open.
-    queue: Weak<queue::Shared<Queued>>,
+    /// Its lanes, without keeping them open.
+    hub: Weak<lanes::Hub<Entry, Scribe>>,
     thread: JoinHandle<()>,
+    finishing: Arc<Finishing>,
+}
+
+/// [`Writers::finish`]'s requests to a writer.
+struct Finishing {
     /// Set when it is to write what it has without gathering more.
-    finishing: Arc<AtomicBool>,
+    now: AtomicBool,
+    /// Said once everything appended before is written; `None` once the writer stopped.
+    acks: Mutex<Option<Vec<tokio::sync::oneshot::Sender<()>>>>,
+}
+
+impl Finishing {
+    fn new() -> Self {
+        Finishing {
+            now: AtomicBool::new(false),
+            acks: Mutex::new(Some(Vec::new())),
+        }
+    }
+
+    fn is_set(&self) -> bool {
+        self.now.load(Ordering::Acquire)
+    }
+
+    /// Whether an acknowledgement waits.
+    fn is_asked(&self) -> bool {
+        let acks = self.acks.lock().unwrap_or_else(|e| e.into_inner());
+        acks.as_ref().is_some_and(|acks| !acks.is_empty())
+    }
+
+    /// Moves the acknowledgements asked for so far to `into`; all of them, for good, when the
+    /// writer `stops`.
+    fn take_acks(&self, into: &mut Vec<tokio::sync::oneshot::Sender<()>>, stops: bool) {
+        let mut acks = self.acks.lock().unwrap_or_else(|e| e.into_inner());
+        if stops {
+            into.extend(acks.take().into_iter().flatten());
+        } else if let Some(acks) = acks.as_mut() {
+            into.append(acks);
+        }
+    }
 }
 
 /// How long [`Writers::finish`] waits for each writer.
 const FINISH: Duration = Duration::from_secs(5);
-
-/// The way to a writer thread.
-type Queue = queue::Sender<Queued>;
 
 /// The writer in use, kept across policy reloads so a reload with the same destination keeps
 /// the same thread and file.
@@ -113,7 +146,7 @@ impl Writers {
         }
     }
 
-    /// A queue to the writer for `dest`, starting one if the destination changed.
+    /// A way to the writer for `dest`, starting one if the destination changed.
     fn sender(&self, dest: Destination) -> io::Result<Queue> {
         let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
         if let Some((d, queue)) = current.as_ref()
@@ -123,8 +156,8 @@ impl Writers {
             return Ok(queue.clone());
         }
         let out = Output::open(&dest)?;
-        let (pending, rx) = queue::channel(QUEUE, WAKE_AT);
-        let finishing = Arc::new(AtomicBool::new(false));
+        let (pending, rx) = lanes::channel(QUEUE, WAKE_AT);
+        let finishing = Arc::new(Finishing::new());
         let flag = finishing.clone();
         let writer = std::thread::Builder::new()
             .name("mcp-warden-audit".into())
@@ -133,7 +166,7 @@ impl Writers {
         started.retain(|s| !s.thread.is_finished());
         let queue = pending.sender(writer.thread().clone());
         started.push(Started {
-            queue: Arc::downgrade(queue.shared()),
+            hub: Arc::downgrade(queue.hub()),
             thread: writer,
             finishing,
         });
@@ -141,27 +174,34 @@ impl Writers {
         Ok(queue)
     }
 
-    /// Has every line queued so far written, by every writer (at shutdown, once requests are
-    /// drained): a writer still in use writes what it holds without gathering more, one whose
-    /// policy is gone writes the rest and stops. Waits at most [`FINISH`] for each.
+    /// Has every line appended so far written, by every writer and from every serving thread
+    /// (at shutdown, once requests are drained): a writer still in use writes what it holds
+    /// without gathering more, one whose policy is gone writes the rest and stops. Waits at
+    /// most [`FINISH`] for each.
     pub async fn finish(&self) {
         let started = std::mem::take(&mut *self.started.lock().unwrap_or_else(|e| e.into_inner()));
         for Started {
-            queue,
+            hub,
             thread,
             finishing,
         } in started
         {
-            finishing.store(true, Ordering::Release);
+            finishing.now.store(true, Ordering::Release);
             // Gone: the writer wrote the rest and stopped.
-            let Some(queue) = queue.upgrade() else {
+            if hub.strong_count() == 0 {
                 continue;
-            };
+            }
             let (ack, written) = tokio::sync::oneshot::channel();
-            queue.push_anyway(Queued::Flush(Some(ack)));
-            // Acknowledged, or dropped with the queue if the writer stops first (then it wrote
-            // the rest).
-            drop(queue);
+            match finishing
+                .acks
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .as_mut()
+            {
+                Some(acks) => acks.push(ack),
+                // Stopped: everything was written.
+                None => continue,
+            }
             thread.thread().unpark();
             if tokio::time::timeout(FINISH, written).await.is_err() {
                 tracing::warn!("audit lines still not written at shutdown");
@@ -194,12 +234,22 @@ fn with_arguments(message: &Message) -> Call<'_> {
     (message.seen(), message.arguments.as_ref())
 }
 
-/// A finished request on its way to the writer.
+/// A finished request whose body was still streaming, on its way to the writer.
 struct Entry {
     format: Arc<Format>,
     time: SystemTime,
     record: Record,
     done: Done,
+}
+
+/// A finished request as its lines are written: borrowed, so that formatting on a serving
+/// thread touches no reference count that other threads share (the policy's [`Format`]).
+#[derive(Clone, Copy)]
+struct Lines<'a> {
+    format: &'a Arc<Format>,
+    time: SystemTime,
+    record: &'a Record,
+    done: &'a Done,
 }
 
 impl Auditor {
@@ -247,13 +297,14 @@ impl Auditor {
         self.queue.is_some()
     }
 
-    /// Whether the audit trail alone reads request bodies (no per-tool metrics), so the writer
-    /// may read them from a [`Tap`] instead of the request path.
+    /// Whether the audit trail alone reads request bodies (no per-tool metrics), so they may
+    /// stream to the app through a [`Tap`] and be read from its copy.
     pub fn taps_bodies(&self) -> bool {
         self.queue.is_some() && self.tools.is_none()
     }
 
-    /// Counts the tool calls of a finished request and queues it for its audit lines.
+    /// Counts the tool calls of a finished request and writes its audit lines to this thread's
+    /// batch (a request whose body is still streaming goes there for the writer to finish).
     pub fn finish(&self, record: Record, done: Done) {
         if let Some(tools) = &self.tools {
             for tool in record.messages.iter().filter_map(|m| m.tool.as_deref()) {
@@ -261,24 +312,43 @@ impl Auditor {
             }
         }
         let Some(queue) = &self.queue else { return };
-        let entry = Entry {
-            format: self.format.clone(),
-            time: SystemTime::now(),
-            record,
-            done,
-        };
-        if let Err(Queued::Request(entry)) = queue.try_send(Queued::Request(entry)) {
-            // Counted per line, as the lines of a batch would have been written.
-            self.dropped.inc_by(entry.lines() as u64);
+        let time = SystemTime::now();
+        // Counted per line, as the lines of a batch would have been written.
+        let dropped = record.lines();
+        let appended = queue.append(|batch, scribe| {
+            let mut record = record;
+            if record.ready() {
+                let lines = Lines {
+                    format: &self.format,
+                    time,
+                    record: &record,
+                    done: &done,
+                };
+                let written = lines.write(&mut batch.lines, scribe);
+                if let Some(tap) = record.body.take() {
+                    tap::recycle(tap);
+                }
+                written
+            } else {
+                batch.items.push(Entry {
+                    format: self.format.clone(),
+                    time,
+                    record,
+                    done,
+                });
+                1
+            }
+        });
+        if !appended {
+            self.dropped.inc_by(dropped as u64);
         }
     }
 }
 
-impl Entry {
+impl Record {
     /// Whether the request body (if tapped) is done, so the lines can be written.
     fn ready(&self) -> bool {
-        self.record
-            .body
+        self.body
             .as_ref()
             .is_none_or(|tap| tap.state() != State::Open)
     }
@@ -286,44 +356,65 @@ impl Entry {
     /// How many lines this request gets: one per call, at least one (a tapped body not read yet
     /// counts as one).
     fn lines(&self) -> usize {
-        self.record
-            .messages
+        self.messages
             .iter()
             .filter(|m| m.method.is_some())
             .count()
             .max(1)
     }
+}
 
+impl Entry {
+    /// The request as its lines are written.
+    fn lines(&self) -> Lines<'_> {
+        Lines {
+            format: &self.format,
+            time: self.time,
+            record: &self.record,
+            done: &self.done,
+        }
+    }
+
+    /// Whether the request body (if tapped) is done, so the lines can be written.
+    fn ready(&self) -> bool {
+        self.record.ready()
+    }
+
+    /// Appends this request's lines to `out`; how many.
+    fn write_lines(&self, out: &mut Vec<u8>, scribe: &mut Scribe) -> usize {
+        self.lines().write(out, scribe)
+    }
+}
+
+impl Lines<'_> {
     /// Appends this request's lines (one per call of a batch) to `out`. The messages of a
     /// tapped body are read here, borrowed from it where the scan can; a body that is not a
     /// JSON-RPC message, too large or not read to the end is audited without them, as on the
-    /// request path.
-    fn write_lines(&self, out: &mut Vec<u8>, scribe: &mut Scribe) {
+    /// request path. Returns how many lines.
+    fn write(&self, out: &mut Vec<u8>, scribe: &mut Scribe) -> usize {
         let Some(tap) = &self.record.body else {
             return self.write_calls(out, scribe, self.record.messages.iter().map(with_arguments));
         };
         let read = tap.read(|body| {
             if self.format.include_arguments {
                 let messages = rpc::scan_with_arguments(body).unwrap_or_default();
-                self.write_calls(out, scribe, messages.iter().map(with_arguments));
+                self.write_calls(out, scribe, messages.iter().map(with_arguments))
             } else {
                 let scanned =
                     rpc::scan_borrowed(body).unwrap_or_else(|_| Scanned::Owned(Vec::new()));
-                self.write_calls(out, scribe, scanned.iter().map(|m| (m, None)));
+                self.write_calls(out, scribe, scanned.iter().map(|m| (m, None)))
             }
         });
-        if read.is_none() {
-            self.write_calls(out, scribe, std::iter::empty());
-        }
+        read.unwrap_or_else(|| self.write_calls(out, scribe, std::iter::empty()))
     }
 
-    /// Appends a line per call in `messages` (a line when there is none).
+    /// Appends a line per call in `messages` (a line when there is none); how many.
     fn write_calls<'m>(
         &self,
         out: &mut Vec<u8>,
         scribe: &mut Scribe,
         messages: impl Iterator<Item = Call<'m>> + Clone,
-    ) {
+    ) -> usize {
         let calls = messages.filter(|(m, _)| m.method.is_some());
         let count = calls.clone().count();
         let session = self.record.session_digits();
@@ -334,6 +425,7 @@ impl Entry {
         for (i, call) in calls.enumerate() {
             self.line(out, scribe, session, Some((i, call)), count);
         }
+        count.max(1)
     }
 
     /// Appends one line: `time`, `kind`, `request_id`, `policy`, `outcome`, `reason`, `status`,
@@ -348,7 +440,7 @@ impl Entry {
         call: Option<(usize, Call)>,
         calls: usize,
     ) {
-        let (record, done, format) = (&self.record, &self.done, &*self.format);
+        let (record, done, format) = (self.record, self.done, &**self.format);
         let message = call.map(|(_, (m, _))| m);
         let method = message.and_then(|m| m.method);
         // The time has nothing to escape.
@@ -365,7 +457,7 @@ impl Entry {
         } else if !json::printable(out, id) {
             json::string(out, record.request_id.to_str().unwrap_or_default());
         }
-        out.extend_from_slice(scribe.labels(self));
+        out.extend_from_slice(scribe.labels(self.format, done));
         json::millis(out, done.latency);
         out.extend_from_slice(scribe.target(record));
         text(out, b"session", session);
@@ -405,9 +497,10 @@ impl Entry {
     }
 }
 
-/// What the writer keeps from line to line: its clock, and the parts of the last line that the
-/// next one likely shares, with what they were made of (a client's requests come with the same
-/// token, verified once and shared, to the same path, and mostly end the same way).
+/// What a serving thread (or the writer) keeps from line to line: its clock, and the parts of
+/// the last line that the next one likely shares, with what they were made of (a client's
+/// requests come with the same token, verified once and shared, to the same path, and mostly
+/// end the same way).
 #[derive(Default)]
 struct Scribe {
     clock: Clock,
@@ -433,9 +526,8 @@ struct Target {
 }
 
 impl Scribe {
-    /// `,"policy":…,"outcome":…,"reason":…,"status":…,"latency_ms":` of `entry`.
-    fn labels(&mut self, entry: &Entry) -> &[u8] {
-        let (format, done) = (&entry.format, &entry.done);
+    /// `,"policy":…,"outcome":…,"reason":…,"status":…,"latency_ms":` of a request.
+    fn labels(&mut self, format: &Arc<Format>, done: &Done) -> &[u8] {
         let known = self.labels.as_ref().is_some_and(|(last, _)| {
             Arc::ptr_eq(&last.format, format)
                 && last.outcome == done.outcome
@@ -854,117 +946,128 @@ impl Clock {
     }
 }
 
-/// How long the writer gathers lines after the first one, unless [`WAKE_AT`] requests queue up
-/// first: at a moderate rate about ten wake-ups and writes a second, whatever the rate (each
-/// costs the writer two context switches and a write, and the request that wakes it a system
-/// call). Lines reach the destination within this time.
+/// How long the writer gathers lines after the first one, unless a serving thread's batch
+/// reaches [`WAKE_AT`] lines first: at a moderate rate about ten wake-ups and writes a second,
+/// whatever the rate (each costs the writer two context switches and a write, and the request
+/// that wakes it a system call). Lines reach the destination within this time.
 const GATHER: Duration = Duration::from_millis(100);
-/// Requests queued that end the writer's gathering early: bounds what waits in memory (and the
-/// queue never fills in a burst), at about the batch size 10 ms gathered at 50,000 requests/s.
-const WAKE_AT: usize = 512;
+/// Lines in a serving thread's batch that end the writer's gathering early: bounds what waits
+/// in memory, and the batch never fills in a burst (a quarter of [`QUEUE`]; 100 ms gathered at
+/// 20,000 requests/s on one thread).
+const WAKE_AT: usize = QUEUE / 4;
 
-/// The writer thread: formats and writes what is queued, a batch at a time, until every
-/// sender is gone. Requests whose body is still streaming to the app wait for it (their lines
-/// come later); when there are more of them than [`QUEUE`], the oldest are written without
-/// their messages. Once `finishing` ([`Writers::finish`]) it no longer gathers, and a flush has
-/// everything queued before it written.
-fn write_lines(rx: queue::Receiver<Queued>, out: Output, finishing: &AtomicBool) {
+/// The writer thread: takes the serving threads' batches and writes them, a gathering at a
+/// time, until every sender is gone. Requests whose body was still streaming when they
+/// finished wait for it here (their lines come later); when there are more of them than
+/// [`QUEUE`], the oldest are written without their messages. Once `finishing`
+/// ([`Writers::finish`]) it no longer gathers, and an acknowledgement says that everything
+/// appended before it was asked for is written.
+fn write_lines(rx: lanes::Receiver<Entry, Scribe>, out: Output, finishing: &Finishing) {
     let mut writer = Writer {
         out,
         batch: Vec::new(),
         scribe: Scribe::default(),
-        spent: Vec::new(),
-        flushed: false,
     };
-    let mut waiting: Vec<Queued> = Vec::new();
+    let mut taken: Vec<lanes::Batch<Entry>> = Vec::new();
+    let mut waiting: Vec<Entry> = Vec::new();
     let mut acks = Vec::new();
     let mut open = true;
     while open || !waiting.is_empty() {
-        if waiting.is_empty() && !rx.wait() {
+        if waiting.is_empty() && !rx.wait(|| finishing.is_asked()) {
             break; // Every sender is gone.
         }
         gather(&rx, Instant::now() + GATHER, finishing);
-        // Once every sender is gone nothing more comes: what is queued then is the rest.
+        // Once every sender is gone nothing more comes: what is taken then is the rest.
         open = !rx.is_closed();
-        rx.take(&mut waiting);
-        let queued = waiting.len();
-        let overflow = queued.saturating_sub(QUEUE);
-        writer.batch.clear();
-        writer.flushed = false;
-        // At shutdown, bodies still streaming are not waited for.
-        let all = !open || finishing.load(Ordering::Acquire);
-        writer.write_ready(&mut waiting, overflow, all, &mut acks);
-        if !acks.is_empty() && !waiting.is_empty() {
-            writer.write_ready(&mut waiting, 0, true, &mut acks);
+        // Before the batches: what was appended before an acknowledgement was asked for is in
+        // them.
+        finishing.take_acks(&mut acks, false);
+        rx.take(&mut taken);
+        for batch in &mut taken {
+            writer.write_chunked(&batch.lines);
+            waiting.append(&mut batch.items);
         }
-        write(&mut writer.out, &writer.batch);
-        tap::give_back(&mut writer.spent);
+        // At shutdown, bodies still streaming are not waited for.
+        let all = !open || finishing.is_set() || !acks.is_empty();
+        let queued = waiting.len();
+        writer.write_ready(&mut waiting, queued.saturating_sub(QUEUE), all);
         for ack in acks.drain(..) {
             let _ = ack.send(());
         }
-        // A burst the writer fell behind leaves both buffers at their peak: give that memory
-        // back once the rate drops, without reallocating on every batch at a steady rate.
-        if !writer.flushed {
-            let used = writer.batch.len();
-            trim(&mut writer.batch, used, FLUSH_BYTES / 8);
+        // A burst leaves the batches at their peak: give that memory back once the rate drops,
+        // without reallocating on every gathering at a steady rate. The batches go back to
+        // the serving threads at the next take.
+        for batch in &mut taken {
+            let used = batch.lines.len();
+            batch.clear();
+            trim(&mut batch.lines, used, FLUSH_BYTES / 8);
+            trim(&mut batch.items, 0, KEEP_WAITING);
         }
         trim(&mut waiting, queued, KEEP_WAITING);
-        trim(&mut writer.spent, queued, KEEP_WAITING);
+    }
+    // Acknowledgements asked for from now on are answered at once.
+    finishing.take_acks(&mut acks, true);
+    for ack in acks.drain(..) {
+        let _ = ack.send(());
     }
 }
 
-/// The writer thread's state from batch to batch.
+/// The writer thread's state from gathering to gathering.
 struct Writer {
     out: Output,
-    /// Lines not written yet.
+    /// Lines of requests whose body was streaming, not written yet.
     batch: Vec<u8>,
     scribe: Scribe,
-    /// The taps of the bodies read, given back after each batch.
-    spent: Vec<Arc<Tap>>,
-    /// Whether this batch was written in parts.
-    flushed: bool,
 }
 
 impl Writer {
-    /// Formats the lines of the requests in `waiting` that are ready (all when `all`, and the
-    /// first `overflow` anyway), leaving the others; takes the flushes' acknowledgements.
-    fn write_ready(
-        &mut self,
-        waiting: &mut Vec<Queued>,
-        overflow: usize,
-        all: bool,
-        acks: &mut Vec<tokio::sync::oneshot::Sender<()>>,
-    ) {
+    /// Writes `lines` in writes of about [`FLUSH_BYTES`] (cut after a line), so that a file
+    /// is rotated at about its size.
+    fn write_chunked(&mut self, mut lines: &[u8]) {
+        while lines.len() > FLUSH_BYTES {
+            let end = lines[FLUSH_BYTES..]
+                .iter()
+                .position(|&b| b == b'\n')
+                .map_or(lines.len(), |at| FLUSH_BYTES + at + 1);
+            let (chunk, rest) = lines.split_at(end);
+            write(&mut self.out, chunk);
+            lines = rest;
+        }
+        if !lines.is_empty() {
+            write(&mut self.out, lines);
+        }
+    }
+
+    /// Writes the lines of the requests in `waiting` whose body is done (all when `all`, and
+    /// the first `overflow` anyway), leaving the others.
+    fn write_ready(&mut self, waiting: &mut Vec<Entry>, overflow: usize, all: bool) {
         let mut index = 0;
-        waiting.retain_mut(|queued| {
+        waiting.retain(|entry| {
             index += 1;
-            let entry = match queued {
-                Queued::Request(entry) => entry,
-                Queued::Flush(ack) => {
-                    acks.extend(ack.take());
-                    return false;
-                }
-            };
             if !all && index > overflow && !entry.ready() {
                 return true;
             }
             entry.write_lines(&mut self.batch, &mut self.scribe);
-            self.spent.extend(entry.record.body.take());
             if self.batch.len() >= FLUSH_BYTES {
                 write(&mut self.out, &self.batch);
                 self.batch.clear();
-                self.flushed = true;
             }
             false
         });
+        if !self.batch.is_empty() {
+            write(&mut self.out, &self.batch);
+            let used = self.batch.len();
+            self.batch.clear();
+            trim(&mut self.batch, used, FLUSH_BYTES / 8);
+        }
     }
 }
 
-/// Waits until `until` for more requests to queue, unless [`WAKE_AT`] of them do first, every
-/// sender goes or the writer is `finishing`. Parked, not asleep: [`Queue`] and
+/// Waits until `until` for more lines, unless a serving thread's batch reaches [`WAKE_AT`]
+/// first, every sender goes or the writer is `finishing`. Parked, not asleep: [`Queue`] and
 /// [`Writers::finish`] wake it.
-fn gather(rx: &queue::Receiver<Queued>, until: Instant, finishing: &AtomicBool) {
-    while rx.len() < WAKE_AT && !rx.is_closed() && !finishing.load(Ordering::Acquire) {
+fn gather(rx: &lanes::Receiver<Entry, Scribe>, until: Instant, finishing: &Finishing) {
+    while !rx.is_urgent() && !rx.is_closed() && !finishing.is_set() {
         let Some(left) = until
             .checked_duration_since(Instant::now())
             .filter(|d| !d.is_zero())
@@ -975,9 +1078,9 @@ fn gather(rx: &queue::Receiver<Queued>, until: Instant, finishing: &AtomicBool) 
     }
 }
 
-/// Lines buffered before a write, at most (a burst's lines go out in writes of this size).
+/// Lines written at a time, at most (a burst's lines go out in writes of this size).
 const FLUSH_BYTES: usize = 256 * 1024;
-/// Entries the writer keeps room for between batches (a batch gathered at ~2,500 requests/s).
+/// Requests with a body still streaming that the writer keeps room for between gatherings.
 const KEEP_WAITING: usize = 256;
 
 /// Shrinks `buf` to `keep` items (or its length, if larger) when this batch used (at its peak,
@@ -987,7 +1090,6 @@ fn trim<T>(buf: &mut Vec<T>, used: usize, keep: usize) {
         buf.shrink_to(keep.max(buf.len()));
     }
 }
-
 fn write(out: &mut Output, batch: &[u8]) {
     if let Err(e) = out.write(batch) {
         tracing::warn!(error = %e, "cannot write audit lines");
@@ -1443,6 +1545,186 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
+    fn allowed() -> Done {
+        Done {
+            outcome: Outcome::Allowed,
+            reason: Reason::None,
+            status: 200,
+            latency: Duration::from_millis(1),
+        }
+    }
+
+    fn with_id(id: &str) -> Record {
+        let mut headers = HeaderMap::new();
+        headers.insert(X_REQUEST_ID, id.parse().unwrap());
+        Record::new(&http::Method::POST, "/mcp", &headers)
+    }
+
+    /// An auditor appending to `queue`, counting the lines it drops in `dropped`.
+    fn auditor_on(queue: Queue, dropped: &Counter) -> Auditor {
+        Auditor {
+            format: Arc::new(Format {
+                policy: json::quoted("p"),
+                include_arguments: false,
+                max_argument_bytes: 0,
+                redact: Vec::new(),
+            }),
+            queue: Some(queue),
+            dropped: dropped.clone(),
+            tools: None,
+        }
+    }
+
+    #[test]
+    fn a_full_batch_drops_the_requests_lines_and_counts_them() {
+        let (pending, rx) = lanes::channel(QUEUE, WAKE_AT);
+        let dropped = Counter::default();
+        let auditor = auditor_on(pending.sender(std::thread::current()), &dropped);
+        for i in 0..QUEUE {
+            auditor.finish(with_id(&format!("r-{i}")), allowed());
+        }
+        assert_eq!(dropped.get(), 0);
+        // A batch of two calls and a response: its two lines are dropped.
+        let mut batch = with_id("batch");
+        batch.messages =
+            rpc::scan(br#"[{"method":"a"},{"method":"b"},{"id":1,"result":{}}]"#).unwrap();
+        auditor.finish(batch, allowed());
+        auditor.finish(with_id("one"), allowed());
+        assert_eq!(dropped.get(), 3);
+        // Another thread's batch has room.
+        std::thread::scope(|s| {
+            s.spawn(|| auditor.finish(with_id("other"), allowed()));
+        });
+        assert_eq!(dropped.get(), 3);
+        let mut taken = Vec::new();
+        rx.take(&mut taken);
+        assert_eq!(taken.iter().map(|b| b.count).sum::<usize>(), QUEUE + 1);
+        let lines =
+            |batch: &lanes::Batch<Entry>| String::from_utf8_lossy(&batch.lines).lines().count();
+        assert_eq!(taken.iter().map(lines).sum::<usize>(), QUEUE + 1);
+        // Taken by the writer: room again.
+        auditor.finish(with_id("later"), allowed());
+        assert_eq!(dropped.get(), 3);
+    }
+
+    #[tokio::test]
+    async fn a_request_is_written_by_its_thread_unless_its_body_still_streams() {
+        use http_body_util::{BodyExt, Full};
+        let (pending, rx) = lanes::channel(QUEUE, WAKE_AT);
+        let auditor = auditor_on(pending.sender(std::thread::current()), &Counter::default());
+        // Read through before the response: its lines are in the thread's batch, and its tap
+        // is given back to this thread.
+        let body = r#"{"method":"tools/call","params":{"name":"echo"}}"#;
+        let (tapped, tap) = Tapped::new(Full::new(Bytes::from_static(body.as_bytes())), 1000);
+        tapped.collect().await.unwrap();
+        let mut record = with_id("read");
+        record.body = Some(tap);
+        let free = tap::free_taps();
+        auditor.finish(record, allowed());
+        assert_eq!(
+            tap::free_taps(),
+            free + 1,
+            "the tap read is free for reuse here"
+        );
+        // Still streaming: the request goes to the writer as it is.
+        let (_streaming, tap) = Tapped::new(
+            http_body_util::StreamBody::new(futures_util::stream::pending::<
+                Result<hyper::body::Frame<Bytes>, std::convert::Infallible>,
+            >()),
+            1000,
+        );
+        let mut record = with_id("streaming");
+        record.body = Some(tap);
+        auditor.finish(record, allowed());
+        let mut taken = Vec::new();
+        rx.take(&mut taken);
+        let [batch] = &taken[..] else {
+            panic!("one thread, one batch")
+        };
+        let line: Value = serde_json::from_slice(&batch.lines).unwrap();
+        assert_eq!(
+            (&line["request_id"], &line["tool"]),
+            (&"read".into(), &"echo".into())
+        );
+        assert_eq!(batch.count, 2);
+        assert_eq!(batch.items.len(), 1);
+        assert_eq!(batch.items[0].record.request_id, "streaming");
+    }
+
+    #[tokio::test]
+    async fn finish_writes_the_lines_of_every_serving_thread() {
+        let dir = std::env::temp_dir().join(format!("mcp-warden-threads-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("audit.log");
+        let metrics = Metrics::register(&mut prometheus_client::registry::Registry::default());
+        let writers = Writers::new(&metrics);
+        let spec = AuditSpec {
+            destination: path.to_string_lossy().into_owned(),
+            ..AuditSpec::default()
+        };
+        let auditor = Arc::new(Auditor::new("p", Some(&spec), &writers, &metrics).unwrap());
+        // Two threads still serving at shutdown, two gone already.
+        let (stop_tx, stop) = std::sync::mpsc::channel::<()>();
+        let stop = Arc::new(Mutex::new(stop));
+        let (appended_tx, appended) = std::sync::mpsc::channel();
+        let threads: Vec<_> = (0..4)
+            .map(|t| {
+                let (auditor, stop, appended) =
+                    (auditor.clone(), stop.clone(), appended_tx.clone());
+                std::thread::spawn(move || {
+                    for i in 0..50 {
+                        auditor.finish(with_id(&format!("t{t}-{i}")), allowed());
+                    }
+                    appended.send(()).unwrap();
+                    if t < 2 {
+                        let _ = stop.lock().unwrap().recv();
+                    }
+                })
+            })
+            .collect();
+        for _ in 0..4 {
+            appended.recv().unwrap();
+        }
+        writers.finish().await;
+        let written: Vec<String> = std::fs::read_to_string(&path)
+            .unwrap()
+            .lines()
+            .map(|line| serde_json::from_str::<Value>(line).unwrap()["request_id"].to_string())
+            .map(|id| id.trim_matches('"').to_owned())
+            .collect();
+        assert_eq!(written.len(), 200);
+        for t in 0..4 {
+            let thread: Vec<_> = written
+                .iter()
+                .filter(|id| id.starts_with(&format!("t{t}-")))
+                .cloned()
+                .collect();
+            let expected: Vec<_> = (0..50).map(|i| format!("t{t}-{i}")).collect();
+            assert_eq!(thread, expected, "every line of thread {t}, in order");
+        }
+        drop(stop_tx);
+        threads.into_iter().for_each(|t| t.join().unwrap());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn finish_answers_when_nothing_was_appended() {
+        let dir = std::env::temp_dir().join(format!("mcp-warden-idle-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let metrics = Metrics::register(&mut prometheus_client::registry::Registry::default());
+        let writers = Writers::new(&metrics);
+        let spec = AuditSpec {
+            destination: dir.join("audit.log").to_string_lossy().into_owned(),
+            ..AuditSpec::default()
+        };
+        let _auditor = Auditor::new("p", Some(&spec), &writers, &metrics).unwrap();
+        let started = writers.started.lock().unwrap()[0].finishing.clone();
+        writers.finish().await;
+        // Answered by the writer, not given up on after FINISH: it took the acknowledgement.
+        assert!(!started.is_asked());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
     #[test]
     fn redacts_named_fields_at_any_depth() {
         let mut v = serde_json::json!({"password": "x", "nested": [{"token": "y", "keep": 1}]});
@@ -1466,16 +1748,21 @@ mod tests {
         )
     }
 
+    /// Appends `entry`'s lines to this thread's batch.
+    fn send(queue: &Queue, entry: Entry) -> bool {
+        queue.append(|batch, scribe| entry.write_lines(&mut batch.lines, scribe))
+    }
+
     /// A thread gathering for an hour, and a queue whose requests wake it; `ended` reports
     /// when it stops gathering.
     fn gathering_for_an_hour() -> (Queue, std::sync::mpsc::Receiver<()>) {
-        let (pending, rx) = queue::channel(QUEUE, WAKE_AT);
+        let (pending, rx) = lanes::channel(QUEUE, WAKE_AT);
         let (ended_tx, ended) = std::sync::mpsc::channel();
         let writer = std::thread::spawn(move || {
             gather(
                 &rx,
                 Instant::now() + Duration::from_secs(3600),
-                &AtomicBool::new(false),
+                &Finishing::new(),
             );
             let _ = ended_tx.send(());
         });
@@ -1486,16 +1773,16 @@ mod tests {
     const HANG: Duration = Duration::from_secs(60);
 
     #[test]
-    fn requests_filling_the_queue_end_the_gathering() {
+    fn requests_filling_a_threads_batch_end_the_gathering() {
         let (queue, ended) = gathering_for_an_hour();
         for _ in 0..WAKE_AT - 1 {
-            assert!(queue.try_send(Queued::Request(plain_entry())).is_ok());
+            assert!(send(&queue, plain_entry()));
         }
         assert!(ended.try_recv().is_err(), "still gathering");
-        assert!(queue.try_send(Queued::Request(plain_entry())).is_ok());
+        assert!(send(&queue, plain_entry()));
         ended
             .recv_timeout(HANG)
-            .expect("woken by the request that fills the queue");
+            .expect("woken by the request that fills the batch");
     }
 
     #[test]
@@ -1531,7 +1818,7 @@ mod tests {
         // 30 requests at 500 a second: written in one or two batches (a third if this machine
         // is slow to come back from the sleeps), not one every few requests.
         for _ in 0..30 {
-            assert!(queue.try_send(Queued::Request(plain_entry())).is_ok());
+            assert!(send(&queue, plain_entry()));
             std::thread::sleep(Duration::from_millis(2));
         }
         drop((queue, writers));

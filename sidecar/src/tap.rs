@@ -1,12 +1,12 @@
 //! A request body that streams to the app while its bytes are kept for the audit trail: the
-//! app gets every chunk as it arrives, and the audit writer reads the JSON-RPC messages from the
+//! app gets every chunk as it arrives, and the audit trail reads the JSON-RPC messages from the
 //! kept copy once the body is complete. The copy is made as the chunks pass (holding on to the
 //! chunks themselves would keep the connection's whole read buffer alive until the writer gets
 //! to them), up to a limit, into a buffer sized by the body's length when it is known; a larger
-//! body is forwarded all the same and audited without its messages. Taps and their buffers are
-//! given back by the writer once it has read them ([`give_back`]) and reused for new bodies:
-//! they are not freed on the writer's thread and allocated anew on the request's (costly across
-//! threads, and at the rate the writer gathers more of them are out than a thread could keep).
+//! body is forwarded all the same and audited without its messages. The tap is read on the
+//! request's own thread once the response is out (by the writer only when the body was still
+//! streaming then), and given back there ([`recycle`]) for the thread's next body: taps never
+//! go from one thread to another's free list.
 
 use std::cell::RefCell;
 use std::pin::Pin;
@@ -68,92 +68,45 @@ impl Tap {
         if self.state() != State::Complete {
             return None;
         }
-        let mut kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
-        let answer = read(&kept);
-        if kept.capacity() > KEEP_CAPACITY {
-            *kept = Vec::new();
-        }
-        Some(answer)
+        let kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
+        Some(read(&kept))
     }
 }
 
-/// Taps kept free for reuse, at most (as many as a gathering writer holds at a high rate).
-const FREE_TAPS: usize = 1024;
-/// Taps a thread takes from [`FREE`] at a time.
-const TAKE: usize = 64;
+/// Taps this thread keeps free for its next bodies, at most.
+const FREE_TAPS: usize = 16;
 /// Largest copy whose buffer is kept for reuse.
 const KEEP_CAPACITY: usize = 4096;
 
-/// Taps given back, free for any thread to reuse.
-static FREE: Pool = Pool {
-    free: Mutex::new(Vec::new()),
-};
-
 thread_local! {
-    /// The free taps this thread took from [`FREE`], used first.
-    static TAPS: RefCell<Vec<Arc<Tap>>> = const { RefCell::new(Vec::new()) };
+    /// Taps read and given back on this thread, open and empty, held by nothing else.
+    static FREE: RefCell<Vec<Arc<Tap>>> = const { RefCell::new(Vec::new()) };
 }
 
-/// A tap for a new body, and a buffer for its copy: a free one when there is one.
-fn new_tap(limit: usize) -> Arc<Tap> {
-    TAPS.with_borrow_mut(|taps| FREE.take(taps, limit))
-}
-
-/// Gives read taps back for reuse (all of `taps`, which is left empty); beyond [`FREE_TAPS`]
-/// they are dropped.
-pub fn give_back(taps: &mut Vec<Arc<Tap>>) {
-    FREE.give_back(taps);
-}
-
-/// Free taps.
-struct Pool {
-    free: Mutex<Vec<Arc<Tap>>>,
-}
-
-impl Pool {
-    /// A tap for a new body: from `taps` (refilled from the pool when empty), else a new one.
-    fn take(&self, taps: &mut Vec<Arc<Tap>>, limit: usize) -> Arc<Tap> {
-        if taps.is_empty() {
-            let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
-            let from = free.len().saturating_sub(TAKE);
-            taps.extend(free.drain(from..));
-        }
-        while let Some(mut tap) = taps.pop() {
-            // A body not dropped yet still holds it: let it go.
-            if let Some(free) = Arc::get_mut(&mut tap) {
-                free.kept
-                    .get_mut()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .clear();
-                *free.state.get_mut() = State::Open as u8;
-                free.limit = limit;
-                return tap;
-            }
-        }
-        Arc::new(Tap {
-            state: AtomicU8::new(State::Open as u8),
-            limit,
-            kept: Mutex::default(),
-        })
+/// Gives a read tap back for this thread's next body, when nothing else holds it (its body is
+/// dropped); else it is let go of.
+pub fn recycle(mut tap: Arc<Tap>) {
+    let Some(free) = Arc::get_mut(&mut tap) else {
+        return;
+    };
+    let kept = free.kept.get_mut().unwrap_or_else(|e| e.into_inner());
+    if kept.capacity() > KEEP_CAPACITY {
+        *kept = Vec::new();
+    } else {
+        kept.clear();
     }
+    *free.state.get_mut() = State::Open as u8;
+    FREE.with_borrow_mut(|taps| {
+        if taps.len() < FREE_TAPS {
+            taps.push(tap);
+        }
+    });
+}
 
-    fn give_back(&self, taps: &mut Vec<Arc<Tap>>) {
-        if taps.is_empty() {
-            return;
-        }
-        for tap in taps.iter().filter(|tap| tap.state() != State::Complete) {
-            // Not read: a partial copy may be large.
-            let mut kept = tap.kept.lock().unwrap_or_else(|e| e.into_inner());
-            if kept.capacity() > KEEP_CAPACITY {
-                *kept = Vec::new();
-            }
-        }
-        let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
-        let room = FREE_TAPS.saturating_sub(free.len()).min(taps.len());
-        free.extend(taps.drain(..room));
-        drop(free);
-        taps.clear();
-    }
+/// Taps free on this thread.
+#[cfg(test)]
+pub fn free_taps() -> usize {
+    FREE.with_borrow(Vec::len)
 }
 
 /// A request body on its way to the app, kept in its [`Tap`] as it passes. As small as the body
@@ -167,7 +120,21 @@ pub struct Tapped<B: Body<Data = Bytes> = RequestBody> {
 impl<B: Body<Data = Bytes> + Unpin> Tapped<B> {
     /// Taps `body`, keeping at most `limit` bytes.
     pub fn new(body: B, limit: usize) -> (Tapped<B>, Arc<Tap>) {
-        let tap = new_tap(limit);
+        let tap = FREE
+            .with_borrow_mut(Vec::pop)
+            .map(|mut tap| {
+                if let Some(free) = Arc::get_mut(&mut tap) {
+                    free.limit = limit;
+                }
+                tap
+            })
+            .unwrap_or_else(|| {
+                Arc::new(Tap {
+                    state: AtomicU8::new(State::Open as u8),
+                    limit,
+                    kept: Mutex::default(),
+                })
+            });
         (
             Tapped {
                 body,
@@ -280,66 +247,6 @@ mod tests {
         tap.read(<[u8]>::to_vec)
     }
 
-    #[test]
-    fn taps_given_back_are_reused_when_nothing_else_holds_them() {
-        let pool = Pool {
-            free: Mutex::new(Vec::new()),
-        };
-        let mut local = Vec::new();
-        let read = pool.take(&mut local, 100);
-        read.keep(b"{}", None);
-        read.end(State::Complete);
-        let held = pool.take(&mut local, 100);
-        let abandoned = pool.take(&mut local, 100);
-        abandoned.keep(&[b' '; KEEP_CAPACITY + 1], None);
-        abandoned.end(State::Abandoned);
-        let (read_at, held_at, abandoned_at) = (
-            Arc::as_ptr(&read),
-            Arc::as_ptr(&held),
-            Arc::as_ptr(&abandoned),
-        );
-        // Still held elsewhere (a body not dropped yet): given back, but not reused.
-        let body = held.clone();
-        pool.give_back(&mut vec![read, held, abandoned]);
-        assert_eq!(pool.free.lock().unwrap().len(), 3);
-        // Open and empty again; a large partial copy was let go.
-        let mut reused = Vec::new();
-        for _ in 0..2 {
-            let tap = pool.take(&mut local, 10);
-            assert_eq!((tap.state(), tap.limit), (State::Open, 10));
-            assert!(tap.kept.lock().unwrap().is_empty());
-            assert!(tap.kept.lock().unwrap().capacity() <= KEEP_CAPACITY);
-            reused.push(Arc::as_ptr(&tap));
-        }
-        reused.sort();
-        let mut expected = vec![read_at, abandoned_at];
-        expected.sort();
-        assert_eq!(reused, expected);
-        // The held one was let go: the next is new.
-        let new = pool.take(&mut local, 10);
-        assert_ne!(Arc::as_ptr(&new), held_at);
-        assert!(pool.free.lock().unwrap().is_empty() && local.is_empty());
-        drop(body);
-    }
-
-    #[test]
-    fn the_pool_keeps_a_bounded_number_of_free_taps() {
-        let pool = Pool {
-            free: Mutex::new(Vec::new()),
-        };
-        let mut local = Vec::new();
-        let mut taps: Vec<_> = (0..FREE_TAPS + 10)
-            .map(|_| pool.take(&mut local, 10))
-            .collect();
-        pool.give_back(&mut taps);
-        assert!(taps.is_empty());
-        assert_eq!(pool.free.lock().unwrap().len(), FREE_TAPS);
-        // A thread takes a share at a time.
-        pool.take(&mut local, 10);
-        assert_eq!(local.len(), TAKE - 1);
-        assert_eq!(pool.free.lock().unwrap().len(), FREE_TAPS - TAKE);
-    }
-
     #[tokio::test]
     async fn many_taps_at_once_each_keep_their_own_body() {
         for round in 0..3 {
@@ -360,12 +267,40 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn large_copies_are_not_kept_for_reuse_once_read() {
-        let large = Bytes::from(vec![b' '; KEEP_CAPACITY + 1]);
-        let (tapped, tap) = Tapped::new(Full::new(large.clone()), 2 * KEEP_CAPACITY);
+    async fn taps_given_back_on_a_thread_are_reused_there_when_nothing_else_holds_them() {
+        let (tapped, tap) = Tapped::new(
+            Full::new(Bytes::from(vec![b' '; KEEP_CAPACITY + 1])),
+            10_000,
+        );
         tapped.collect().await.unwrap();
-        assert_eq!(tap.read(<[u8]>::len), Some(large.len()));
-        assert_eq!(tap.kept.lock().unwrap().capacity(), 0);
+        let (large, at) = (tap.kept.lock().unwrap().capacity(), Arc::as_ptr(&tap));
+        assert!(large > KEEP_CAPACITY);
+        recycle(tap);
+        // Reused open and empty, without the large copy's buffer.
+        let (tapped, tap) = Tapped::new(chunks(&["{", "}"]), 10);
+        assert_eq!(Arc::as_ptr(&tap), at);
+        assert_eq!((tap.state(), tap.limit), (State::Open, 10));
+        assert!(tap.kept.lock().unwrap().capacity() <= KEEP_CAPACITY);
+        tapped.collect().await.unwrap();
+        assert_eq!(body(&tap).as_deref(), Some(&b"{}"[..]));
+        // Still held by its body: let go of, not reused.
+        let (tapped, held) = Tapped::new(chunks(&["x"]), 10);
+        let held_at = Arc::as_ptr(&held);
+        recycle(held);
+        let (_, other) = Tapped::new(chunks(&["y"]), 10);
+        assert_ne!(Arc::as_ptr(&other), held_at);
+        drop(tapped);
+        // Another thread does not get this thread's taps.
+        recycle(tap);
+        let elsewhere = std::thread::spawn(|| {
+            let (_, tap) = Tapped::new(chunks(&["z"]), 10);
+            Arc::as_ptr(&tap) as usize
+        })
+        .join()
+        .unwrap();
+        assert_ne!(elsewhere, at as usize);
+        let (_, again) = Tapped::new(chunks(&["z"]), 10);
+        assert_eq!(Arc::as_ptr(&again), at);
     }
 
     #[tokio::test]
