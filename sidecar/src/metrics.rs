@@ -8,6 +8,7 @@ use prometheus_client::registry::Registry;
 
 mod sharded;
 
+use sharded::Shard;
 pub use sharded::{ShardedCounter, ShardedHistogram};
 
 /// Defines a label enum whose values are exported in snake_case.
@@ -352,10 +353,9 @@ pub struct PolicyMeters {
 impl PolicyMeters {
     /// Records one finished request.
     pub fn observe(&self, outcome: Outcome, reason: Reason, seconds: f64) {
+        let shard = Shard::current();
         match &self.requests[slot(outcome, reason)] {
-            Some(counter) => {
-                counter.inc();
-            }
+            Some(counter) => counter.inc_at(shard),
             // A pair outside `EXPECTED`: still counted, through the family.
             None => {
                 self.families
@@ -368,7 +368,7 @@ impl PolicyMeters {
                     .inc();
             }
         }
-        self.duration[outcome as usize].observe(seconds);
+        self.duration[outcome as usize].observe_at(shard, seconds);
     }
 }
 

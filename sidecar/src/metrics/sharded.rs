@@ -16,36 +16,42 @@ use prometheus_client::metrics::{MetricType, TypedMetric};
 /// (still exact, as every write is an atomic read-modify-write, only slower).
 pub const SHARDS: usize = 8;
 
-/// Words in one [`Line`].
-const WORDS: usize = 16;
+/// Bytes a shard's words are aligned to and padded to: x86 fetches cache lines in adjacent pairs,
+/// so a thread's words must not share either 64-byte half with another thread's.
+const LINE: usize = 128;
 
-/// 128 bytes, aligned: x86 fetches cache lines in adjacent pairs, so a thread's words must not
-/// share either 64-byte half with another thread's.
-#[derive(Debug, Default)]
-#[repr(align(128))]
-struct Line([AtomicU64; WORDS]);
+/// Words in one [`LINE`].
+const WORDS: usize = LINE / 8;
 
-/// `words` atomics per shard, each shard in lines of its own.
+/// `words` atomics per shard, each shard in lines of its own. One plain allocation whose first
+/// [`LINE`]-aligned word starts shard 0: an over-aligned allocation would leave free fragments in
+/// the allocator's bins, which the request path's own allocations then pay for.
 #[derive(Debug)]
 struct Cells {
-    lines: Box<[Line]>,
-    lines_per_shard: usize,
+    words: Box<[AtomicU64]>,
+    /// Index of the first aligned word.
+    first: usize,
+    /// Words per shard, whole lines.
+    stride: usize,
 }
 
 impl Cells {
     fn new(words: usize) -> Self {
-        let lines_per_shard = words.div_ceil(WORDS);
+        let stride = words.div_ceil(WORDS) * WORDS;
+        let words: Box<[AtomicU64]> = (0..SHARDS * stride + WORDS - 1)
+            .map(|_| AtomicU64::new(0))
+            .collect();
+        let first = (words.as_ptr() as usize).wrapping_neg() % LINE / 8;
         Cells {
-            lines: (0..lines_per_shard * SHARDS)
-                .map(|_| Line::default())
-                .collect(),
-            lines_per_shard,
+            words,
+            first,
+            stride,
         }
     }
 
     /// Word `i` of `shard`.
     fn word(&self, shard: usize, i: usize) -> &AtomicU64 {
-        &self.lines[shard * self.lines_per_shard + i / WORDS].0[i % WORDS]
+        &self.words[self.first + shard * self.stride + i]
     }
 
     /// Word `i` summed over the shards.
@@ -56,13 +62,19 @@ impl Cells {
     }
 }
 
-/// The calling thread's shard, chosen on its first call.
-fn shard() -> usize {
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    thread_local! {
-        static SHARD: usize = NEXT.fetch_add(1, Relaxed) % SHARDS;
+/// A thread's shard (below [`SHARDS`]), to look it up once for several updates.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Shard(usize);
+
+impl Shard {
+    /// The calling thread's shard, chosen on its first call.
+    pub(super) fn current() -> Self {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        thread_local! {
+            static SHARD: usize = NEXT.fetch_add(1, Relaxed) % SHARDS;
+        }
+        Shard(SHARD.with(|shard| *shard))
     }
-    SHARD.with(|shard| *shard)
 }
 
 /// A counter (`u64`, like prometheus-client's default `Counter`) sharded per thread.
@@ -82,7 +94,12 @@ impl Default for ShardedCounter {
 impl ShardedCounter {
     /// Adds one.
     pub fn inc(&self) {
-        self.cells.word(shard(), 0).fetch_add(1, Relaxed);
+        self.inc_at(Shard::current());
+    }
+
+    /// Adds one in `shard`, the calling thread's.
+    pub(super) fn inc_at(&self, shard: Shard) {
+        self.cells.word(shard.0, 0).fetch_add(1, Relaxed);
     }
 
     /// The sum over all threads.
@@ -137,6 +154,11 @@ impl ShardedHistogram {
 
     /// Records one value: in the first bucket whose bound is at least `v` (`NaN` in `+Inf`).
     pub fn observe(&self, v: f64) {
+        self.observe_at(Shard::current(), v);
+    }
+
+    /// Records one value in `shard`, the calling thread's.
+    pub(super) fn observe_at(&self, Shard(shard): Shard, v: f64) {
         let inner = &*self.inner;
         let last = inner.bounds.len() - 1;
         let bucket = inner
@@ -144,7 +166,6 @@ impl ShardedHistogram {
             .iter()
             .position(|&bound| bound >= v)
             .unwrap_or(last);
-        let shard = shard();
         inner.cells.word(shard, 1 + bucket).fetch_add(1, Relaxed);
         // Only this thread writes its shard, unless more threads than shards record: then the
         // loop retries until no other thread wrote in between.
@@ -260,16 +281,21 @@ mod tests {
 
     #[test]
     fn shards_share_no_cache_line() {
-        // The request histogram's shape: a sum and 17 buckets, more than one line per shard.
+        // A counter (one word per shard) and the request histogram (a sum and 17 buckets: more
+        // than one line per shard). Each shard starts a line and ends before the next one's.
+        let counter = ShardedCounter::default();
         let histogram = ShardedHistogram::new(doubling_buckets(0.0005, 16));
-        let cells = &histogram.inner.cells;
-        let words = 1 + histogram.inner.bounds.len();
-        let block = |shard, i| std::ptr::from_ref(cells.word(shard, i)) as usize / 128;
-        for shard in 1..SHARDS {
-            assert!(
-                block(shard - 1, words - 1) < block(shard, 0),
-                "shard {shard}"
-            );
+        for (cells, words) in [
+            (&*counter.cells, 1),
+            (&histogram.inner.cells, 1 + histogram.inner.bounds.len()),
+        ] {
+            let address = |shard, i| std::ptr::from_ref(cells.word(shard, i)) as usize;
+            for shard in 0..SHARDS {
+                assert_eq!(address(shard, 0) % LINE, 0, "shard {shard}");
+                if shard > 0 {
+                    assert!(address(shard - 1, words - 1) < address(shard, 0));
+                }
+            }
         }
     }
 
