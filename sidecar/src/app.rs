@@ -20,6 +20,7 @@ use tower::ServiceExt;
 use crate::audit::{Done, Record, X_REQUEST_ID};
 use crate::challenge::error_body;
 use crate::forward::Unforwardable;
+use crate::head_fields::AppFields;
 use crate::metrics::{Metrics, Outcome, Reason};
 use crate::oauth::revocation::Status;
 use crate::oauth::upstream_token::UpstreamTokenError;
@@ -94,10 +95,19 @@ pub async fn handle(state: &AppState, request: Request<RequestBody>, peer: Peer)
         request_span::finish(cx, &runtime.policy, &record, &done);
     }
     if !matches!(outcome, Outcome::Metadata | Outcome::Preflight) {
-        response
-            .headers_mut()
-            .entry(X_REQUEST_ID)
-            .or_insert_with(|| record.request_id.clone());
+        // The app's own, if it sent one.
+        let app_sent = match response.body() {
+            Either::Left(reply) => reply
+                .app_fields()
+                .is_some_and(|f| f.contains(&X_REQUEST_ID)),
+            Either::Right(_) => false,
+        };
+        if !app_sent {
+            response
+                .headers_mut()
+                .entry(X_REQUEST_ID)
+                .or_insert_with(|| record.request_id.clone());
+        }
         runtime.audit.finish(record, done);
     }
     response
@@ -150,9 +160,22 @@ async fn serve(
         _ => authorize_and_forward(state, rt, request, &peer, record).await,
     };
     if let Some(origin) = &origin {
+        if let Some(fields) = app_fields_mut(&mut response) {
+            for name in Origins::REPLACED {
+                fields.remove(&name);
+            }
+        }
         Origins::decorate(origin, response.headers_mut());
     }
     (response, outcome, reason)
+}
+
+/// The app's header fields in `response`, if it is the app's and they are still there.
+fn app_fields_mut(response: &mut Reply) -> Option<&mut AppFields> {
+    match response.body_mut() {
+        Either::Left(reply) => reply.app_fields_mut(),
+        Either::Right(_) => None,
+    }
 }
 
 fn metadata(rt: &Runtime, method: &Method) -> Response {
@@ -442,17 +465,13 @@ async fn authorize_and_forward(
     }
     match forwarded {
         Ok(mut response) => {
-            if rt.upstream_token.is_some() {
+            if rt.upstream_token.is_some()
+                && let Some(fields) = response.body_mut().app_fields_mut()
+            {
                 // The upstream token never travels back, even if the app echoes it.
-                let private: Vec<_> = response
-                    .headers()
-                    .keys()
-                    .filter(|name| rt.forwarding.is_private(name.as_str()))
-                    .cloned()
-                    .collect();
-                for name in private {
-                    response.headers_mut().remove(name);
-                }
+                fields.retain(|name| {
+                    !std::str::from_utf8(name).is_ok_and(|name| rt.forwarding.is_private(name))
+                });
             }
             (response.map(Either::Left), Outcome::Allowed, Reason::None)
         }

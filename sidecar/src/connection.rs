@@ -31,6 +31,7 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, watch};
 use tokio::time::Instant;
 
 use crate::app::{Reply, ReplyBody};
+use crate::head_fields::WithAppFields;
 use crate::http1;
 use crate::peer::Peer;
 use crate::request_body::RequestBody;
@@ -117,8 +118,8 @@ async fn serve_http2<F>(
         // request's future is kilobytes large.
         let answer = Box::pin(handler(request.map(RequestBody::Http2), client.clone()));
         async move {
-            let response = answer.await;
-            let stream = get && http1::is_event_stream(response.headers());
+            let response = with_app_fields(answer.await);
+            let stream = get && http1::is_event_stream(None, response.headers());
             // The request counts as in flight until its response body is done (SSE streams).
             Ok::<_, Infallible>(response.map(|body| Tracked {
                 body,
@@ -188,6 +189,16 @@ async fn serve_http2<F>(
             }
         }
     }
+}
+
+/// `response` with the app's fields, if its body brings them, in its header map (before those
+/// the sidecar added): hyper's HTTP/2 encoder reads the map only.
+fn with_app_fields(mut response: Reply) -> Reply {
+    if let Some(fields) = response.body_mut().take_app_fields() {
+        let map = fields.into_map(response.headers());
+        *response.headers_mut() = map;
+    }
+    response
 }
 
 /// The connection preface an HTTP/2 client starts with; HTTP/1.1 requests start otherwise.

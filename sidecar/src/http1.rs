@@ -32,6 +32,7 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use crate::head_fields::{AppFields, WithAppFields};
 use crate::header_maps;
 use crate::peer::Peer;
 use crate::shutdown::{self, Phase};
@@ -58,11 +59,12 @@ const LINGER: Duration = Duration::from_secs(1);
 /// Most bytes dropped while lingering.
 const LINGER_BYTES: usize = 256 * 1024;
 
-/// Whether a response is an SSE stream (`text/event-stream`).
-pub fn is_event_stream(headers: &HeaderMap) -> bool {
-    headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
+/// Whether a response is an SSE stream (`text/event-stream`), from its first `Content-Type`: the
+/// app's (`app`), else that of `headers`.
+pub fn is_event_stream(app: Option<&AppFields>, headers: &HeaderMap) -> bool {
+    app.and_then(|fields| fields.get(&header::CONTENT_TYPE))
+        .or_else(|| headers.get(header::CONTENT_TYPE).map(|v| v.as_bytes()))
+        .and_then(|v| std::str::from_utf8(v).ok())
         .is_some_and(|v| {
             v.split(';')
                 .next()
@@ -89,7 +91,7 @@ pub async fn serve<H, F, B>(
 ) where
     H: Fn(Request<Body>, Peer) -> F,
     F: Future<Output = Response<B>>,
-    B: hyper::body::Body<Data = Bytes> + Unpin,
+    B: hyper::body::Body<Data = Bytes> + WithAppFields + Unpin,
     B::Error: std::fmt::Display,
 {
     let shared = Arc::new(Shared::new(stream));
@@ -120,7 +122,7 @@ impl Connection<'_> {
     where
         H: Fn(Request<Body>, Peer) -> F,
         F: Future<Output = Response<B>>,
-        B: hyper::body::Body<Data = Bytes> + Unpin,
+        B: hyper::body::Body<Data = Bytes> + WithAppFields + Unpin,
         B::Error: std::fmt::Display,
     {
         let opened = Instant::now();
@@ -154,6 +156,7 @@ impl Connection<'_> {
                             &mut self.out,
                             &Method::GET,
                             status,
+                            None,
                             &HeaderMap::new(),
                             &hyper::body::SizeHint::with_exact(0),
                             true,
@@ -228,7 +231,7 @@ impl Connection<'_> {
     where
         H: Fn(Request<Body>, Peer) -> F,
         F: Future<Output = Response<B>>,
-        B: hyper::body::Body<Data = Bytes> + Unpin,
+        B: hyper::body::Body<Data = Bytes> + WithAppFields + Unpin,
         B::Error: std::fmt::Display,
     {
         let RequestHead {
@@ -245,17 +248,20 @@ impl Connection<'_> {
         // not hold that space for as long as the stream lasts.
         let response = Box::pin(handler(Request::from_parts(parts, body), client.clone())).await;
         let (parts, mut body) = response.into_parts();
+        let app = body.take_app_fields();
         let leaving = *self.phase.borrow() >= Phase::Leaving;
         let decided = encode::response_head(
             &mut self.out,
             &method,
             parts.status,
+            app.as_ref(),
             &parts.headers,
             &hyper::body::Body::size_hint(&body),
             http11,
             keep_alive && !leaving,
         );
-        let events = method == Method::GET && is_event_stream(&parts.headers);
+        let events = method == Method::GET && is_event_stream(app.as_ref(), &parts.headers);
+        drop(app);
         header_maps::give_back(parts.headers);
         let sent = match decided.out {
             Out::Nothing => write_all(&self.shared.stream, &mut [IoSlice::new(&self.out)])
@@ -499,6 +505,12 @@ mod tests {
     };
 
     type Answer = Response<http_body_util::Either<Full<Bytes>, StreamBody<EventStream>>>;
+
+    impl WithAppFields for http_body_util::Either<Full<Bytes>, StreamBody<EventStream>> {
+        fn take_app_fields(&mut self) -> Option<AppFields> {
+            None
+        }
+    }
     type EventStream = futures_util::stream::Iter<
         std::vec::IntoIter<Result<hyper::body::Frame<Bytes>, Infallible>>,
     >;

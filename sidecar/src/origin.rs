@@ -60,6 +60,12 @@ impl Origins {
         }
     }
 
+    /// The fields [`Origins::decorate`] replaces (a response's own are removed first).
+    pub const REPLACED: [header::HeaderName; 2] = [
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        header::ACCESS_CONTROL_EXPOSE_HEADERS,
+    ];
+
     /// Adds CORS headers for an allowed origin to any response.
     pub fn decorate(origin: &HeaderValue, h: &mut HeaderMap) {
         h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());

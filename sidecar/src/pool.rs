@@ -35,6 +35,7 @@ use tokio::net::TcpStream;
 
 use crate::chunked;
 use crate::forward::Rewrite;
+use crate::head_fields::{AppFields, WithAppFields};
 use crate::header_maps;
 use crate::request_body::RequestBody;
 use crate::tap::Tapped;
@@ -184,9 +185,11 @@ impl Pool {
                 Framing::UntilClose => Decoding::UntilClose,
             },
             give_back: head.keep_alive.then(|| self.clone()),
+            fields: Some(head.fields),
         });
         *response.status_mut() = head.status;
-        *response.headers_mut() = head.headers;
+        // For the fields the sidecar adds (the app's go with the body).
+        *response.headers_mut() = header_maps::take(ADDED_FIELDS);
         response.body_mut().release_if_done();
         Ok(response)
     }
@@ -444,8 +447,14 @@ enum Decoding {
     Done,
 }
 
+/// Room for the fields the sidecar adds to a response from the app (`X-Request-Id`, CORS).
+const ADDED_FIELDS: usize = 4;
+
 /// The body of the app's response, read from its connection as it is polled. The connection
 /// returns to the pool once the body has been read to the end.
+///
+/// It also brings the app's header fields, as the app sent them ([`AppFields`]), until the
+/// client's connection takes them: the response's header map holds only those the sidecar adds.
 pub struct Reply {
     stream: Option<TcpStream>,
     /// Bytes read from the app and not decoded yet.
@@ -453,9 +462,30 @@ pub struct Reply {
     body: Decoding,
     /// Where the connection goes once the body is read (`None`: it is not reused).
     give_back: Option<Pool>,
+    /// The app's header fields, until they are taken.
+    fields: Option<AppFields>,
+}
+
+impl<B> WithAppFields for Either<Reply, B> {
+    fn take_app_fields(&mut self) -> Option<AppFields> {
+        match self {
+            Either::Left(reply) => reply.fields.take(),
+            Either::Right(_) => None,
+        }
+    }
 }
 
 impl Reply {
+    /// The app's header fields (`None` once taken).
+    pub fn app_fields(&self) -> Option<&AppFields> {
+        self.fields.as_ref()
+    }
+
+    /// The app's header fields, to remove some (`None` once taken).
+    pub fn app_fields_mut(&mut self) -> Option<&mut AppFields> {
+        self.fields.as_mut()
+    }
+
     /// Ends the body if nothing more is to come, giving its connection back when it may be
     /// reused.
     fn release_if_done(&mut self) {

@@ -638,3 +638,130 @@ async fn audited_request_bodies_stream_to_the_app() {
     assert_eq!(event["caller"]["sub"], "alice");
     let _ = std::fs::remove_file(&log);
 }
+
+/// The response head [`raw_app`] sends: an `X-Request-Id` and CORS fields of the app's own,
+/// fields repeated and in mixed case, a `Date`, and a field its `Connection` names.
+const RAW_APP_HEAD: &[u8] = b"HTTP/1.1 200 OK\r\nX-Request-Id: app-chosen\r\nAccess-Control-Allow-Origin: https://app.example\r\nVary: Accept\r\nX-Multi: a\r\nDate: Tue, 01 Dec 2026 00:00:00 GMT\r\nx-multi: b\r\nConnection: X-Hop\r\nX-Hop: 1\r\nContent-Length: 2\r\n\r\nok";
+
+/// An app that answers every request (a head without a body) with [`RAW_APP_HEAD`].
+async fn raw_app() -> std::net::SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (mut conn, _) = listener.accept().await.unwrap();
+            tokio::spawn(async move {
+                let mut seen = Vec::new();
+                let mut buf = [0u8; 4096];
+                while let Ok(n @ 1..) = conn.read(&mut buf).await {
+                    seen.extend_from_slice(&buf[..n]);
+                    while let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
+                        seen.drain(..end + 4);
+                        conn.write_all(RAW_APP_HEAD).await.unwrap();
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// A sidecar (with CORS for `http://localhost:6274`) in front of [`raw_app`], and a token.
+async fn raw_world() -> (Idp, Sidecar, String) {
+    let key = SigningKey::generate("k1");
+    let idp = Idp::start(vec![key.jwk.clone()]).await;
+    let app = raw_app().await;
+    let issuer = idp.issuer.clone();
+    let cors = "  cors: {allowedOrigins: [\"http://localhost:6274\"]}\n";
+    let sidecar = Sidecar::start(
+        move |r| policy_yaml(&issuer, r, cors),
+        &format!("http://{app}"),
+    )
+    .await;
+    let token = key.sign(&claims(&idp, &sidecar.url(), "mcp:tools"));
+    (idp, sidecar, token)
+}
+
+#[tokio::test]
+async fn an_http1_client_gets_the_apps_fields_as_sent_and_the_sidecars_after() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (_idp, sidecar, token) = raw_world().await;
+    let mut client = tokio::net::TcpStream::connect(sidecar.addr).await.unwrap();
+    let path = sidecar
+        .url()
+        .parse::<http::Uri>()
+        .unwrap()
+        .path()
+        .to_owned();
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: x\r\nOrigin: http://localhost:6274\r\nAuthorization: Bearer {token}\r\n\r\n"
+    );
+    client.write_all(request.as_bytes()).await.unwrap();
+    let mut seen = Vec::new();
+    while !seen.ends_with(b"\r\n\r\nok") {
+        let mut buf = [0u8; 4096];
+        let n = tokio::time::timeout(Duration::from_secs(10), client.read(&mut buf))
+            .await
+            .expect("the response in time")
+            .unwrap();
+        assert!(n > 0, "{}", String::from_utf8_lossy(&seen));
+        seen.extend_from_slice(&buf[..n]);
+    }
+    let head = String::from_utf8(seen).unwrap();
+    // The app's end-to-end fields byte for byte, in its order; its CORS origin, its
+    // `Connection` and the field that names are not passed on.
+    let (app, added) = head
+        .split_once("Content-Length: 2\r\n")
+        .expect("the app's fields as sent");
+    assert_eq!(
+        app,
+        "HTTP/1.1 200 OK\r\nX-Request-Id: app-chosen\r\nVary: Accept\r\nX-Multi: a\r\nDate: Tue, 01 Dec 2026 00:00:00 GMT\r\nx-multi: b\r\n"
+    );
+    // Then the sidecar's: CORS for the allowed origin, `Vary: Origin` added to the app's; no
+    // second `X-Request-Id`, `Date` or `Content-Length`.
+    let mut lines: Vec<&str> = added.trim_end_matches("\r\n\r\nok").split("\r\n").collect();
+    lines.sort_unstable();
+    assert_eq!(
+        lines[0],
+        "access-control-allow-origin: http://localhost:6274"
+    );
+    assert!(lines[1].starts_with("access-control-expose-headers: "));
+    assert_eq!(lines[2..], ["vary: Origin"]);
+}
+
+#[tokio::test]
+async fn an_http2_client_gets_the_same_fields() {
+    let (_idp, sidecar, token) = raw_world().await;
+    let stream = tokio::net::TcpStream::connect(sidecar.addr).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    let request = http::Request::get(sidecar.url())
+        .header("origin", "http://localhost:6274")
+        .header("authorization", format!("Bearer {token}"))
+        .body(http_body_util::Empty::<hyper::body::Bytes>::new())
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let all = |name: &str| -> Vec<&str> {
+        let values = response.headers().get_all(name).iter();
+        values.map(|v| v.to_str().unwrap()).collect()
+    };
+    assert_eq!(all("x-request-id"), ["app-chosen"]);
+    assert_eq!(
+        all("access-control-allow-origin"),
+        ["http://localhost:6274"]
+    );
+    assert_eq!(all("access-control-expose-headers").len(), 1);
+    assert_eq!(all("vary"), ["Accept", "Origin"]);
+    assert_eq!(all("x-multi"), ["a", "b"]);
+    assert_eq!(all("date"), ["Tue, 01 Dec 2026 00:00:00 GMT"]);
+    assert!(all("x-hop").is_empty() && all("connection").is_empty());
+    let body = http_body_util::BodyExt::collect(response.into_body()).await;
+    assert_eq!(&body.unwrap().to_bytes()[..], b"ok");
+}

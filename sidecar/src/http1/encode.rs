@@ -1,5 +1,6 @@
 //! Response heads to HTTP/1.1 clients: the status line, the fields, a `Date` when the response
-//! has none, and the framing of the body (RFC 9112 §6).
+//! has none, and the framing of the body (RFC 9112 §6). The app's fields ([`AppFields`]) go out
+//! as the app sent them, before those of the response's header map.
 
 use std::cell::RefCell;
 use std::time::{Duration, SystemTime};
@@ -7,6 +8,8 @@ use std::time::{Duration, SystemTime};
 use http::header::{self, HeaderMap};
 use http::{Method, StatusCode};
 use hyper::body::SizeHint;
+
+use crate::head_fields::{self, AppFields};
 
 /// How a response's body goes out.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -30,12 +33,15 @@ pub struct Decided {
 }
 
 /// Writes the head of a response to a request with `method` into `buf` (cleared first), and
-/// decides how its body goes out. `keep_alive` is what the client and the sidecar allow; the
-/// response can still end the connection (`Connection: close`, or a body framed by closing).
+/// decides how its body goes out. The fields are the app's (`app`: already without hop-by-hop
+/// ones), then `headers`. `keep_alive` is what the client and the sidecar allow;
+/// the response can still end the connection (`Connection: close`, or a body framed by closing).
+#[allow(clippy::too_many_arguments)]
 pub fn response_head(
     buf: &mut Vec<u8>,
     method: &Method,
     status: StatusCode,
+    app: Option<&AppFields>,
     headers: &HeaderMap,
     body: &SizeHint,
     http11_client: bool,
@@ -49,6 +55,11 @@ pub fn response_head(
     buf.extend_from_slice(b"\r\n");
     let mut has_date = false;
     let mut length = None;
+    if let Some(app) = app {
+        length = app.last(&header::CONTENT_LENGTH).and_then(parse_length);
+        has_date = app.contains(&header::DATE);
+        app.write_lines(buf);
+    }
     for (name, value) in headers {
         match *name {
             // Hop-by-hop framing is the sidecar's to set.
@@ -64,9 +75,7 @@ pub fn response_head(
                 }
                 continue;
             }
-            header::CONTENT_LENGTH => {
-                length = value.to_str().ok().and_then(|v| v.parse::<u64>().ok());
-            }
+            header::CONTENT_LENGTH => length = parse_length(value.as_bytes()),
             header::DATE => has_date = true,
             _ => {}
         }
@@ -101,6 +110,11 @@ pub fn response_head(
     }
     buf.extend_from_slice(b"\r\n");
     Decided { out, keep_alive }
+}
+
+/// A `Content-Length` value that is one number (a leading `+` allowed, as Rust's parser does).
+fn parse_length(value: &[u8]) -> Option<u64> {
+    head_fields::number(value.strip_prefix(b"+").unwrap_or(value))
 }
 
 fn field(buf: &mut Vec<u8>, name: &[u8], value: &[u8]) {
@@ -151,6 +165,7 @@ mod tests {
             &mut buf,
             &method,
             StatusCode::from_u16(status).unwrap(),
+            None,
             &map,
             &body,
             http11,
@@ -225,6 +240,42 @@ mod tests {
         );
         assert_eq!(decided.out, Out::Length(3));
         assert!(!decided.keep_alive);
+    }
+
+    /// The fields of a response head from the app, as the pool keeps them.
+    fn app_fields(wire: &'static [u8]) -> AppFields {
+        let mut parsed = [httparse::EMPTY_HEADER; 8];
+        let mut response = httparse::Response::new(&mut parsed);
+        assert!(response.parse(wire).unwrap().is_complete());
+        let mut spans = [[0; 4]; 8];
+        let count = crate::head_fields::record(&mut spans, wire, response.headers);
+        AppFields::new(bytes::Bytes::from_static(wire), spans[..count].to_vec())
+    }
+
+    #[test]
+    fn the_apps_fields_go_out_as_sent_then_the_sidecars() {
+        let app = app_fields(
+            b"HTTP/1.1 200 OK\r\nX-B: 1\r\nDate: x\r\nx-b: 2\r\nX-Text: caf\xc3\xa9\r\nContent-Length: 3\r\n\r\n",
+        );
+        let mut added = HeaderMap::new();
+        added.insert("x-request-id", HeaderValue::from_static("r-1"));
+        let mut buf = Vec::new();
+        let decided = response_head(
+            &mut buf,
+            &Method::GET,
+            StatusCode::OK,
+            Some(&app),
+            &added,
+            &SizeHint::default(),
+            true,
+            true,
+        );
+        // The app's `Date` stands, and its `Content-Length` frames the body.
+        assert_eq!(
+            buf,
+            b"HTTP/1.1 200 OK\r\nX-B: 1\r\nDate: x\r\nx-b: 2\r\nX-Text: caf\xc3\xa9\r\nContent-Length: 3\r\nx-request-id: r-1\r\n\r\n"
+        );
+        assert_eq!(decided.out, Out::Length(3));
     }
 
     #[test]

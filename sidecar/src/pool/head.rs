@@ -3,13 +3,12 @@
 
 use std::mem::MaybeUninit;
 
-use bytes::{Bytes, BytesMut};
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use bytes::BytesMut;
+use http::header;
 use http::{Method, StatusCode, request};
 
-use crate::forward::{Rewrite, is_hop_by_hop, strip_hop_by_hop};
-use crate::head_fields;
-use crate::header_maps;
+use crate::forward::Rewrite;
+use crate::head_fields::{self, AppFields, Span};
 
 /// Most header fields in a response head from the app.
 const MAX_HEADERS: usize = 128;
@@ -28,9 +27,6 @@ pub enum BadHead {
     /// A status the proxy does not pass on.
     #[error("the app answered with status {0}, which the proxy does not pass on")]
     Status(u16),
-    /// A header the `http` types refuse.
-    #[error("the app's response has an invalid header field")]
-    Header,
     /// `Content-Length` values that are not one number.
     #[error("the app's response has an invalid Content-Length")]
     ContentLength,
@@ -113,7 +109,7 @@ pub struct ResponseHead {
     /// The final status (interim responses are skipped).
     pub status: StatusCode,
     /// The header fields, as sent, less hop-by-hop ones (those `Connection` names included).
-    pub headers: HeaderMap,
+    pub fields: AppFields,
     /// How the body is framed.
     pub framing: Framing,
     /// Whether the connection may carry another request once this response is read.
@@ -125,28 +121,19 @@ pub struct ResponseHead {
 /// skipped.
 pub fn read_response(buf: &mut BytesMut, method: &Method) -> Result<Option<ResponseHead>, BadHead> {
     loop {
-        // Where each field's name and value lie in the head (it is at most MAX_HEAD bytes), so
-        // the values can share the head's bytes once they are frozen.
-        let mut spans = [[0u32; 4]; MAX_HEADERS];
-        let (length, code, http11, count) = {
-            let mut fields = [const { MaybeUninit::<httparse::Header>::uninit() }; MAX_HEADERS];
-            let mut response = httparse::Response::new(&mut []);
-            let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(
-                &mut response,
-                buf,
-                &mut fields,
-            )?;
-            let length = match parsed {
-                httparse::Status::Partial if buf.len() >= MAX_HEAD => {
-                    return Err(BadHead::TooLarge);
-                }
-                httparse::Status::Partial => return Ok(None),
-                httparse::Status::Complete(length) => length,
-            };
-            let count = head_fields::record(&mut spans, buf, response.headers);
-            let code = response.code.unwrap_or_default();
-            (length, code, response.version == Some(1), count)
+        let mut fields = [const { MaybeUninit::<httparse::Header>::uninit() }; MAX_HEADERS];
+        let mut response = httparse::Response::new(&mut []);
+        let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(
+            &mut response,
+            buf,
+            &mut fields,
+        )?;
+        let length = match parsed {
+            httparse::Status::Partial if buf.len() >= MAX_HEAD => return Err(BadHead::TooLarge),
+            httparse::Status::Partial => return Ok(None),
+            httparse::Status::Complete(length) => length,
         };
+        let code = response.code.unwrap_or_default();
         if (100..200).contains(&code) {
             if code == 101 {
                 return Err(BadHead::Status(code));
@@ -155,54 +142,99 @@ pub fn read_response(buf: &mut BytesMut, method: &Method) -> Result<Option<Respo
             continue;
         }
         let status = StatusCode::from_u16(code).map_err(|_| BadHead::Status(code))?;
-        let bytes: Bytes = buf.split_to(length).freeze();
-        let mut headers = header_maps::take(count);
-        let mut facts = Facts::default();
-        let mut names_fields = false;
-        for (name, value) in head_fields::fields(&spans[..count], &bytes) {
-            let name = field_name(name)?;
-            let value = HeaderValue::from_maybe_shared(value).map_err(|_| BadHead::Header)?;
-            if facts.note(&name, &value)? {
-                names_fields |= name == header::CONNECTION;
-                headers.append(name, value);
-            }
-        }
-        if names_fields {
-            // What `Connection` names goes too, with it.
-            strip_hop_by_hop(&mut headers);
-        }
+        let http11 = response.version == Some(1);
+        let (kept, facts) = passed_on(buf, response.headers)?;
         let framing = facts.framing(status, method);
         let keep_alive = http11
             && !(facts.chunked.is_some() && facts.length.is_some())
             && framing != Framing::UntilClose
             && !facts.close;
+        // The head is at most MAX_HEAD bytes: its spans fit.
+        let head = buf.split_to(length).freeze();
         return Ok(Some(ResponseHead {
             status,
-            headers,
+            fields: AppFields::new(head, kept),
             framing,
             keep_alive,
         }));
     }
 }
 
-/// `Mcp-Session-Id`, which MCP apps send on most responses (made once, not per response).
-static MCP_SESSION_ID: HeaderName = HeaderName::from_static("mcp-session-id");
+/// Where the fields passed on lie in `buf` (the head they were parsed from), and what all of
+/// `fields` say about the body and the connection.
+fn passed_on(buf: &[u8], fields: &[httparse::Header<'_>]) -> Result<(Vec<Span>, Facts), BadHead> {
+    let mut kept = Vec::with_capacity(fields.len());
+    let mut facts = Facts::default();
+    let mut names_fields = false;
+    for field in fields {
+        match facts.note(Kind::of(field.name.as_bytes()), field.value)? {
+            Pass::On => kept.push(head_fields::span(buf, field)),
+            Pass::NotOn => {}
+            Pass::NotOnNamesFields => names_fields = true,
+        }
+    }
+    if names_fields {
+        drop_named(&mut kept, fields, buf);
+    }
+    Ok((kept, facts))
+}
 
-/// The name of a response field. The names apps send on most responses, as they usually spell
-/// them, are known without parsing (and a custom one without an allocation).
-fn field_name(raw: &[u8]) -> Result<HeaderName, BadHead> {
-    Ok(match raw {
-        b"Content-Type" | b"content-type" => header::CONTENT_TYPE,
-        b"Content-Length" | b"content-length" => header::CONTENT_LENGTH,
-        b"Date" | b"date" => header::DATE,
-        b"Server" | b"server" => header::SERVER,
-        b"Connection" | b"connection" => header::CONNECTION,
-        b"Transfer-Encoding" | b"transfer-encoding" => header::TRANSFER_ENCODING,
-        b"Cache-Control" | b"cache-control" => header::CACHE_CONTROL,
-        b"Vary" | b"vary" => header::VARY,
-        b"Mcp-Session-Id" | b"mcp-session-id" => MCP_SESSION_ID.clone(),
-        _ => HeaderName::from_bytes(raw).map_err(|_| BadHead::Header)?,
-    })
+/// Leaves out of `kept` (spans in `head`) the fields that the `Connection` fields among
+/// `fields` name: they are hop-by-hop too.
+fn drop_named(kept: &mut Vec<Span>, fields: &[httparse::Header<'_>], head: &[u8]) {
+    let named: Vec<&[u8]> = fields
+        .iter()
+        .filter(|field| Kind::of(field.name.as_bytes()) == Kind::Connection)
+        .flat_map(|field| field.value.split(|&b| b == b','))
+        .map(<[u8]>::trim_ascii)
+        .collect();
+    kept.retain(|span| {
+        let (name, _) = head_fields::field(span, head);
+        !named.iter().any(|n| n.eq_ignore_ascii_case(name))
+    });
+}
+
+/// The fields of a response head the proxy reads or leaves out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    ContentLength,
+    TransferEncoding,
+    Connection,
+    /// Another hop-by-hop field (RFC 9110 §7.6.1): not passed on.
+    HopByHop,
+    /// An end-to-end field, passed on as it is.
+    Other,
+}
+
+impl Kind {
+    /// The kind of a field named `name` (any case), told by its length first.
+    fn of(name: &[u8]) -> Kind {
+        // `known` is lowercase letters and `-`: OR-ing 0x20 into a byte of a field name (a
+        // token) folds its case and makes no other token character equal to one of them.
+        let is = |known: &str| {
+            let known = known.as_bytes();
+            name.len() == known.len() && name.iter().zip(known).all(|(&a, &b)| a | 0x20 == b)
+        };
+        match name.len() {
+            14 if is("content-length") => Kind::ContentLength,
+            17 if is("transfer-encoding") => Kind::TransferEncoding,
+            10 if is("connection") => Kind::Connection,
+            10 if is("keep-alive") => Kind::HopByHop,
+            2 if is("te") => Kind::HopByHop,
+            7 if is("trailer") || is("upgrade") => Kind::HopByHop,
+            18 if is("proxy-authenticate") => Kind::HopByHop,
+            19 if is("proxy-authorization") => Kind::HopByHop,
+            _ => Kind::Other,
+        }
+    }
+}
+
+/// Whether a field is passed on.
+enum Pass {
+    On,
+    NotOn,
+    /// A `Connection` field naming other fields, which are not passed on either.
+    NotOnNamesFields,
 }
 
 /// What a response head's fields say about its body and its connection.
@@ -216,57 +248,77 @@ struct Facts {
     close: bool,
 }
 
+/// `value` as text, if it is visible ASCII (with spaces and tabs) only.
+fn ascii_text(value: &[u8]) -> Option<&str> {
+    if value
+        .iter()
+        .all(|&b| b == b'\t' || (b' '..=b'~').contains(&b))
+    {
+        std::str::from_utf8(value).ok()
+    } else {
+        None
+    }
+}
+
 impl Facts {
-    /// Notes what a field says, and whether it is passed on: hop-by-hop fields stay here, but a
-    /// `Connection` naming other fields is kept for the proxy to remove those too.
-    fn note(&mut self, name: &HeaderName, value: &HeaderValue) -> Result<bool, BadHead> {
+    /// Notes what a field says, and whether it is passed on: hop-by-hop fields stay here.
+    fn note(&mut self, kind: Kind, value: &[u8]) -> Result<Pass, BadHead> {
         // Each field's usual value first: one number, one coding, one token (no list to split).
-        if name == header::CONTENT_LENGTH {
-            let text = value.to_str().map_err(|_| BadHead::ContentLength)?;
-            if text.bytes().all(|b| b.is_ascii_digit()) {
-                self.note_length(text)?;
-            } else {
-                for part in text.split(',').map(str::trim) {
-                    self.note_length(part)?;
+        match kind {
+            Kind::Other => Ok(Pass::On),
+            Kind::HopByHop => Ok(Pass::NotOn),
+            Kind::ContentLength => {
+                if head_fields::number(value).is_some() {
+                    self.note_length(value)?;
+                } else {
+                    for part in value.split(|&b| b == b',') {
+                        self.note_length(part.trim_ascii())?;
+                    }
                 }
+                Ok(Pass::On)
             }
-        } else if name == header::TRANSFER_ENCODING {
-            let chunked = value.as_bytes().eq_ignore_ascii_case(b"chunked") || {
-                let last = value.to_str().ok().and_then(|v| v.rsplit(',').next());
-                last.is_some_and(|c| c.trim().eq_ignore_ascii_case("chunked"))
-            };
-            self.chunked = Some(chunked);
-        } else if name == header::CONNECTION {
-            let bytes = value.as_bytes();
-            if bytes.eq_ignore_ascii_case(b"keep-alive") {
-                return Ok(false);
+            Kind::TransferEncoding => {
+                let chunked = value.eq_ignore_ascii_case(b"chunked") || {
+                    let last = ascii_text(value).and_then(|v| v.rsplit(',').next());
+                    last.is_some_and(|c| c.trim().eq_ignore_ascii_case("chunked"))
+                };
+                self.chunked = Some(chunked);
+                Ok(Pass::NotOn)
             }
-            if bytes.eq_ignore_ascii_case(b"close") {
-                self.close = true;
-                return Ok(false);
-            }
-            let Ok(text) = value.to_str() else {
-                return Ok(true);
-            };
-            let mut names_fields = false;
-            for token in text.split(',').map(str::trim) {
-                if token.eq_ignore_ascii_case("close") {
-                    self.close = true;
-                } else if !token.eq_ignore_ascii_case("keep-alive") {
-                    names_fields = true;
-                }
-            }
-            return Ok(names_fields);
+            Kind::Connection => Ok(self.note_connection(value)),
         }
-        Ok(!is_hop_by_hop(name))
+    }
+
+    /// Notes a `Connection` field: `close`, and whether it names other fields.
+    fn note_connection(&mut self, value: &[u8]) -> Pass {
+        if value.eq_ignore_ascii_case(b"keep-alive") {
+            return Pass::NotOn;
+        }
+        if value.eq_ignore_ascii_case(b"close") {
+            self.close = true;
+            return Pass::NotOn;
+        }
+        let Some(text) = ascii_text(value) else {
+            return Pass::NotOn;
+        };
+        let mut names_fields = false;
+        for token in text.split(',').map(str::trim) {
+            if token.eq_ignore_ascii_case("close") {
+                self.close = true;
+            } else if !token.eq_ignore_ascii_case("keep-alive") {
+                names_fields = true;
+            }
+        }
+        if names_fields {
+            Pass::NotOnNamesFields
+        } else {
+            Pass::NotOn
+        }
     }
 
     /// Notes one value of `Content-Length`: digits only, and the same number as any other.
-    fn note_length(&mut self, part: &str) -> Result<(), BadHead> {
-        if part.is_empty() || !part.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(BadHead::ContentLength);
-        }
-        let n: u64 = part.parse().map_err(|_| BadHead::ContentLength)?;
+    fn note_length(&mut self, part: &[u8]) -> Result<(), BadHead> {
+        let n = head_fields::number(part).ok_or(BadHead::ContentLength)?;
         if self.length.is_some_and(|l| l != n) {
             return Err(BadHead::ContentLength);
         }
@@ -296,6 +348,13 @@ mod tests {
 
     fn parse(wire: &str, method: &Method) -> Result<Option<ResponseHead>, BadHead> {
         read_response(&mut BytesMut::from(wire.as_bytes()), method)
+    }
+
+    /// The fields passed on, as `name: value` lines.
+    fn fields_of(head: &ResponseHead) -> Vec<String> {
+        let text = |b: &[u8]| String::from_utf8(b.to_vec()).unwrap();
+        let line = |(n, v)| format!("{}: {}", text(n), text(v));
+        head.fields.iter().map(line).collect()
     }
 
     fn framing_of(wire: &str) -> Framing {
@@ -351,10 +410,7 @@ mod tests {
         assert_eq!(head.status, StatusCode::OK);
         assert_eq!(head.framing, Framing::Length(5));
         assert!(head.keep_alive);
-        assert_eq!(
-            head.headers.get_all("x-a").iter().collect::<Vec<_>>(),
-            ["1", "2"]
-        );
+        assert_eq!(fields_of(&head), ["Content-Length: 5", "X-A: 1", "x-a: 2"]);
         assert_eq!(&buf[..], b"hello");
 
         assert_eq!(
@@ -419,7 +475,7 @@ mod tests {
         .unwrap()
         .unwrap();
         assert_eq!(head.framing, Framing::Chunked);
-        assert_eq!(head.headers.keys().collect::<Vec<_>>(), ["x-a"]);
+        assert_eq!(fields_of(&head), ["X-A: 1"]);
         // A field that `Connection` names goes too.
         let head = parse(
             "HTTP/1.1 200 OK\r\nConnection: close, X-A\r\nX-A: 1\r\nContent-Length: 0\r\n\r\n",
@@ -428,28 +484,48 @@ mod tests {
         .unwrap()
         .unwrap();
         assert!(!head.keep_alive);
-        assert_eq!(head.headers.keys().collect::<Vec<_>>(), ["content-length"]);
+        assert_eq!(fields_of(&head), ["Content-Length: 0"]);
     }
 
     #[test]
-    fn knows_the_usual_names_as_parsing_would() {
-        for raw in [
-            "Content-Type",
-            "content-length",
-            "Date",
-            "server",
-            "Connection",
-            "Transfer-Encoding",
-            "cache-control",
-            "Vary",
-            "Mcp-Session-Id",
-            "mcp-session-id",
-            "X-Other",
+    fn tells_the_fields_it_reads_in_any_case() {
+        for (raw, kind) in [
+            ("Content-Length", Kind::ContentLength),
+            ("CONTENT-LENGTH", Kind::ContentLength),
+            ("transfer-Encoding", Kind::TransferEncoding),
+            ("Connection", Kind::Connection),
+            ("Keep-Alive", Kind::HopByHop),
+            ("TE", Kind::HopByHop),
+            ("Trailer", Kind::HopByHop),
+            ("upgrade", Kind::HopByHop),
+            ("Proxy-Authenticate", Kind::HopByHop),
+            ("Proxy-Authorization", Kind::HopByHop),
+            ("Content-Type", Kind::Other),
+            ("Connectionx", Kind::Other),
+            ("X-Other", Kind::Other),
         ] {
-            let parsed = HeaderName::from_bytes(raw.as_bytes()).unwrap();
-            assert_eq!(field_name(raw.as_bytes()).unwrap(), parsed, "{raw}");
+            assert_eq!(Kind::of(raw.as_bytes()), kind, "{raw}");
         }
-        assert!(field_name(b"Bad Name").is_err());
+    }
+
+    #[test]
+    fn passes_fields_on_as_the_app_sent_them() {
+        // Order, case and repeated fields as sent; a value with obs-text bytes unchanged;
+        // hop-by-hop fields (any case) and those `Connection` names (any case) left out.
+        let wire = b"HTTP/1.1 200 OK\r\nX-B: 2\r\nconnection: X-Gone, keep-alive\r\nMcp-Session-Id: s\r\nx-b: 3\r\nKEEP-ALIVE: timeout=5\r\nX-Text: caf\xc3\xa9 \xff\r\nx-gone: 1\r\nX-GONE: 2\r\nte: trailers\r\nContent-Length: 0\r\n\r\n";
+        let mut buf = BytesMut::from(&wire[..]);
+        let head = read_response(&mut buf, &Method::GET).unwrap().unwrap();
+        let passed: Vec<(&[u8], &[u8])> = head.fields.iter().collect();
+        assert_eq!(
+            passed,
+            [
+                (&b"X-B"[..], &b"2"[..]),
+                (b"Mcp-Session-Id", b"s"),
+                (b"x-b", b"3"),
+                (b"X-Text", b"caf\xc3\xa9 \xff"),
+                (b"Content-Length", b"0"),
+            ]
+        );
     }
 
     #[test]
