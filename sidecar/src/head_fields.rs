@@ -11,6 +11,7 @@
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue};
+use smallvec::SmallVec;
 
 /// Where one field lies: its name's offset and length, its value's offset and length (in a head
 /// shorter than 4 GiB).
@@ -59,31 +60,58 @@ pub fn field<'h>(span: &Span, head: &'h [u8]) -> (&'h [u8], &'h [u8]) {
 /// in its order, repeated fields apart), kept as spans over the head's frozen bytes. They go
 /// with the response next to its header map, which holds only the fields the sidecar adds;
 /// a field the sidecar replaces is removed from here first ([`AppFields::remove`]).
-#[derive(Debug)]
-pub struct AppFields {
+///
+/// Boxed, with room for the usual few spans inside: one allocation, and the response it goes
+/// with stays small as it moves.
+#[derive(Debug, Default)]
+pub struct AppFields(Box<Fields>);
+
+#[derive(Debug, Default)]
+struct Fields {
     head: Bytes,
-    spans: Vec<Span>,
+    spans: SmallVec<[Span; INLINE_SPANS]>,
 }
+
+/// Spans kept without another allocation.
+const INLINE_SPANS: usize = 12;
 
 impl AppFields {
     /// The fields at `spans` in `head`: valid field names and values (as `httparse` accepts
     /// them: the same bytes the `http` types accept).
-    pub fn new(head: Bytes, spans: Vec<Span>) -> AppFields {
-        AppFields { head, spans }
+    pub fn new(head: Bytes, spans: &[Span]) -> AppFields {
+        let mut fields = AppFields::default();
+        spans.iter().for_each(|&span| fields.push(span));
+        fields.set_head(head);
+        fields
+    }
+
+    /// Adds the field at `span`, in the head [`AppFields::set_head`] gives.
+    pub fn push(&mut self, span: Span) {
+        self.0.spans.push(span);
+    }
+
+    /// Keeps the fields whose span `keep` accepts.
+    pub fn retain_spans(&mut self, keep: impl FnMut(&mut Span) -> bool) {
+        self.0.spans.retain(keep);
+    }
+
+    /// Sets the head (frozen) that the spans lie in.
+    pub fn set_head(&mut self, head: Bytes) {
+        self.0.head = head;
     }
 
     /// Each field's name (as the app spelled it) and value, in order.
     pub fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
-        self.spans.iter().map(|span| field(span, &self.head))
+        self.0.spans.iter().map(|span| field(span, &self.0.head))
     }
 
     /// Appends the fields to `buf` as HTTP/1.1 field lines. Lines the head holds as
     /// `name: value` CRLF, one after the other, go in one copy.
     pub fn write_lines(&self, buf: &mut Vec<u8>) {
-        let head = &self.head[..];
+        let head = &self.0.head[..];
         // The lines at hand, not written yet.
         let mut run = 0..0;
-        for span in &self.spans {
+        for span in &self.0.spans {
             let line = as_sent(span, head);
             match line {
                 Some(line) if line.start == run.end => run.end = line.end,
@@ -115,10 +143,11 @@ impl AppFields {
     /// The values of the fields named `name` (any case), told by their length first.
     fn named(&self, name: &HeaderName) -> impl DoubleEndedIterator<Item = &[u8]> {
         let name = name.as_str().as_bytes();
-        self.spans
+        self.0
+            .spans
             .iter()
             .filter(move |span| span[1] as usize == name.len())
-            .map(|span| field(span, &self.head))
+            .map(|span| field(span, &self.0.head))
             .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
             .map(|(_, value)| value)
     }
@@ -136,17 +165,18 @@ impl AppFields {
 
     /// Keeps the fields whose name `keep` accepts.
     pub fn retain(&mut self, mut keep: impl FnMut(&[u8]) -> bool) {
-        let head = &self.head;
-        self.spans.retain(|span| keep(field(span, head).0));
+        let Fields { head, spans } = &mut *self.0;
+        spans.retain(|span| keep(field(span, head).0));
     }
 
     /// A header map of these fields followed by those of `added` (for an HTTP/2 client).
     pub fn into_map(self, added: &HeaderMap) -> HeaderMap {
-        let mut map = HeaderMap::with_capacity(self.spans.len() + added.len());
-        for span in &self.spans {
-            let (name, _) = field(span, &self.head);
+        let mut map = HeaderMap::with_capacity(self.0.spans.len() + added.len());
+        for span in &self.0.spans {
+            let (name, _) = field(span, &self.0.head);
             let [.., value, value_len] = *span;
             let value = self
+                .0
                 .head
                 .slice(value as usize..(value + value_len) as usize);
             // Both were valid when parsed; checked again all the same.
@@ -228,8 +258,8 @@ mod tests {
         let mut spans = [[0; 4]; 8];
         let count = record(&mut spans, text, response.headers);
         // F left out: E and G are lines apart.
-        let kept = [0, 1, 2, 3, 4, 6].map(|i| spans[i]).to_vec();
-        let fields = AppFields::new(Bytes::from_static(text), kept);
+        let kept = [0, 1, 2, 3, 4, 6].map(|i| spans[i]);
+        let fields = AppFields::new(Bytes::from_static(text), &kept);
         assert_eq!(count, 7);
         let mut out = Vec::new();
         fields.write_lines(&mut out);

@@ -249,7 +249,7 @@ mod tests {
         assert!(response.parse(wire).unwrap().is_complete());
         let mut spans = [[0; 4]; 8];
         let count = crate::head_fields::record(&mut spans, wire, response.headers);
-        AppFields::new(bytes::Bytes::from_static(wire), spans[..count].to_vec())
+        AppFields::new(bytes::Bytes::from_static(wire), &spans[..count])
     }
 
     #[test]

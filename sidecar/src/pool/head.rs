@@ -8,7 +8,7 @@ use http::header;
 use http::{Method, StatusCode, request};
 
 use crate::forward::Rewrite;
-use crate::head_fields::{self, AppFields, Span};
+use crate::head_fields::{self, AppFields};
 
 /// Most header fields in a response head from the app.
 const MAX_HEADERS: usize = 128;
@@ -143,17 +143,17 @@ pub fn read_response(buf: &mut BytesMut, method: &Method) -> Result<Option<Respo
         }
         let status = StatusCode::from_u16(code).map_err(|_| BadHead::Status(code))?;
         let http11 = response.version == Some(1);
-        let (kept, facts) = passed_on(buf, response.headers)?;
+        let (mut kept, facts) = passed_on(buf, response.headers)?;
         let framing = facts.framing(status, method);
         let keep_alive = http11
             && !(facts.chunked.is_some() && facts.length.is_some())
             && framing != Framing::UntilClose
             && !facts.close;
         // The head is at most MAX_HEAD bytes: its spans fit.
-        let head = buf.split_to(length).freeze();
+        kept.set_head(buf.split_to(length).freeze());
         return Ok(Some(ResponseHead {
             status,
-            fields: AppFields::new(head, kept),
+            fields: kept,
             framing,
             keep_alive,
         }));
@@ -162,8 +162,8 @@ pub fn read_response(buf: &mut BytesMut, method: &Method) -> Result<Option<Respo
 
 /// Where the fields passed on lie in `buf` (the head they were parsed from), and what all of
 /// `fields` say about the body and the connection.
-fn passed_on(buf: &[u8], fields: &[httparse::Header<'_>]) -> Result<(Vec<Span>, Facts), BadHead> {
-    let mut kept = Vec::with_capacity(fields.len());
+fn passed_on(buf: &[u8], fields: &[httparse::Header<'_>]) -> Result<(AppFields, Facts), BadHead> {
+    let mut kept = AppFields::default();
     let mut facts = Facts::default();
     let mut names_fields = false;
     for field in fields {
@@ -181,14 +181,14 @@ fn passed_on(buf: &[u8], fields: &[httparse::Header<'_>]) -> Result<(Vec<Span>, 
 
 /// Leaves out of `kept` (spans in `head`) the fields that the `Connection` fields among
 /// `fields` name: they are hop-by-hop too.
-fn drop_named(kept: &mut Vec<Span>, fields: &[httparse::Header<'_>], head: &[u8]) {
+fn drop_named(kept: &mut AppFields, fields: &[httparse::Header<'_>], head: &[u8]) {
     let named: Vec<&[u8]> = fields
         .iter()
         .filter(|field| Kind::of(field.name.as_bytes()) == Kind::Connection)
         .flat_map(|field| field.value.split(|&b| b == b','))
         .map(<[u8]>::trim_ascii)
         .collect();
-    kept.retain(|span| {
+    kept.retain_spans(|span| {
         let (name, _) = head_fields::field(span, head);
         !named.iter().any(|n| n.eq_ignore_ascii_case(name))
     });
