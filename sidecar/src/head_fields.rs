@@ -2,8 +2,8 @@
 //! once those bytes are frozen the names and values are taken from them without copying. Both
 //! heads the proxy parses use it: the client's requests and the app's responses.
 //!
-//! The spans live in an array the parser keeps on its stack (a struct holding it would be
-//! copied when made and moved: kilobytes per head).
+//! A request's spans live in an array the parser keeps on its stack (a struct holding it would
+//! be copied when made and moved: kilobytes per head).
 //!
 //! The app's response fields are not made into a header map at all: [`AppFields`] keeps the
 //! spans of those passed on, and an HTTP/1.1 client gets them as the app sent them (an HTTP/2
