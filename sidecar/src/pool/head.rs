@@ -176,7 +176,29 @@ fn passed_on(buf: &[u8], fields: &[httparse::Header<'_>]) -> Result<(AppFields, 
     if names_fields {
         drop_named(&mut kept, fields, buf);
     }
+    if facts.length.is_some() {
+        one_length(&mut kept, buf, facts.chunked.is_none());
+    }
     Ok((kept, facts))
+}
+
+/// Keeps at most one `Content-Length` field of those in `kept` (spans in `head`): the first,
+/// when the length frames the body (`framing`: no `Transfer-Encoding`) and is written as one
+/// number. A length beside a transfer coding is not the body's (RFC 9112 §6.1, §6.3), and
+/// repeats or lists of the same number are left out, so a client never sees two lengths or one
+/// that disagrees with the body; the client's connection writes the length itself when the
+/// body has one.
+fn one_length(kept: &mut AppFields, head: &[u8], framing: bool) {
+    let mut seen = false;
+    kept.retain_spans(|span| {
+        let (name, value) = head_fields::field(span, head);
+        if Kind::of(name) != Kind::ContentLength {
+            return true;
+        }
+        let keep = framing && !seen && head_fields::number(value).is_some();
+        seen = true;
+        keep
+    });
 }
 
 /// Leaves out of `kept` (spans in `head`) the fields that the `Connection` fields among
@@ -359,6 +381,28 @@ mod tests {
 
     fn framing_of(wire: &str) -> Framing {
         parse(wire, &Method::GET).unwrap().unwrap().framing
+    }
+
+    #[test]
+    fn passes_on_one_length_and_only_when_it_frames_the_body() {
+        let fields = |wire: &str| fields_of(&parse(wire, &Method::GET).unwrap().unwrap());
+        assert_eq!(
+            fields("HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-A: 1\r\n\r\n"),
+            ["Content-Length: 5", "X-A: 1"]
+        );
+        // Repeated or listed, the same number frames the body; it is passed on once.
+        assert_eq!(
+            fields("HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-A: 1\r\ncontent-length: 5\r\n\r\n"),
+            ["Content-Length: 5", "X-A: 1"]
+        );
+        assert_eq!(
+            fields("HTTP/1.1 200 OK\r\nContent-Length: 5, 5\r\nX-A: 1\r\n\r\n"),
+            ["X-A: 1"]
+        );
+        // Beside a transfer coding the length is not the body's.
+        let chunked = "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n";
+        assert_eq!(fields(chunked), Vec::<String>::new());
+        assert_eq!(framing_of(chunked), Framing::Chunked);
     }
 
     #[test]
