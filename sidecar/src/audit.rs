@@ -1496,18 +1496,45 @@ mod tests {
         );
     }
 
+    /// An auditor of policy `p` writing to `audit.log` in a fresh directory of its own.
+    struct FileAudit {
+        dir: std::path::PathBuf,
+        path: std::path::PathBuf,
+        writers: Writers,
+        auditor: Auditor,
+    }
+
+    impl FileAudit {
+        fn new(name: &str) -> FileAudit {
+            let dir =
+                std::env::temp_dir().join(format!("mcp-warden-{name}-{}", std::process::id()));
+            std::fs::create_dir_all(&dir).unwrap();
+            let path = dir.join("audit.log");
+            let metrics = Metrics::register(&mut prometheus_client::registry::Registry::default());
+            let writers = Writers::new(&metrics);
+            let spec = AuditSpec {
+                destination: path.to_string_lossy().into_owned(),
+                ..AuditSpec::default()
+            };
+            let auditor = Auditor::new("p", Some(&spec), &writers, &metrics).unwrap();
+            FileAudit {
+                dir,
+                path,
+                writers,
+                auditor,
+            }
+        }
+    }
+
     #[tokio::test]
     async fn finish_has_every_line_queued_written_bodies_still_streaming_included() {
-        let dir = std::env::temp_dir().join(format!("mcp-warden-finish-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("audit.log");
-        let metrics = Metrics::register(&mut prometheus_client::registry::Registry::default());
-        let writers = Writers::new(&metrics);
-        let spec = AuditSpec {
-            destination: path.to_string_lossy().into_owned(),
-            ..AuditSpec::default()
-        };
-        let auditor = Auditor::new("p", Some(&spec), &writers, &metrics).unwrap();
+        let FileAudit {
+            dir,
+            path,
+            writers,
+            auditor,
+            ..
+        } = FileAudit::new("finish");
         let done = Done {
             outcome: Outcome::Allowed,
             reason: Reason::None,
@@ -1653,16 +1680,14 @@ mod tests {
 
     #[tokio::test]
     async fn finish_writes_the_lines_of_every_serving_thread() {
-        let dir = std::env::temp_dir().join(format!("mcp-warden-threads-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("audit.log");
-        let metrics = Metrics::register(&mut prometheus_client::registry::Registry::default());
-        let writers = Writers::new(&metrics);
-        let spec = AuditSpec {
-            destination: path.to_string_lossy().into_owned(),
-            ..AuditSpec::default()
-        };
-        let auditor = Arc::new(Auditor::new("p", Some(&spec), &writers, &metrics).unwrap());
+        let FileAudit {
+            dir,
+            path,
+            writers,
+            auditor,
+            ..
+        } = FileAudit::new("threads");
+        let auditor = Arc::new(auditor);
         // Two threads still serving at shutdown, two gone already.
         let (stop_tx, stop) = std::sync::mpsc::channel::<()>();
         let stop = Arc::new(Mutex::new(stop));
@@ -1709,15 +1734,12 @@ mod tests {
 
     #[tokio::test]
     async fn finish_answers_when_nothing_was_appended() {
-        let dir = std::env::temp_dir().join(format!("mcp-warden-idle-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let metrics = Metrics::register(&mut prometheus_client::registry::Registry::default());
-        let writers = Writers::new(&metrics);
-        let spec = AuditSpec {
-            destination: dir.join("audit.log").to_string_lossy().into_owned(),
-            ..AuditSpec::default()
-        };
-        let _auditor = Auditor::new("p", Some(&spec), &writers, &metrics).unwrap();
+        let FileAudit {
+            dir,
+            writers,
+            auditor: _auditor,
+            ..
+        } = FileAudit::new("idle");
         let started = writers.started.lock().unwrap()[0].finishing.clone();
         writers.finish().await;
         // Answered by the writer, not given up on after FINISH: it took the acknowledgement.
