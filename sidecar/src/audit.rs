@@ -305,7 +305,7 @@ impl Auditor {
 
     /// Counts the tool calls of a finished request and writes its audit lines to this thread's
     /// batch (a request whose body is still streaming goes there for the writer to finish).
-    pub fn finish(&self, record: Record, done: Done) {
+    pub fn finish(&self, mut record: Record, done: Done) {
         if let Some(tools) = &self.tools {
             for tool in record.messages.iter().filter_map(|m| m.tool.as_deref()) {
                 tools.observe(tool, done.outcome);
@@ -315,21 +315,21 @@ impl Auditor {
         let time = SystemTime::now();
         // Counted per line, as the lines of a batch would have been written.
         let dropped = record.lines();
-        let appended = queue.append(|batch, scribe| {
-            let mut record = record;
-            if record.ready() {
-                let lines = Lines {
-                    format: &self.format,
-                    time,
-                    record: &record,
-                    done: &done,
-                };
-                let written = lines.write(&mut batch.lines, scribe);
-                if let Some(tap) = record.body.take() {
-                    tap::recycle(tap);
-                }
-                written
-            } else {
+        // The usual case borrows the record: it is not moved again (it is large).
+        let appended = if record.ready() {
+            let lines = Lines {
+                format: &self.format,
+                time,
+                record: &record,
+                done: &done,
+            };
+            let appended = queue.append(|batch, scribe| lines.write(&mut batch.lines, scribe));
+            if let Some(tap) = record.body.take() {
+                tap::recycle(tap);
+            }
+            appended
+        } else {
+            queue.append(|batch, _| {
                 batch.items.push(Entry {
                     format: self.format.clone(),
                     time,
@@ -337,8 +337,8 @@ impl Auditor {
                     done,
                 });
                 1
-            }
-        });
+            })
+        };
         if !appended {
             self.dropped.inc_by(dropped as u64);
         }
@@ -447,15 +447,20 @@ impl Lines<'_> {
         out.extend_from_slice(b"{\"time\":");
         scribe.clock.write(out, self.time);
         out.extend_from_slice(b",\"kind\":\"mcp_warden.audit\",\"request_id\":");
-        // An id made here is hex digits and a well-formed one has nothing to escape; any other
-        // is escaped all the same.
+        // An id made here is 32 hex digits (copied at a known length: no call) and a well-formed
+        // one has nothing to escape; any other is escaped all the same.
         let id = record.request_id.as_bytes();
-        if record.id_made {
-            out.push(b'"');
-            out.extend_from_slice(id);
-            out.push(b'"');
-        } else if !json::printable(out, id) {
-            json::string(out, record.request_id.to_str().unwrap_or_default());
+        match <&[u8; 32]>::try_from(id) {
+            Ok(digits) if record.id_made => {
+                out.push(b'"');
+                out.extend_from_slice(digits);
+                out.push(b'"');
+            }
+            _ => {
+                if !json::printable(out, id) {
+                    json::string(out, record.request_id.to_str().unwrap_or_default());
+                }
+            }
         }
         out.extend_from_slice(scribe.labels(self.format, done));
         json::millis(out, done.latency);

@@ -933,6 +933,7 @@ mod fast_tests {
         const TOP: &[&str] = &[
             "\"method\":\"tools/call\"",
             "\"Method\":\"x\"",
+            "\"method\" :\"prompts/get\"",
             "\"params\":{@P@}",
             "\"PARAMS\":{}",
             "\"jsonrpc\":\"2.0\"",
@@ -945,6 +946,7 @@ mod fast_tests {
         const PARAMS: &[&str] = &[
             "\"name\":\"a\"",
             "\"Name\":\"b\"",
+            "\"name\"\t: \"c\"",
             "\"uri\":\"u\"",
             "\"URI\":\"v\"",
             "\"arguments\":{\"name\":1}",

@@ -109,6 +109,23 @@ impl<'a> Scanner<'a> {
         (*self.body.get(end)? == b'"').then(|| &self.body[start..end])
     }
 
+    /// Which of `known` the key at the cursor is, when it is one of them exactly and its colon
+    /// follows at once (`"method":`): the cursor is then past the colon. Otherwise the cursor
+    /// stays and [`Scanner::printable_key`] reads the key.
+    #[inline(always)]
+    fn known_key<const N: usize>(&mut self, known: &[&str; N]) -> Option<usize> {
+        let rest = self.body.get(self.at..)?;
+        let i = known.iter().position(|k| {
+            let k = k.as_bytes();
+            rest.len() > k.len() + 2
+                && rest[0] == b'"'
+                && rest[1..=k.len()] == *k
+                && rest[k.len() + 1..k.len() + 3] == *b"\":"
+        })?;
+        self.at += known[i].len() + 3;
+        Some(i)
+    }
+
     /// A string without escapes, as it stands in the body.
     #[inline(always)]
     fn plain_string(&mut self) -> Option<&'a str> {
@@ -192,34 +209,47 @@ impl<'a> Scanner<'a> {
         let mut others: [&[u8]; MAX_OTHER_KEYS] = [&[]; MAX_OTHER_KEYS];
         let mut count = 0;
         loop {
-            let key = self.printable_key()?;
-            let exact = known.iter().position(|k| k.as_bytes() == key);
-            let folded = exact.or_else(|| {
-                known
-                    .iter()
-                    .position(|k| k.as_bytes().eq_ignore_ascii_case(key))
-            });
-            match folded {
-                // A case variant of a key read.
-                Some(i) if exact.is_none() && i < variants => return None,
+            let exact = match self.known_key(known) {
+                // The usual shape: a known key, its colon right after it.
                 Some(i) => {
                     if seen & (1 << i) != 0 {
                         return None;
                     }
                     seen |= 1 << i;
+                    Some(i)
                 }
                 None => {
-                    if count == MAX_OTHER_KEYS
-                        || others[..count].iter().any(|k| k.eq_ignore_ascii_case(key))
-                    {
-                        return None;
+                    let key = self.printable_key()?;
+                    let exact = known.iter().position(|k| k.as_bytes() == key);
+                    let folded = exact.or_else(|| {
+                        known
+                            .iter()
+                            .position(|k| k.as_bytes().eq_ignore_ascii_case(key))
+                    });
+                    match folded {
+                        // A case variant of a key read.
+                        Some(i) if exact.is_none() && i < variants => return None,
+                        Some(i) => {
+                            if seen & (1 << i) != 0 {
+                                return None;
+                            }
+                            seen |= 1 << i;
+                        }
+                        None => {
+                            if count == MAX_OTHER_KEYS
+                                || others[..count].iter().any(|k| k.eq_ignore_ascii_case(key))
+                            {
+                                return None;
+                            }
+                            others[count] = key;
+                            count += 1;
+                        }
                     }
-                    others[count] = key;
-                    count += 1;
+                    self.whitespace();
+                    self.expect(b':')?;
+                    exact
                 }
-            }
-            self.whitespace();
-            self.expect(b':')?;
+            };
             self.whitespace();
             member(self, exact)?;
             self.whitespace();
@@ -378,5 +408,46 @@ impl<'a> Scanner<'a> {
         let start = self.at;
         self.digits();
         (self.at > start).then_some(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scanner(body: &str) -> Scanner<'_> {
+        Scanner {
+            body: body.as_bytes(),
+            text: body,
+            at: 0,
+            depth: 0,
+        }
+    }
+
+    #[test]
+    fn a_known_key_is_taken_only_exactly_and_right_before_its_colon() {
+        for (body, known) in [
+            (r#""method":"ping""#, Some((0, 9))),
+            (r#""params":{}"#, Some((1, 9))),
+            (r#""id":1"#, Some((3, 5))),
+            (r#""jsonrpc":"2.0""#, Some((2, 10))),
+            // Left to the general key reading.
+            (r#""method" :"ping""#, None),
+            (r#""Method":"ping""#, None),
+            (r#""methods":"ping""#, None),
+            (r#""metho":"ping""#, None),
+            (r#""method""#, None),
+            (r#""method":"#, Some((0, 9))),
+            (r#""method"#, None),
+            (r#"method":"#, None),
+            ("", None),
+        ] {
+            let mut s = scanner(body);
+            let taken = s.known_key(&MESSAGE).map(|i| (i, s.at));
+            assert_eq!(taken, known, "{body}");
+            if known.is_none() {
+                assert_eq!(s.at, 0, "{body}");
+            }
+        }
     }
 }
