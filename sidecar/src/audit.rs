@@ -1540,28 +1540,13 @@ mod tests {
             auditor,
             ..
         } = FileAudit::new("finish");
-        let done = Done {
-            outcome: Outcome::Allowed,
-            reason: Reason::None,
-            status: 200,
-            latency: Duration::from_millis(1),
-        };
-        let record = |id: &str| {
-            let mut headers = HeaderMap::new();
-            headers.insert(X_REQUEST_ID, id.parse().unwrap());
-            Record::new(&http::Method::POST, "/mcp", &headers)
-        };
+        let (done, record) = (allowed(), with_id);
         let mut ids: Vec<String> = (0..100).map(|i| format!("r-{i}")).collect();
         for id in &ids {
             auditor.finish(record(id), done);
         }
         // A body the app is still reading: not waited for.
-        let (_streaming, tap) = Tapped::new(
-            http_body_util::StreamBody::new(futures_util::stream::pending::<
-                Result<hyper::body::Frame<Bytes>, std::convert::Infallible>,
-            >()),
-            1000,
-        );
+        let (_streaming, tap) = still_streaming();
         let mut open = record("open");
         open.body = Some(tap);
         auditor.finish(open, done);
@@ -1575,6 +1560,19 @@ mod tests {
             .collect();
         assert_eq!(written, ids);
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A tapped body that never ends (keep the first half alive: the app is still reading it).
+    fn still_streaming() -> (
+        Tapped<impl hyper::body::Body<Data = Bytes> + Unpin>,
+        Arc<Tap>,
+    ) {
+        Tapped::new(
+            http_body_util::StreamBody::new(futures_util::stream::pending::<
+                Result<hyper::body::Frame<Bytes>, std::convert::Infallible>,
+            >()),
+            1000,
+        )
     }
 
     fn allowed() -> Done {
@@ -1659,12 +1657,7 @@ mod tests {
             "the tap read is free for reuse here"
         );
         // Still streaming: the request goes to the writer as it is.
-        let (_streaming, tap) = Tapped::new(
-            http_body_util::StreamBody::new(futures_util::stream::pending::<
-                Result<hyper::body::Frame<Bytes>, std::convert::Infallible>,
-            >()),
-            1000,
-        );
+        let (_streaming, tap) = still_streaming();
         let mut record = with_id("streaming");
         record.body = Some(tap);
         auditor.finish(record, allowed());
