@@ -166,8 +166,19 @@ fn passed_on(buf: &[u8], fields: &[httparse::Header<'_>]) -> Result<(AppFields, 
     let mut kept = AppFields::default();
     let mut facts = Facts::default();
     let mut names_fields = false;
+    // At most one `Content-Length` goes on: the first, when it is written as one number. A
+    // repeat or a list of the same number is left out, so a client never sees two lengths; the
+    // client's connection writes the length itself when the body has one.
+    let mut length_seen = false;
     for field in fields {
-        match facts.note(Kind::of(field.name.as_bytes()), field.value)? {
+        let kind = Kind::of(field.name.as_bytes());
+        match facts.note(kind, field.value)? {
+            Pass::On if kind == Kind::ContentLength => {
+                if !length_seen && head_fields::number(field.value).is_some() {
+                    kept.push(head_fields::span(buf, field));
+                }
+                length_seen = true;
+            }
             Pass::On => kept.push(head_fields::span(buf, field)),
             Pass::NotOn => {}
             Pass::NotOnNamesFields => names_fields = true,
@@ -176,29 +187,11 @@ fn passed_on(buf: &[u8], fields: &[httparse::Header<'_>]) -> Result<(AppFields, 
     if names_fields {
         drop_named(&mut kept, fields, buf);
     }
-    if facts.length.is_some() {
-        one_length(&mut kept, buf, facts.chunked.is_none());
+    // A length beside a transfer coding is not the body's (RFC 9112 §6.1, §6.3).
+    if length_seen && facts.chunked.is_some() {
+        kept.retain_spans(|span| Kind::of(head_fields::field(span, buf).0) != Kind::ContentLength);
     }
     Ok((kept, facts))
-}
-
-/// Keeps at most one `Content-Length` field of those in `kept` (spans in `head`): the first,
-/// when the length frames the body (`framing`: no `Transfer-Encoding`) and is written as one
-/// number. A length beside a transfer coding is not the body's (RFC 9112 §6.1, §6.3), and
-/// repeats or lists of the same number are left out, so a client never sees two lengths or one
-/// that disagrees with the body; the client's connection writes the length itself when the
-/// body has one.
-fn one_length(kept: &mut AppFields, head: &[u8], framing: bool) {
-    let mut seen = false;
-    kept.retain_spans(|span| {
-        let (name, value) = head_fields::field(span, head);
-        if Kind::of(name) != Kind::ContentLength {
-            return true;
-        }
-        let keep = framing && !seen && head_fields::number(value).is_some();
-        seen = true;
-        keep
-    });
 }
 
 /// Leaves out of `kept` (spans in `head`) the fields that the `Connection` fields among
