@@ -1,7 +1,8 @@
-//! Header maps kept for reuse on the thread that let them go. Each proxied request parses two
-//! heads into maps (the client's request, the app's response) and lets both go once they are
-//! written on; an emptied map keeps its room, so taking one from here saves the allocations of
-//! a new one and the frees of the old.
+//! Header maps kept for reuse on the thread that let them go. Each proxied request takes two:
+//! the client's request head is parsed into one, and the response gets one for the fields the
+//! sidecar adds (the app's own fields pass through as bytes); both are let go once written on.
+//! An emptied map keeps its room, so taking one from here saves the allocations of a new one
+//! and the frees of the old.
 
 use std::cell::RefCell;
 
