@@ -68,18 +68,21 @@ type Answer = (Reply, Outcome, Reason);
 static REQUEST_ID: http::HeaderName = X_REQUEST_ID;
 
 /// Answers one request of the public port from the client at `peer`.
-pub async fn handle(state: &AppState, request: Request<RequestBody>, peer: Peer) -> Reply {
+pub async fn handle(state: Arc<AppState>, request: Request<RequestBody>, peer: Peer) -> Reply {
+    let state = &*state;
     let started = Instant::now();
     let runtime = snapshot::current(&state.runtime);
     let mut record = Record::new(request.method(), request.uri().path(), request.headers());
     let trace = telemetry::tracer()
         .map(|tracer| telemetry::server_span(tracer, request.headers(), request.method()));
     record.trace_id = trace.as_ref().map(telemetry::trace_id);
-    let served = serve(state, &runtime, request, peer, &mut record);
-    // Awaited where it is made without tracing: each move copies the whole request's future.
+    // Awaited where it is made: each move of it copies the whole request's future.
     let (mut response, outcome, reason) = match &trace {
-        None => served.await,
-        Some(cx) => telemetry::within(Some(cx.clone()), served).await,
+        None => serve(state, &runtime, request, peer, &mut record).await,
+        Some(cx) => {
+            let served = serve(state, &runtime, request, peer, &mut record);
+            telemetry::within(Some(cx.clone()), served).await
+        }
     };
     let latency = started.elapsed();
     runtime

@@ -246,7 +246,10 @@ impl Connection<'_> {
         let body = Body::new(self.shared.clone(), framing);
         // Boxed: a request's future is kilobytes large, and an SSE stream's connection should
         // not hold that space for as long as the stream lasts.
-        let response = Box::pin(handler(Request::from_parts(parts, body), client.clone())).await;
+        // The space is taken first so that the future is made in it, not moved into it.
+        let space = Box::new_uninit();
+        let request = Request::from_parts(parts, body);
+        let response = Box::into_pin(Box::write(space, handler(request, client.clone()))).await;
         let (parts, mut body) = response.into_parts();
         let app = body.take_app_fields();
         let leaving = *self.phase.borrow() >= Phase::Leaving;
@@ -466,7 +469,9 @@ async fn linger(mut stream: TcpStream) {
         return;
     }
     let mut dropped = 0;
-    let mut sink = [0u8; 4096];
+    // On the heap: on the stack it would be part of every connection's future, kilobytes that
+    // an open connection holds for its whole life.
+    let mut sink = vec![0u8; 4096];
     let _ = tokio::time::timeout(LINGER, async {
         loop {
             if stream.readable().await.is_err() {

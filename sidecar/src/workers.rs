@@ -116,10 +116,7 @@ async fn serve_thread(
             peer,
             {
                 let state = state.clone();
-                move |request, peer| {
-                    let state = state.clone();
-                    async move { app::handle(&state, request, peer).await }
-                }
+                move |request, peer| app::handle(state.clone(), request, peer)
             },
             limits,
             phase.clone(),
