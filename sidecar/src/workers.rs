@@ -111,18 +111,13 @@ async fn serve_thread(
             }
         };
         let open = open_tx.clone();
-        tokio::spawn(connection::serve(
-            stream,
-            peer,
-            {
-                let state = state.clone();
-                move |request, peer| app::handle(state.clone(), request, peer)
-            },
-            limits,
-            phase.clone(),
-            permit,
-            open,
-        ));
+        let state = state.clone();
+        let handler = move |request, peer| app::handle(state.clone(), request, peer);
+        // Boxed, and made in its box (the space taken first): spawning moves the future it is
+        // given several times over, and a connection's future is kilobytes large.
+        let space = Box::new_uninit();
+        let served = connection::serve(stream, peer, handler, limits, phase.clone(), permit, open);
+        tokio::spawn(Box::into_pin(Box::write(space, served)));
     }
     drop(open_tx);
     let _ = open_rx.recv().await;
