@@ -123,8 +123,10 @@ def procstat(pids: list[int]) -> None:
     print(f"{cpu:.6f} {rss:.0f} {hwm:.0f}")
 
 
-def proxy_row(t, rnd, tp, lat, sat0, cpu0, cpu1, rss, hwm) -> None:
-    """One proxy-mode result line from oha's JSON of the two phases and /proc samples."""
+def proxy_row(t, rnd, tp, lat, sat0, sat1, cpu0, cpu1, rss, hwm) -> None:
+    """One proxy-mode result line from oha's JSON of the two phases and /proc samples: CPU
+    seconds before and after the saturated phase (sat0, sat1) and the phase at a rate (cpu0,
+    cpu1)."""
     tp, lat = json.load(open(tp)), json.load(open(lat))
 
     def ok(d):
@@ -142,7 +144,7 @@ def proxy_row(t, rnd, tp, lat, sat0, cpu0, cpu1, rss, hwm) -> None:
         "p50_ms": lat["latencyPercentiles"]["p50"] * 1000,
         "p99_ms": lat["latencyPercentiles"]["p99"] * 1000,
         "cpu_ms_per_1k": (float(cpu1) - float(cpu0)) * 1e6 / ok_lat if ok_lat else None,
-        "cpu_sat_ms_per_1k": (float(cpu0) - float(sat0)) * 1e6 / ok_tp if ok_tp else None,
+        "cpu_sat_ms_per_1k": (float(sat1) - float(sat0)) * 1e6 / ok_tp if ok_tp else None,
         "rss_mb": float(rss) / 1024, "hwm_mb": float(hwm) / 1024,
         "errors": bad_tp + bad_lat,
     }))
@@ -236,8 +238,10 @@ def report(path: Path) -> None:
             ("proxy: requests/s, 16 connections", p["sidecar"]("rps"), p["direct"]("rps"), "upstream alone", "", ".0f"),
             ("proxy: p50 ms at 1000 requests/s", p["sidecar"]("p50_ms"), p["nginx"]("p50_ms"), "nginx", "", ".2f"),
             ("proxy: p99 ms at 1000 requests/s", p["sidecar"]("p99_ms"), p["nginx"]("p99_ms"), "nginx", "<= 1.00x", ".2f"),
-            ("proxy: CPU ms per 1k requests at 1000/s", p["sidecar"]("cpu_ms_per_1k"), p["nginx"]("cpu_ms_per_1k"), "nginx", "<= 1.00x", ".1f"),
-            ("proxy: CPU ms per 1k requests, saturated", p["sidecar"]("cpu_sat_ms_per_1k"), p["nginx"]("cpu_sat_ms_per_1k"), "nginx", "<= 1.00x", ".1f"),
+            ("proxy: CPU ms per 1k requests at 1000/s", p["sidecar"]("cpu_ms_per_1k"), p["nginx"]("cpu_ms_per_1k"), "nginx", "<= 1.00x", ".1f",
+             paired_ratio(results, "cpu_ms_per_1k", "sidecar", "nginx")),
+            ("proxy: CPU ms per 1k requests, saturated", p["sidecar"]("cpu_sat_ms_per_1k"), p["nginx"]("cpu_sat_ms_per_1k"), "nginx", "<= 1.00x", ".1f",
+             paired_ratio(results, "cpu_sat_ms_per_1k", "sidecar", "nginx")),
             ("proxy: RSS MB", p["sidecar"]("rss_mb"), p["nginx"]("rss_mb"), "nginx", "<= 12 MB", ".1f"),
             ("proxy: errors", p["sidecar"]("errors"), p["nginx"]("errors"), "nginx", "0", ".0f"),
         ]
@@ -295,8 +299,8 @@ def report(path: Path) -> None:
           f"where rounds apply\n")
     print(table(rows))
     print("\nCPU and memory: the measured proxy's processes only (time on CPU and RSS from "
-          "/proc).\naudit rows: the median of the rounds' on/off ratios (each round's pair run back to "
-          "back).\nsse streams: opened/failed/dropped/fewest events a stream received.")
+          "/proc).\nCPU ratios: the median of the rounds' ratios, each of two runs in one round (at "
+          "1000/s back to back).\nsse streams: opened/failed/dropped/fewest events a stream received.")
 
 
 def main() -> None:

@@ -6,12 +6,13 @@
 # proxy  The upstream alone vs nginx (plain reverse proxy) vs the sidecar (JWT verification on, one
 #        repeated ES256 token), alternating rounds. Upstream: nginx (1 worker) answering every POST
 #        with a fixed MCP tools/list result. nginx proxy: nginx-light, 2 workers, upstream keepalive.
-#        Load: oha (cargo install into .run/tools when missing). Per target and round: throughput
-#        with 16 connections for BENCH_SECONDS, then latency at a fixed 1000 requests/s; CPU seconds
-#        (utime+stime from /proc) of the proxy's processes over each phase, and their RSS.
-#        With the audit trail on (the default), a second sidecar with it off joins the rounds: the
-#        audit rows are the median of the rounds' on/off CPU ratios (each pair measured back to
-#        back, so a round's machine state affects both).
+#        Load: oha (cargo install into .run/tools when missing). Per round: each target's
+#        throughput with 16 connections for BENCH_SECONDS, then each target's latency at a fixed
+#        1000 requests/s, those phases back to back; CPU seconds (schedstat from /proc) of the
+#        proxy's processes over each phase, and their RSS. CPU ratios are the median of the
+#        rounds' ratios (each pair measured in one round, so a round's machine state affects
+#        both). With the audit trail on (the default), a second sidecar with it off joins the
+#        rounds and the audit rows compare the two the same way.
 # cold   Per round, BENCH_COLD_TOKENS (10,000) distinct valid RS256 tokens never sent before, then
 #        as many ES256 ones: each set sent once (every request a verification) and then cycled
 #        three times more (every request a cache hit), 16 connections (bench/loadgen). Verification cost = cold minus warm CPU per request, against
@@ -194,18 +195,28 @@ bench_proxy() {
   code=$(curl -s -o /dev/null -w '%{http_code}' -X POST "$RESOURCE" -d "$BODY")
   [[ "$code" == 401 ]] || die "the sidecar let a request without a token through ($code)"
 
+  # Per round, every target's saturated phase, then every target's phase at $RATE back to back:
+  # the figures that the report pairs within a round are then taken under one machine state.
+  local -A sat_from sat_to
   for round in $(seq 1 "$ROUNDS"); do
     for t in $targets; do
       url=$(target_url "$t")
-      log "proxy round $round/$ROUNDS: $t"
+      log "proxy round $round/$ROUNDS: $t, saturated"
       oha_run "$url" /dev/null 2 -c "$CONNECTIONS"   # warm-up
       read -r sat0 _ _ < <(procstat $(target_pids "$t"))
       oha_run "$url" "$DIR/tp-$t-$round.json" "$SECONDS_PER_PHASE" -c "$CONNECTIONS"
       read -r cpu0 _ _ < <(procstat $(target_pids "$t"))
+      sat_from[$t]=$sat0 sat_to[$t]=$cpu0
+    done
+    for t in $targets; do
+      url=$(target_url "$t")
+      log "proxy round $round/$ROUNDS: $t, $RATE requests/s"
+      read -r cpu0 _ _ < <(procstat $(target_pids "$t"))
       oha_run "$url" "$DIR/lat-$t-$round.json" "$SECONDS_PER_PHASE" -c "$CONNECTIONS" -q "$RATE"
       read -r cpu1 rss hwm < <(procstat $(target_pids "$t"))
       "$PY" "$ROOT/bench/bench.py" proxy-row "$t" "$round" "$DIR/tp-$t-$round.json" \
-        "$DIR/lat-$t-$round.json" "$sat0" "$cpu0" "$cpu1" "$rss" "$hwm" >>"$RESULTS"
+        "$DIR/lat-$t-$round.json" "${sat_from[$t]}" "${sat_to[$t]}" "$cpu0" "$cpu1" "$rss" "$hwm" \
+        >>"$RESULTS"
     done
   done
   kill "$(cat "$DIR/proxy/nginx.pid")"
