@@ -34,6 +34,7 @@ use tokio::time::Instant;
 
 use crate::head_fields::{AppFields, WithAppFields};
 use crate::header_maps;
+use crate::in_place;
 use crate::peer::Peer;
 use crate::shutdown::{self, Phase};
 use body::{Body, Shared};
@@ -246,10 +247,8 @@ impl Connection<'_> {
         let body = Body::new(self.shared.clone(), framing);
         // Boxed: a request's future is kilobytes large, and an SSE stream's connection should
         // not hold that space for as long as the stream lasts.
-        // The space is taken first so that the future is made in it, not moved into it.
-        let space = Box::new_uninit();
         let request = Request::from_parts(parts, body);
-        let response = Box::into_pin(Box::write(space, handler(request, client.clone()))).await;
+        let response = in_place::boxed(|| handler(request, client.clone())).await;
         let (parts, mut body) = response.into_parts();
         let app = body.take_app_fields();
         let leaving = *self.phase.borrow() >= Phase::Leaving;

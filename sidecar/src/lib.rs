@@ -17,6 +17,7 @@ pub mod forward;
 pub mod head_fields;
 pub mod header_maps;
 pub mod http1;
+pub mod in_place;
 pub mod introspect;
 pub mod jwks;
 pub mod keys;

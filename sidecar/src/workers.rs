@@ -13,6 +13,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch};
 
 use crate::app::{self, AppState};
 use crate::connection::{self, Limits};
+use crate::in_place;
 use crate::shutdown::{self, Phase};
 
 /// Connections waiting for a busy thread before the acceptor waits too.
@@ -113,11 +114,11 @@ async fn serve_thread(
         let open = open_tx.clone();
         let state = state.clone();
         let handler = move |request, peer| app::handle(state.clone(), request, peer);
-        // Boxed, and made in its box (the space taken first): spawning moves the future it is
-        // given several times over, and a connection's future is kilobytes large.
-        let space = Box::new_uninit();
-        let served = connection::serve(stream, peer, handler, limits, phase.clone(), permit, open);
-        tokio::spawn(Box::into_pin(Box::write(space, served)));
+        // Boxed: spawning moves the future it is given several times over, and a connection's
+        // future is kilobytes large.
+        tokio::spawn(in_place::boxed(|| {
+            connection::serve(stream, peer, handler, limits, phase.clone(), permit, open)
+        }));
     }
     drop(open_tx);
     let _ = open_rx.recv().await;
