@@ -1531,6 +1531,16 @@ mod tests {
         }
     }
 
+    /// The request ids of the lines in the file at `path`, in the file's order.
+    fn written_ids(path: &std::path::Path) -> Vec<String> {
+        std::fs::read_to_string(path)
+            .unwrap()
+            .lines()
+            .map(|line| serde_json::from_str::<Value>(line).unwrap()["request_id"].to_string())
+            .map(|id| id.trim_matches('"').to_owned())
+            .collect()
+    }
+
     #[tokio::test]
     async fn finish_has_every_line_queued_written_bodies_still_streaming_included() {
         let FileAudit {
@@ -1552,12 +1562,7 @@ mod tests {
         auditor.finish(open, done);
         ids.push("open".into());
         writers.finish().await;
-        let written: Vec<String> = std::fs::read_to_string(&path)
-            .unwrap()
-            .lines()
-            .map(|line| serde_json::from_str::<Value>(line).unwrap()["request_id"].to_string())
-            .map(|id| id.trim_matches('"').to_owned())
-            .collect();
+        let written = written_ids(&path);
         assert_eq!(written, ids);
         std::fs::remove_dir_all(&dir).unwrap();
     }
@@ -1709,12 +1714,7 @@ mod tests {
             appended.recv().unwrap();
         }
         writers.finish().await;
-        let written: Vec<String> = std::fs::read_to_string(&path)
-            .unwrap()
-            .lines()
-            .map(|line| serde_json::from_str::<Value>(line).unwrap()["request_id"].to_string())
-            .map(|id| id.trim_matches('"').to_owned())
-            .collect();
+        let written = written_ids(&path);
         assert_eq!(written.len(), 200);
         for t in 0..4 {
             let thread: Vec<_> = written
