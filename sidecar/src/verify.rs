@@ -589,6 +589,11 @@ mod tests {
         jsonwebtoken::get_current_timestamp() + 600
     }
 
+    /// The claims of a valid token: the issuer, the audience and an expiry [`later`].
+    fn valid_claims() -> String {
+        format!(r#"{{"iss":"{ISS}","aud":"{AUD}","exp":{}}}"#, later())
+    }
+
     async fn check(verifier: &Verifier, token: &str) -> Result<(), TokenError> {
         verifier.verify_uncached(token).await.map(drop)
     }
@@ -739,10 +744,7 @@ mod tests {
     #[tokio::test]
     async fn a_token_hit_again_on_one_thread_is_answered_from_its_own_copy() {
         let (verifier, sign) = setup();
-        let token = sign(&format!(
-            r#"{{"iss":"{ISS}","aud":"{AUD}","exp":{}}}"#,
-            later()
-        ));
+        let token = sign(&valid_claims());
         let mut answers = Vec::new();
         for _ in 0..4 {
             answers.push(verifier.verify(&token).await.unwrap());
@@ -759,7 +761,7 @@ mod tests {
     #[tokio::test]
     async fn reads_the_header_members_it_knows_and_refuses_the_rest() {
         let (verifier, sign) = setup_headers(vec![typ_key("at+jwt")]);
-        let claims = format!(r#"{{"iss":"{ISS}","aud":"{AUD}","exp":{}}}"#, later());
+        let claims = valid_claims();
         for header in [
             r#"{"alg":"ES256","kid":"k1","typ":"at+jwt"}"#,
             r#"{"typ":"Application/AT+JWT","x":{"crit":[1]},"kid":"k\u0031","\u0061lg":"ES256"}"#,
@@ -848,10 +850,7 @@ mod tests {
     #[tokio::test]
     async fn refuses_a_changed_payload_or_signature() {
         let (verifier, sign) = setup();
-        let token = sign(&format!(
-            r#"{{"iss":"{ISS}","aud":"{AUD}","exp":{}}}"#,
-            later()
-        ));
+        let token = sign(&valid_claims());
         let (head, rest) = token.split_once('.').unwrap();
         let (_, signature) = rest.split_once('.').unwrap();
         let other = URL_SAFE_NO_PAD.encode(format!(
