@@ -14,8 +14,10 @@
 #        both). With the audit trail on (the default), a second sidecar with it off joins the
 #        rounds and the audit rows compare the two the same way.
 # cold   Per round, BENCH_COLD_TOKENS (10,000) distinct valid RS256 tokens never sent before, then
-#        as many ES256 ones: each set sent once (every request a verification) and then cycled
-#        three times more (every request a cache hit), 16 connections (bench/loadgen). Verification cost = cold minus warm CPU per request, against
+#        as many ES256 ones: each set sent once (every request a verification), then cycled three
+#        times more (every request a cache hit) as fast as it goes, then three times more paced at
+#        the cold pass's rate; 16 connections (bench/loadgen). Verification cost = cold minus
+#        paced warm CPU per request (one rate, so as many requests per wake-up), against
 #        `openssl speed`'s single-core verify rate for the same algorithm.
 # sse    BENCH_SSE_STREAMS (10,000; fewer when the open-files limit cannot hold two sockets per
 #        stream in one process) concurrent GET event streams through nginx and through the sidecar
@@ -224,15 +226,17 @@ bench_proxy() {
 
 # ---------------------------------------------------------------- cold: distinct tokens
 bench_cold() {
-  local alg round rate c0 c1 c2 cold warm
+  local alg round rate c0 c1 c2 c3 cold warm paced
   for alg in RS256 ES256; do
     log "openssl speed, $alg"
     rate=$("$PY" "$ROOT/bench/bench.py" openssl "$alg")
     echo "{\"kind\": \"openssl\", \"alg\": \"$alg\", \"verify_per_s\": $rate}" >>"$RESULTS"
   done
   tokens() { # tokens FILE REQUESTS: one loadgen run, its JSON on stdout
-    "$LOADGEN" tokens --url "$RESOURCE" --tokens "$1" --requests "$2" \
-      --connections "$CONNECTIONS" --body "$BODY"
+    local file=$1 requests=$2
+    shift 2
+    "$LOADGEN" tokens --url "$RESOURCE" --tokens "$file" --requests "$requests" \
+      --connections "$CONNECTIONS" --body "$BODY" "$@"
   }
   for round in $(seq 1 "$ROUNDS"); do
     for alg in RS256 ES256; do
@@ -242,8 +246,11 @@ bench_cold() {
       read -r c1 _ _ < <(procstat "$MAIN_PID")
       warm=$(tokens "$DIR/tokens-$alg-$round" $((COLD_TOKENS * 3)))
       read -r c2 _ _ < <(procstat "$MAIN_PID")
-      "$PY" "$ROOT/bench/bench.py" cold-row "$alg" "$round" "$cold" "$warm" "$c0" "$c1" "$c2" \
-        >>"$RESULTS"
+      paced=$(tokens "$DIR/tokens-$alg-$round" $((COLD_TOKENS * 3)) \
+        --rate "$("$PY" -c 'import json, sys; print(json.loads(sys.argv[1])["per_second"])' "$cold")")
+      read -r c3 _ _ < <(procstat "$MAIN_PID")
+      "$PY" "$ROOT/bench/bench.py" cold-row "$alg" "$round" "$cold" "$warm" "$paced" \
+        "$c0" "$c1" "$c2" "$c3" >>"$RESULTS"
     done
   done
 }

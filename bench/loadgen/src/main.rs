@@ -5,7 +5,8 @@
 //!
 //! - `tokens`: POSTs `--body` to `--url` over `--connections` keep-alive connections, request i
 //!   carrying token i of `--tokens` (one per line, cycled), for `--requests` requests or
-//!   `--seconds` seconds.
+//!   `--seconds` seconds; with `--rate`, at most that many requests per second in all (each
+//!   connection paced to its share).
 //! - `refresh`: refresh-token grants at `--url` (the token endpoint), one chain per line of
 //!   `--chains` (`client_id refresh_token`) on its own connection, each sending its newest token
 //!   as soon as the last grant is answered, for `--seconds`; the chains' newest tokens are
@@ -93,12 +94,14 @@ impl Flags {
         })
     }
 
+    fn float(&self, name: &str, default: f64) -> Result<f64, Error> {
+        self.0.get(name).map_or(Ok(default), |v| {
+            v.parse().map_err(|_| format!("--{name}: {v}").into())
+        })
+    }
+
     fn secs(&self, name: &str, default: f64) -> Result<Duration, Error> {
-        let v = match self.0.get(name) {
-            Some(v) => v.parse().map_err(|_| format!("--{name}: {v}"))?,
-            None => default,
-        };
-        Ok(Duration::from_secs_f64(v))
+        Ok(Duration::from_secs_f64(self.float(name, default)?))
     }
 }
 
@@ -259,16 +262,28 @@ async fn tokens(flags: &Flags) -> Result<Value, Error> {
     let body = Bytes::from(flags.get("body")?.to_owned());
     let limit = flags.num("requests", usize::MAX)?;
     let seconds = flags.secs("seconds", 3600.0)?;
+    let connections = flags.num("connections", 16)?;
+    // The time between one connection's requests when paced (`--rate`), none otherwise.
+    let pace = match flags.float("rate", f64::INFINITY)? {
+        r if r <= 0.0 || r.is_nan() => return Err("--rate must be positive".into()),
+        r => Duration::from_secs_f64(connections as f64 / r),
+    };
     let next = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
     let deadline = started + seconds;
     let mut tasks = Vec::new();
-    for _ in 0..flags.num("connections", 16)? {
+    for c in 0..connections {
         let (tokens, next, body) = (tokens.clone(), next.clone(), body.clone());
         let mut client = Client::new(target.clone());
+        // Paced connections start spread over one interval rather than all at once.
+        let mut due = started + pace.mul_f64(c as f64 / connections as f64);
         tasks.push(tokio::spawn(async move {
             let mut tally = Tally::default();
             while Instant::now() < deadline {
+                if !pace.is_zero() {
+                    tokio::time::sleep_until(due.into()).await;
+                    due += pace;
+                }
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 if i >= limit {
                     break;
