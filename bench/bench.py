@@ -7,7 +7,7 @@
   bench.py openssl ALG                   prints openssl's single-core verifications per second
   bench.py procstat PID...               prints "<cpu seconds> <VmRSS kB> <VmHWM kB>" summed (CPU
                                          from the threads' schedstat, nanoseconds)
-  bench.py proxy-row|cold-row|sse-row …  prints one result line of a mode (see bench/run.sh)
+  bench.py proxy-row|rate-row|cold-row|sse-row …  prints one result line of a mode (see bench/run.sh)
   bench.py report RESULTS.jsonl          prints the table of medians and ratios
 """
 
@@ -123,30 +123,40 @@ def procstat(pids: list[int]) -> None:
     print(f"{cpu:.6f} {rss:.0f} {hwm:.0f}")
 
 
-def proxy_row(t, rnd, tp, lat, sat0, sat1, cpu0, cpu1, rss, hwm) -> None:
-    """One proxy-mode result line from oha's JSON of the two phases and /proc samples: CPU
-    seconds before and after the saturated phase (sat0, sat1) and the phase at a rate (cpu0,
-    cpu1)."""
-    tp, lat = json.load(open(tp)), json.load(open(lat))
+def oha_counts(d: dict) -> tuple[int, int]:
+    """Requests answered 200 and requests failed in oha's JSON report."""
+    codes = d.get("statusCodeDistribution", {})
+    errors = {k: v for k, v in d.get("errorDistribution", {}).items()
+              if k != "aborted due to deadline"}  # requests in flight when the phase ends
+    return (sum(v for k, v in codes.items() if k == "200"),
+            sum(v for k, v in codes.items() if k != "200") + sum(errors.values()))
 
-    def ok(d):
-        codes = d.get("statusCodeDistribution", {})
-        errors = {k: v for k, v in d.get("errorDistribution", {}).items()
-                  if k != "aborted due to deadline"}  # requests in flight when the phase ends
-        return (sum(v for k, v in codes.items() if k == "200"),
-                sum(v for k, v in codes.items() if k != "200") + sum(errors.values()))
-    ok_tp, bad_tp = ok(tp)
-    ok_lat, bad_lat = ok(lat)
-    secs = tp["summary"]["total"]
+
+def proxy_row(t, rnd, tp, sat0, sat1, rss, hwm) -> None:
+    """One saturated-phase result line from oha's JSON and /proc samples: CPU seconds before and
+    after the phase (sat0, sat1), RSS and its peak after the round's phases at a rate."""
+    tp = json.load(open(tp))
+    ok, bad = oha_counts(tp)
     print(json.dumps({
         "kind": "proxy", "target": t, "round": int(rnd),
-        "rps": ok_tp / secs,
+        "rps": ok / tp["summary"]["total"],
+        "cpu_sat_ms_per_1k": (float(sat1) - float(sat0)) * 1e6 / ok if ok else None,
+        "rss_mb": float(rss) / 1024, "hwm_mb": float(hwm) / 1024,
+        "errors": bad,
+    }))
+
+
+def rate_row(t, rnd, part, lat, cpu0, cpu1) -> None:
+    """One result line of a part of a round's phase at a fixed rate: latency from oha's JSON, CPU
+    seconds before and after it."""
+    lat = json.load(open(lat))
+    ok, bad = oha_counts(lat)
+    print(json.dumps({
+        "kind": "rate", "target": t, "round": int(rnd), "part": int(part),
         "p50_ms": lat["latencyPercentiles"]["p50"] * 1000,
         "p99_ms": lat["latencyPercentiles"]["p99"] * 1000,
-        "cpu_ms_per_1k": (float(cpu1) - float(cpu0)) * 1e6 / ok_lat if ok_lat else None,
-        "cpu_sat_ms_per_1k": (float(sat1) - float(sat0)) * 1e6 / ok_tp if ok_tp else None,
-        "rss_mb": float(rss) / 1024, "hwm_mb": float(hwm) / 1024,
-        "errors": bad_tp + bad_lat,
+        "cpu_ms_per_1k": (float(cpu1) - float(cpu0)) * 1e6 / ok if ok else None,
+        "errors": bad,
     }))
 
 
@@ -215,13 +225,14 @@ def table(rows: list[tuple]) -> str:
     return "\n".join(out)
 
 
-def paired_ratio(results: list[dict], key: str, target: str, baseline: str) -> float | None:
-    """The median over rounds of target/baseline, each ratio from one round's two runs."""
-    by_round = {}
+def paired_ratio(results: list[dict], kind: str, key: str, target: str, baseline: str) -> float | None:
+    """The median of target/baseline over the runs of `kind` that one round (and part of a
+    round, at a rate) took of both, the runs of each pair taken seconds apart."""
+    pairs = {}
     for r in results:
-        if r["kind"] == "proxy" and r["target"] in (target, baseline) and r.get(key):
-            by_round.setdefault(r["round"], {})[r["target"]] = r[key]
-    ratios = [v[target] / v[baseline] for v in by_round.values() if len(v) == 2]
+        if r["kind"] == kind and r["target"] in (target, baseline) and r.get(key):
+            pairs.setdefault((r["round"], r.get("part")), {})[r["target"]] = r[key]
+    ratios = [v[target] / v[baseline] for v in pairs.values() if len(v) == 2]
     return statistics.median(ratios) if ratios else None
 
 
@@ -237,24 +248,30 @@ def report(path: Path) -> None:
     rounds = max((r.get("round", 1) for r in results), default=0)
     if any(r["kind"] == "proxy" for r in results):
         p = {t: (lambda key, t=t: med(key, kind="proxy", target=t)) for t in ("direct", "nginx", "sidecar")}
+        q = {t: (lambda key, t=t: med(key, kind="rate", target=t)) for t in ("nginx", "sidecar")}
+        errors = {t: sum(r["errors"] for r in results if r["kind"] in ("proxy", "rate") and r["target"] == t)
+                  for t in ("nginx", "sidecar")}
         rows += [
             ("proxy: requests/s, 16 connections", p["sidecar"]("rps"), p["nginx"]("rps"), "nginx", ">= 1.10x", ".0f"),
             ("proxy: requests/s, 16 connections", p["sidecar"]("rps"), p["direct"]("rps"), "upstream alone", "", ".0f"),
-            ("proxy: p50 ms at 1000 requests/s", p["sidecar"]("p50_ms"), p["nginx"]("p50_ms"), "nginx", "", ".2f"),
-            ("proxy: p99 ms at 1000 requests/s", p["sidecar"]("p99_ms"), p["nginx"]("p99_ms"), "nginx", "<= 1.00x", ".2f"),
-            ("proxy: CPU ms per 1k requests at 1000/s", p["sidecar"]("cpu_ms_per_1k"), p["nginx"]("cpu_ms_per_1k"), "nginx", "<= 1.00x", ".1f",
-             paired_ratio(results, "cpu_ms_per_1k", "sidecar", "nginx")),
+            ("proxy: p50 ms at 1000 requests/s", q["sidecar"]("p50_ms"), q["nginx"]("p50_ms"), "nginx", "", ".2f",
+             paired_ratio(results, "rate", "p50_ms", "sidecar", "nginx")),
+            ("proxy: p99 ms at 1000 requests/s", q["sidecar"]("p99_ms"), q["nginx"]("p99_ms"), "nginx", "<= 1.00x", ".2f",
+             paired_ratio(results, "rate", "p99_ms", "sidecar", "nginx")),
+            ("proxy: CPU ms per 1k requests at 1000/s", q["sidecar"]("cpu_ms_per_1k"), q["nginx"]("cpu_ms_per_1k"), "nginx", "<= 1.00x", ".1f",
+             paired_ratio(results, "rate", "cpu_ms_per_1k", "sidecar", "nginx")),
             ("proxy: CPU ms per 1k requests, saturated", p["sidecar"]("cpu_sat_ms_per_1k"), p["nginx"]("cpu_sat_ms_per_1k"), "nginx", "<= 1.00x", ".1f",
-             paired_ratio(results, "cpu_sat_ms_per_1k", "sidecar", "nginx")),
+             paired_ratio(results, "proxy", "cpu_sat_ms_per_1k", "sidecar", "nginx")),
             ("proxy: RSS MB", p["sidecar"]("rss_mb"), p["nginx"]("rss_mb"), "nginx", "<= 12 MB", ".1f"),
-            ("proxy: errors", p["sidecar"]("errors"), p["nginx"]("errors"), "nginx", "0", ".0f"),
+            ("proxy: errors", errors["sidecar"], errors["nginx"], "nginx", "0", ".0f"),
         ]
     if any(r["kind"] == "proxy" and r["target"] == "audit-off" for r in results):
         rows += [
-            (f"audit: CPU ms per 1k requests, {phase}", med(key, kind="proxy", target="sidecar"),
-             med(key, kind="proxy", target="audit-off"), "audit off", "<= 1.05x", ".1f",
-             paired_ratio(results, key, "sidecar", "audit-off"))
-            for phase, key in (("saturated", "cpu_sat_ms_per_1k"), ("at 1000/s", "cpu_ms_per_1k"))
+            (f"audit: CPU ms per 1k requests, {phase}", med(key, kind=kind, target="sidecar"),
+             med(key, kind=kind, target="audit-off"), "audit off", "<= 1.05x", ".1f",
+             paired_ratio(results, kind, key, "sidecar", "audit-off"))
+            for phase, kind, key in (("saturated", "proxy", "cpu_sat_ms_per_1k"),
+                                     ("at 1000/s", "rate", "cpu_ms_per_1k"))
         ]
     for alg in ("RS256", "ES256"):
         if not any(r["kind"] == "cold" and r["alg"] == alg for r in results):
@@ -305,8 +322,9 @@ def report(path: Path) -> None:
           f"where rounds apply\n")
     print(table(rows))
     print("\nCPU and memory: the measured proxy's processes only (time on CPU and RSS from "
-          "/proc).\nCPU ratios: the median of the rounds' ratios, each of two runs in one round (at "
-          "1000/s back to back).\nsse streams: opened/failed/dropped/fewest events a stream received.")
+          "/proc).\nRatios at 1000/s and CPU ratios: the median of paired ratios, each pair measured "
+          "seconds apart\n(saturated: in one round; at 1000/s: in one part of a round, the targets "
+          "taking turns).\nsse streams: opened/failed/dropped/fewest events a stream received.")
 
 
 def main() -> None:
@@ -319,6 +337,8 @@ def main() -> None:
         procstat([int(a) for a in args])
     elif cmd == "proxy-row":
         proxy_row(*args)
+    elif cmd == "rate-row":
+        rate_row(*args)
     elif cmd == "cold-row":
         cold_row(*args)
     elif cmd == "sse-row":

@@ -7,11 +7,12 @@
 #        repeated ES256 token), alternating rounds. Upstream: nginx (1 worker) answering every POST
 #        with a fixed MCP tools/list result. nginx proxy: nginx-light, 2 workers, upstream keepalive.
 #        Load: oha (cargo install into .run/tools when missing). Per round: each target's
-#        throughput with 16 connections for BENCH_SECONDS, then each target's latency at a fixed
-#        1000 requests/s, those phases back to back; CPU seconds (schedstat from /proc) of the
-#        proxy's processes over each phase, and their RSS. CPU ratios are the median of the
-#        rounds' ratios (each pair measured in one round, so a round's machine state affects
-#        both). With the audit trail on (the default), a second sidecar with it off joins the
+#        throughput with 16 connections for BENCH_SECONDS, those phases back to back; then the
+#        targets take turns at a fixed 1000 requests/s, BENCH_RATE_TURNS (4) turns each that add
+#        up to BENCH_SECONDS, after one turn each not counted (the machine settles); CPU seconds (schedstat from /proc) of the proxy's processes over
+#        each phase and turn, and their RSS. Ratios at 1000/s and CPU ratios are the median of
+#        paired ratios (a round's saturated phases, a turn at 1000/s: each pair measured seconds
+#        apart, so one machine state affects both). With the audit trail on (the default), a second sidecar with it off joins the
 #        rounds and the audit rows compare the two the same way.
 # cold   Per round, BENCH_COLD_TOKENS (10,000) distinct valid RS256 tokens never sent before, then
 #        as many ES256 ones: each set sent once (every request a verification), then cycled three
@@ -32,6 +33,7 @@
 # them off to measure their cost. OTEL_EXPORTER_OTLP_ENDPOINT, when set, is passed on (tracing).
 #
 # Usage: bench/run.sh    env: BENCH_ONLY=proxy,cold,sse,oauth BENCH_ROUNDS=3 BENCH_SECONDS=8
+#   BENCH_RATE_TURNS=4
 #   BENCH_AUDIT=on BENCH_COLD_TOKENS=10000 BENCH_SSE_STREAMS=10000 BENCH_SSE_HOLD=70 BENCH_SSE_INTERVAL=60
 #   BENCH_OAUTH_CODES=1000 BENCH_OAUTH_CHAINS=32 MCP_WARDEN_SIDECAR_BIN=path
 set -euo pipefail
@@ -41,6 +43,7 @@ cd "$ROOT"
 
 ROUNDS=${BENCH_ROUNDS:-3}
 SECONDS_PER_PHASE=${BENCH_SECONDS:-8}
+TURNS=${BENCH_RATE_TURNS:-4}
 ONLY=${BENCH_ONLY:-proxy,cold,sse,oauth}
 COLD_TOKENS=${BENCH_COLD_TOKENS:-10000}
 SSE_STREAMS=${BENCH_SSE_STREAMS:-10000}
@@ -197,9 +200,11 @@ bench_proxy() {
   code=$(curl -s -o /dev/null -w '%{http_code}' -X POST "$RESOURCE" -d "$BODY")
   [[ "$code" == 401 ]] || die "the sidecar let a request without a token through ($code)"
 
-  # Per round, every target's saturated phase, then every target's phase at $RATE back to back:
-  # the figures that the report pairs within a round are then taken under one machine state.
+  # Per round, every target's saturated phase back to back, then the phase at $RATE in $TURNS
+  # parts, the targets taking turns: the figures that the report pairs are then taken seconds
+  # apart, under one machine state (on a shared VM it changes within a minute).
   local -A sat_from sat_to
+  local turn turn_secs=$((SECONDS_PER_PHASE / TURNS > 0 ? SECONDS_PER_PHASE / TURNS : 1))
   for round in $(seq 1 "$ROUNDS"); do
     for t in $targets; do
       url=$(target_url "$t")
@@ -210,15 +215,24 @@ bench_proxy() {
       read -r cpu0 _ _ < <(procstat $(target_pids "$t"))
       sat_from[$t]=$sat0 sat_to[$t]=$cpu0
     done
+    # Turn 0 is not counted: the machine settles after the saturated phases (on this VM every
+    # target costs more CPU per request for several seconds after them).
+    log "proxy round $round/$ROUNDS: $RATE requests/s, $TURNS turns of $turn_secs s each"
+    for turn in $(seq 0 "$TURNS"); do
+      for t in $targets; do
+        read -r cpu0 _ _ < <(procstat $(target_pids "$t"))
+        oha_run "$(target_url "$t")" "$DIR/lat-$t-$round-$turn.json" "$turn_secs" \
+          -c "$CONNECTIONS" -q "$RATE"
+        read -r cpu1 _ _ < <(procstat $(target_pids "$t"))
+        ((turn > 0)) || continue
+        "$PY" "$ROOT/bench/bench.py" rate-row "$t" "$round" "$turn" \
+          "$DIR/lat-$t-$round-$turn.json" "$cpu0" "$cpu1" >>"$RESULTS"
+      done
+    done
     for t in $targets; do
-      url=$(target_url "$t")
-      log "proxy round $round/$ROUNDS: $t, $RATE requests/s"
-      read -r cpu0 _ _ < <(procstat $(target_pids "$t"))
-      oha_run "$url" "$DIR/lat-$t-$round.json" "$SECONDS_PER_PHASE" -c "$CONNECTIONS" -q "$RATE"
-      read -r cpu1 rss hwm < <(procstat $(target_pids "$t"))
+      read -r _ rss hwm < <(procstat $(target_pids "$t"))
       "$PY" "$ROOT/bench/bench.py" proxy-row "$t" "$round" "$DIR/tp-$t-$round.json" \
-        "$DIR/lat-$t-$round.json" "${sat_from[$t]}" "${sat_to[$t]}" "$cpu0" "$cpu1" "$rss" "$hwm" \
-        >>"$RESULTS"
+        "${sat_from[$t]}" "${sat_to[$t]}" "$rss" "$hwm" >>"$RESULTS"
     done
   done
   kill "$(cat "$DIR/proxy/nginx.pid")"
