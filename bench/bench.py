@@ -7,7 +7,7 @@
   bench.py openssl ALG                   prints openssl's single-core verifications per second
   bench.py procstat PID...               prints "<cpu seconds> <VmRSS kB> <VmHWM kB>" summed (CPU
                                          from the threads' schedstat, nanoseconds)
-  bench.py proxy-row|rate-row|cold-row|sse-row …  prints one result line of a mode (see bench/run.sh)
+  bench.py turn-row|memory-row|cold-row|sse-row …  prints one result line of a mode (see bench/run.sh)
   bench.py report RESULTS.jsonl          prints the table of medians and ratios
 """
 
@@ -132,32 +132,25 @@ def oha_counts(d: dict) -> tuple[int, int]:
             sum(v for k, v in codes.items() if k != "200") + sum(errors.values()))
 
 
-def proxy_row(t, rnd, tp, sat0, sat1, rss, hwm) -> None:
-    """One saturated-phase result line from oha's JSON and /proc samples: CPU seconds before and
-    after the phase (sat0, sat1), RSS and its peak after the round's phases at a rate."""
-    tp = json.load(open(tp))
-    ok, bad = oha_counts(tp)
+def turn_row(kind, t, rnd, part, run, cpu0, cpu1) -> None:
+    """One result line of a target's turn in a round's phase (`kind`: "sat" saturated, "rate"
+    at a fixed rate): requests/s and latency from oha's JSON, CPU seconds before and after."""
+    run = json.load(open(run))
+    ok, bad = oha_counts(run)
     print(json.dumps({
-        "kind": "proxy", "target": t, "round": int(rnd),
-        "rps": ok / tp["summary"]["total"],
-        "cpu_sat_ms_per_1k": (float(sat1) - float(sat0)) * 1e6 / ok if ok else None,
-        "rss_mb": float(rss) / 1024, "hwm_mb": float(hwm) / 1024,
-        "errors": bad,
-    }))
-
-
-def rate_row(t, rnd, part, lat, cpu0, cpu1) -> None:
-    """One result line of a part of a round's phase at a fixed rate: latency from oha's JSON, CPU
-    seconds before and after it."""
-    lat = json.load(open(lat))
-    ok, bad = oha_counts(lat)
-    print(json.dumps({
-        "kind": "rate", "target": t, "round": int(rnd), "part": int(part),
-        "p50_ms": lat["latencyPercentiles"]["p50"] * 1000,
-        "p99_ms": lat["latencyPercentiles"]["p99"] * 1000,
+        "kind": kind, "target": t, "round": int(rnd), "part": int(part),
+        "rps": ok / run["summary"]["total"],
+        "p50_ms": run["latencyPercentiles"]["p50"] * 1000,
+        "p99_ms": run["latencyPercentiles"]["p99"] * 1000,
         "cpu_ms_per_1k": (float(cpu1) - float(cpu0)) * 1e6 / ok if ok else None,
         "errors": bad,
     }))
+
+
+def memory_row(t, rnd, rss, hwm) -> None:
+    """A target's RSS and its peak (KB, from /proc) after a round's phases."""
+    print(json.dumps({"kind": "memory", "target": t, "round": int(rnd),
+                      "rss_mb": float(rss) / 1024, "hwm_mb": float(hwm) / 1024}))
 
 
 def cold_row(alg, rnd, cold, warm, paced, c0, c1, c2, c3) -> None:
@@ -226,12 +219,12 @@ def table(rows: list[tuple]) -> str:
 
 
 def paired_ratio(results: list[dict], kind: str, key: str, target: str, baseline: str) -> float | None:
-    """The median of target/baseline over the runs of `kind` that one round (and part of a
-    round, at a rate) took of both, the runs of each pair taken seconds apart."""
+    """The median of target/baseline over the turns of `kind` in which both took part: each
+    pair measured seconds apart, under one state of the machine."""
     pairs = {}
     for r in results:
         if r["kind"] == kind and r["target"] in (target, baseline) and r.get(key):
-            pairs.setdefault((r["round"], r.get("part")), {})[r["target"]] = r[key]
+            pairs.setdefault((r["round"], r["part"]), {})[r["target"]] = r[key]
     ratios = [v[target] / v[baseline] for v in pairs.values() if len(v) == 2]
     return statistics.median(ratios) if ratios else None
 
@@ -246,33 +239,35 @@ def report(path: Path) -> None:
 
     rows: list[tuple] = []
     rounds = max((r.get("round", 1) for r in results), default=0)
-    if any(r["kind"] == "proxy" for r in results):
-        p = {t: (lambda key, t=t: med(key, kind="proxy", target=t)) for t in ("direct", "nginx", "sidecar")}
-        q = {t: (lambda key, t=t: med(key, kind="rate", target=t)) for t in ("nginx", "sidecar")}
-        errors = {t: sum(r["errors"] for r in results if r["kind"] in ("proxy", "rate") and r["target"] == t)
+    if any(r["kind"] == "sat" for r in results):
+        def figure(kind, key, target="sidecar", baseline="nginx"):
+            """The target's and the baseline's medians and the median of their paired ratios."""
+            return (med(key, kind=kind, target=target), med(key, kind=kind, target=baseline),
+                    paired_ratio(results, kind, key, target, baseline))
+
+        def row(name, kind, key, base_name, goal, spec, target="sidecar", baseline="nginx"):
+            value, base, ratio = figure(kind, key, target, baseline)
+            return (name, value, base, base_name, goal, spec, ratio)
+
+        errors = {t: sum(r["errors"] for r in results if r["kind"] in ("sat", "rate") and r["target"] == t)
                   for t in ("nginx", "sidecar")}
         rows += [
-            ("proxy: requests/s, 16 connections", p["sidecar"]("rps"), p["nginx"]("rps"), "nginx", ">= 1.10x", ".0f"),
-            ("proxy: requests/s, 16 connections", p["sidecar"]("rps"), p["direct"]("rps"), "upstream alone", "", ".0f"),
-            ("proxy: p50 ms at 1000 requests/s", q["sidecar"]("p50_ms"), q["nginx"]("p50_ms"), "nginx", "", ".2f",
-             paired_ratio(results, "rate", "p50_ms", "sidecar", "nginx")),
-            ("proxy: p99 ms at 1000 requests/s", q["sidecar"]("p99_ms"), q["nginx"]("p99_ms"), "nginx", "<= 1.00x", ".2f",
-             paired_ratio(results, "rate", "p99_ms", "sidecar", "nginx")),
-            ("proxy: CPU ms per 1k requests at 1000/s", q["sidecar"]("cpu_ms_per_1k"), q["nginx"]("cpu_ms_per_1k"), "nginx", "<= 1.00x", ".1f",
-             paired_ratio(results, "rate", "cpu_ms_per_1k", "sidecar", "nginx")),
-            ("proxy: CPU ms per 1k requests, saturated", p["sidecar"]("cpu_sat_ms_per_1k"), p["nginx"]("cpu_sat_ms_per_1k"), "nginx", "<= 1.00x", ".1f",
-             paired_ratio(results, "proxy", "cpu_sat_ms_per_1k", "sidecar", "nginx")),
-            ("proxy: RSS MB", p["sidecar"]("rss_mb"), p["nginx"]("rss_mb"), "nginx", "<= 12 MB", ".1f"),
+            row("proxy: requests/s, 16 connections", "sat", "rps", "nginx", ">= 1.10x", ".0f"),
+            row("proxy: requests/s, 16 connections", "sat", "rps", "upstream alone", "", ".0f", baseline="direct"),
+            row("proxy: p50 ms at 1000 requests/s", "rate", "p50_ms", "nginx", "", ".2f"),
+            row("proxy: p99 ms at 1000 requests/s", "rate", "p99_ms", "nginx", "<= 1.00x", ".2f"),
+            row("proxy: CPU ms per 1k requests at 1000/s", "rate", "cpu_ms_per_1k", "nginx", "<= 1.00x", ".1f"),
+            row("proxy: CPU ms per 1k requests, saturated", "sat", "cpu_ms_per_1k", "nginx", "<= 1.00x", ".1f"),
+            ("proxy: RSS MB", med("rss_mb", kind="memory", target="sidecar"),
+             med("rss_mb", kind="memory", target="nginx"), "nginx", "<= 12 MB", ".1f"),
             ("proxy: errors", errors["sidecar"], errors["nginx"], "nginx", "0", ".0f"),
         ]
-    if any(r["kind"] == "proxy" and r["target"] == "audit-off" for r in results):
-        rows += [
-            (f"audit: CPU ms per 1k requests, {phase}", med(key, kind=kind, target="sidecar"),
-             med(key, kind=kind, target="audit-off"), "audit off", "<= 1.05x", ".1f",
-             paired_ratio(results, kind, key, "sidecar", "audit-off"))
-            for phase, kind, key in (("saturated", "proxy", "cpu_sat_ms_per_1k"),
-                                     ("at 1000/s", "rate", "cpu_ms_per_1k"))
-        ]
+        if any(r["kind"] == "sat" and r["target"] == "audit-off" for r in results):
+            rows += [
+                row(f"audit: CPU ms per 1k requests, {phase}", kind, "cpu_ms_per_1k", "audit off",
+                    "<= 1.05x", ".1f", baseline="audit-off")
+                for phase, kind in (("saturated", "sat"), ("at 1000/s", "rate"))
+            ]
     for alg in ("RS256", "ES256"):
         if not any(r["kind"] == "cold" and r["alg"] == alg for r in results):
             continue
@@ -322,9 +317,9 @@ def report(path: Path) -> None:
           f"where rounds apply\n")
     print(table(rows))
     print("\nCPU and memory: the measured proxy's processes only (time on CPU and RSS from "
-          "/proc).\nRatios at 1000/s and CPU ratios: the median of paired ratios, each pair measured "
-          "seconds apart\n(saturated: in one round; at 1000/s: in one part of a round, the targets "
-          "taking turns).\nsse streams: opened/failed/dropped/fewest events a stream received.")
+          "/proc).\nproxy and audit ratios: the median of paired ratios, each pair from one turn of a "
+          "round (the targets\ntaking turns of a few seconds, so that one state of the machine "
+          "affects both).\nsse streams: opened/failed/dropped/fewest events a stream received.")
 
 
 def main() -> None:
@@ -335,10 +330,10 @@ def main() -> None:
         openssl_verify_rate(args[0])
     elif cmd == "procstat":
         procstat([int(a) for a in args])
-    elif cmd == "proxy-row":
-        proxy_row(*args)
-    elif cmd == "rate-row":
-        rate_row(*args)
+    elif cmd == "turn-row":
+        turn_row(*args)
+    elif cmd == "memory-row":
+        memory_row(*args)
     elif cmd == "cold-row":
         cold_row(*args)
     elif cmd == "sse-row":

@@ -6,14 +6,14 @@
 # proxy  The upstream alone vs nginx (plain reverse proxy) vs the sidecar (JWT verification on, one
 #        repeated ES256 token), alternating rounds. Upstream: nginx (1 worker) answering every POST
 #        with a fixed MCP tools/list result. nginx proxy: nginx-light, 2 workers, upstream keepalive.
-#        Load: oha (cargo install into .run/tools when missing). Per round: each target's
-#        throughput with 16 connections for BENCH_SECONDS, those phases back to back; then the
-#        targets take turns at a fixed 1000 requests/s, BENCH_RATE_TURNS (4) turns each that add
-#        up to BENCH_SECONDS, after one turn each not counted (the machine settles); CPU seconds (schedstat from /proc) of the proxy's processes over
-#        each phase and turn, and their RSS. Ratios at 1000/s and CPU ratios are the median of
-#        paired ratios (a round's saturated phases, a turn at 1000/s: each pair measured seconds
-#        apart, so one machine state affects both). With the audit trail on (the default), a second sidecar with it off joins the
-#        rounds and the audit rows compare the two the same way.
+#        Load: oha (cargo install into .run/tools when missing), 16 connections. Per round, a
+#        saturated phase and then a phase at a fixed 1000 requests/s, each in BENCH_RATE_TURNS
+#        (4) turns that add up to BENCH_SECONDS, the targets taking each turn one after another
+#        (after a turn 0 not counted: warm-up, and the machine settles); CPU seconds (schedstat
+#        from /proc) of the proxy's processes over each turn, and their RSS after the round.
+#        Ratios are the median of the turns' paired ratios (each pair measured seconds apart, so
+#        one machine state affects both). With the audit trail on (the default), a second
+#        sidecar with it off joins the turns and the audit rows compare the two the same way.
 # cold   Per round, BENCH_COLD_TOKENS (10,000) distinct valid RS256 tokens never sent before, then
 #        as many ES256 ones: each set sent once (every request a verification), then cycled three
 #        times more (every request a cache hit) as fast as it goes, then three times more paced at
@@ -190,7 +190,7 @@ bench_proxy() {
   }
 
   # Every target must answer 200 with the tools/list result before we measure it.
-  local t got code round url sat0 cpu0 cpu1 rss hwm targets="direct nginx sidecar"
+  local t got code round cpu0 cpu1 rss hwm targets="direct nginx sidecar"
   [[ -n "${AUDIT_OFF_PID:-}" ]] && targets+=" audit-off"
   for t in $targets; do
     got=$(curl -s -X POST "$(target_url $t)" -H "Authorization: Bearer $TOKEN" \
@@ -200,39 +200,30 @@ bench_proxy() {
   code=$(curl -s -o /dev/null -w '%{http_code}' -X POST "$RESOURCE" -d "$BODY")
   [[ "$code" == 401 ]] || die "the sidecar let a request without a token through ($code)"
 
-  # Per round, every target's saturated phase back to back, then the phase at $RATE in $TURNS
-  # parts, the targets taking turns: the figures that the report pairs are then taken seconds
-  # apart, under one machine state (on a shared VM it changes within a minute).
-  local -A sat_from sat_to
-  local turn turn_secs=$((SECONDS_PER_PHASE / TURNS > 0 ? SECONDS_PER_PHASE / TURNS : 1))
+  # Per round, the saturated phase and then the phase at $RATE, each in $TURNS turns of which
+  # every target takes one in turn: the figures that the report pairs are taken seconds apart,
+  # under one state of the machine (on a shared VM it changes within a minute). Turn 0 of each
+  # phase is not counted: it warms the targets up, and after the saturated phase every target
+  # costs more CPU per request for several seconds.
+  local kind load turn turn_secs=$((SECONDS_PER_PHASE / TURNS > 0 ? SECONDS_PER_PHASE / TURNS : 1))
   for round in $(seq 1 "$ROUNDS"); do
-    for t in $targets; do
-      url=$(target_url "$t")
-      log "proxy round $round/$ROUNDS: $t, saturated"
-      oha_run "$url" /dev/null 2 -c "$CONNECTIONS"   # warm-up
-      read -r sat0 _ _ < <(procstat $(target_pids "$t"))
-      oha_run "$url" "$DIR/tp-$t-$round.json" "$SECONDS_PER_PHASE" -c "$CONNECTIONS"
-      read -r cpu0 _ _ < <(procstat $(target_pids "$t"))
-      sat_from[$t]=$sat0 sat_to[$t]=$cpu0
-    done
-    # Turn 0 is not counted: the machine settles after the saturated phases (on this VM every
-    # target costs more CPU per request for several seconds after them).
-    log "proxy round $round/$ROUNDS: $RATE requests/s, $TURNS turns of $turn_secs s each"
-    for turn in $(seq 0 "$TURNS"); do
-      for t in $targets; do
-        read -r cpu0 _ _ < <(procstat $(target_pids "$t"))
-        oha_run "$(target_url "$t")" "$DIR/lat-$t-$round-$turn.json" "$turn_secs" \
-          -c "$CONNECTIONS" -q "$RATE"
-        read -r cpu1 _ _ < <(procstat $(target_pids "$t"))
-        ((turn > 0)) || continue
-        "$PY" "$ROOT/bench/bench.py" rate-row "$t" "$round" "$turn" \
-          "$DIR/lat-$t-$round-$turn.json" "$cpu0" "$cpu1" >>"$RESULTS"
+    for kind in sat rate; do
+      if [[ $kind == sat ]]; then load=(-c "$CONNECTIONS"); else load=(-c "$CONNECTIONS" -q "$RATE"); fi
+      log "proxy round $round/$ROUNDS: $kind (oha ${load[*]}), $TURNS turns of $turn_secs s"
+      for turn in $(seq 0 "$TURNS"); do
+        for t in $targets; do
+          read -r cpu0 _ _ < <(procstat $(target_pids "$t"))
+          oha_run "$(target_url "$t")" "$DIR/$kind-$t-$round-$turn.json" "$turn_secs" "${load[@]}"
+          read -r cpu1 _ _ < <(procstat $(target_pids "$t"))
+          ((turn > 0)) || continue
+          "$PY" "$ROOT/bench/bench.py" turn-row "$kind" "$t" "$round" "$turn" \
+            "$DIR/$kind-$t-$round-$turn.json" "$cpu0" "$cpu1" >>"$RESULTS"
+        done
       done
     done
     for t in $targets; do
       read -r _ rss hwm < <(procstat $(target_pids "$t"))
-      "$PY" "$ROOT/bench/bench.py" proxy-row "$t" "$round" "$DIR/tp-$t-$round.json" \
-        "${sat_from[$t]}" "${sat_to[$t]}" "$rss" "$hwm" >>"$RESULTS"
+      "$PY" "$ROOT/bench/bench.py" memory-row "$t" "$round" "$rss" "$hwm" >>"$RESULTS"
     done
   done
   kill "$(cat "$DIR/proxy/nginx.pid")"
