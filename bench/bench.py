@@ -169,7 +169,7 @@ def cold_row(alg, rnd, cold, warm, paced, c0, c1, c2, c3) -> None:
         "paced_cpu_ms_per_1k": paced_cpu,
         # CPU ms per 1k requests = µs per request; the difference between the cold pass and the
         # warm one at the same rate is one verification. A warm pass at its own (higher) rate
-        # would leave the cost of serving fewer requests per wake-up in the difference.
+        # would leave in the difference whatever part of a request's cost depends on the rate.
         "verify_per_s": 1e6 / (cold_cpu - paced_cpu)
         if cold_cpu and paced_cpu and cold_cpu > paced_cpu else None,
         "errors": cold["errors"] + warm["errors"] + paced["errors"],
@@ -240,14 +240,11 @@ def report(path: Path) -> None:
     rows: list[tuple] = []
     rounds = max((r.get("round", 1) for r in results), default=0)
     if any(r["kind"] == "sat" for r in results):
-        def figure(kind, key, target="sidecar", baseline="nginx"):
-            """The target's and the baseline's medians and the median of their paired ratios."""
-            return (med(key, kind=kind, target=target), med(key, kind=kind, target=baseline),
-                    paired_ratio(results, kind, key, target, baseline))
-
         def row(name, kind, key, base_name, goal, spec, target="sidecar", baseline="nginx"):
-            value, base, ratio = figure(kind, key, target, baseline)
-            return (name, value, base, base_name, goal, spec, ratio)
+            """A table row: the target's and the baseline's medians of `key` in the turns of
+            `kind`, and the median of their paired ratios."""
+            return (name, med(key, kind=kind, target=target), med(key, kind=kind, target=baseline),
+                    base_name, goal, spec, paired_ratio(results, kind, key, target, baseline))
 
         errors = {t: sum(r["errors"] for r in results if r["kind"] in ("sat", "rate") and r["target"] == t)
                   for t in ("nginx", "sidecar")}

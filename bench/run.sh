@@ -7,7 +7,7 @@
 #        repeated ES256 token), alternating rounds. Upstream: nginx (1 worker) answering every POST
 #        with a fixed MCP tools/list result. nginx proxy: nginx-light, 2 workers, upstream keepalive.
 #        Load: oha (cargo install into .run/tools when missing), 16 connections. Per round, a
-#        saturated phase and then a phase at a fixed 1000 requests/s, each in BENCH_RATE_TURNS
+#        saturated phase and then a phase at a fixed 1000 requests/s, each in BENCH_TURNS
 #        (4) turns that add up to BENCH_SECONDS, the targets taking each turn one after another
 #        (after a turn 0 not counted: warm-up, and the machine settles); CPU seconds (schedstat
 #        from /proc) of the proxy's processes over each turn, and their RSS after the round.
@@ -33,7 +33,7 @@
 # them off to measure their cost. OTEL_EXPORTER_OTLP_ENDPOINT, when set, is passed on (tracing).
 #
 # Usage: bench/run.sh    env: BENCH_ONLY=proxy,cold,sse,oauth BENCH_ROUNDS=3 BENCH_SECONDS=8
-#   BENCH_RATE_TURNS=4
+#   BENCH_TURNS=4
 #   BENCH_AUDIT=on BENCH_COLD_TOKENS=10000 BENCH_SSE_STREAMS=10000 BENCH_SSE_HOLD=70 BENCH_SSE_INTERVAL=60
 #   BENCH_OAUTH_CODES=1000 BENCH_OAUTH_CHAINS=32 MCP_WARDEN_SIDECAR_BIN=path
 set -euo pipefail
@@ -43,7 +43,7 @@ cd "$ROOT"
 
 ROUNDS=${BENCH_ROUNDS:-3}
 SECONDS_PER_PHASE=${BENCH_SECONDS:-8}
-TURNS=${BENCH_RATE_TURNS:-4}
+TURNS=${BENCH_TURNS:-4}
 ONLY=${BENCH_ONLY:-proxy,cold,sse,oauth}
 COLD_TOKENS=${BENCH_COLD_TOKENS:-10000}
 SSE_STREAMS=${BENCH_SSE_STREAMS:-10000}
