@@ -14,12 +14,13 @@
 #        Ratios are the median of the turns' paired ratios (each pair measured seconds apart, so
 #        one machine state affects both). With the audit trail on (the default), a second
 #        sidecar with it off joins the turns and the audit rows compare the two the same way.
-# cold   Per round, BENCH_COLD_TOKENS (10,000) distinct valid RS256 tokens never sent before, then
-#        as many ES256 ones: each set sent once (every request a verification), then cycled three
-#        times more (every request a cache hit) as fast as it goes, then three times more paced at
-#        the cold pass's rate; 16 connections (bench/loadgen). Verification cost = cold minus
-#        paced warm CPU per request (one rate, so as many requests per wake-up), against
-#        `openssl speed`'s single-core verify rate for the same algorithm.
+# cold   Per round, four times BENCH_COLD_TOKENS (10,000) distinct valid RS256 tokens never sent
+#        before, then as many ES256 ones: each set sent once (every request a verification),
+#        then its last BENCH_COLD_TOKENS (the ones the cache holds then; at most its 10,000
+#        entries) cycled as many requests as fast as it goes and as many again paced at the
+#        cold pass's rate (every request a cache hit); 16 connections (bench/loadgen).
+#        Verification cost = cold minus paced warm CPU per request (both passes at one rate),
+#        against `openssl speed`'s single-core verify rate for the same algorithm.
 # sse    BENCH_SSE_STREAMS (10,000; fewer when the open-files limit cannot hold two sockets per
 #        stream in one process) concurrent GET event streams through nginx and through the sidecar
 #        to an upstream sending each an event a minute, held BENCH_SSE_HOLD (70) seconds: RSS per
@@ -46,6 +47,7 @@ SECONDS_PER_PHASE=${BENCH_SECONDS:-8}
 TURNS=${BENCH_TURNS:-4}
 ONLY=${BENCH_ONLY:-proxy,cold,sse,oauth}
 COLD_TOKENS=${BENCH_COLD_TOKENS:-10000}
+COLD_PASS=$((COLD_TOKENS * 4))
 SSE_STREAMS=${BENCH_SSE_STREAMS:-10000}
 SSE_HOLD=${BENCH_SSE_HOLD:-70}
 SSE_INTERVAL=${BENCH_SSE_INTERVAL:-60}
@@ -72,9 +74,9 @@ PROXY_PORT=$(free_port)
 SIDECAR_PORT=$(free_port)
 ADMIN_PORT=$(free_port)
 RESOURCE="http://127.0.0.1:$SIDECAR_PORT/mcp"
-want cold || COLD_TOKENS=0
+want cold || COLD_PASS=0
 log "making keys and tokens"
-"$PY" "$ROOT/bench/bench.py" keys "$DIR" "$RESOURCE" "$COLD_TOKENS" "$ROUNDS"
+"$PY" "$ROOT/bench/bench.py" keys "$DIR" "$RESOURCE" "$COLD_PASS" "$ROUNDS"
 TOKEN=$(cat "$DIR/token")
 RESULTS="$DIR/results.jsonl"
 : >"$RESULTS"
@@ -231,7 +233,7 @@ bench_proxy() {
 
 # ---------------------------------------------------------------- cold: distinct tokens
 bench_cold() {
-  local alg round rate c0 c1 c2 c3 cold warm paced
+  local alg round rate c0 c1 c1b c2 c3 cold warm paced
   for alg in RS256 ES256; do
     log "openssl speed, $alg"
     rate=$("$PY" "$ROOT/bench/bench.py" openssl "$alg")
@@ -243,19 +245,26 @@ bench_cold() {
     "$LOADGEN" tokens --url "$RESOURCE" --tokens "$file" --requests "$requests" \
       --connections "$CONNECTIONS" --body "$BODY" "$@"
   }
+  # The cold pass sends COLD_PASS tokens never seen before, four sets' worth, so that it lasts
+  # about a second; the cache then holds the last COLD_TOKENS of them, the warm set.
+  local all warm_set requests=$COLD_PASS
   for round in $(seq 1 "$ROUNDS"); do
     for alg in RS256 ES256; do
-      log "cold round $round/$ROUNDS: $alg, $COLD_TOKENS distinct tokens"
+      log "cold round $round/$ROUNDS: $alg, $COLD_PASS distinct tokens, then $COLD_TOKENS cached"
+      all="$DIR/tokens-$alg-$round" warm_set="$DIR/warm-$alg-$round"
+      tail -n "$COLD_TOKENS" "$all" >"$warm_set"
       read -r c0 _ _ < <(procstat "$MAIN_PID")
-      cold=$(tokens "$DIR/tokens-$alg-$round" "$COLD_TOKENS")
+      cold=$(tokens "$all" "$requests")
       read -r c1 _ _ < <(procstat "$MAIN_PID")
-      warm=$(tokens "$DIR/tokens-$alg-$round" $((COLD_TOKENS * 3)))
+      tokens "$warm_set" "$COLD_TOKENS" >/dev/null # any the cache no longer holds, again
+      read -r c1b _ _ < <(procstat "$MAIN_PID")
+      warm=$(tokens "$warm_set" "$requests")
       read -r c2 _ _ < <(procstat "$MAIN_PID")
-      paced=$(tokens "$DIR/tokens-$alg-$round" $((COLD_TOKENS * 3)) \
+      paced=$(tokens "$warm_set" "$requests" \
         --rate "$("$PY" -c 'import json, sys; print(json.loads(sys.argv[1])["per_second"])' "$cold")")
       read -r c3 _ _ < <(procstat "$MAIN_PID")
       "$PY" "$ROOT/bench/bench.py" cold-row "$alg" "$round" "$cold" "$warm" "$paced" \
-        "$c0" "$c1" "$c2" "$c3" >>"$RESULTS"
+        "$c0" "$c1" "$c1b" "$c2" "$c2" "$c3" >>"$RESULTS"
     done
   done
 }
