@@ -153,14 +153,15 @@ def memory_row(t, rnd, rss, hwm) -> None:
                       "rss_mb": float(rss) / 1024, "hwm_mb": float(hwm) / 1024}))
 
 
-def cold_row(alg, rnd, cold, warm, paced, *cpu) -> None:
+def cold_row(alg, rnd, cold, warm, paced, cold0, cold1, warm0, warm1, paced1) -> None:
     """One cold-token result line: the loadgen's JSON of the cold pass, the warm pass as fast as
     it goes and the warm pass paced at the cold pass's rate, and the sidecar's CPU seconds
-    before and after each (six figures, in the order of the passes)."""
+    before and after the cold and the warm pass and after the paced one (which starts where the
+    warm one ends)."""
     cold, warm, paced = json.loads(cold), json.loads(warm), json.loads(paced)
-    c0, c1, w0, w1, p0, p1 = (float(c) for c in cpu)
+    c0, c1, w0, w1, p1 = (float(c) for c in (cold0, cold1, warm0, warm1, paced1))
     per_1k = lambda cpu, run: cpu * 1e6 / run["ok"] if run["ok"] else None  # noqa: E731
-    cold_cpu, warm_cpu, paced_cpu = per_1k(c1 - c0, cold), per_1k(w1 - w0, warm), per_1k(p1 - p0, paced)
+    cold_cpu, warm_cpu, paced_cpu = per_1k(c1 - c0, cold), per_1k(w1 - w0, warm), per_1k(p1 - w1, paced)
     print(json.dumps({
         "kind": "cold", "alg": alg, "round": int(rnd),
         "cold_rps": cold["per_second"], "warm_rps": warm["per_second"], "paced_rps": paced["per_second"],

@@ -233,7 +233,7 @@ bench_proxy() {
 
 # ---------------------------------------------------------------- cold: distinct tokens
 bench_cold() {
-  local alg round rate c0 c1 c1b c2 c3 cold warm paced
+  local alg round rate cold0 cold1 warm0 warm1 paced1 cold warm paced
   for alg in RS256 ES256; do
     log "openssl speed, $alg"
     rate=$("$PY" "$ROOT/bench/bench.py" openssl "$alg")
@@ -253,18 +253,18 @@ bench_cold() {
       log "cold round $round/$ROUNDS: $alg, $COLD_PASS distinct tokens, then $COLD_TOKENS cached"
       all="$DIR/tokens-$alg-$round" warm_set="$DIR/warm-$alg-$round"
       tail -n "$COLD_TOKENS" "$all" >"$warm_set"
-      read -r c0 _ _ < <(procstat "$MAIN_PID")
+      read -r cold0 _ _ < <(procstat "$MAIN_PID")
       cold=$(tokens "$all" "$requests")
-      read -r c1 _ _ < <(procstat "$MAIN_PID")
+      read -r cold1 _ _ < <(procstat "$MAIN_PID")
       tokens "$warm_set" "$COLD_TOKENS" >/dev/null # any the cache no longer holds, again
-      read -r c1b _ _ < <(procstat "$MAIN_PID")
+      read -r warm0 _ _ < <(procstat "$MAIN_PID")
       warm=$(tokens "$warm_set" "$requests")
-      read -r c2 _ _ < <(procstat "$MAIN_PID")
+      read -r warm1 _ _ < <(procstat "$MAIN_PID")
       paced=$(tokens "$warm_set" "$requests" \
         --rate "$("$PY" -c 'import json, sys; print(json.loads(sys.argv[1])["per_second"])' "$cold")")
-      read -r c3 _ _ < <(procstat "$MAIN_PID")
+      read -r paced1 _ _ < <(procstat "$MAIN_PID")
       "$PY" "$ROOT/bench/bench.py" cold-row "$alg" "$round" "$cold" "$warm" "$paced" \
-        "$c0" "$c1" "$c1b" "$c2" "$c2" "$c3" >>"$RESULTS"
+        "$cold0" "$cold1" "$warm0" "$warm1" "$paced1" >>"$RESULTS"
     done
   done
 }
