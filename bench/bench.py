@@ -288,6 +288,8 @@ def report(path: Path) -> None:
              "same tokens, same rate", "", ".1f"),
             (f"cold {alg}: verifications/s per core", verify_rate, med("verify_per_s", kind="openssl", alg=alg),
              "openssl speed", ">= 0.90x", ".0f"),
+            (f"cold {alg}: the same, one thread in a loop", med("verify_per_s", kind="loop", alg=alg),
+             med("verify_per_s", kind="openssl", alg=alg), "openssl speed", "", ".0f"),
             (f"cold {alg}: errors", c("errors"), None, "", "0", ".0f"),
         ]
     if any(r["kind"] == "sse" for r in results):

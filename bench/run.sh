@@ -20,7 +20,9 @@
 #        entries) cycled as many requests as fast as it goes and as many again paced at the
 #        cold pass's rate (every request a cache hit); 16 connections (bench/loadgen).
 #        Verification cost = cold minus paced warm CPU per request (both passes at one rate),
-#        against `openssl speed`'s single-core verify rate for the same algorithm.
+#        against `openssl speed`'s single-core verify rate for the same algorithm. Next to it,
+#        the same verification path run by one thread in a loop outside the server
+#        (sidecar/examples/verify_cost, BENCH_COLD_TOKENS new tokens, cold minus cached).
 # sse    BENCH_SSE_STREAMS (10,000; fewer when the open-files limit cannot hold two sockets per
 #        stream in one process) concurrent GET event streams through nginx and through the sidecar
 #        to an upstream sending each an event a minute, held BENCH_SSE_HOLD (70) seconds: RSS per
@@ -65,6 +67,12 @@ if want proxy && [[ ! -x "$OHA" ]]; then
   cargo install --quiet --locked --root "$RUN_DIR/tools" oha
 fi
 bench_binaries
+if want cold; then
+  # One thread verifying in a loop, outside the server: the cold mode's second yardstick.
+  log "building examples/verify_cost (release)"
+  cargo build --quiet --release -p mcp-warden-sidecar --example verify_cost
+  VERIFY_COST="$ROOT/target/release/examples/verify_cost"
+fi
 
 DIR="$RUN_DIR/bench"
 rm -rf "$DIR"
@@ -265,6 +273,8 @@ bench_cold() {
       read -r paced1 _ _ < <(procstat "$MAIN_PID")
       "$PY" "$ROOT/bench/bench.py" cold-row "$alg" "$round" "$cold" "$warm" "$paced" \
         "$cold0" "$cold1" "$warm0" "$warm1" "$paced1" >>"$RESULTS"
+      log "cold round $round/$ROUNDS: $alg, examples/verify_cost (one thread, in a loop)"
+      "$VERIFY_COST" "$alg" "$COLD_TOKENS" --json >>"$RESULTS"
     done
   done
 }

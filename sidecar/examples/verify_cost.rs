@@ -7,7 +7,9 @@
 //! input; `cold`, `Verifier::verify` of each of the other `N` tokens, never seen (the sidecar's
 //! whole path, a cache miss); `warm`, the same tokens again (cache hits).
 //!
-//!     cargo run --release -p mcp-warden-sidecar --example verify_cost -- [RS256|ES256] [N]
+//!     cargo run --release -p mcp-warden-sidecar --example verify_cost -- [RS256|ES256] [N] [--json]
+//!
+//! With `--json` it prints one JSON line instead (bench/run.sh's `cold` mode reads it).
 //!
 //! Under callgrind, count one phase with `--collect-atstart=no
 //! --toggle-collect='verify_cost::phase_cold'` (or `phase_bare`, `phase_warm`) and divide by `N`
@@ -44,6 +46,7 @@ fn main() {
     let mut args = std::env::args().skip(1);
     let alg = args.next().unwrap_or_else(|| "RS256".into());
     let n: usize = args.next().map_or(10_000, |n| n.parse().expect("N"));
+    let as_json = args.next().is_some_and(|a| a == "--json");
     let (jwk, parsed, sign): (serde_json::Value, ParsedPublicKey, Signer) = match alg.as_str() {
         "RS256" => {
             let pair = sig::RsaKeyPair::generate(KeySize::Rsa2048).expect("RSA key");
@@ -131,6 +134,12 @@ fn main() {
     let bare = per_token(3, &mut || phase_bare(&parsed, &signed));
     let cold = per_token(1, &mut || phase_cold(&rt, &verifier, &tokens));
     let warm = per_token(20, &mut || phase_warm(&rt, &verifier, &tokens));
+    if as_json {
+        let line = serde_json::json!({"kind": "loop", "alg": alg, "tokens": n,
+            "bare_per_s": 1e9 / bare, "verify_per_s": 1e9 / (cold - warm)});
+        println!("{line}");
+        return;
+    }
     println!(
         "{alg} n={n}: bare {bare:.0} ns ({:.0}/s)  cold {cold:.0} ns  warm {warm:.0} ns  \
          cold-warm {:.0} ns ({:.0}/s, {:.2}x bare)",
