@@ -46,7 +46,11 @@ fn main() {
     let mut args = std::env::args().skip(1);
     let alg = args.next().unwrap_or_else(|| "RS256".into());
     let n: usize = args.next().map_or(10_000, |n| n.parse().expect("N"));
-    let as_json = args.next().is_some_and(|a| a == "--json");
+    let as_json = match args.next().as_deref() {
+        None => false,
+        Some("--json") => true,
+        Some(other) => panic!("unknown argument {other:?} (expected --json)"),
+    };
     let (jwk, parsed, sign): (serde_json::Value, ParsedPublicKey, Signer) = match alg.as_str() {
         "RS256" => {
             let pair = sig::RsaKeyPair::generate(KeySize::Rsa2048).expect("RSA key");
